@@ -1,0 +1,525 @@
+//! The manifest: everything a player needs to know about a track before it
+//! fetches a byte of audio, and the root of trust for every chunk.
+//!
+//! A [`Manifest`] holds the codec and container hints, sample rate, channels,
+//! length in frames, the byte length and chunk size, one blake3 hash per
+//! chunk, a time index and the tags. Its canonical encoding is hashed to make
+//! the [`TrackId`]; [`Manifest::decode_verified`] checks received bytes
+//! against the id they were asked for.
+//!
+//! ## The time index
+//!
+//! A sorted list of [`TimePoint`]s maps byte offsets to media time (the time
+//! at which the decoder reaches that byte). Between points, time is
+//! interpolated linearly; after the last point, toward (byte length,
+//! duration). Byte ranges the demuxer needs before any audio plays (headers,
+//! an MP4 `moov` atom at the end of the file) are listed as `header_ranges`
+//! and are due at time zero. From these two, every chunk gets a deadline
+//! ([`Manifest::chunk_media_time`]) and every seek target a chunk
+//! ([`Manifest::chunk_at_time`]).
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::chunk::{ChunkLayout, ChunkSize};
+use crate::codec::{Put, Reader};
+use crate::error::{ProtocolError, Result};
+use crate::ids::{ChunkHash, ChunkIndex, TrackId};
+use crate::limits;
+
+/// The manifest encoding version this implementation writes and reads.
+pub const MANIFEST_VERSION: u8 = 1;
+const MAGIC: &[u8; 4] = b"CHMF";
+
+macro_rules! code_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $code:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+            /// A code this version does not know, kept as is so it
+            /// round-trips.
+            Other(u8),
+        }
+
+        impl $name {
+            /// The wire code.
+            pub fn code(self) -> u8 {
+                match self {
+                    $(Self::$variant => $code,)*
+                    Self::Other(c) => c,
+                }
+            }
+
+            /// From the wire code.
+            pub fn from_code(c: u8) -> Self {
+                match c {
+                    $($code => Self::$variant,)*
+                    c => Self::Other(c),
+                }
+            }
+        }
+    };
+}
+
+code_enum!(
+    /// The audio codec, a hint for choosing a decoder.
+    Codec {
+        /// MPEG-1/2 Layer III.
+        Mp3 = 1,
+        /// Vorbis.
+        Vorbis = 2,
+        /// FLAC.
+        Flac = 3,
+        /// AAC (LC/HE).
+        Aac = 4,
+        /// Apple Lossless.
+        Alac = 5,
+        /// Uncompressed PCM.
+        Pcm = 6,
+        /// Opus.
+        Opus = 7,
+    }
+);
+
+code_enum!(
+    /// The container format, a hint for choosing a demuxer.
+    Container {
+        /// A raw MPEG audio stream (with optional ID3 tags).
+        Mpeg = 1,
+        /// Ogg.
+        Ogg = 2,
+        /// Native FLAC.
+        Flac = 3,
+        /// ISO MP4 / M4A.
+        Mp4 = 4,
+        /// RIFF WAVE.
+        Wav = 5,
+        /// AIFF.
+        Aiff = 6,
+        /// Matroska / WebM.
+        Mkv = 7,
+        /// Raw ADTS AAC.
+        Adts = 8,
+    }
+);
+
+impl Codec {
+    /// A short lowercase name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mp3 => "mp3",
+            Self::Vorbis => "vorbis",
+            Self::Flac => "flac",
+            Self::Aac => "aac",
+            Self::Alac => "alac",
+            Self::Pcm => "pcm",
+            Self::Opus => "opus",
+            Self::Other(_) => "other",
+        }
+    }
+}
+
+/// A point of the time index: the decoder reaches `byte_offset` at media
+/// time `time_us` microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimePoint {
+    /// Offset in the file.
+    pub byte_offset: u64,
+    /// Media time in microseconds.
+    pub time_us: u64,
+}
+
+/// Descriptive tags.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tags {
+    /// Track title.
+    pub title: Option<String>,
+    /// Track artist.
+    pub artist: Option<String>,
+    /// Album title.
+    pub album: Option<String>,
+    /// Album artist, when it differs from the track artist.
+    pub album_artist: Option<String>,
+    /// Position on the album, from 1.
+    pub track_number: Option<u32>,
+    /// Disc number, from 1.
+    pub disc_number: Option<u32>,
+    /// Release year.
+    pub year: Option<u32>,
+    /// ReplayGain track gain in dB.
+    pub track_gain_db: Option<f32>,
+    /// ReplayGain track peak (linear, 1.0 = full scale).
+    pub track_peak: Option<f32>,
+    /// ReplayGain album gain in dB.
+    pub album_gain_db: Option<f32>,
+    /// ReplayGain album peak.
+    pub album_peak: Option<f32>,
+}
+
+/// What the library scanner learns about a file's media, the input to
+/// [`Manifest::new`] besides the chunk hashes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaInfo {
+    /// Codec hint.
+    pub codec: Codec,
+    /// Container hint.
+    pub container: Container,
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// Number of channels.
+    pub channels: u16,
+    /// Length in frames (samples per channel); 0 when unknown.
+    pub frames: u64,
+    /// Byte ranges needed before the first audio packet can be decoded.
+    pub header_ranges: Vec<Range<u64>>,
+    /// Sorted byte offset → media time points.
+    pub time_index: Vec<TimePoint>,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// A verified, canonical track manifest. Build one with [`Manifest::new`] or
+/// decode one with [`Manifest::decode_verified`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    id: TrackId,
+    encoded: Bytes,
+    media: MediaInfo,
+    layout: ChunkLayout,
+    hashes: Vec<ChunkHash>,
+}
+
+impl Manifest {
+    /// Builds a manifest, validating every field, and computes its id.
+    pub fn new(media: MediaInfo, layout: ChunkLayout, hashes: Vec<ChunkHash>) -> Result<Self> {
+        validate(&media, &layout, &hashes)?;
+        let mut buf = BytesMut::with_capacity(encoded_len_hint(&media, &hashes));
+        encode(&mut buf, &media, &layout, &hashes);
+        let encoded = buf.freeze();
+        if encoded.len() > limits::MAX_MANIFEST_LEN {
+            return Err(ProtocolError::TooMany {
+                what: "manifest bytes",
+                count: encoded.len() as u64,
+                max: limits::MAX_MANIFEST_LEN as u64,
+            });
+        }
+        let id = TrackId::of_manifest_bytes(&encoded);
+        Ok(Self { id, encoded, media, layout, hashes })
+    }
+
+    /// Decodes manifest bytes received for `expected`, checking the hash
+    /// first, so nothing is parsed from bytes that are not what was asked for.
+    pub fn decode_verified(bytes: Bytes, expected: TrackId) -> Result<Self> {
+        let actual = TrackId::of_manifest_bytes(&bytes);
+        if actual != expected {
+            return Err(ProtocolError::TrackIdMismatch { expected, actual });
+        }
+        Self::decode(bytes)
+    }
+
+    /// Decodes manifest bytes of unknown provenance (a local index file, a
+    /// fuzzer). The id is computed from the bytes.
+    pub fn decode(bytes: Bytes) -> Result<Self> {
+        if bytes.len() > limits::MAX_MANIFEST_LEN {
+            return Err(ProtocolError::TooMany {
+                what: "manifest bytes",
+                count: bytes.len() as u64,
+                max: limits::MAX_MANIFEST_LEN as u64,
+            });
+        }
+        let (media, layout, hashes) = decode(&bytes)?;
+        let m = Self::new(media, layout, hashes)?;
+        // Canonical: the only encoding of this value is the one we got.
+        if m.encoded != bytes {
+            return Err(ProtocolError::NonCanonical("manifest"));
+        }
+        Ok(m)
+    }
+
+    /// The track id: blake3 of [`Self::encoded`].
+    pub fn id(&self) -> TrackId {
+        self.id
+    }
+
+    /// The canonical encoding.
+    pub fn encoded(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    /// Media parameters, time index and tags.
+    pub fn media(&self) -> &MediaInfo {
+        &self.media
+    }
+
+    /// Tags.
+    pub fn tags(&self) -> &Tags {
+        &self.media.tags
+    }
+
+    /// The chunk layout.
+    pub fn layout(&self) -> &ChunkLayout {
+        &self.layout
+    }
+
+    /// All chunk hashes, in order.
+    pub fn hashes(&self) -> &[ChunkHash] {
+        &self.hashes
+    }
+
+    /// The hash of one chunk.
+    pub fn chunk_hash(&self, index: ChunkIndex) -> Result<ChunkHash> {
+        self.hashes
+            .get(index.as_usize())
+            .copied()
+            .ok_or(ProtocolError::ChunkOutOfRange { index, count: self.layout.count() })
+    }
+
+    /// Checks a received chunk: right length, right hash. Only bytes that
+    /// pass may be stored, decoded or served.
+    pub fn verify_chunk(&self, index: ChunkIndex, data: &[u8]) -> Result<()> {
+        let expected = self.chunk_hash(index)?;
+        let len = self.layout.chunk_len(index);
+        if data.len() as u64 != len {
+            return Err(ProtocolError::ChunkLength { index, len: data.len(), expected: len });
+        }
+        if ChunkHash::of(data) != expected {
+            return Err(ProtocolError::ChunkHashMismatch { track: self.id, index });
+        }
+        Ok(())
+    }
+
+    /// The track's duration (zero when the frame count is unknown).
+    pub fn duration(&self) -> Duration {
+        if self.media.sample_rate == 0 {
+            return Duration::ZERO;
+        }
+        let us = u128::from(self.media.frames) * 1_000_000 / u128::from(self.media.sample_rate);
+        Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    /// The media time at which the decoder needs the first byte of `index`:
+    /// zero for chunks that hold headers, otherwise interpolated from the
+    /// time index. A chunk's deadline is playback start + this − start time.
+    pub fn chunk_media_time(&self, index: ChunkIndex) -> Duration {
+        let range = self.layout.byte_range(index);
+        if self.media.header_ranges.iter().any(|h| h.start < range.end && range.start < h.end) {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.time_at_offset(range.start))
+    }
+
+    /// The media time in microseconds at which the decoder reaches `offset`.
+    pub fn time_at_offset(&self, offset: u64) -> u64 {
+        let points = &self.media.time_index;
+        let end = TimePoint {
+            byte_offset: self.layout.byte_len(),
+            time_us: u64::try_from(self.duration().as_micros()).unwrap_or(u64::MAX),
+        };
+        let i = points.partition_point(|p| p.byte_offset <= offset);
+        if i == 0 {
+            return 0;
+        }
+        let a = points[i - 1];
+        let b = points.get(i).copied().unwrap_or(end);
+        interpolate(a, b, offset)
+    }
+
+    /// The chunk to fetch first to start playing at media time `t`: the one
+    /// holding the last index point at or before `t`.
+    pub fn chunk_at_time(&self, t: Duration) -> ChunkIndex {
+        let t_us = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+        let points = &self.media.time_index;
+        let i = points.partition_point(|p| p.time_us <= t_us);
+        let offset = if i == 0 { 0 } else { points[i - 1].byte_offset };
+        self.layout.chunk_at(offset).unwrap_or(ChunkIndex(self.layout.count() - 1))
+    }
+}
+
+/// Linear interpolation of media time between two index points.
+fn interpolate(a: TimePoint, b: TimePoint, offset: u64) -> u64 {
+    if b.byte_offset <= a.byte_offset || b.time_us <= a.time_us {
+        return a.time_us;
+    }
+    let num = u128::from(offset - a.byte_offset) * u128::from(b.time_us - a.time_us);
+    let den = u128::from(b.byte_offset - a.byte_offset);
+    a.time_us + u64::try_from(num / den).unwrap_or(u64::MAX).min(b.time_us - a.time_us)
+}
+
+fn validate(media: &MediaInfo, layout: &ChunkLayout, hashes: &[ChunkHash]) -> Result<()> {
+    if hashes.len() != layout.count() as usize {
+        return Err(ProtocolError::Invalid("chunk hash count does not match the layout"));
+    }
+    if media.sample_rate == 0 || media.sample_rate > limits::MAX_SAMPLE_RATE {
+        return Err(ProtocolError::Invalid("sample rate"));
+    }
+    if media.channels == 0 || media.channels > limits::MAX_CHANNELS {
+        return Err(ProtocolError::Invalid("channel count"));
+    }
+    check_count("header ranges", media.header_ranges.len(), limits::MAX_HEADER_RANGES)?;
+    let mut prev_end = 0;
+    for (i, r) in media.header_ranges.iter().enumerate() {
+        if r.start >= r.end || r.end > layout.byte_len() || (i > 0 && r.start <= prev_end) {
+            return Err(ProtocolError::Invalid("header ranges (sorted, disjoint, in the track)"));
+        }
+        prev_end = r.end;
+    }
+    check_count("time index points", media.time_index.len(), limits::MAX_TIME_POINTS)?;
+    for w in media.time_index.windows(2) {
+        if w[1].byte_offset <= w[0].byte_offset || w[1].time_us < w[0].time_us {
+            return Err(ProtocolError::Invalid("time index (offsets rising, times not falling)"));
+        }
+    }
+    if media.time_index.last().is_some_and(|p| p.byte_offset >= layout.byte_len()) {
+        return Err(ProtocolError::Invalid("time index offset beyond the track"));
+    }
+    let t = &media.tags;
+    for s in [&t.title, &t.artist, &t.album, &t.album_artist].into_iter().flatten() {
+        check_count("tag bytes", s.len(), limits::MAX_TAG_LEN)?;
+    }
+    for g in [t.track_gain_db, t.track_peak, t.album_gain_db, t.album_peak].into_iter().flatten() {
+        if !g.is_finite() {
+            return Err(ProtocolError::Invalid("ReplayGain value"));
+        }
+    }
+    Ok(())
+}
+
+fn check_count(what: &'static str, count: usize, max: usize) -> Result<()> {
+    if count > max {
+        return Err(ProtocolError::TooMany { what, count: count as u64, max: max as u64 });
+    }
+    Ok(())
+}
+
+fn encoded_len_hint(media: &MediaInfo, hashes: &[ChunkHash]) -> usize {
+    64 + 32 * hashes.len() + 20 * media.header_ranges.len() + 10 * media.time_index.len() + 256
+}
+
+/// Field order is the format; see PROTOCOL.md. Offsets and times in the
+/// index are delta-coded from the previous point.
+fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, hashes: &[ChunkHash]) {
+    buf.put_slice(MAGIC);
+    buf.put_u8(MANIFEST_VERSION);
+    buf.put_u8(media.codec.code());
+    buf.put_u8(media.container.code());
+    buf.put_varint(u64::from(media.sample_rate));
+    buf.put_varint(u64::from(media.channels));
+    buf.put_varint(media.frames);
+    buf.put_varint(layout.byte_len());
+    buf.put_varint(u64::from(layout.chunk_size().get()));
+    for h in hashes {
+        buf.put_slice(h.as_bytes());
+    }
+    buf.put_varint(media.header_ranges.len() as u64);
+    for r in &media.header_ranges {
+        buf.put_varint(r.start);
+        buf.put_varint(r.end - r.start);
+    }
+    buf.put_varint(media.time_index.len() as u64);
+    let mut prev = TimePoint { byte_offset: 0, time_us: 0 };
+    for p in &media.time_index {
+        buf.put_varint(p.byte_offset - prev.byte_offset);
+        buf.put_varint(p.time_us - prev.time_us);
+        prev = *p;
+    }
+    let t = &media.tags;
+    buf.put_opt_str(t.title.as_deref());
+    buf.put_opt_str(t.artist.as_deref());
+    buf.put_opt_str(t.album.as_deref());
+    buf.put_opt_str(t.album_artist.as_deref());
+    buf.put_opt_varint(t.track_number.map(u64::from));
+    buf.put_opt_varint(t.disc_number.map(u64::from));
+    buf.put_opt_varint(t.year.map(u64::from));
+    buf.put_opt_f32(t.track_gain_db);
+    buf.put_opt_f32(t.track_peak);
+    buf.put_opt_f32(t.album_gain_db);
+    buf.put_opt_f32(t.album_peak);
+}
+
+fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
+    let mut r = Reader::new(bytes);
+    let mut magic = [0u8; 4];
+    for m in &mut magic {
+        *m = r.u8()?;
+    }
+    if &magic != MAGIC {
+        return Err(ProtocolError::Invalid("manifest magic"));
+    }
+    let version = r.u8()?;
+    if version != MANIFEST_VERSION {
+        return Err(ProtocolError::UnsupportedVersion {
+            version,
+            min: MANIFEST_VERSION,
+            max: MANIFEST_VERSION,
+        });
+    }
+    let codec = Codec::from_code(r.u8()?);
+    let container = Container::from_code(r.u8()?);
+    let sample_rate = r.varint_u32("sample rate")?;
+    let channels =
+        u16::try_from(r.varint("channels")?).map_err(|_| ProtocolError::Overflow("channels"))?;
+    let frames = r.varint("frames")?;
+    let byte_len = r.varint("byte length")?;
+    let chunk_size = ChunkSize::new(r.varint_u32("chunk size")?)?;
+    let layout = ChunkLayout::new(byte_len, chunk_size)?;
+    // Check the hashes fit before allocating for them.
+    let n = layout.count() as usize;
+    if r.remaining() < 32 * n {
+        return Err(ProtocolError::Truncated);
+    }
+    let mut hashes = Vec::with_capacity(n);
+    for _ in 0..n {
+        hashes.push(ChunkHash::from_bytes(r.array32()?));
+    }
+    let nh = r.len("header ranges", limits::MAX_HEADER_RANGES)?;
+    let mut header_ranges = Vec::with_capacity(nh);
+    for _ in 0..nh {
+        let start = r.varint("header range")?;
+        let len = r.varint("header range")?;
+        let end = start.checked_add(len).ok_or(ProtocolError::Overflow("header range"))?;
+        header_ranges.push(start..end);
+    }
+    let np = r.len("time index points", limits::MAX_TIME_POINTS)?;
+    let mut time_index = Vec::with_capacity(np.min(r.remaining() / 2));
+    let mut prev = TimePoint { byte_offset: 0, time_us: 0 };
+    for _ in 0..np {
+        let byte_offset = prev
+            .byte_offset
+            .checked_add(r.varint("time index")?)
+            .ok_or(ProtocolError::Overflow("time index"))?;
+        let time_us = prev
+            .time_us
+            .checked_add(r.varint("time index")?)
+            .ok_or(ProtocolError::Overflow("time index"))?;
+        prev = TimePoint { byte_offset, time_us };
+        time_index.push(prev);
+    }
+    let tags = Tags {
+        title: r.opt_str("title", limits::MAX_TAG_LEN)?,
+        artist: r.opt_str("artist", limits::MAX_TAG_LEN)?,
+        album: r.opt_str("album", limits::MAX_TAG_LEN)?,
+        album_artist: r.opt_str("album artist", limits::MAX_TAG_LEN)?,
+        track_number: r.opt_varint_u32("track number")?,
+        disc_number: r.opt_varint_u32("disc number")?,
+        year: r.opt_varint_u32("year")?,
+        track_gain_db: r.opt_f32("track gain")?,
+        track_peak: r.opt_f32("track peak")?,
+        album_gain_db: r.opt_f32("album gain")?,
+        album_peak: r.opt_f32("album peak")?,
+    };
+    r.finish_ref()?;
+    let media = MediaInfo {
+        codec,
+        container,
+        sample_rate,
+        channels,
+        frames,
+        header_ranges,
+        time_index,
+        tags,
+    };
+    Ok((media, layout, hashes))
+}

@@ -1,0 +1,684 @@
+//! Wire messages: every request, response and announcement nodes exchange.
+//!
+//! Each message has a one-byte type code (its [`MessageKind`]), and an
+//! `encode`/`encoded_len`/`decode` triple used by [`crate::frame`]. Payloads
+//! are bounded by [`crate::limits`]; decoders check each bound before they
+//! allocate.
+
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes};
+
+use crate::codec::{Put, Reader, socket_addr_len, str_len, varint_len};
+use crate::error::{ProtocolError, Result};
+use crate::ids::{ChunkIndex, PeerId, TrackId};
+use crate::limits;
+use crate::manifest::{Codec, Tags};
+
+/// Opens a connection: who the sender is, what it speaks, where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Lowest protocol version the sender speaks.
+    pub min_version: u8,
+    /// Highest protocol version the sender speaks.
+    pub max_version: u8,
+    /// The sender's id; the receiver checks it against the TLS certificate.
+    pub peer_id: PeerId,
+    /// Addresses the sender accepts connections on (may be empty for a
+    /// listener that does not serve).
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Free-form software name and version, for logs.
+    pub agent: String,
+}
+
+impl Hello {
+    /// The highest version both sides speak, or `None` if the ranges do not
+    /// overlap.
+    pub fn negotiate(&self, ours_min: u8, ours_max: u8) -> Option<u8> {
+        let v = self.max_version.min(ours_max);
+        (v >= self.min_version.max(ours_min)).then_some(v)
+    }
+}
+
+/// Asks for catalog entries whose title, artist, album or file name contains
+/// `query` (case-insensitively); an empty query matches everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchRequest {
+    /// The text to look for.
+    pub query: String,
+    /// The most results wanted (a node may send fewer).
+    pub limit: u32,
+}
+
+/// One track in a catalog listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogEntry {
+    /// The track.
+    pub track: TrackId,
+    /// Its file name in the serving node's library (no directories).
+    pub file_name: String,
+    /// Tags.
+    pub tags: Tags,
+    /// Codec.
+    pub codec: Codec,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// Size in bytes.
+    pub byte_len: u64,
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: u16,
+}
+
+/// Results of a search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchResponse {
+    /// Matching tracks, best first.
+    pub results: Vec<CatalogEntry>,
+}
+
+/// Asks for a track's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRequest {
+    /// The track.
+    pub track: TrackId,
+}
+
+/// A manifest's canonical bytes; the receiver verifies them against the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestResponse {
+    /// The track.
+    pub track: TrackId,
+    /// The canonical manifest encoding.
+    pub manifest: Bytes,
+}
+
+/// Deadline value meaning "no deadline": prefetch, serve when idle.
+pub const NO_DEADLINE: u32 = u32::MAX;
+
+/// Asks for `count` consecutive chunks from `first`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRequest {
+    /// The track.
+    pub track: TrackId,
+    /// The first chunk.
+    pub first: ChunkIndex,
+    /// How many chunks, at least 1.
+    pub count: u32,
+    /// Milliseconds from sending until the requester's decoder needs the
+    /// first chunk; 0 is "needed now", [`NO_DEADLINE`] is "whenever". The
+    /// server orders its sends by it.
+    pub deadline_ms: u32,
+}
+
+/// One chunk of a track. The receiver verifies it against the manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkData {
+    /// The track.
+    pub track: TrackId,
+    /// The chunk.
+    pub index: ChunkIndex,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// A run of consecutive chunk indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRun {
+    /// First index.
+    pub start: u32,
+    /// Number of chunks, at least 1.
+    pub len: u32,
+}
+
+/// Announces which chunks of a track the sender holds. Runs are sorted,
+/// non-empty, and neither overlap nor touch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Have {
+    /// The track.
+    pub track: TrackId,
+    /// The chunks held.
+    pub runs: Vec<ChunkRun>,
+}
+
+/// Withdraws an earlier chunk request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cancel {
+    /// The track.
+    pub track: TrackId,
+    /// The first chunk of the request.
+    pub first: ChunkIndex,
+    /// The number of chunks of the request.
+    pub count: u32,
+}
+
+/// A peer and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: PeerId,
+    /// Its addresses.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Tells a peer about other peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerExchange {
+    /// The peers.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Asks who holds a track; forwarded while `hops_left > 0`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoHas {
+    /// Random id so a node answers a query once.
+    pub query_id: u64,
+    /// The track.
+    pub track: TrackId,
+    /// Further hops allowed, at most [`limits::MAX_HOPS`].
+    pub hops_left: u8,
+}
+
+/// Answers a [`WhoHas`] with peers that hold the track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoHasReply {
+    /// The query answered.
+    pub query_id: u64,
+    /// The track.
+    pub track: TrackId,
+    /// Peers that hold some or all of it.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request was malformed or violated a limit.
+    BadRequest,
+    /// The node does not have this track.
+    UnknownTrack,
+    /// The node does not have this chunk (or it is out of range).
+    UnknownChunk,
+    /// The node is at a limit; try later or elsewhere.
+    Busy,
+    /// No common protocol version.
+    UnsupportedVersion,
+    /// The node failed internally (e.g. a file changed under it).
+    Internal,
+    /// The node will not serve this peer.
+    Refused,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::BadRequest => 1,
+            Self::UnknownTrack => 2,
+            Self::UnknownChunk => 3,
+            Self::Busy => 4,
+            Self::UnsupportedVersion => 5,
+            Self::Internal => 6,
+            Self::Refused => 7,
+            Self::Other(c) => c,
+        }
+    }
+
+    /// From the wire code.
+    pub fn from_code(c: u16) -> Self {
+        match c {
+            1 => Self::BadRequest,
+            2 => Self::UnknownTrack,
+            3 => Self::UnknownChunk,
+            4 => Self::Busy,
+            5 => Self::UnsupportedVersion,
+            6 => Self::Internal,
+            7 => Self::Refused,
+            c => Self::Other(c),
+        }
+    }
+}
+
+/// An error reply to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// Every message, by kind.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // each variant is documented on its payload type
+pub enum Message {
+    Hello(Hello),
+    SearchRequest(SearchRequest),
+    SearchResponse(SearchResponse),
+    ManifestRequest(ManifestRequest),
+    ManifestResponse(ManifestResponse),
+    ChunkRequest(ChunkRequest),
+    ChunkData(ChunkData),
+    Have(Have),
+    Cancel(Cancel),
+    PeerExchange(PeerExchange),
+    WhoHas(WhoHas),
+    WhoHasReply(WhoHasReply),
+    Error(ErrorReply),
+}
+
+/// Message type codes, the byte after the version in each frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum MessageKind {
+    Hello = 0x01,
+    SearchRequest = 0x02,
+    SearchResponse = 0x03,
+    ManifestRequest = 0x04,
+    ManifestResponse = 0x05,
+    ChunkRequest = 0x06,
+    ChunkData = 0x07,
+    Have = 0x08,
+    Cancel = 0x09,
+    PeerExchange = 0x0a,
+    WhoHas = 0x0b,
+    WhoHasReply = 0x0c,
+    Error = 0x7f,
+}
+
+impl TryFrom<u8> for MessageKind {
+    type Error = ProtocolError;
+    fn try_from(c: u8) -> Result<Self> {
+        use MessageKind as K;
+        Ok(match c {
+            0x01 => K::Hello,
+            0x02 => K::SearchRequest,
+            0x03 => K::SearchResponse,
+            0x04 => K::ManifestRequest,
+            0x05 => K::ManifestResponse,
+            0x06 => K::ChunkRequest,
+            0x07 => K::ChunkData,
+            0x08 => K::Have,
+            0x09 => K::Cancel,
+            0x0a => K::PeerExchange,
+            0x0b => K::WhoHas,
+            0x0c => K::WhoHasReply,
+            0x7f => K::Error,
+            c => return Err(ProtocolError::UnknownMessageType(c)),
+        })
+    }
+}
+
+fn opt_str_len(s: &Option<String>) -> usize {
+    1 + s.as_deref().map_or(0, str_len)
+}
+
+fn opt_varint_len(v: Option<u32>) -> usize {
+    1 + v.map_or(0, |v| varint_len(u64::from(v)))
+}
+
+fn tags_len(t: &Tags) -> usize {
+    [&t.title, &t.artist, &t.album, &t.album_artist].into_iter().map(opt_str_len).sum::<usize>()
+        + [t.track_number, t.disc_number, t.year].into_iter().map(opt_varint_len).sum::<usize>()
+        + [t.track_gain_db, t.track_peak, t.album_gain_db, t.album_peak]
+            .into_iter()
+            .map(|g| 1 + g.map_or(0, |_| 4))
+            .sum::<usize>()
+}
+
+fn put_tags(buf: &mut impl BufMut, t: &Tags) {
+    buf.put_opt_str(t.title.as_deref());
+    buf.put_opt_str(t.artist.as_deref());
+    buf.put_opt_str(t.album.as_deref());
+    buf.put_opt_str(t.album_artist.as_deref());
+    buf.put_opt_varint(t.track_number.map(u64::from));
+    buf.put_opt_varint(t.disc_number.map(u64::from));
+    buf.put_opt_varint(t.year.map(u64::from));
+    buf.put_opt_f32(t.track_gain_db);
+    buf.put_opt_f32(t.track_peak);
+    buf.put_opt_f32(t.album_gain_db);
+    buf.put_opt_f32(t.album_peak);
+}
+
+fn read_tags(r: &mut Reader<'_>) -> Result<Tags> {
+    let max = limits::MAX_TAG_LEN;
+    Ok(Tags {
+        title: r.opt_str("title", max)?,
+        artist: r.opt_str("artist", max)?,
+        album: r.opt_str("album", max)?,
+        album_artist: r.opt_str("album artist", max)?,
+        track_number: r.opt_varint_u32("track number")?,
+        disc_number: r.opt_varint_u32("disc number")?,
+        year: r.opt_varint_u32("year")?,
+        track_gain_db: r.opt_f32("track gain")?,
+        track_peak: r.opt_f32("track peak")?,
+        album_gain_db: r.opt_f32("album gain")?,
+        album_peak: r.opt_f32("album peak")?,
+    })
+}
+
+fn addrs_len(addrs: &[SocketAddr]) -> usize {
+    varint_len(addrs.len() as u64) + addrs.iter().map(socket_addr_len).sum::<usize>()
+}
+
+fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>> {
+    let n = r.len("addresses", limits::MAX_ADDRS)?;
+    (0..n).map(|_| r.socket_addr()).collect()
+}
+
+fn peers_len(peers: &[PeerInfo]) -> usize {
+    varint_len(peers.len() as u64) + peers.iter().map(|p| 32 + addrs_len(&p.addrs)).sum::<usize>()
+}
+
+fn put_peers(buf: &mut impl BufMut, peers: &[PeerInfo]) {
+    buf.put_varint(peers.len() as u64);
+    for p in peers {
+        buf.put_slice(p.id.as_bytes());
+        buf.put_varint(p.addrs.len() as u64);
+        for a in &p.addrs {
+            buf.put_socket_addr(a);
+        }
+    }
+}
+
+fn read_peers(r: &mut Reader<'_>) -> Result<Vec<PeerInfo>> {
+    let n = r.len("peers", limits::MAX_PEERS)?;
+    (0..n)
+        .map(|_| Ok(PeerInfo { id: PeerId::from_bytes(r.array32()?), addrs: read_addrs(r)? }))
+        .collect()
+}
+
+fn track(r: &mut Reader<'_>) -> Result<TrackId> {
+    Ok(TrackId::from_bytes(r.array32()?))
+}
+
+fn chunk_count(r: &mut Reader<'_>) -> Result<u32> {
+    let count = r.varint_u32("chunk count")?;
+    if count == 0 || count > limits::MAX_CHUNKS_PER_REQUEST {
+        return Err(ProtocolError::Invalid("chunk count (1 to MAX_CHUNKS_PER_REQUEST)"));
+    }
+    Ok(count)
+}
+
+impl Message {
+    /// This message's type code.
+    pub fn kind(&self) -> MessageKind {
+        use MessageKind as K;
+        match self {
+            Self::Hello(_) => K::Hello,
+            Self::SearchRequest(_) => K::SearchRequest,
+            Self::SearchResponse(_) => K::SearchResponse,
+            Self::ManifestRequest(_) => K::ManifestRequest,
+            Self::ManifestResponse(_) => K::ManifestResponse,
+            Self::ChunkRequest(_) => K::ChunkRequest,
+            Self::ChunkData(_) => K::ChunkData,
+            Self::Have(_) => K::Have,
+            Self::Cancel(_) => K::Cancel,
+            Self::PeerExchange(_) => K::PeerExchange,
+            Self::WhoHas(_) => K::WhoHas,
+            Self::WhoHasReply(_) => K::WhoHasReply,
+            Self::Error(_) => K::Error,
+        }
+    }
+
+    /// The payload's encoded length (without the frame header).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Hello(m) => 2 + 32 + addrs_len(&m.listen_addrs) + str_len(&m.agent),
+            Self::SearchRequest(m) => str_len(&m.query) + varint_len(u64::from(m.limit)),
+            Self::SearchResponse(m) => {
+                varint_len(m.results.len() as u64)
+                    + m.results
+                        .iter()
+                        .map(|e| {
+                            32 + str_len(&e.file_name)
+                                + tags_len(&e.tags)
+                                + 1
+                                + varint_len(e.duration_ms)
+                                + varint_len(e.byte_len)
+                                + varint_len(u64::from(e.sample_rate))
+                                + varint_len(u64::from(e.channels))
+                        })
+                        .sum::<usize>()
+            }
+            Self::ManifestRequest(_) => 32,
+            Self::ManifestResponse(m) => {
+                32 + varint_len(m.manifest.len() as u64) + m.manifest.len()
+            }
+            Self::ChunkRequest(m) => {
+                32 + varint_len(u64::from(m.first.0))
+                    + varint_len(u64::from(m.count))
+                    + varint_len(u64::from(m.deadline_ms))
+            }
+            Self::ChunkData(m) => chunk_data_header_len(m.index, m.data.len()) + m.data.len(),
+            Self::Have(m) => {
+                32 + varint_len(m.runs.len() as u64)
+                    + m.runs
+                        .iter()
+                        .map(|r| varint_len(u64::from(r.start)) + varint_len(u64::from(r.len)))
+                        .sum::<usize>()
+            }
+            Self::Cancel(m) => {
+                32 + varint_len(u64::from(m.first.0)) + varint_len(u64::from(m.count))
+            }
+            Self::PeerExchange(m) => peers_len(&m.peers),
+            Self::WhoHas(m) => varint_len(m.query_id) + 32 + 1,
+            Self::WhoHasReply(m) => varint_len(m.query_id) + 32 + peers_len(&m.peers),
+            Self::Error(m) => varint_len(u64::from(m.code.code())) + str_len(&m.message),
+        }
+    }
+
+    /// Appends the payload (without the frame header).
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        match self {
+            Self::Hello(m) => {
+                buf.put_u8(m.min_version);
+                buf.put_u8(m.max_version);
+                buf.put_slice(m.peer_id.as_bytes());
+                buf.put_varint(m.listen_addrs.len() as u64);
+                for a in &m.listen_addrs {
+                    buf.put_socket_addr(a);
+                }
+                buf.put_str(&m.agent);
+            }
+            Self::SearchRequest(m) => {
+                buf.put_str(&m.query);
+                buf.put_varint(u64::from(m.limit));
+            }
+            Self::SearchResponse(m) => {
+                buf.put_varint(m.results.len() as u64);
+                for e in &m.results {
+                    buf.put_slice(e.track.as_bytes());
+                    buf.put_str(&e.file_name);
+                    put_tags(buf, &e.tags);
+                    buf.put_u8(e.codec.code());
+                    buf.put_varint(e.duration_ms);
+                    buf.put_varint(e.byte_len);
+                    buf.put_varint(u64::from(e.sample_rate));
+                    buf.put_varint(u64::from(e.channels));
+                }
+            }
+            Self::ManifestRequest(m) => buf.put_slice(m.track.as_bytes()),
+            Self::ManifestResponse(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(m.manifest.len() as u64);
+                buf.put_slice(&m.manifest);
+            }
+            Self::ChunkRequest(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(u64::from(m.first.0));
+                buf.put_varint(u64::from(m.count));
+                buf.put_varint(u64::from(m.deadline_ms));
+            }
+            Self::ChunkData(m) => {
+                put_chunk_data_header(buf, m.track, m.index, m.data.len());
+                buf.put_slice(&m.data);
+            }
+            Self::Have(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(m.runs.len() as u64);
+                for r in &m.runs {
+                    buf.put_varint(u64::from(r.start));
+                    buf.put_varint(u64::from(r.len));
+                }
+            }
+            Self::Cancel(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(u64::from(m.first.0));
+                buf.put_varint(u64::from(m.count));
+            }
+            Self::PeerExchange(m) => put_peers(buf, &m.peers),
+            Self::WhoHas(m) => {
+                buf.put_varint(m.query_id);
+                buf.put_slice(m.track.as_bytes());
+                buf.put_u8(m.hops_left);
+            }
+            Self::WhoHasReply(m) => {
+                buf.put_varint(m.query_id);
+                buf.put_slice(m.track.as_bytes());
+                put_peers(buf, &m.peers);
+            }
+            Self::Error(m) => {
+                buf.put_varint(u64::from(m.code.code()));
+                buf.put_str(&m.message);
+            }
+        }
+    }
+
+    /// Decodes a payload of the given kind. Byte strings (chunk data,
+    /// manifests) are zero-copy slices of `payload`.
+    pub fn decode(kind: MessageKind, payload: &Bytes) -> Result<Self> {
+        let mut r = Reader::new(payload);
+        let r = &mut r;
+        let msg = match kind {
+            MessageKind::Hello => {
+                let min_version = r.u8()?;
+                let max_version = r.u8()?;
+                if min_version > max_version {
+                    return Err(ProtocolError::Invalid("hello version range"));
+                }
+                Self::Hello(Hello {
+                    min_version,
+                    max_version,
+                    peer_id: PeerId::from_bytes(r.array32()?),
+                    listen_addrs: read_addrs(r)?,
+                    agent: r.str("agent", limits::MAX_TAG_LEN)?,
+                })
+            }
+            MessageKind::SearchRequest => Self::SearchRequest(SearchRequest {
+                query: r.str("query", limits::MAX_QUERY_LEN)?,
+                limit: r.varint_u32("limit")?,
+            }),
+            MessageKind::SearchResponse => {
+                let n = r.len("search results", limits::MAX_SEARCH_RESULTS)?;
+                let mut results = Vec::with_capacity(n.min(r.remaining() / 40));
+                for _ in 0..n {
+                    results.push(CatalogEntry {
+                        track: track(r)?,
+                        file_name: r.str("file name", limits::MAX_TAG_LEN)?,
+                        tags: read_tags(r)?,
+                        codec: Codec::from_code(r.u8()?),
+                        duration_ms: r.varint("duration")?,
+                        byte_len: r.varint("byte length")?,
+                        sample_rate: r.varint_u32("sample rate")?,
+                        channels: u16::try_from(r.varint("channels")?)
+                            .map_err(|_| ProtocolError::Overflow("channels"))?,
+                    });
+                }
+                Self::SearchResponse(SearchResponse { results })
+            }
+            MessageKind::ManifestRequest => {
+                Self::ManifestRequest(ManifestRequest { track: track(r)? })
+            }
+            MessageKind::ManifestResponse => Self::ManifestResponse(ManifestResponse {
+                track: track(r)?,
+                manifest: r.bytes("manifest", limits::MAX_MANIFEST_LEN)?,
+            }),
+            MessageKind::ChunkRequest => Self::ChunkRequest(ChunkRequest {
+                track: track(r)?,
+                first: ChunkIndex(r.varint_u32("chunk index")?),
+                count: chunk_count(r)?,
+                deadline_ms: r.varint_u32("deadline")?,
+            }),
+            MessageKind::ChunkData => Self::ChunkData(ChunkData {
+                track: track(r)?,
+                index: ChunkIndex(r.varint_u32("chunk index")?),
+                data: r.bytes("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
+            }),
+            MessageKind::Have => {
+                let track = track(r)?;
+                let n = r.len("have runs", limits::MAX_HAVE_RUNS)?;
+                let mut runs = Vec::with_capacity(n.min(r.remaining() / 2));
+                let mut next_free: u64 = 0;
+                for _ in 0..n {
+                    let run = ChunkRun { start: r.varint_u32("run")?, len: r.varint_u32("run")? };
+                    let end = u64::from(run.start) + u64::from(run.len);
+                    if run.len == 0 || u64::from(run.start) < next_free || end > u64::from(u32::MAX)
+                    {
+                        return Err(ProtocolError::Invalid("have runs (sorted, disjoint, apart)"));
+                    }
+                    next_free = end + 1;
+                    runs.push(run);
+                }
+                Self::Have(Have { track, runs })
+            }
+            MessageKind::Cancel => Self::Cancel(Cancel {
+                track: track(r)?,
+                first: ChunkIndex(r.varint_u32("chunk index")?),
+                count: chunk_count(r)?,
+            }),
+            MessageKind::PeerExchange => Self::PeerExchange(PeerExchange { peers: read_peers(r)? }),
+            MessageKind::WhoHas => {
+                let query_id = r.varint("query id")?;
+                let track = track(r)?;
+                let hops_left = r.u8()?;
+                if hops_left > limits::MAX_HOPS {
+                    return Err(ProtocolError::Invalid("hop count"));
+                }
+                Self::WhoHas(WhoHas { query_id, track, hops_left })
+            }
+            MessageKind::WhoHasReply => Self::WhoHasReply(WhoHasReply {
+                query_id: r.varint("query id")?,
+                track: track(r)?,
+                peers: read_peers(r)?,
+            }),
+            MessageKind::Error => {
+                let code = u16::try_from(r.varint("error code")?)
+                    .map_err(|_| ProtocolError::Overflow("error code"))?;
+                Self::Error(ErrorReply {
+                    code: ErrorCode::from_code(code),
+                    message: r.str("error message", limits::MAX_QUERY_LEN)?,
+                })
+            }
+        };
+        r.finish_ref()?;
+        Ok(msg)
+    }
+}
+
+fn chunk_data_header_len(index: ChunkIndex, data_len: usize) -> usize {
+    32 + varint_len(u64::from(index.0)) + varint_len(data_len as u64)
+}
+
+fn put_chunk_data_header(buf: &mut impl BufMut, track: TrackId, index: ChunkIndex, len: usize) {
+    buf.put_slice(track.as_bytes());
+    buf.put_varint(u64::from(index.0));
+    buf.put_varint(len as u64);
+}
+
+/// The length of a [`ChunkData`] payload's fields before the data itself,
+/// for writers that send the header and the chunk's `Bytes` separately
+/// (no copy of the chunk).
+pub(crate) fn chunk_data_prefix(
+    buf: &mut impl BufMut,
+    track: TrackId,
+    index: ChunkIndex,
+    data_len: usize,
+) -> usize {
+    put_chunk_data_header(buf, track, index, data_len);
+    chunk_data_header_len(index, data_len)
+}

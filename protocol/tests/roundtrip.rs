@@ -1,0 +1,315 @@
+//! Round-trips, robustness against arbitrary bytes, and typed errors.
+#![allow(clippy::unwrap_used, clippy::single_range_in_vec_init)]
+
+mod strategies;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chorus_protocol::frame::{self, FrameDecoder};
+use chorus_protocol::message::*;
+use chorus_protocol::*;
+use proptest::prelude::*;
+use strategies::*;
+
+proptest! {
+    #[test]
+    fn every_message_round_trips(msg in message()) {
+        let bytes = frame::encode(&msg).unwrap();
+        prop_assert_eq!(bytes.len(), frame::HEADER_LEN + msg.encoded_len());
+        let back = frame::decode(&bytes).unwrap();
+        prop_assert_eq!(back.version, frame::VERSION);
+        prop_assert_eq!(back.message, msg);
+    }
+
+    #[test]
+    fn frames_stream_through_the_incremental_decoder(
+        msgs in proptest::collection::vec(message(), 1..6),
+        split in 1usize..64,
+    ) {
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            frame::encode_into(m, &mut wire).unwrap();
+        }
+        let mut dec = FrameDecoder::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(split) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                out.push(f.message);
+            }
+        }
+        dec.finish(&buf).unwrap();
+        prop_assert_eq!(out, msgs);
+    }
+
+    #[test]
+    fn manifest_round_trips_and_verifies((m, data) in manifest()) {
+        let back = Manifest::decode_verified(m.encoded().clone(), m.id()).unwrap();
+        prop_assert_eq!(&back, &m);
+        for i in m.layout().indices() {
+            let r = m.layout().byte_range(i);
+            prop_assert!(m.verify_chunk(i, &data[r.start as usize..r.end as usize]).is_ok());
+        }
+        // Deadlines never fall as the file goes on, outside header chunks.
+        let mut last = std::time::Duration::ZERO;
+        for i in m.layout().indices() {
+            let t = m.chunk_media_time(i);
+            let in_header = m.media().header_ranges.iter().any(|h| {
+                let r = m.layout().byte_range(i);
+                h.start < r.end && r.start < h.end
+            });
+            if !in_header {
+                prop_assert!(t >= last, "chunk {} at {:?} before {:?}", i, t, last);
+                last = t;
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_manifest_byte_is_rejected((m, _) in manifest(), pos in any::<prop::sample::Index>()) {
+        let mut bytes = m.encoded().to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 0x01;
+        prop_assert!(Manifest::decode_verified(Bytes::from(bytes), m.id()).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_frame_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let b = Bytes::from(bytes.clone());
+        let _ = frame::decode(&b);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut dec = FrameDecoder::new();
+        while let Ok(Some(_)) = dec.decode(&mut buf) {}
+        let _ = Manifest::decode(b);
+    }
+
+    #[test]
+    fn arbitrary_payloads_never_panic_any_message_decoder(
+        kind in any::<u8>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut wire = BytesMut::new();
+        wire.put_u32(payload.len() as u32 + 2);
+        wire.put_u8(frame::VERSION);
+        wire.put_u8(kind);
+        wire.put_slice(&payload);
+        if let Ok(f) = frame::decode(&wire.freeze()) {
+            // Whatever decodes must re-encode to something that decodes the same.
+            let again = frame::decode(&frame::encode(&f.message).unwrap()).unwrap();
+            prop_assert_eq!(again.message, f.message);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(msg in message(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = frame::encode(&msg).unwrap().to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let _ = frame::decode(&Bytes::from(bytes));
+    }
+}
+
+fn hello() -> Message {
+    Message::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        peer_id: PeerId::from_bytes([7; 32]),
+        listen_addrs: vec![],
+        agent: String::new(),
+    })
+}
+
+#[test]
+fn oversized_frame_is_a_typed_error_before_the_body_arrives() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(limits::MAX_FRAME_LEN + 1);
+    let mut dec = FrameDecoder::new();
+    assert_eq!(
+        dec.decode(&mut buf),
+        Err(ProtocolError::FrameTooLarge {
+            len: u64::from(limits::MAX_FRAME_LEN) + 1,
+            max: limits::MAX_FRAME_LEN
+        })
+    );
+    // And the encoder refuses to make one.
+    let huge = Message::ManifestResponse(ManifestResponse {
+        track: TrackId::from_bytes([0; 32]),
+        manifest: Bytes::from(vec![0u8; limits::MAX_FRAME_LEN as usize]),
+    });
+    assert!(matches!(frame::encode(&huge), Err(ProtocolError::FrameTooLarge { .. })));
+}
+
+#[test]
+fn truncated_frame_is_a_typed_error() {
+    let bytes = frame::encode(&hello()).unwrap();
+    for cut in 0..bytes.len() {
+        assert_eq!(frame::decode(&bytes.slice(..cut)), Err(ProtocolError::Truncated), "cut {cut}");
+    }
+    let mut dec = FrameDecoder::new();
+    let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
+    assert_eq!(dec.decode(&mut buf), Ok(None));
+    assert_eq!(dec.finish(&buf), Err(ProtocolError::Truncated));
+    // A frame whose declared length is shorter than its payload needs.
+    let mut short = BytesMut::new();
+    short.put_u32(2 + 10);
+    short.put_u8(frame::VERSION);
+    short.put_u8(MessageKind::ManifestRequest as u8);
+    short.put_slice(&[0; 10]);
+    assert_eq!(frame::decode(&short.freeze()), Err(ProtocolError::Truncated));
+}
+
+#[test]
+fn unknown_message_type_is_a_typed_error() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(2);
+    buf.put_u8(frame::VERSION);
+    buf.put_u8(0x42);
+    assert_eq!(frame::decode(&buf.freeze()), Err(ProtocolError::UnknownMessageType(0x42)));
+}
+
+#[test]
+fn future_version_is_a_typed_error() {
+    let mut bytes = frame::encode(&hello()).unwrap().to_vec();
+    bytes[4] = frame::VERSION + 1;
+    assert_eq!(
+        frame::decode(&Bytes::from(bytes)),
+        Err(ProtocolError::UnsupportedVersion {
+            version: frame::VERSION + 1,
+            min: frame::MIN_VERSION,
+            max: frame::VERSION
+        })
+    );
+    // A future manifest version too.
+    let (m, _) = small_manifest();
+    let mut bytes = m.encoded().to_vec();
+    bytes[4] = manifest::MANIFEST_VERSION + 1;
+    assert!(matches!(
+        Manifest::decode(Bytes::from(bytes)),
+        Err(ProtocolError::UnsupportedVersion { .. })
+    ));
+}
+
+#[test]
+fn trailing_bytes_are_a_typed_error() {
+    let msg = Message::ManifestRequest(ManifestRequest { track: TrackId::from_bytes([1; 32]) });
+    let mut bytes = frame::encode(&msg).unwrap().to_vec();
+    bytes.push(0);
+    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) + 1;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(frame::decode(&Bytes::from(bytes)), Err(ProtocolError::TrailingBytes(1)));
+}
+
+#[test]
+fn version_negotiation_picks_the_highest_common_version() {
+    let h = |min, max| Hello {
+        min_version: min,
+        max_version: max,
+        peer_id: PeerId::from_bytes([0; 32]),
+        listen_addrs: vec![],
+        agent: String::new(),
+    };
+    assert_eq!(h(1, 3).negotiate(1, 2), Some(2));
+    assert_eq!(h(1, 1).negotiate(1, 4), Some(1));
+    assert_eq!(h(3, 4).negotiate(1, 2), None);
+    assert_eq!(h(1, 2).negotiate(3, 4), None);
+}
+
+#[test]
+fn chunk_data_header_plus_data_equals_the_full_frame() {
+    let track = TrackId::from_bytes([9; 32]);
+    let data = Bytes::from(vec![0xaa; 3000]);
+    let header = frame::chunk_data_header(track, ChunkIndex(5), data.len()).unwrap();
+    let mut joined = header.to_vec();
+    joined.extend_from_slice(&data);
+    let full = frame::encode(&Message::ChunkData(ChunkData { track, index: ChunkIndex(5), data }))
+        .unwrap();
+    assert_eq!(joined, full.to_vec());
+}
+
+#[test]
+fn decoded_chunk_data_is_a_zero_copy_slice() {
+    let track = TrackId::from_bytes([9; 32]);
+    let data = Bytes::from(vec![0x55; 4096]);
+    let wire = frame::encode(&Message::ChunkData(ChunkData { track, index: ChunkIndex(0), data }))
+        .unwrap();
+    let f = frame::decode(&wire).unwrap();
+    let Message::ChunkData(c) = f.message else { panic!("not chunk data") };
+    let wire_range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+    assert!(wire_range.contains(&(c.data.as_ptr() as usize)));
+}
+
+#[test]
+fn have_runs_must_be_sorted_and_apart() {
+    for runs in [
+        vec![ChunkRun { start: 5, len: 2 }, ChunkRun { start: 6, len: 1 }],
+        vec![ChunkRun { start: 0, len: 2 }, ChunkRun { start: 2, len: 1 }],
+        vec![ChunkRun { start: 0, len: 0 }],
+    ] {
+        let wire =
+            frame::encode(&Message::Have(Have { track: TrackId::from_bytes([0; 32]), runs }))
+                .unwrap();
+        assert!(matches!(frame::decode(&wire), Err(ProtocolError::Invalid(_))));
+    }
+}
+
+fn small_manifest() -> (Manifest, Bytes) {
+    let data = Bytes::from((0..40_000u32).map(|i| (i * 31) as u8).collect::<Vec<_>>());
+    let layout = ChunkLayout::new(40_000, ChunkSize::DEFAULT).unwrap();
+    let (hashes, _) = chunk::chunk_bytes(&data, &layout).unwrap();
+    let media = MediaInfo {
+        codec: Codec::Flac,
+        container: Container::Flac,
+        sample_rate: 44_100,
+        channels: 2,
+        frames: 441_000,
+        header_ranges: vec![0..100],
+        time_index: vec![
+            TimePoint { byte_offset: 100, time_us: 0 },
+            TimePoint { byte_offset: 20_000, time_us: 5_000_000 },
+        ],
+        tags: Tags { title: Some("Song".into()), ..Tags::default() },
+    };
+    (Manifest::new(media, layout, hashes).unwrap(), data)
+}
+
+#[test]
+fn manifest_time_index_gives_deadlines_and_seek_targets() {
+    let (m, data) = small_manifest();
+    assert_eq!(m.duration(), std::time::Duration::from_secs(10));
+    // Chunk 0 holds the header: due at once.
+    assert_eq!(m.chunk_media_time(ChunkIndex(0)), std::time::Duration::ZERO);
+    // Chunk 1 starts at 16384: interpolated between (100, 0 s) and (20000, 5 s).
+    let t1 = m.chunk_media_time(ChunkIndex(1)).as_micros() as u64;
+    assert_eq!(t1, (16_384 - 100) * 5_000_000 / 19_900);
+    // Chunk 2 starts at 32768: between (20000, 5 s) and the end (40000, 10 s).
+    let t2 = m.chunk_media_time(ChunkIndex(2)).as_micros() as u64;
+    assert_eq!(t2, 5_000_000 + (32_768 - 20_000) * 5_000_000 / 20_000);
+    assert_eq!(m.chunk_at_time(std::time::Duration::from_secs(1)), ChunkIndex(0));
+    assert_eq!(m.chunk_at_time(std::time::Duration::from_secs(6)), ChunkIndex(1));
+    // Verification: right bytes pass, wrong bytes and wrong lengths fail.
+    assert!(m.verify_chunk(ChunkIndex(2), &data[32_768..]).is_ok());
+    assert!(matches!(
+        m.verify_chunk(ChunkIndex(1), &data[32_768..]),
+        Err(ProtocolError::ChunkLength { .. })
+    ));
+    let mut bad = data[16_384..32_768].to_vec();
+    bad[0] ^= 1;
+    assert!(matches!(
+        m.verify_chunk(ChunkIndex(1), &bad),
+        Err(ProtocolError::ChunkHashMismatch { .. })
+    ));
+    assert!(matches!(
+        m.verify_chunk(ChunkIndex(3), &bad),
+        Err(ProtocolError::ChunkOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn a_manifest_for_another_id_is_refused() {
+    let (m, _) = small_manifest();
+    let other = TrackId::from_bytes([0; 32]);
+    assert!(matches!(
+        Manifest::decode_verified(m.encoded().clone(), other),
+        Err(ProtocolError::TrackIdMismatch { .. })
+    ));
+}

@@ -1,0 +1,103 @@
+//! Hex snapshots of the wire format: a change to any of these bytes is a
+#![allow(clippy::unwrap_used, clippy::single_range_in_vec_init)]
+//! protocol change and must come with a version bump.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use chorus_protocol::frame;
+use chorus_protocol::message::*;
+use chorus_protocol::*;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn snapshot(msg: &Message, expected: &str) {
+    let wire = frame::encode(msg).unwrap();
+    let expected: String = expected.split_whitespace().collect();
+    assert_eq!(hex(&wire), expected, "wire format drifted for {:?}", msg.kind());
+    assert_eq!(&frame::decode(&wire).unwrap().message, msg);
+}
+
+#[test]
+fn hello() {
+    let addr: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+    snapshot(
+        &Message::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            peer_id: PeerId::from_bytes([0x11; 32]),
+            listen_addrs: vec![addr],
+            agent: "chorus/0.1".into(),
+        }),
+        "00000037 01 01
+         01 01
+         1111111111111111111111111111111111111111111111111111111111111111
+         01 04 7f000001 1ec6
+         0a 63686f7275732f302e31",
+    );
+}
+
+#[test]
+fn chunk_request() {
+    snapshot(
+        &Message::ChunkRequest(ChunkRequest {
+            track: TrackId::from_bytes([0x22; 32]),
+            first: ChunkIndex(300),
+            count: 4,
+            deadline_ms: 250,
+        }),
+        "00000027 01 06
+         2222222222222222222222222222222222222222222222222222222222222222
+         ac02 04 fa01",
+    );
+}
+
+#[test]
+fn chunk_data() {
+    snapshot(
+        &Message::ChunkData(ChunkData {
+            track: TrackId::from_bytes([0x33; 32]),
+            index: ChunkIndex(1),
+            data: Bytes::from_static(b"abc"),
+        }),
+        "00000027 01 07
+         3333333333333333333333333333333333333333333333333333333333333333
+         01 03 616263",
+    );
+}
+
+#[test]
+fn error_reply() {
+    snapshot(
+        &Message::Error(ErrorReply { code: ErrorCode::UnknownTrack, message: "no".into() }),
+        "00000006 01 7f 02 02 6e6f",
+    );
+}
+
+#[test]
+fn manifest_encoding() {
+    let data = Bytes::from_static(&[0u8; 1500]);
+    let layout = ChunkLayout::new(1500, ChunkSize::new(1024).unwrap()).unwrap();
+    let (hashes, _) = chunk::chunk_bytes(&data, &layout).unwrap();
+    let media = MediaInfo {
+        codec: Codec::Mp3,
+        container: Container::Mpeg,
+        sample_rate: 44_100,
+        channels: 2,
+        frames: 1152,
+        header_ranges: vec![0..10],
+        time_index: vec![TimePoint { byte_offset: 10, time_us: 0 }],
+        tags: Tags { title: Some("T".into()), track_number: Some(3), ..Tags::default() },
+    };
+    let m = Manifest::new(media, layout, hashes.clone()).unwrap();
+    let expected = format!(
+        "4348 4d46 01 01 01 c4d802 02 8009 dc0b 8008 {}{} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
+        hex(hashes[0].as_bytes()),
+        hex(hashes[1].as_bytes())
+    );
+    let expected: String = expected.split_whitespace().collect();
+    assert_eq!(hex(m.encoded()), expected);
+    assert_eq!(m.id(), TrackId::of_manifest_bytes(m.encoded()));
+}
