@@ -1,13 +1,66 @@
 //! `chorus`: the command line of the Chorus peer-to-peer music streaming node.
+//!
+//! Argument parsing is in [`cli`]; each command lives in its own module and
+//! only calls into the library crates.
+
+mod cli;
+mod fetch;
+mod output;
+mod peers;
+mod search;
+mod seed;
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-/// Peer-to-peer music streaming: seed a library, search, fetch and play
-/// tracks from peers over QUIC.
-#[derive(Debug, Parser)]
-#[command(name = "chorus", version, about)]
-struct Cli {}
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let default_level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    // symphonia logs its own view of bad files; we report each skipped file
+    // ourselves, once, so its logs only show at -vv and above.
+    let deps = if cli.global.verbose >= 2 {
+        ""
+    } else {
+        ",symphonia_core=off,symphonia_bundle_flac=off,symphonia_bundle_mp3=off,symphonia_format_isomp4=off,symphonia_format_ogg=off,symphonia_format_riff=off,symphonia_format_mkv=off,symphonia_format_caf=off,symphonia_codec_aac=off,symphonia_codec_vorbis=off,symphonia_codec_alac=off,symphonia_codec_pcm=off,symphonia_metadata=off"
+    };
+    let filter = EnvFilter::try_from_env("CHORUS_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_level},quinn=warn,rustls=warn{deps}"))
+    });
+    let verbose = cli.global.verbose > 0;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose)
+        .without_time()
+        .init();
 
-fn main() {
-    let _cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Seed(args) => seed::run(&cli.global, args).await,
+            cli::Command::Search(args) => search::run(&cli.global, args).await,
+            cli::Command::Fetch(args) => fetch::run(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

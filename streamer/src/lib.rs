@@ -1,5 +1,26 @@
 //! # chorus-streamer
 //!
-//! The Chorus node: QUIC endpoint and identity, library index, chunk store,
-//! catalog, peer table, deadline scheduler and discovery. Built up by the
-//! seed and swarm work; see `../shared/DESIGN.md` for the plan.
+//! The Chorus node: QUIC endpoint and identity, library index, catalog and
+//! chunk serving, and the client side of the protocol.
+//!
+//! Entry points:
+//!
+//! - [`library::scan`]: index music directories into manifests, reusing the
+//!   previous index ([`library::load_index`], [`library::save_index`]).
+//! - [`node::Node`]: serve a library over QUIC.
+//! - [`transport::Transport`]: a QUIC endpoint with this node's
+//!   [`identity::Identity`]; [`transport::Transport::connect`] dials a peer
+//!   and returns a [`client::Peer`] to search, fetch manifests and chunks.
+//! - [`probe::probe_file`]: symphonia-based media facts and time index.
+
+pub mod client;
+pub mod error;
+pub mod identity;
+pub mod library;
+pub mod node;
+pub mod probe;
+pub mod tls;
+pub mod transport;
+pub mod wire;
+
+pub use error::{Error, Result};

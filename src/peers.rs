@@ -1,0 +1,83 @@
+//! Peer addresses on the command line, the data dir, and dialling.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chorus_protocol::PeerId;
+use chorus_streamer::Error;
+use chorus_streamer::client::Peer;
+use chorus_streamer::identity::Identity;
+use chorus_streamer::node::DEFAULT_PORT;
+use chorus_streamer::tls::TransportLimits;
+use chorus_streamer::transport::Transport;
+
+use crate::cli::Global;
+
+/// `HOST[:PORT]` or `PEER_ID@HOST[:PORT]`.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    pub id: Option<PeerId>,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for PeerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, host) = match s.split_once('@') {
+            Some((id, host)) => {
+                let id = id.parse::<PeerId>().map_err(|_| {
+                    format!("'{id}' is not a peer id (64 hex digits, as printed by `chorus seed`)")
+                })?;
+                (Some(id), host)
+            }
+            None => (None, s),
+        };
+        let first =
+            |a: std::io::Result<std::vec::IntoIter<SocketAddr>>| a.ok().and_then(|mut a| a.next());
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = first(host.to_socket_addrs())
+            .or_else(|| first((bare, DEFAULT_PORT).to_socket_addrs()))
+            .ok_or_else(|| {
+                format!("cannot resolve '{host}' (expected HOST:PORT or PEER_ID@HOST:PORT)")
+            })?;
+        Ok(Self { id, addr })
+    }
+}
+
+/// The data dir: the flag, else $XDG_DATA_HOME/chorus, else
+/// ~/.local/share/chorus.
+pub fn data_dir(global: &Global) -> Result<PathBuf> {
+    if let Some(d) = &global.data_dir {
+        return Ok(d.clone());
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("chorus"));
+    }
+    let home = std::env::var_os("HOME").context("no HOME; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/chorus"))
+}
+
+/// This node's identity from the data dir.
+pub fn identity(global: &Global) -> Result<Arc<Identity>> {
+    let dir = data_dir(global)?;
+    let id = Identity::load_or_create(&dir)
+        .with_context(|| format!("loading the node identity from {}", dir.display()))?;
+    Ok(Arc::new(id))
+}
+
+/// Dials one peer from a client-only endpoint.
+pub async fn dial(global: &Global, peer: &PeerAddr) -> Result<(Transport, Peer)> {
+    let transport = Transport::client(identity(global)?, &TransportLimits::default())?;
+    match transport.connect(peer.addr, peer.id).await {
+        Ok(connected) => Ok((transport, connected)),
+        Err(e @ Error::PeerIdMismatch { .. }) => Err(anyhow::Error::new(e)
+            .context(format!("the node at {} is not the peer asked for", peer.addr))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot reach the peer at {} (is `chorus seed` running there?)",
+            peer.addr
+        ))),
+    }
+}

@@ -1,0 +1,106 @@
+//! `chorus seed`: index music directories and serve them.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chorus_protocol::ChunkSize;
+use chorus_streamer::library::{self, ScanConfig, ScanProgress};
+use chorus_streamer::node::{Node, NodeLimits};
+
+use crate::cli::{Global, SeedArgs};
+use crate::output;
+use crate::peers;
+
+pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
+    for d in &args.dirs {
+        if !d.is_dir() {
+            bail!("{} is not a directory; give the folders that hold your music", d.display());
+        }
+    }
+    let chunk_size = args
+        .chunk_kib
+        .checked_mul(1024)
+        .and_then(|b| ChunkSize::new(b).ok())
+        .context("--chunk-kib must be a power of two from 1 to 1024")?;
+    let data_dir = peers::data_dir(global)?;
+    let identity = peers::identity(global)?;
+
+    // Index on a blocking thread: probing and hashing are CPU and disk work.
+    let (dirs, dd, quiet) = (args.dirs.clone(), data_dir.clone(), global.quiet);
+    let (library, report) = tokio::task::spawn_blocking(move || {
+        let previous = library::load_index(&dd);
+        let bar = output::bar(0, "{spinner} indexing {pos}/{len} files {wide_bar} {eta}");
+        if quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let progress = |p: ScanProgress| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        };
+        let warn = |w: &str| bar.suspend(|| tracing::warn!("{w}"));
+        let config = ScanConfig { chunk_size, ..ScanConfig::default() };
+        let result = library::scan(&dirs, previous, &config, &progress, &warn);
+        bar.finish_and_clear();
+        result
+    })
+    .await
+    .context("the indexing thread failed")?;
+    library::save_index(&data_dir, &library).context("saving the library index")?;
+
+    let formats: Vec<String> = report.formats.iter().map(|(f, n)| format!("{n} {f}")).collect();
+    if !global.quiet {
+        println!(
+            "{} tracks ({}), {} of audio; indexed in {:.2}s ({} new, {} unchanged, {} removed, {} skipped)",
+            library.len(),
+            if formats.is_empty() { "none".to_owned() } else { formats.join(", ") },
+            output::span(report.duration),
+            report.elapsed.as_secs_f64(),
+            report.indexed,
+            report.reused,
+            report.removed,
+            report.skipped,
+        );
+    }
+    if library.is_empty() {
+        tracing::warn!("no playable audio found; the node will serve nothing");
+    }
+    if args.index_only {
+        return Ok(());
+    }
+
+    let node = Node::bind(identity.clone(), args.listen, library, NodeLimits::default())
+        .with_context(|| {
+            format!("cannot listen on {} (in use? pick another with --listen)", args.listen)
+        })?;
+    let addr = node.transport().local_addr()?;
+    println!("serving on {addr} as peer {}", identity.peer_id());
+    println!("peers can reach it with --peer {}@{}", identity.peer_id(), shown_addr(addr));
+    let serving = {
+        let node = node.clone();
+        tokio::spawn(async move { node.serve().await })
+    };
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    eprintln!("shutting down…");
+    node.shutdown().await;
+    serving.abort();
+    let stats = node.stats();
+    if !global.quiet {
+        use std::sync::atomic::Ordering::Relaxed;
+        println!(
+            "served {} chunks ({})",
+            stats.chunks_served.load(Relaxed),
+            output::size(stats.bytes_served.load(Relaxed) as u64)
+        );
+    }
+    drop(Arc::clone(&identity));
+    Ok(())
+}
+
+/// The address to tell peers: the unspecified address means "this host".
+fn shown_addr(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("<this-host>:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}

@@ -1,0 +1,140 @@
+//! Node identity: a key pair made once and kept in the data dir, and the
+//! self-signed certificate that carries it in every TLS handshake.
+//!
+//! The [`PeerId`] is the blake3 hash of the public key's DER
+//! `SubjectPublicKeyInfo`, so it survives certificate regeneration and is
+//! checked against the certificate a peer presents.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chorus_protocol::PeerId;
+use rcgen::{CertificateParams, KeyPair, PublicKeyData};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::error::{Error, Result};
+
+/// The file in the data dir that holds the node's private key (PKCS#8 DER).
+pub const KEY_FILE: &str = "identity.key";
+
+/// A node's key pair and certificate.
+pub struct Identity {
+    key_der: Vec<u8>,
+    cert: CertificateDer<'static>,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A fresh identity that is not stored anywhere (tests, one-shot clients).
+    pub fn ephemeral() -> Result<Self> {
+        let key = KeyPair::generate().map_err(|e| Error::Identity(e.to_string()))?;
+        Self::from_key(key)
+    }
+
+    /// Loads the identity from `data_dir`, making and storing one the first
+    /// time. The key file is written with mode 0600 via a temp file and a
+    /// rename, so a crash never leaves half a key.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        match fs::read(&path) {
+            Ok(der) => {
+                let key = KeyPair::try_from(der.as_slice()).map_err(|e| {
+                    Error::Identity(format!(
+                        "{} is not a valid key ({e}); move it away to make a new identity",
+                        path.display()
+                    ))
+                })?;
+                Self::from_key(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyPair::generate().map_err(|e| Error::Identity(e.to_string()))?;
+                fs::create_dir_all(data_dir)
+                    .map_err(|e| Error::io("creating data dir", data_dir, e))?;
+                write_private(&path, &key.serialize_der())?;
+                Self::from_key(key)
+            }
+            Err(e) => Err(Error::io("reading node key", path, e)),
+        }
+    }
+
+    fn from_key(key: KeyPair) -> Result<Self> {
+        let peer_id = PeerId::from_public_key_der(&key.subject_public_key_info());
+        let params = CertificateParams::new(vec!["chorus".to_owned()])
+            .map_err(|e| Error::Identity(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(|e| Error::Identity(e.to_string()))?;
+        Ok(Self { key_der: key.serialize_der(), cert: cert.der().clone(), peer_id })
+    }
+
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The certificate chain to present (one self-signed certificate).
+    pub fn cert_chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.cert.clone()]
+    }
+
+    /// The private key.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| Error::io("writing node key", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("writing node key", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("writing node key", path, e))
+}
+
+/// The peer id a certificate carries, or an error if it does not parse.
+pub fn peer_id_of_cert(cert: &CertificateDer<'_>) -> Result<PeerId, rustls::Error> {
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
+    Ok(PeerId::from_public_key_der(parsed.subject_public_key_info().as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_persists_and_matches_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Identity::load_or_create(dir.path()).unwrap();
+        let b = Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.peer_id(), b.peer_id());
+        assert_eq!(peer_id_of_cert(&a.cert_chain()[0]).unwrap(), a.peer_id());
+        assert_ne!(Identity::ephemeral().unwrap().peer_id(), a.peer_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "key readable by others");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_key_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KEY_FILE), b"garbage").unwrap();
+        let err = Identity::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a valid key"), "{err}");
+    }
+}

@@ -1,0 +1,532 @@
+//! The library: which files a node serves, indexed into manifests.
+//!
+//! [`scan`] walks the library directories, probes and hashes every new or
+//! changed file and reuses the previous index for the rest (matched by path,
+//! size and modification time). The index lives in the data dir
+//! ([`INDEX_FILE`]) and is replaced atomically (temp file, fsync, rename),
+//! so a crash or Ctrl-C never leaves it half-written. Files that cannot be
+//! served are remembered with their reason, so a restart does not re-probe
+//! them unless they change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chorus_protocol::message::CatalogEntry;
+use chorus_protocol::{ChunkHash, ChunkLayout, ChunkSize, Manifest, TrackId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::probe;
+
+/// The index file's name in the data dir.
+pub const INDEX_FILE: &str = "library.idx";
+const INDEX_VERSION: u32 = 1;
+
+/// One servable track: a file and its manifest.
+#[derive(Debug)]
+pub struct LibraryTrack {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its name without directories.
+    pub file_name: String,
+    /// Size when indexed.
+    pub size: u64,
+    /// Modification time when indexed (ns since the epoch).
+    pub mtime_ns: u128,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl LibraryTrack {
+    /// The catalog listing of this track.
+    pub fn catalog_entry(&self) -> CatalogEntry {
+        let m = &self.manifest;
+        CatalogEntry {
+            track: m.id(),
+            file_name: self.file_name.clone(),
+            tags: m.tags().clone(),
+            codec: m.media().codec,
+            duration_ms: u64::try_from(m.duration().as_millis()).unwrap_or(u64::MAX),
+            byte_len: m.layout().byte_len(),
+            sample_rate: m.media().sample_rate,
+            channels: m.media().channels,
+        }
+    }
+
+    /// Lowercased text that a search matches against.
+    fn haystack(&self) -> String {
+        let t = self.manifest.tags();
+        [t.title.as_deref(), t.artist.as_deref(), t.album.as_deref(), Some(&self.file_name)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+            .to_lowercase()
+    }
+}
+
+/// The tracks a node serves from its own files.
+#[derive(Debug, Default)]
+pub struct Library {
+    tracks: HashMap<TrackId, Arc<LibraryTrack>>,
+    /// Tracks in a stable order (artist, album, track number, file name).
+    order: Vec<TrackId>,
+    search_text: HashMap<TrackId, String>,
+    skipped: Vec<Skipped>,
+}
+
+/// A file the scan could not serve, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Size when looked at.
+    pub size: u64,
+    /// Modification time when looked at.
+    pub mtime_ns: u128,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl Library {
+    /// Number of tracks.
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// True if there are no tracks.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    /// A track by id.
+    pub fn get(&self, id: &TrackId) -> Option<&Arc<LibraryTrack>> {
+        self.tracks.get(id)
+    }
+
+    /// Every track, in catalog order.
+    pub fn tracks(&self) -> impl Iterator<Item = &Arc<LibraryTrack>> {
+        self.order.iter().filter_map(|id| self.tracks.get(id))
+    }
+
+    /// Files that were skipped, with reasons.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// Tracks whose title, artist, album or file name contains every word
+    /// of `query`, case-insensitively; an empty query lists everything.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<CatalogEntry> {
+        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        self.order
+            .iter()
+            .filter(|id| {
+                let text = self.search_text.get(*id).map_or("", String::as_str);
+                words.iter().all(|w| text.contains(w.as_str()))
+            })
+            .filter_map(|id| self.tracks.get(id))
+            .take(limit)
+            .map(|t| t.catalog_entry())
+            .collect()
+    }
+
+    /// Removes a track (its file changed under us); it comes back at the
+    /// next scan as a new track if the file is still audio.
+    pub fn remove(&mut self, id: &TrackId) -> Option<Arc<LibraryTrack>> {
+        self.order.retain(|t| t != id);
+        self.search_text.remove(id);
+        self.tracks.remove(id)
+    }
+
+    fn insert(&mut self, track: LibraryTrack) {
+        let id = track.manifest.id();
+        if self.tracks.contains_key(&id) {
+            // The same bytes under two names: serve one.
+            return;
+        }
+        self.search_text.insert(id, track.haystack());
+        self.tracks.insert(id, Arc::new(track));
+        self.order.push(id);
+    }
+
+    fn sort(&mut self) {
+        let tracks = &self.tracks;
+        self.order.sort_by_cached_key(|id| {
+            let t = &tracks[id];
+            let tags = t.manifest.tags();
+            (
+                tags.album_artist.clone().or_else(|| tags.artist.clone()).unwrap_or_default(),
+                tags.album.clone().unwrap_or_default(),
+                tags.disc_number.unwrap_or(0),
+                tags.track_number.unwrap_or(0),
+                t.file_name.clone(),
+            )
+        });
+    }
+}
+
+/// What a scan did.
+#[derive(Debug, Default, Clone)]
+pub struct ScanReport {
+    /// Files probed and hashed this time.
+    pub indexed: usize,
+    /// Files whose previous index entry was reused.
+    pub reused: usize,
+    /// Entries of the previous index whose files are gone.
+    pub removed: usize,
+    /// Files skipped this scan (new or old reasons).
+    pub skipped: usize,
+    /// Tracks by codec name.
+    pub formats: BTreeMap<&'static str, usize>,
+    /// Total playing time.
+    pub duration: Duration,
+    /// Wall time the scan took.
+    pub elapsed: Duration,
+}
+
+/// Progress of a scan, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanProgress {
+    /// Files looked at so far.
+    pub done: usize,
+    /// Files found in all.
+    pub total: usize,
+}
+
+/// Scan settings.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    /// Chunk size for new manifests.
+    pub chunk_size: ChunkSize,
+    /// Threads that probe and hash at once; defaults to the number of cores.
+    pub threads: usize,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: ChunkSize::DEFAULT,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    tracks: Vec<IndexEntry>,
+    skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexEntry {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: u128,
+    manifest: Vec<u8>,
+}
+
+/// Loads the previous index from `data_dir`. A missing index is empty; an
+/// unreadable one is reported and treated as empty (everything is
+/// re-indexed; nothing else is lost).
+pub fn load_index(data_dir: &Path) -> (Vec<LibraryTrack>, Vec<Skipped>) {
+    let path = data_dir.join(INDEX_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}; re-indexing the library", path.display());
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let index: IndexFile = match postcard::from_bytes(&bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("{} is corrupt ({e}); re-indexing the library", path.display());
+            return (Vec::new(), Vec::new());
+        }
+    };
+    if index.version != INDEX_VERSION {
+        tracing::info!("library index is version {}; re-indexing", index.version);
+        return (Vec::new(), Vec::new());
+    }
+    let tracks = index
+        .tracks
+        .into_iter()
+        .filter_map(|e| {
+            let manifest = Manifest::decode(Bytes::from(e.manifest)).ok()?;
+            Some(LibraryTrack {
+                file_name: file_name_of(&e.path),
+                path: e.path,
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                manifest,
+            })
+        })
+        .collect();
+    (tracks, index.skipped)
+}
+
+/// Writes the index atomically: temp file, fsync, rename.
+pub fn save_index(data_dir: &Path, library: &Library) -> Result<()> {
+    fs::create_dir_all(data_dir).map_err(|e| Error::io("creating data dir", data_dir, e))?;
+    let index = IndexFile {
+        version: INDEX_VERSION,
+        tracks: library
+            .tracks()
+            .map(|t| IndexEntry {
+                path: t.path.clone(),
+                size: t.size,
+                mtime_ns: t.mtime_ns,
+                manifest: t.manifest.encoded().to_vec(),
+            })
+            .collect(),
+        skipped: library.skipped.clone(),
+    };
+    let bytes = postcard::to_stdvec(&index)?;
+    let path = data_dir.join(INDEX_FILE);
+    let tmp = data_dir.join(format!("{INDEX_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        // Make the rename itself durable.
+        File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| Error::io("writing library index", &path, e))
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
+}
+
+/// Finds every regular file under `roots`. Symlinks are followed only when
+/// their target lies inside one of the roots; each one that leads out is
+/// reported. Hidden files and directories (dot-names) are passed over.
+pub fn walk(roots: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let canon_roots: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|r| match fs::canonicalize(r) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(format!("{}: {e}", r.display()));
+                None
+            }
+        })
+        .collect();
+    let mut files = Vec::new();
+    let mut seen_dirs = HashSet::new();
+    let mut stack: Vec<PathBuf> = canon_roots.clone();
+    while let Some(dir) = stack.pop() {
+        if !seen_dirs.insert(dir.clone()) {
+            continue;
+        }
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                warnings.push(format!("{}: cannot list ({e})", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            let target = if ft.is_symlink() {
+                match fs::canonicalize(&path) {
+                    Ok(t) if canon_roots.iter().any(|r| t.starts_with(r)) => t,
+                    Ok(t) => {
+                        warnings.push(format!(
+                            "{}: symlink leads outside the library (to {}); skipped",
+                            path.display(),
+                            t.display()
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        warnings.push(format!("{}: broken symlink ({e}); skipped", path.display()));
+                        continue;
+                    }
+                }
+            } else {
+                path.clone()
+            };
+            match fs::metadata(&target) {
+                Ok(m) if m.is_dir() => stack.push(target),
+                Ok(m) if m.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, warnings)
+}
+
+/// Indexes one file: probe, then read and hash every chunk. The file is
+/// stat'ed before and after; if it changed meanwhile the result is thrown
+/// away.
+pub fn index_file(path: &Path, chunk_size: ChunkSize) -> Result<LibraryTrack> {
+    let before = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+    let size = before.len();
+    let probed = probe::probe_file(path, size)?;
+    let layout = ChunkLayout::new(size, chunk_size).map_err(|e| Error::NotAudio {
+        path: path.to_owned(),
+        reason: format!("cannot be chunked ({e})"),
+    })?;
+    let hashes = hash_file(path, &layout)?;
+    let after = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+    if after.len() != size || mtime_ns(&after) != mtime_ns(&before) {
+        return Err(Error::NotAudio {
+            path: path.to_owned(),
+            reason: "changed while being indexed; will retry at the next scan".into(),
+        });
+    }
+    let manifest = Manifest::new(probed.media, layout, hashes).map_err(|e| Error::NotAudio {
+        path: path.to_owned(),
+        reason: format!("cannot make a manifest ({e})"),
+    })?;
+    Ok(LibraryTrack {
+        file_name: file_name_of(path),
+        path: path.to_owned(),
+        size,
+        mtime_ns: mtime_ns(&before),
+        manifest,
+    })
+}
+
+fn hash_file(path: &Path, layout: &ChunkLayout) -> Result<Vec<ChunkHash>> {
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut buf = vec![0u8; layout.chunk_size().get() as usize];
+    let mut hashes = Vec::with_capacity(layout.count() as usize);
+    for index in layout.indices() {
+        let len = layout.chunk_len(index) as usize;
+        reader.read_exact(&mut buf[..len]).map_err(|e| Error::io("reading", path, e))?;
+        hashes.push(ChunkHash::of(&buf[..len]));
+    }
+    Ok(hashes)
+}
+
+/// Scans `roots`, reusing `previous` entries whose size and mtime still
+/// match, and reports each file it skips through `warn`.
+pub fn scan(
+    roots: &[PathBuf],
+    previous: (Vec<LibraryTrack>, Vec<Skipped>),
+    config: &ScanConfig,
+    progress: &(dyn Fn(ScanProgress) + Sync),
+    warn: &(dyn Fn(&str) + Sync),
+) -> (Library, ScanReport) {
+    let started = Instant::now();
+    let (files, walk_warnings) = walk(roots);
+    for w in &walk_warnings {
+        warn(w);
+    }
+    let (prev_tracks, prev_skipped) = previous;
+    let mut prev: HashMap<PathBuf, LibraryTrack> =
+        prev_tracks.into_iter().map(|t| (t.path.clone(), t)).collect();
+    let prev_skipped: HashMap<PathBuf, Skipped> =
+        prev_skipped.into_iter().map(|s| (s.path.clone(), s)).collect();
+    let present: HashSet<&PathBuf> = files.iter().collect();
+    let mut report = ScanReport {
+        removed: prev.keys().filter(|p| !present.contains(p)).count(),
+        ..ScanReport::default()
+    };
+
+    let mut library = Library::default();
+    let mut to_index = Vec::new();
+    for path in &files {
+        let Ok(meta) = fs::metadata(path) else { continue };
+        let (size, mtime) = (meta.len(), mtime_ns(&meta));
+        match prev.remove(path) {
+            Some(t)
+                if t.size == size
+                    && t.mtime_ns == mtime
+                    && t.manifest.layout().chunk_size() == config.chunk_size =>
+            {
+                report.reused += 1;
+                library.insert(t);
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(s) = prev_skipped.get(path) {
+            if s.size == size && s.mtime_ns == mtime {
+                report.skipped += 1;
+                library.skipped.push(s.clone());
+                continue;
+            }
+        }
+        to_index.push((path.clone(), size, mtime));
+    }
+
+    let total = files.len();
+    let done = AtomicUsize::new(total - to_index.len());
+    progress(ScanProgress { done: done.load(Ordering::Relaxed), total });
+    let next = AtomicUsize::new(0);
+    let threads = config.threads.clamp(1, 16).min(to_index.len().max(1));
+    let results: Vec<Vec<(usize, Result<LibraryTrack>)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((path, _, _)) = to_index.get(i) else { break };
+                        out.push((i, index_file(path, config.chunk_size)));
+                        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        progress(ScanProgress { done: d, total });
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok()).collect()
+    });
+    let mut results: Vec<_> = results.into_iter().flatten().collect();
+    results.sort_by_key(|(i, _)| *i);
+    for (i, result) in results {
+        let (path, size, mtime) = &to_index[i];
+        match result {
+            Ok(track) => {
+                report.indexed += 1;
+                library.insert(track);
+            }
+            Err(e) => {
+                report.skipped += 1;
+                let reason = match &e {
+                    Error::NotAudio { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                warn(&format!("skipping {}: {reason}", path.display()));
+                library.skipped.push(Skipped {
+                    path: path.clone(),
+                    size: *size,
+                    mtime_ns: *mtime,
+                    reason,
+                });
+            }
+        }
+    }
+    library.sort();
+    for t in library.tracks.values() {
+        *report.formats.entry(t.manifest.media().codec.name()).or_default() += 1;
+        report.duration += t.manifest.duration();
+    }
+    report.elapsed = started.elapsed();
+    (library, report)
+}

@@ -1,0 +1,356 @@
+//! The serving side: a [`Node`] accepts QUIC connections and answers hello,
+//! search, manifest and chunk requests from its [`Library`].
+//!
+//! Tasks: one accept loop ([`Node::serve`]); one task per connection that
+//! accepts its streams; one task per stream that reads the request, answers
+//! it and finishes. Streams per connection are capped by QUIC flow control
+//! ([`TransportLimits::max_streams_per_connection`]); connections by
+//! [`NodeLimits::max_connections`] (extra ones are refused); bytes read
+//! from disk and not yet handed to QUIC per connection by
+//! [`NodeLimits::max_outstanding_bytes_per_peer`].
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chorus_protocol::message::{
+    ChunkRequest, ErrorCode, Hello, ManifestResponse, NO_DEADLINE, SearchResponse,
+};
+use chorus_protocol::{Message, ProtocolError, frame, limits};
+use quinn::{Connection, RecvStream, SendStream};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::library::{Library, LibraryTrack};
+use crate::tls::{self, TransportLimits};
+use crate::transport::{Transport, peer_id_from_connection};
+use crate::wire::{read_frame, write_chunk, write_error, write_message};
+
+/// The UDP port a node listens on when none is given.
+pub const DEFAULT_PORT: u16 = 47_800;
+
+/// Limits a serving node enforces.
+#[derive(Clone, Debug)]
+pub struct NodeLimits {
+    /// Connections served at once; more are refused. 512 peers each pulling
+    /// 320 kb/s is 160 Mb/s, about what one seed on a home uplink can give.
+    pub max_connections: usize,
+    /// Chunk bytes read for one peer and not yet handed to QUIC. 4 MiB is
+    /// ~100 s of 320 kb/s audio: plenty of read-ahead, bounded memory
+    /// (max_connections × this = 2 GiB worst case, far above the usual).
+    pub max_outstanding_bytes_per_peer: usize,
+    /// How long a peer may take to send its request after opening a stream.
+    pub request_timeout: Duration,
+    /// QUIC-level limits.
+    pub transport: TransportLimits,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            max_outstanding_bytes_per_peer: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            transport: TransportLimits::default(),
+        }
+    }
+}
+
+/// Counters, for the status line and tests.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections refused at the limit.
+    pub refused: AtomicUsize,
+    /// Chunks served.
+    pub chunks_served: AtomicUsize,
+    /// Chunk bytes served.
+    pub bytes_served: AtomicUsize,
+}
+
+struct Shared {
+    library: RwLock<Library>,
+    limits: NodeLimits,
+    stats: NodeStats,
+    hello: Hello,
+}
+
+/// A serving node.
+#[derive(Clone)]
+pub struct Node {
+    transport: Transport,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("transport", &self.transport).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds a node on `listen` serving `library`.
+    pub fn bind(
+        identity: Arc<Identity>,
+        listen: SocketAddr,
+        library: Library,
+        limits: NodeLimits,
+    ) -> Result<Self> {
+        let server = tls::server_config(&identity, &limits.transport)?;
+        let transport = Transport::bind(identity, listen, Some(server), &limits.transport)?;
+        let hello = transport.hello(vec![transport.local_addr()?]);
+        let shared = Arc::new(Shared {
+            library: RwLock::new(library),
+            limits,
+            stats: NodeStats::default(),
+            hello,
+        });
+        Ok(Self { transport, shared })
+    }
+
+    /// The endpoint, for dialling other peers from the same socket.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.shared.stats
+    }
+
+    /// Replaces the library (after a rescan).
+    pub fn set_library(&self, library: Library) {
+        if let Ok(mut l) = self.shared.library.write() {
+            *l = library;
+        }
+    }
+
+    /// Runs `f` with the library.
+    pub fn with_library<R>(&self, f: impl FnOnce(&Library) -> R) -> Option<R> {
+        self.shared.library.read().ok().map(|l| f(&l))
+    }
+
+    /// Accepts connections until the endpoint is closed.
+    pub async fn serve(&self) {
+        while let Some(incoming) = self.transport.endpoint().accept().await {
+            let stats = &self.shared.stats;
+            if stats.connections.load(Ordering::Relaxed) >= self.shared.limits.max_connections {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+                continue;
+            }
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(conn) => serve_connection(shared.clone(), conn).await,
+                    Err(e) => tracing::debug!("handshake failed: {e}"),
+                }
+                shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn shutdown(&self) {
+        self.transport.close().await;
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
+    let peer = match peer_id_from_connection(&conn) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::debug!("refusing {}: {e}", conn.remote_address());
+            conn.close(quinn::VarInt::from_u32(2), b"bad certificate");
+            return;
+        }
+    };
+    tracing::debug!("peer {} connected from {}", peer.fmt_short(), conn.remote_address());
+    let budget = Arc::new(Semaphore::new(shared.limits.max_outstanding_bytes_per_peer));
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("peer {} gone: {e}", peer.fmt_short());
+                return;
+            }
+        };
+        let (shared, budget) = (shared.clone(), budget.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(&shared, &budget, send, recv).await {
+                tracing::debug!("request from {} failed: {e}", peer.fmt_short());
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    shared: &Shared,
+    budget: &Semaphore,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<()> {
+    let request =
+        match tokio::time::timeout(shared.limits.request_timeout, read_frame(&mut recv)).await {
+            Err(_) => return Err(Error::Timeout(shared.limits.request_timeout, "a request")),
+            Ok(Ok(Some(f))) => f.message,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e @ (Error::Protocol(_) | Error::StreamEnded))) => {
+                let code = match e {
+                    Error::Protocol(ProtocolError::UnsupportedVersion { .. }) => {
+                        ErrorCode::UnsupportedVersion
+                    }
+                    _ => ErrorCode::BadRequest,
+                };
+                write_error(&mut send, code, e.to_string()).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+    match request {
+        Message::Hello(h) => {
+            if h.negotiate(frame::MIN_VERSION, frame::VERSION).is_some() {
+                write_message(&mut send, &Message::Hello(shared.hello.clone())).await?;
+            } else {
+                let msg = format!(
+                    "this node speaks versions {}..={}",
+                    frame::MIN_VERSION,
+                    frame::VERSION
+                );
+                write_error(&mut send, ErrorCode::UnsupportedVersion, msg).await?;
+            }
+        }
+        Message::SearchRequest(q) => {
+            let limit = (q.limit as usize).min(limits::MAX_SEARCH_RESULTS);
+            let results =
+                shared.library.read().map(|l| l.search(&q.query, limit)).unwrap_or_default();
+            // Long tags can make a full page exceed the frame limit: halve
+            // the page until it fits.
+            let mut msg = Message::SearchResponse(SearchResponse { results });
+            while frame::HEADER_LEN + msg.encoded_len() > limits::MAX_FRAME_LEN as usize {
+                if let Message::SearchResponse(r) = &mut msg {
+                    let half = r.results.len() / 2;
+                    r.results.truncate(half);
+                }
+            }
+            write_message(&mut send, &msg).await?;
+        }
+        Message::ManifestRequest(r) => match find(shared, &r.track) {
+            Some(t) => {
+                let reply =
+                    ManifestResponse { track: r.track, manifest: t.manifest.encoded().clone() };
+                write_message(&mut send, &Message::ManifestResponse(reply)).await?;
+            }
+            None => unknown_track(&mut send, &r.track).await?,
+        },
+        Message::ChunkRequest(r) => serve_chunks(shared, budget, &mut send, r).await?,
+        other => {
+            let msg = format!("{:?} is not a request", other.kind());
+            write_error(&mut send, ErrorCode::BadRequest, msg).await?;
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+fn find(shared: &Shared, track: &chorus_protocol::TrackId) -> Option<Arc<LibraryTrack>> {
+    shared.library.read().ok()?.get(track).cloned()
+}
+
+async fn unknown_track(send: &mut SendStream, track: &chorus_protocol::TrackId) -> Result<()> {
+    write_error(send, ErrorCode::UnknownTrack, format!("no track {track}")).await
+}
+
+/// Stream priority from a deadline: sooner is higher. quinn sends
+/// higher-priority streams first within a connection.
+fn priority(deadline_ms: u32) -> i32 {
+    if deadline_ms == NO_DEADLINE {
+        i32::MIN
+    } else {
+        -i32::try_from(deadline_ms).unwrap_or(i32::MAX)
+    }
+}
+
+async fn serve_chunks(
+    shared: &Shared,
+    budget: &Semaphore,
+    send: &mut SendStream,
+    r: ChunkRequest,
+) -> Result<()> {
+    let Some(track) = find(shared, &r.track) else {
+        return unknown_track(send, &r.track).await;
+    };
+    let count = track.manifest.layout().count();
+    let end = u64::from(r.first.0) + u64::from(r.count);
+    if end > u64::from(count) {
+        let msg = format!("chunks {}..{end} asked, track has {count}", r.first);
+        return write_error(send, ErrorCode::UnknownChunk, msg).await;
+    }
+    let _ = send.set_priority(priority(r.deadline_ms));
+    let file = {
+        let path = track.path.clone();
+        tokio::task::spawn_blocking(move || File::open(&path))
+            .await
+            .map_err(|_| Error::UnexpectedReply("reader task failed"))?
+    };
+    let file = match file {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            tracing::warn!("{}: cannot open ({e}); no longer serving it", track.path.display());
+            drop_track(shared, &track);
+            return write_error(send, ErrorCode::Internal, "file unavailable".into()).await;
+        }
+    };
+    for i in r.first.0..r.first.0 + r.count {
+        let index = chorus_protocol::ChunkIndex(i);
+        let range = track.manifest.layout().byte_range(index);
+        let len = (range.end - range.start) as usize;
+        let permit = budget
+            .acquire_many(u32::try_from(len).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| Error::UnexpectedReply("budget closed"))?;
+        let (f, m) = (file.clone(), track.clone());
+        let read = tokio::task::spawn_blocking(move || -> std::result::Result<Bytes, String> {
+            let mut buf = BytesMut::zeroed(len);
+            f.read_exact_at(&mut buf, range.start).map_err(|e| e.to_string())?;
+            // Never send bytes that do not match the manifest: the file may
+            // have changed since it was indexed.
+            m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        match read {
+            Ok(data) => {
+                write_chunk(send, r.track, index, data).await?;
+                shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}: changed since it was indexed ({e}); no longer serving it until rescanned",
+                    track.path.display()
+                );
+                drop_track(shared, &track);
+                return write_error(send, ErrorCode::Internal, "file changed on the server".into())
+                    .await;
+            }
+        }
+        drop(permit);
+    }
+    Ok(())
+}
+
+fn drop_track(shared: &Shared, track: &LibraryTrack) {
+    if let Ok(mut l) = shared.library.write() {
+        l.remove(&track.manifest.id());
+    }
+}

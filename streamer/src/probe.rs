@@ -1,0 +1,365 @@
+//! Reading a file's media facts with symphonia: codec, rate, channels,
+//! length, tags, and the byte ranges the demuxer reads and when.
+//!
+//! The time index is *measured*, not guessed: the file is demuxed (not
+//! decoded) through a [`MediaSource`] that logs every read. Bytes read while
+//! probing and opening the container are headers, due at time zero (for an
+//! MP4 with its `moov` atom last, that is the end of the file). Bytes read
+//! while fetching the packet with timestamp `t` are due at `t`. A player that
+//! streams the file through symphonia reads in the same pattern, so each
+//! chunk's deadline is the moment the decoder will actually ask for it.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chorus_protocol::{Codec, Container, MediaInfo, Tags, TimePoint};
+use symphonia::core::codecs::audio::well_known as codec_ids;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::well_known as format_ids;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::{MetadataOptions, MetadataRevision, StandardTag};
+use symphonia::core::units::TimeBase;
+
+use crate::error::{Error, Result};
+
+/// How far apart (in bytes) two time index points must be at least; keeps
+/// the index to a few points per chunk for any file.
+const MIN_POINT_GAP: u64 = 4096;
+
+/// A file's media facts, ready to go into a manifest.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// What the manifest needs.
+    pub media: MediaInfo,
+}
+
+#[derive(Default)]
+struct ReadLog {
+    reads: Vec<Range<u64>>,
+}
+
+/// A file that logs the ranges read from it.
+struct LoggingSource {
+    file: File,
+    pos: u64,
+    len: u64,
+    log: Arc<Mutex<ReadLog>>,
+}
+
+impl Read for LoggingSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n > 0 {
+            if let Ok(mut log) = self.log.lock() {
+                log.reads.push(self.pos..self.pos + n as u64);
+            }
+            self.pos += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for LoggingSource {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+impl MediaSource for LoggingSource {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
+fn not_audio(path: &Path, reason: impl Into<String>) -> Error {
+    Error::NotAudio { path: path.to_owned(), reason: reason.into() }
+}
+
+fn take_reads(log: &Arc<Mutex<ReadLog>>) -> Vec<Range<u64>> {
+    log.lock().map(|mut l| std::mem::take(&mut l.reads)).unwrap_or_default()
+}
+
+/// Sorts and merges ranges.
+fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Probes and demuxes `path`. `len` is the file's size as stat'ed by the
+/// caller.
+pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    if len == 0 {
+        return Err(not_audio(path, "empty file"));
+    }
+    let log = Arc::new(Mutex::new(ReadLog::default()));
+    let source = LoggingSource { file, pos: 0, len, log: log.clone() };
+    let mss = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let mut format = symphonia::default::get_probe()
+        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .map_err(|e| not_audio(path, format!("not a supported audio file ({e})")))?;
+    let header_reads = take_reads(&log);
+
+    let track =
+        format.default_track(TrackType::Audio).ok_or_else(|| not_audio(path, "no audio track"))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| not_audio(path, "no audio codec parameters"))?
+        .clone();
+    let sample_rate = params.sample_rate.ok_or_else(|| not_audio(path, "unknown sample rate"))?;
+    let channels = params
+        .channels
+        .as_ref()
+        .map(|c| c.count())
+        .filter(|&c| c > 0)
+        .ok_or_else(|| not_audio(path, "unknown channel count"))?;
+    let declared_frames = track.num_frames;
+    let start_ts = track.start_ts.get();
+    let time_base = track
+        .time_base
+        .or_else(|| TimeBase::try_from_recip(sample_rate))
+        .ok_or_else(|| not_audio(path, "no time base"))?;
+    let codec = codec_of(params.codec);
+    let container = container_of(format.format_info().format);
+    let mut tags = Tags::default();
+    collect_all_tags(format.as_mut(), &mut tags);
+
+    // Demux every packet, noting which bytes each one needed.
+    let to_us = |ts: i64| -> u64 {
+        let ticks = u128::try_from(ts.saturating_sub(start_ts)).unwrap_or(0);
+        let us = ticks * 1_000_000 * u128::from(time_base.numer.get())
+            / u128::from(time_base.denom.get());
+        u64::try_from(us).unwrap_or(u64::MAX)
+    };
+    let mut time_index: Vec<TimePoint> = Vec::new();
+    let mut end_us = 0u64;
+    let mut packets = 0u64;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(symphonia::core::errors::Error::ResetRequired) => continue,
+            Err(e) => {
+                return Err(not_audio(
+                    path,
+                    format!("truncated or corrupt after {packets} packets ({e})"),
+                ));
+            }
+        };
+        let reads = take_reads(&log);
+        if packet.track_id != track_id {
+            continue;
+        }
+        packets += 1;
+        let t = to_us(packet.pts.get());
+        let pkt_end = t.saturating_add(to_us(
+            start_ts.saturating_add(i64::try_from(packet.dur.get()).unwrap_or(i64::MAX)),
+        ));
+        end_us = end_us.max(pkt_end);
+        for r in reads {
+            add_point(&mut time_index, r.start, t);
+            add_point(&mut time_index, r.end.saturating_sub(1), t);
+        }
+    }
+    if packets == 0 {
+        return Err(not_audio(path, "no audio packets"));
+    }
+    collect_all_tags(format.as_mut(), &mut tags);
+
+    // Frames from the packets actually present; a file whose header promises
+    // noticeably more than it holds was cut short.
+    let found_frames =
+        u64::try_from(u128::from(end_us) * u128::from(sample_rate) / 1_000_000).unwrap_or(u64::MAX);
+    if let Some(declared) = declared_frames {
+        if declared > 0 && found_frames + u64::from(sample_rate) / 2 < declared {
+            return Err(not_audio(
+                path,
+                format!(
+                    "truncated: header says {:.1} s, file holds {:.1} s",
+                    declared as f64 / f64::from(sample_rate),
+                    found_frames as f64 / f64::from(sample_rate)
+                ),
+            ));
+        }
+    }
+    let frames = declared_frames.unwrap_or(found_frames);
+    let header_ranges: Vec<Range<u64>> = merge(header_reads)
+        .into_iter()
+        .map(|r| r.start..r.end.min(len))
+        .filter(|r| r.start < r.end)
+        .collect();
+    time_index.retain(|p| p.byte_offset < len);
+    let header_ranges = cap_header_ranges(header_ranges);
+    let channels = u16::try_from(channels).map_err(|_| not_audio(path, "too many channels"))?;
+    Ok(Probed {
+        media: MediaInfo {
+            codec,
+            container,
+            sample_rate,
+            channels,
+            frames,
+            header_ranges,
+            time_index,
+            tags,
+        },
+    })
+}
+
+/// Keeps the index strictly rising in offset and bounded in size.
+fn add_point(index: &mut Vec<TimePoint>, offset: u64, t: u64) {
+    match index.last() {
+        None => index.push(TimePoint { byte_offset: offset, time_us: t }),
+        Some(last) if offset >= last.byte_offset + MIN_POINT_GAP && t >= last.time_us => {
+            index.push(TimePoint { byte_offset: offset, time_us: t })
+        }
+        _ => {}
+    }
+}
+
+/// Header reads can be scattered (tag probes at both ends); keep at most
+/// the manifest's limit by joining the closest neighbours.
+fn cap_header_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    let max = chorus_protocol::limits::MAX_HEADER_RANGES;
+    while ranges.len() > max {
+        let (i, _) = ranges
+            .windows(2)
+            .enumerate()
+            .min_by_key(|(_, w)| w[1].start - w[0].end)
+            .unwrap_or((0, &ranges[..2]));
+        let next = ranges.remove(i + 1);
+        ranges[i].end = next.end;
+    }
+    ranges
+}
+
+fn codec_of(id: symphonia::core::codecs::audio::AudioCodecId) -> Codec {
+    use codec_ids::*;
+    match id {
+        CODEC_ID_MP3 | CODEC_ID_MP2 | CODEC_ID_MP1 => Codec::Mp3,
+        CODEC_ID_VORBIS => Codec::Vorbis,
+        CODEC_ID_FLAC => Codec::Flac,
+        CODEC_ID_AAC => Codec::Aac,
+        CODEC_ID_ALAC => Codec::Alac,
+        CODEC_ID_OPUS => Codec::Opus,
+        id if (CODEC_ID_PCM_S32LE..=CODEC_ID_PCM_MULAW).contains(&id) => Codec::Pcm,
+        _ => Codec::Other(0),
+    }
+}
+
+fn container_of(id: symphonia::core::formats::FormatId) -> Container {
+    use format_ids::*;
+    match id {
+        FORMAT_ID_MP1 | FORMAT_ID_MP2 | FORMAT_ID_MP3 => Container::Mpeg,
+        FORMAT_ID_OGG => Container::Ogg,
+        FORMAT_ID_FLAC => Container::Flac,
+        FORMAT_ID_ISOMP4 => Container::Mp4,
+        FORMAT_ID_WAVE => Container::Wav,
+        FORMAT_ID_AIFF => Container::Aiff,
+        FORMAT_ID_MKV => Container::Mkv,
+        FORMAT_ID_ADTS => Container::Adts,
+        _ => Container::Other(0),
+    }
+}
+
+fn collect_all_tags(format: &mut dyn FormatReader, tags: &mut Tags) {
+    let mut meta = format.metadata();
+    while let Some(rev) = meta.pop() {
+        apply_revision(&rev, tags);
+    }
+    if let Some(rev) = meta.current() {
+        apply_revision(rev, tags);
+    }
+}
+
+fn apply_revision(rev: &MetadataRevision, tags: &mut Tags) {
+    let all =
+        rev.media.tags.iter().chain(rev.per_track.iter().flat_map(|t| t.metadata.tags.iter()));
+    for tag in all {
+        let Some(std) = &tag.std else { continue };
+        let set_str = |slot: &mut Option<String>, v: &str| {
+            let v = v.trim();
+            if slot.is_none() && !v.is_empty() {
+                let max = chorus_protocol::limits::MAX_TAG_LEN;
+                let mut end = v.len().min(max);
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                *slot = Some(v[..end].to_owned());
+            }
+        };
+        match std {
+            StandardTag::TrackTitle(v) => set_str(&mut tags.title, v),
+            StandardTag::Artist(v) => set_str(&mut tags.artist, v),
+            StandardTag::Album(v) => set_str(&mut tags.album, v),
+            StandardTag::AlbumArtist(v) => set_str(&mut tags.album_artist, v),
+            StandardTag::TrackNumber(n) => {
+                tags.track_number = tags.track_number.or(u32::try_from(*n).ok())
+            }
+            StandardTag::DiscNumber(n) => {
+                tags.disc_number = tags.disc_number.or(u32::try_from(*n).ok())
+            }
+            StandardTag::ReleaseDate(v) | StandardTag::OriginalReleaseDate(v) => {
+                tags.year = tags.year.or_else(|| v.get(..4).and_then(|y| y.parse().ok()))
+            }
+            StandardTag::ReplayGainTrackGain(v) => {
+                tags.track_gain_db = tags.track_gain_db.or(gain(v))
+            }
+            StandardTag::ReplayGainTrackPeak(v) => tags.track_peak = tags.track_peak.or(gain(v)),
+            StandardTag::ReplayGainAlbumGain(v) => {
+                tags.album_gain_db = tags.album_gain_db.or(gain(v))
+            }
+            StandardTag::ReplayGainAlbumPeak(v) => tags.album_peak = tags.album_peak.or(gain(v)),
+            _ => {}
+        }
+    }
+}
+
+/// Parses "-6.54 dB" or "0.98".
+fn gain(v: &str) -> Option<f32> {
+    let num = v.trim().trim_end_matches(|c: char| c.is_alphabetic() || c.is_whitespace());
+    num.parse::<f32>().ok().filter(|g| g.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_and_capping_ranges() {
+        assert_eq!(merge(vec![10..20, 0..5, 4..8, 20..25]), vec![0..8, 10..25]);
+        let many: Vec<_> = (0..100u64).map(|i| i * 10..i * 10 + 5).collect();
+        let capped = cap_header_ranges(many);
+        assert_eq!(capped.len(), chorus_protocol::limits::MAX_HEADER_RANGES);
+        assert_eq!(capped.first().map(|r| r.start), Some(0));
+        assert_eq!(capped.last().map(|r| r.end), Some(995));
+    }
+
+    #[test]
+    fn gains_parse_with_and_without_units() {
+        assert_eq!(gain("-6.5 dB"), Some(-6.5));
+        assert_eq!(gain("0.98"), Some(0.98));
+        assert_eq!(gain("loud"), None);
+    }
+}
