@@ -40,6 +40,53 @@ pub enum Command {
     Search(SearchArgs),
     /// Download a whole track from a peer, verifying every chunk
     Fetch(FetchArgs),
+    /// Stream a track from peers and play it
+    Play(PlayArgs),
+    /// List the audio output devices
+    Devices,
+    /// Run a seed and two peers on this machine and play a sample track through them
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    /// What to play: words to search for, or a track id (or a unique prefix of one)
+    #[arg(required = true, value_name = "QUERY|TRACK_ID")]
+    pub what: Vec<String>,
+    /// Peers to stream from: HOST:PORT or PEER_ID@HOST:PORT (repeat for more)
+    #[arg(long = "peer", required = true, value_name = "ADDR")]
+    pub peers: Vec<PeerAddr>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Start this many seconds into the track
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub start: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Where the sound goes: `default` (the audio device), `null` (real-time pace,
+    /// no sound) or a FILE.wav (written as fast as possible)
+    #[arg(long, default_value = "default", value_name = "default|null|FILE.wav")]
+    pub out: String,
+    /// The output device to use with --out default (see `chorus devices`)
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// Stop after this many seconds of audio
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The sample set to seed [default: samples/out in the source tree, built if missing]
+    #[arg(long, value_name = "DIR")]
+    pub samples: Option<PathBuf>,
+    /// Which sample track to play (words of its title or file name)
+    #[arg(long, default_value = "apex aleph")]
+    pub track: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -4,9 +4,11 @@
 //! only calls into the library crates.
 
 mod cli;
+mod demo;
 mod fetch;
 mod output;
 mod peers;
+mod play;
 mod search;
 mod seed;
 
@@ -54,6 +56,9 @@ fn main() -> ExitCode {
             cli::Command::Seed(args) => seed::run(&cli.global, args).await,
             cli::Command::Search(args) => search::run(&cli.global, args).await,
             cli::Command::Fetch(args) => fetch::run(&cli.global, args).await,
+            cli::Command::Play(args) => play::run(&cli.global, args).await,
+            cli::Command::Devices => play::devices(),
+            cli::Command::Demo(args) => demo::run(&cli.global, args).await,
         }
     });
     match result {

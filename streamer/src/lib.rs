@@ -15,10 +15,12 @@
 
 pub mod client;
 pub mod error;
+pub mod fetch;
 pub mod identity;
 pub mod library;
 pub mod node;
 pub mod probe;
+pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod wire;

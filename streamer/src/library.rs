@@ -422,6 +422,20 @@ fn hash_file(path: &Path, layout: &ChunkLayout) -> Result<Vec<ChunkHash>> {
     Ok(hashes)
 }
 
+/// Extensions of files that may hold audio: failures to index these are
+/// worth a warning each; anything else that fails is summarised in one
+/// line (cover art, playlists and notes sit in most album folders).
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "mp3", "mp2", "mp1", "ogg", "oga", "opus", "flac", "m4a", "m4b", "mp4", "aac", "alac", "wav",
+    "wave", "aif", "aiff", "aifc", "caf", "mka", "mkv", "webm", "adts",
+];
+
+fn looks_like_audio(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Scans `roots`, reusing `previous` entries whose size and mtime still
 /// match, and reports each file it skips through `warn`.
 pub fn scan(
@@ -499,6 +513,7 @@ pub fn scan(
     });
     let mut results: Vec<_> = results.into_iter().flatten().collect();
     results.sort_by_key(|(i, _)| *i);
+    let mut not_audio = Vec::new();
     for (i, result) in results {
         let (path, size, mtime) = &to_index[i];
         match result {
@@ -512,7 +527,11 @@ pub fn scan(
                     Error::NotAudio { reason, .. } => reason.clone(),
                     other => other.to_string(),
                 };
-                warn(&format!("skipping {}: {reason}", path.display()));
+                if looks_like_audio(path) || !matches!(e, Error::NotAudio { .. }) {
+                    warn(&format!("skipping {}: {reason}", path.display()));
+                } else {
+                    not_audio.push(file_name_of(path));
+                }
                 library.skipped.push(Skipped {
                     path: path.clone(),
                     size: *size,
@@ -521,6 +540,16 @@ pub fn scan(
                 });
             }
         }
+    }
+    if !not_audio.is_empty() {
+        let shown: Vec<&str> = not_audio.iter().take(5).map(String::as_str).collect();
+        let more = not_audio.len().saturating_sub(shown.len());
+        warn(&format!(
+            "skipping {} files that are not audio: {}{}",
+            not_audio.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
     }
     library.sort();
     for t in library.tracks.values() {

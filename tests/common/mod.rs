@@ -81,3 +81,75 @@ pub fn client() -> Transport {
     Transport::bind(identity, ([127, 0, 0, 1], 0).into(), None, &TransportLimits::default())
         .expect("bind client")
 }
+
+/// A UDP relay on 127.0.0.1 between one client and `target`: forwards
+/// server→client traffic at a limited rate and can be switched to drop
+/// everything (a peer that stops answering, to the client).
+pub struct UdpRelay {
+    pub addr: SocketAddr,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl UdpRelay {
+    pub async fn start(target: SocketAddr, bits_per_second: u64) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::net::UdpSocket;
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
+        back.connect(target).await.expect("connect relay");
+        let addr = front.local_addr().expect("relay addr");
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        let up = {
+            let (front, back, client, hole) =
+                (front.clone(), back.clone(), client.clone(), blackhole.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().expect("lock") = Some(from);
+                    if !hole.load(Relaxed) {
+                        let _ = back.send(&buf[..n]).await;
+                    }
+                }
+            })
+        };
+        let down = {
+            let (front, back, client, hole) =
+                (front.clone(), back.clone(), client.clone(), blackhole.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                let mut next = tokio::time::Instant::now();
+                while let Ok(n) = back.recv(&mut buf).await {
+                    if hole.load(Relaxed) {
+                        continue;
+                    }
+                    let now = tokio::time::Instant::now();
+                    next = next.max(now)
+                        + std::time::Duration::from_nanos(
+                            n as u64 * 8 * 1_000_000_000 / bits_per_second,
+                        );
+                    tokio::time::sleep_until(next).await;
+                    let to = *client.lock().expect("lock");
+                    if let Some(to) = to {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            })
+        };
+        Self { addr, blackhole, tasks: vec![up, down] }
+    }
+
+    /// From now on, nothing gets through in either direction.
+    pub fn blackhole(&self) {
+        self.blackhole.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Decoding with symphonia into interleaved `f32`.
+//!
+//! [`Decoder`] wraps a format reader and an audio decoder for the default
+//! audio track, with gapless trimming on, and reuses one sample buffer for
+//! every packet (no allocation per packet once it has grown).
+
+use std::time::Duration;
+
+use chorus_protocol::Container;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::{Time, TimeBase};
+
+use crate::error::{Error, Result};
+use crate::source::SourceError;
+
+/// A file-name extension hint for symphonia's probe.
+pub fn extension_hint(container: Container) -> Option<&'static str> {
+    Some(match container {
+        Container::Mpeg => "mp3",
+        Container::Ogg => "ogg",
+        Container::Flac => "flac",
+        Container::Mp4 => "m4a",
+        Container::Wav => "wav",
+        Container::Aiff => "aiff",
+        Container::Mkv => "mkv",
+        Container::Adts => "aac",
+        Container::Other(_) => return None,
+    })
+}
+
+/// Demuxes and decodes one audio track.
+pub struct Decoder {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    time_base: TimeBase,
+    sample_rate: u32,
+    channels: usize,
+    /// Frames still to drop after an accurate seek.
+    skip_frames: u64,
+    buf: Vec<f32>,
+}
+
+/// Maps a symphonia error, recovering our source's own reason when the
+/// data stopped coming.
+fn map_err(e: SymError) -> Error {
+    if let SymError::IoError(io) = &e {
+        if let Some(src) = io.get_ref().and_then(|i| i.downcast_ref::<SourceError>()) {
+            return Error::Source(src.to_string());
+        }
+    }
+    Error::Decode(e)
+}
+
+impl Decoder {
+    /// Opens `source`, probing with the container's extension as a hint.
+    pub fn open(source: Box<dyn MediaSource>, hint_ext: Option<&str>) -> Result<Self> {
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = hint_ext {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(map_err)?;
+        let track =
+            format.default_track(TrackType::Audio).ok_or(Error::NotPlayable("no audio track"))?;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or(Error::NotPlayable("no audio parameters"))?;
+        let sample_rate = params.sample_rate.ok_or(Error::NotPlayable("unknown sample rate"))?;
+        let channels = params.channels.as_ref().map_or(0, |c| c.count());
+        if channels == 0 {
+            return Err(Error::NotPlayable("unknown channel count"));
+        }
+        let time_base = track
+            .time_base
+            .or_else(|| TimeBase::try_from_recip(sample_rate))
+            .ok_or(Error::NotPlayable("no time base"))?;
+        let track_id = track.id;
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(params, &{
+                let mut o = AudioDecoderOptions::default();
+                o.gapless = true;
+                o
+            })
+            .map_err(map_err)?;
+        Ok(Self {
+            format,
+            decoder,
+            track_id,
+            time_base,
+            sample_rate,
+            channels,
+            skip_frames: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Opens a local file (for reference decodes and tests).
+    pub fn open_file(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::Read { path: path.to_owned(), source: e })?;
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
+        Self::open(Box::new(file), ext.as_deref())
+    }
+
+    /// Sample rate of the decoded audio.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Channels of the decoded audio.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Seeks so that the next samples start at `t` (sample-accurate: frames
+    /// before `t` in the first packet are dropped). Returns the position
+    /// reached.
+    pub fn seek(&mut self, t: Duration) -> Result<Duration> {
+        let time =
+            Time::try_from_secs_f64(t.as_secs_f64()).ok_or(Error::NotPlayable("seek time"))?;
+        let seeked = self
+            .format
+            .seek(SeekMode::Accurate, SeekTo::Time { time, track_id: Some(self.track_id) })
+            .map_err(map_err)?;
+        self.decoder.reset();
+        let required = self.ts_to_frames(seeked.required_ts.get());
+        self.skip_frames = required.saturating_sub(self.ts_to_frames(seeked.actual_ts.get()));
+        Ok(Duration::from_secs_f64(required as f64 / f64::from(self.sample_rate)))
+    }
+
+    fn ts_to_frames(&self, ts: i64) -> u64 {
+        let ticks = u128::try_from(ts).unwrap_or(0);
+        let frames = ticks * u128::from(self.sample_rate) * u128::from(self.time_base.numer.get())
+            / u128::from(self.time_base.denom.get());
+        u64::try_from(frames).unwrap_or(u64::MAX)
+    }
+
+    /// The next block of interleaved samples, or `None` at the end. Packets
+    /// that fail to decode are skipped (as a player should); a source that
+    /// stops delivering is an error.
+    pub fn next_block(&mut self) -> Result<Option<&[f32]>> {
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(None),
+                Err(SymError::ResetRequired) => {
+                    self.decoder.reset();
+                    continue;
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(d) => d,
+                Err(SymError::DecodeError(e)) => {
+                    tracing::debug!("skipping a packet that does not decode: {e}");
+                    continue;
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            decoded.copy_to_vec_interleaved(&mut self.buf);
+            let mut start = 0;
+            if self.skip_frames > 0 {
+                let frames = (self.buf.len() / self.channels) as u64;
+                let skip = self.skip_frames.min(frames);
+                self.skip_frames -= skip;
+                start = skip as usize * self.channels;
+            }
+            if start < self.buf.len() {
+                return Ok(Some(&self.buf[start..]));
+            }
+        }
+    }
+}
+
+/// Decodes a whole local file into interleaved samples (for tests and
+/// reference comparisons), from `start` on.
+pub fn decode_file(
+    path: &std::path::Path,
+    start: Option<Duration>,
+) -> Result<(u32, usize, Vec<f32>)> {
+    let mut d = Decoder::open_file(path)?;
+    if let Some(t) = start {
+        d.seek(t)?;
+    }
+    let mut out = Vec::new();
+    while let Some(block) = d.next_block()? {
+        out.extend_from_slice(block);
+    }
+    Ok((d.sample_rate(), d.channels(), out))
+}

@@ -1,0 +1,79 @@
+//! Audio sinks behind one trait: the device ([`device`]), a paced null sink
+//! ([`null`]) and a WAV file ([`wav`]).
+//!
+//! The device and null sinks share [`ring`]: the decode thread pushes into
+//! a lock-free SPSC ring buffer, and the consumer (the cpal callback, or the
+//! null sink's clock thread) pops from it. The consumer only pops, counts
+//! with atomics and fills silence on underrun: no allocation, no lock, no
+//! logging, no blocking.
+
+pub mod device;
+pub mod null;
+pub mod ring;
+pub mod wav;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::stats::PlaybackStats;
+
+/// Where audio goes, as chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// The audio device (the default one, or one by name).
+    Device(Option<String>),
+    /// Consume at real-time pace, by our own clock, and discard.
+    Null,
+    /// Write a 32-bit float WAV file at the track's own rate, as fast as
+    /// decoding goes.
+    Wav(PathBuf),
+}
+
+impl std::str::FromStr for OutputSpec {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "default" => Self::Device(None),
+            "null" => Self::Null,
+            path => Self::Wav(PathBuf::from(path)),
+        })
+    }
+}
+
+/// The format a sink was opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkFormat {
+    /// Frames per second.
+    pub rate: u32,
+    /// Interleaved channels.
+    pub channels: usize,
+}
+
+/// Where decoded samples go.
+pub trait Sink {
+    /// The format the sink takes; the decoder converts to it.
+    fn format(&self) -> SinkFormat;
+    /// Hands over interleaved samples in [`Sink::format`], blocking while
+    /// the sink is full.
+    fn write(&mut self, samples: &[f32]) -> Result<()>;
+    /// Waits until everything written has played, then stops.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Opens the sink `spec` for audio at `rate` with `channels`.
+pub fn open(
+    spec: &OutputSpec,
+    rate: u32,
+    channels: usize,
+    prebuffer: std::time::Duration,
+    stats: Arc<PlaybackStats>,
+) -> Result<Box<dyn Sink>> {
+    Ok(match spec {
+        OutputSpec::Device(name) => {
+            Box::new(device::DeviceSink::open(name.as_deref(), rate, channels, prebuffer, stats)?)
+        }
+        OutputSpec::Null => Box::new(null::NullSink::open(rate, channels, prebuffer, stats)),
+        OutputSpec::Wav(path) => Box::new(wav::WavSink::create(path, rate, channels, stats)?),
+    })
+}

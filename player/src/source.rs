@@ -1,0 +1,101 @@
+//! [`ChunkSource`]: a `Read + Seek` view of a track's verified chunks, for
+//! symphonia.
+//!
+//! A read of bytes that are not here yet blocks (on the decoder's thread)
+//! until the fetcher delivers them, marking their chunk urgent. It never
+//! returns unverified bytes: the store only holds chunks that matched the
+//! manifest. A seek only moves the position; the read that follows does
+//! the waiting.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_streamer::store::{ReadError, TrackStore};
+use symphonia::core::io::MediaSource;
+
+/// How long one read waits before the wait is reported as a stall.
+const REPORT_AFTER: Duration = Duration::from_millis(500);
+
+/// The error a read returns when the store fails; the decoder maps it back.
+#[derive(Debug)]
+pub struct SourceError(pub ReadError);
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Reads a track from its [`TrackStore`].
+pub struct ChunkSource {
+    store: Arc<TrackStore>,
+    pos: u64,
+    len: u64,
+    /// Give up on a chunk after this long with no progress (the fetcher
+    /// normally fails the store long before).
+    max_wait: Duration,
+    /// Called once per stall with the chunk waited for.
+    on_stall: Box<dyn Fn(u32) + Send + Sync>,
+}
+
+impl ChunkSource {
+    /// A source at offset 0.
+    pub fn new(
+        store: Arc<TrackStore>,
+        max_wait: Duration,
+        on_stall: Box<dyn Fn(u32) + Send + Sync>,
+    ) -> Self {
+        let len = store.manifest().layout().byte_len();
+        Self { store, pos: 0, len, max_wait, on_stall }
+    }
+}
+
+impl Read for ChunkSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.pos >= self.len {
+            return Ok(0);
+        }
+        let n = match self.store.read_at(self.pos, buf, REPORT_AFTER) {
+            Ok(n) => n,
+            Err(ReadError::TimedOut(chunk)) => {
+                (self.on_stall)(chunk);
+                self.store
+                    .read_at(self.pos, buf, self.max_wait)
+                    .map_err(|e| io::Error::other(SourceError(e)))?
+            }
+            Err(e) => return Err(io::Error::other(SourceError(e))),
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ChunkSource {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match target {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")),
+        }
+    }
+}
+
+impl MediaSource for ChunkSource {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}

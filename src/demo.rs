@@ -1,0 +1,163 @@
+//! `chorus demo`: a seed and two peers on loopback, in this process, and a
+//! sample track played through them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chorus_player::play::PlayOptions;
+use chorus_player::sink::OutputSpec;
+use chorus_streamer::identity::Identity;
+use chorus_streamer::library::{self, ScanConfig};
+use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::transport::Transport;
+
+use crate::cli::{DemoArgs, Global, OutputArgs};
+use crate::peers::PeerAddr;
+use crate::{output, play};
+
+fn default_samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out")
+}
+
+/// Builds the sample set with samples/build.sh when it is missing.
+fn ensure_samples(dir: &Path) -> Result<()> {
+    if dir.join("SHA256SUMS").exists() {
+        return Ok(());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/build.sh");
+    if !script.exists() {
+        bail!(
+            "no sample set at {} and no samples/build.sh to make one; pass --samples DIR",
+            dir.display()
+        );
+    }
+    eprintln!("building the sample set (once)…");
+    let status = std::process::Command::new("bash").arg(&script).arg("--out").arg(dir).status()?;
+    if !status.success() {
+        bail!("samples/build.sh failed; run it by hand to see why");
+    }
+    Ok(())
+}
+
+/// Indexes `dir` and starts a node serving it on 127.0.0.1.
+async fn start_node(dir: &Path, data: &Path) -> Result<Node> {
+    let (dir, data_dir) = (dir.to_path_buf(), data.to_path_buf());
+    let data = data_dir.clone();
+    let lib = tokio::task::spawn_blocking(move || {
+        let (lib, _) = library::scan(
+            &[dir],
+            library::load_index(&data),
+            &ScanConfig::default(),
+            &|_| {},
+            &|w| tracing::warn!("{w}"),
+        );
+        let _ = library::save_index(&data, &lib);
+        lib
+    })
+    .await?;
+    let identity = Arc::new(Identity::load_or_create(&data_dir)?);
+    let node = Node::bind(identity, ([127, 0, 0, 1], 0).into(), lib, NodeLimits::default())?;
+    let n = node.clone();
+    tokio::spawn(async move { n.serve().await });
+    Ok(node)
+}
+
+pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
+    let samples = args.samples.clone().unwrap_or_else(default_samples);
+    ensure_samples(&samples)?;
+    let work = tempfile::tempdir().context("making a temp dir")?;
+    let say = |s: String| {
+        if !global.quiet {
+            println!("{s}");
+        }
+    };
+
+    let seed = start_node(&samples, &work.path().join("seed")).await?;
+    let seed_addr = seed.transport().local_addr()?;
+    let tracks = seed.with_library(|l| l.len()).unwrap_or(0);
+    say(format!(
+        "seed   {} on {seed_addr}: {tracks} sample tracks",
+        seed.transport().peer_id().fmt_short()
+    ));
+
+    // Two peers fetch the track from the seed and serve their copies.
+    let client = Transport::client(
+        Arc::new(Identity::load_or_create(&work.path().join("listener"))?),
+        &Default::default(),
+    )?;
+    let seed_peer = client.connect(seed_addr, Some(seed.transport().peer_id())).await?;
+    let (entry, _) = play::resolve(std::slice::from_ref(&seed_peer), &args.track).await?;
+    let manifest = seed_peer.manifest(entry.track).await?;
+    let mut nodes = vec![seed.clone()];
+    for name in ["peer-a", "peer-b"] {
+        let lib = work.path().join(name).join("music");
+        std::fs::create_dir_all(&lib)?;
+        let file = lib.join(if entry.file_name.is_empty() { "track" } else { &entry.file_name });
+        seed_peer.fetch_to_file(&manifest, &file, &|_| {}).await?;
+        let node = start_node(&lib, &work.path().join(name)).await?;
+        say(format!(
+            "{name} {} on {}: fetched {} from the seed, serving it",
+            node.transport().peer_id().fmt_short(),
+            node.transport().local_addr()?,
+            output::size(manifest.layout().byte_len())
+        ));
+        nodes.push(node);
+    }
+
+    // The listener streams from all three; its clock starts now.
+    let started = Instant::now();
+    let addrs: Vec<PeerAddr> = nodes
+        .iter()
+        .filter_map(|n| {
+            Some(PeerAddr {
+                id: Some(n.transport().peer_id()),
+                addr: n.transport().local_addr().ok()?,
+            })
+        })
+        .collect();
+    let peers = play::connect_all(&client, &addrs).await?;
+    say(format!("playing {} from {} peers", play::describe(&entry), peers.len()));
+    let mut out = OutputArgs {
+        out: args.output.out.clone(),
+        device: args.output.device.clone(),
+        duration: args.output.duration,
+    };
+    if matches!(play::output_spec(&out), OutputSpec::Device(_))
+        && !device_available(out.device.as_deref())
+    {
+        eprintln!(
+            "no audio device can be opened here: playing to the null sink (real-time, silent) instead"
+        );
+        out.out = "null".into();
+    }
+    let report =
+        play::play_with_status(global, manifest, peers, &out, PlayOptions::default(), started)
+            .await?;
+    play::print_report(global, &report);
+    client.close().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+/// True if the output device opens (checked without playing anything).
+fn device_available(name: Option<&str>) -> bool {
+    use chorus_player::sink::Sink;
+    let stats = Arc::new(chorus_player::stats::PlaybackStats::new(Instant::now()));
+    match chorus_player::sink::device::DeviceSink::open(
+        name,
+        48_000,
+        2,
+        std::time::Duration::ZERO,
+        stats,
+    ) {
+        Ok(mut s) => {
+            let _ = s.finish();
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,278 @@
+//! `chorus play`: find a track among peers, stream it and play it.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chorus_player::play::{PlayOptions, Playback, PlaybackReport, play};
+use chorus_player::sink::OutputSpec;
+use chorus_protocol::message::CatalogEntry;
+use chorus_protocol::{Manifest, TrackId};
+use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
+use chorus_streamer::transport::Transport;
+
+use crate::cli::{Global, OutputArgs, PlayArgs};
+use crate::output;
+use crate::peers::{self, PeerAddr};
+
+pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
+    let started = Instant::now();
+    let transport = Transport::client(peers::identity(global)?, &Default::default())?;
+    let result = async {
+        let peers = connect_all(&transport, &args.peers).await?;
+        let query = args.what.join(" ");
+        let (entry, holders) = resolve(&peers, &query).await?;
+        let manifest = manifest_from(&holders, entry.track).await?;
+        if !global.quiet {
+            println!("playing {} from {} peer(s)", describe(&entry), holders.len());
+        }
+        let options = PlayOptions {
+            start: Duration::from_secs_f64(args.start.max(0.0)),
+            ..PlayOptions::default()
+        };
+        let report =
+            play_with_status(global, manifest, holders, &args.output, options, started).await?;
+        print_report(global, &report);
+        Ok(())
+    }
+    .await;
+    transport.close().await;
+    result
+}
+
+/// `chorus devices`.
+pub fn devices() -> Result<()> {
+    let list = chorus_player::sink::device::list_devices()?;
+    if list.is_empty() {
+        println!("no audio output devices; use --out null or --out FILE.wav");
+    }
+    for d in list {
+        println!("{d}");
+    }
+    Ok(())
+}
+
+/// Dials every peer at once; unreachable ones are reported and skipped.
+pub async fn connect_all(transport: &Transport, addrs: &[PeerAddr]) -> Result<Vec<Peer>> {
+    let tasks: Vec<_> = addrs
+        .iter()
+        .map(|a| {
+            let (t, a) = (transport.clone(), a.clone());
+            tokio::spawn(async move { (a.addr, t.connect(a.addr, a.id).await) })
+        })
+        .collect();
+    let mut peers = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok((_, Ok(p))) => peers.push(p),
+            Ok((addr, Err(e))) => tracing::warn!("skipping peer {addr}: {e}"),
+            Err(e) => tracing::warn!("skipping a peer: {e}"),
+        }
+    }
+    if peers.is_empty() {
+        bail!(
+            "none of the peers could be reached; check the --peer addresses and that they are running `chorus seed`"
+        );
+    }
+    Ok(peers)
+}
+
+/// Finds the track: by id or id prefix, else the best search match across
+/// peers. Returns it and the peers that have it.
+pub async fn resolve(peers: &[Peer], query: &str) -> Result<(CatalogEntry, Vec<Peer>)> {
+    let is_id = query.len() >= 8 && query.chars().all(|c| c.is_ascii_hexdigit());
+    let search = if is_id { "" } else { query };
+    let mut found: Vec<(CatalogEntry, Vec<Peer>)> = Vec::new();
+    for p in peers {
+        let results = match p.search(search, MAX_SEARCH_RESULTS).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("search on {} failed: {e}", p.addr());
+                continue;
+            }
+        };
+        for e in results {
+            if is_id && !e.track.to_string().starts_with(&query.to_ascii_lowercase()) {
+                continue;
+            }
+            match found.iter_mut().find(|(f, _)| f.track == e.track) {
+                Some((_, holders)) => holders.push(p.clone()),
+                None => found.push((e, vec![p.clone()])),
+            }
+        }
+    }
+    if found.is_empty() {
+        if let (true, Ok(id)) = (is_id, query.parse::<TrackId>()) {
+            // Not listed, but maybe served: ask every peer.
+            return Ok((unlisted(id), peers.to_vec()));
+        }
+        bail!("no peer has a track matching '{query}'");
+    }
+    if is_id && found.len() > 1 {
+        bail!("{} tracks start with {query}; give more digits", found.len());
+    }
+    found.sort_by_key(|(e, holders)| {
+        (std::cmp::Reverse(score(e, query)), std::cmp::Reverse(holders.len()))
+    });
+    let (best, holders) = found.swap_remove(0);
+    Ok((best, holders))
+}
+
+fn unlisted(track: TrackId) -> CatalogEntry {
+    CatalogEntry {
+        track,
+        file_name: String::new(),
+        tags: Default::default(),
+        codec: chorus_protocol::Codec::Other(0),
+        duration_ms: 0,
+        byte_len: 0,
+        sample_rate: 0,
+        channels: 0,
+    }
+}
+
+/// Higher is better: an exact title beats a title that contains the query,
+/// which beats a match elsewhere.
+fn score(e: &CatalogEntry, query: &str) -> u32 {
+    let q = query.to_lowercase();
+    let title = e.tags.title.as_deref().unwrap_or(&e.file_name).to_lowercase();
+    if title == q {
+        3
+    } else if title.contains(&q) {
+        2
+    } else {
+        1
+    }
+}
+
+pub fn describe(e: &CatalogEntry) -> String {
+    let title = e.tags.title.as_deref().unwrap_or(&e.file_name);
+    let mut s = format!("\"{title}\"");
+    if let Some(a) = &e.tags.artist {
+        s.push_str(&format!(" by {a}"));
+    }
+    if e.duration_ms > 0 {
+        s.push_str(&format!(
+            " [{} {}]",
+            output::clock(Duration::from_millis(e.duration_ms)),
+            e.codec.name()
+        ));
+    }
+    s.push_str(&format!(" ({})", e.track.fmt_short()));
+    s
+}
+
+/// The verified manifest, from the first holder that gives one.
+pub async fn manifest_from(holders: &[Peer], track: TrackId) -> Result<Manifest> {
+    let mut last = None;
+    for p in holders {
+        match p.manifest(track).await {
+            Ok(m) => return Ok(m),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no peer has track {track}"), anyhow::Error::new))
+        .with_context(|| format!("fetching the manifest of {track}"))
+}
+
+pub fn output_spec(out: &OutputArgs) -> OutputSpec {
+    match out.out.as_str() {
+        "default" => OutputSpec::Device(out.device.clone()),
+        s => s.parse().unwrap_or(OutputSpec::Null),
+    }
+}
+
+/// Plays with a status line (on a terminal), Ctrl-C and --duration.
+pub async fn play_with_status(
+    global: &Global,
+    manifest: Manifest,
+    holders: Vec<Peer>,
+    out: &OutputArgs,
+    options: PlayOptions,
+    started: Instant,
+) -> Result<PlaybackReport> {
+    let spec = output_spec(out);
+    let total = manifest.duration();
+    let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
+    let h = handle.clone();
+    let playing = play(manifest, holders, spec, options, started, move |p| {
+        if let Ok(mut slot) = h.lock() {
+            *slot = Some(p.clone());
+        }
+    });
+    tokio::pin!(playing);
+    let show = !global.quiet && std::io::stderr().is_terminal();
+    let limit = out.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let result = loop {
+        tokio::select! {
+            r = &mut playing => break r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\nstopping…");
+                stop(&handle);
+            }
+            _ = tick.tick() => {
+                let Some(p) = handle.lock().ok().and_then(|h| h.clone()) else { continue };
+                let pos = p.stats.position();
+                if limit.is_some_and(|l| pos >= l) {
+                    stop(&handle);
+                }
+                if show {
+                    let have = p.store.present() as u64 * 100 / u64::from(p.store.manifest().layout().count()).max(1);
+                    eprint!(
+                        "\r\x1b[2K▶ {} / {}  fetched {}% ({})  underruns {}",
+                        output::clock(pos),
+                        output::clock(total),
+                        have,
+                        output::size(p.fetch.bytes.load(Relaxed)),
+                        p.stats.underruns.load(Relaxed)
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        }
+    };
+    if show {
+        eprint!("\r\x1b[2K");
+    }
+    Ok(result?)
+}
+
+fn stop(handle: &Arc<Mutex<Option<Playback>>>) {
+    if let Some(p) = handle.lock().ok().and_then(|h| h.clone()) {
+        p.stop();
+    }
+}
+
+pub fn print_report(global: &Global, r: &PlaybackReport) {
+    if global.quiet {
+        return;
+    }
+    let first = r
+        .time_to_first_audio
+        .map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+    let resampled = if r.track_rate != r.output_rate && r.output_rate != 0 {
+        format!(", resampled {} → {} Hz", r.track_rate, r.output_rate)
+    } else {
+        String::new()
+    };
+    println!(
+        "played {} from {}; first audio after {first}; {} underruns ({:.2}s silent); {} fetched{resampled}",
+        output::clock(r.played),
+        output::clock(r.started_at),
+        r.underruns,
+        r.silent.as_secs_f64(),
+        output::size(r.bytes_fetched),
+    );
+    let total = r.bytes_fetched.max(1) as f64;
+    for (id, addr, bytes) in &r.sources {
+        println!(
+            "  {:>9} ({:>3.0}%) from {} at {addr}",
+            output::size(*bytes),
+            *bytes as f64 * 100.0 / total,
+            id.fmt_short()
+        );
+    }
+}
