@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::chunk::{ChunkLayout, ChunkSize};
-use crate::codec::{Put, Reader};
+use crate::codec::{Put, Reader, put_tags, read_tags};
 use crate::error::{ProtocolError, Result};
 use crate::ids::{ChunkHash, ChunkIndex, TrackId};
 use crate::limits;
@@ -425,18 +425,7 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, hashes: &
         buf.put_varint(p.time_us - prev.time_us);
         prev = *p;
     }
-    let t = &media.tags;
-    buf.put_opt_str(t.title.as_deref());
-    buf.put_opt_str(t.artist.as_deref());
-    buf.put_opt_str(t.album.as_deref());
-    buf.put_opt_str(t.album_artist.as_deref());
-    buf.put_opt_varint(t.track_number.map(u64::from));
-    buf.put_opt_varint(t.disc_number.map(u64::from));
-    buf.put_opt_varint(t.year.map(u64::from));
-    buf.put_opt_f32(t.track_gain_db);
-    buf.put_opt_f32(t.track_peak);
-    buf.put_opt_f32(t.album_gain_db);
-    buf.put_opt_f32(t.album_peak);
+    put_tags(buf, &media.tags);
 }
 
 fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
@@ -497,19 +486,7 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
         prev = TimePoint { byte_offset, time_us };
         time_index.push(prev);
     }
-    let tags = Tags {
-        title: r.opt_str("title", limits::MAX_TAG_LEN)?,
-        artist: r.opt_str("artist", limits::MAX_TAG_LEN)?,
-        album: r.opt_str("album", limits::MAX_TAG_LEN)?,
-        album_artist: r.opt_str("album artist", limits::MAX_TAG_LEN)?,
-        track_number: r.opt_varint_u32("track number")?,
-        disc_number: r.opt_varint_u32("disc number")?,
-        year: r.opt_varint_u32("year")?,
-        track_gain_db: r.opt_f32("track gain")?,
-        track_peak: r.opt_f32("track peak")?,
-        album_gain_db: r.opt_f32("album gain")?,
-        album_peak: r.opt_f32("album peak")?,
-    };
+    let tags = read_tags(&mut r)?;
     r.finish_ref()?;
     let media = MediaInfo {
         codec,

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes};
 
-use crate::codec::{Put, Reader, socket_addr_len, str_len, varint_len};
+use crate::codec::{
+    Put, Reader, put_tags, read_tags, socket_addr_len, str_len, tags_len, varint_len,
+};
 use crate::error::{ProtocolError, Result};
 use crate::ids::{ChunkIndex, PeerId, TrackId};
 use crate::limits;
@@ -311,54 +313,6 @@ impl TryFrom<u8> for MessageKind {
             c => return Err(ProtocolError::UnknownMessageType(c)),
         })
     }
-}
-
-fn opt_str_len(s: &Option<String>) -> usize {
-    1 + s.as_deref().map_or(0, str_len)
-}
-
-fn opt_varint_len(v: Option<u32>) -> usize {
-    1 + v.map_or(0, |v| varint_len(u64::from(v)))
-}
-
-fn tags_len(t: &Tags) -> usize {
-    [&t.title, &t.artist, &t.album, &t.album_artist].into_iter().map(opt_str_len).sum::<usize>()
-        + [t.track_number, t.disc_number, t.year].into_iter().map(opt_varint_len).sum::<usize>()
-        + [t.track_gain_db, t.track_peak, t.album_gain_db, t.album_peak]
-            .into_iter()
-            .map(|g| 1 + g.map_or(0, |_| 4))
-            .sum::<usize>()
-}
-
-fn put_tags(buf: &mut impl BufMut, t: &Tags) {
-    buf.put_opt_str(t.title.as_deref());
-    buf.put_opt_str(t.artist.as_deref());
-    buf.put_opt_str(t.album.as_deref());
-    buf.put_opt_str(t.album_artist.as_deref());
-    buf.put_opt_varint(t.track_number.map(u64::from));
-    buf.put_opt_varint(t.disc_number.map(u64::from));
-    buf.put_opt_varint(t.year.map(u64::from));
-    buf.put_opt_f32(t.track_gain_db);
-    buf.put_opt_f32(t.track_peak);
-    buf.put_opt_f32(t.album_gain_db);
-    buf.put_opt_f32(t.album_peak);
-}
-
-fn read_tags(r: &mut Reader<'_>) -> Result<Tags> {
-    let max = limits::MAX_TAG_LEN;
-    Ok(Tags {
-        title: r.opt_str("title", max)?,
-        artist: r.opt_str("artist", max)?,
-        album: r.opt_str("album", max)?,
-        album_artist: r.opt_str("album artist", max)?,
-        track_number: r.opt_varint_u32("track number")?,
-        disc_number: r.opt_varint_u32("disc number")?,
-        year: r.opt_varint_u32("year")?,
-        track_gain_db: r.opt_f32("track gain")?,
-        track_peak: r.opt_f32("track peak")?,
-        album_gain_db: r.opt_f32("album gain")?,
-        album_peak: r.opt_f32("album peak")?,
-    })
 }
 
 fn addrs_len(addrs: &[SocketAddr]) -> usize {
