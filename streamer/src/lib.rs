@@ -20,6 +20,7 @@ pub mod identity;
 pub mod library;
 pub mod node;
 pub mod probe;
+pub mod scheduler;
 pub mod store;
 pub mod tls;
 pub mod transport;

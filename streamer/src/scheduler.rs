@@ -1,0 +1,796 @@
+//! The deadline scheduler: which chunk to ask of which peer, and when.
+//!
+//! A pure state machine (see `STYLE.md`: like `quinn-proto`): it never reads a
+//! clock or touches a socket. Inputs are events with the time they happened
+//! ([`Scheduler::on_received`], [`Scheduler::on_failed`],
+//! [`Scheduler::set_playhead`], peers coming and going); outputs are
+//! [`Action`]s from [`Scheduler::poll`]. The tokio driver
+//! ([`crate::fetch`]) and the virtual-time simulator ([`crate::sim`]) run the
+//! same code, so thousands of simulated peers test exactly what plays.
+//!
+//! ## Policy (anchors: Spotify's 2010 P2P client; libtorrent's
+//! `set_piece_deadline`)
+//!
+//! - **Deadlines from media time.** Chunk `i` is due when the decoder
+//!   reaches it: `at + (media(i) − position) − margin` while playing; header
+//!   chunks are due at once. Pause and seek move every deadline (they only
+//!   change the playhead).
+//! - **Earliest deadline first** within the urgent horizon.
+//! - **Lowest expected completion time.** Each request goes to the peer that
+//!   would finish it first: `rtt + (bytes queued there + chunk) ÷ its rate`.
+//!   A peer's queue is capped in *time* ([`SchedulerConfig::queue_cap`]), not
+//!   in count, so a fast peer takes more requests than a slow one.
+//! - **The seed is a fallback.** Among peers that can meet the deadline, any
+//!   non-seed peer is preferred; the seed is used only when no other peer
+//!   can make it in time.
+//! - **Hedging.** A chunk whose request is overdue or expected to miss its
+//!   deadline is asked of a second peer; whichever copy lands first wins and
+//!   the other is cancelled.
+//! - **Rarest first** beyond the urgent horizon, with spare capacity only,
+//!   so the swarm spreads what few peers have.
+//! - **Scores.** Timeouts halve a peer's rate estimate; a second timeout in a
+//!   row or a second corrupt chunk drops the peer for good.
+//! - **Start rule.** Playback may start once the audio buffered covers the
+//!   time to fetch the rest of the track at the measured rate (less the time
+//!   the rest takes to play), plus one chunk's fetch time as a safety margin.
+//!
+//! ## Invariants
+//!
+//! - A chunk is in exactly one state: missing, requested (from one or two
+//!   peers), or here. `here` is final.
+//! - `Peer::queued` is the sum of the sizes of the chunks it has been asked
+//!   for and not yet delivered, failed or been cancelled for.
+
+use std::time::Duration;
+
+/// A peer's index in the scheduler (stable for the scheduler's life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub usize);
+
+/// What the driver must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Ask `peer` for `chunk`, due at `deadline` (scheduler time).
+    Request {
+        /// Whom to ask.
+        peer: PeerKey,
+        /// Which chunk.
+        chunk: u32,
+        /// When the decoder needs it.
+        deadline: Duration,
+    },
+    /// Withdraw the request for `chunk` from `peer` (another copy landed).
+    Cancel {
+        /// Whom.
+        peer: PeerKey,
+        /// Which chunk.
+        chunk: u32,
+    },
+    /// Stop using `peer` for good (bad data twice, or it stopped answering).
+    Drop {
+        /// Whom.
+        peer: PeerKey,
+    },
+}
+
+/// How a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer in time, or the connection broke.
+    Timeout,
+    /// The peer does not have the chunk.
+    Missing,
+    /// The peer sent bytes that failed verification.
+    Corrupt,
+}
+
+/// Tuning; every default says why.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Subtracted from every deadline: 150 ms absorbs decode time, the
+    /// sink's period and scheduling jitter.
+    pub margin: Duration,
+    /// Chunks due within this horizon are fetched earliest-deadline-first;
+    /// beyond it, rarest-first with spare capacity. 8 s, Spotify's
+    /// "urgent" window for playback-critical data.
+    pub horizon: Duration,
+    /// Most work queued at one peer, in time at its rate. 1 s: deep enough
+    /// to keep a link busy across one RTT of up to ~500 ms, shallow enough
+    /// that a slowing peer strands at most a second of requests.
+    pub queue_cap: Duration,
+    /// Rate assumed for a peer before anything arrived from it: 256 KB/s
+    /// (2 Mbit/s), a cautious broadband uplink.
+    pub initial_rate: f64,
+    /// Chunks past the horizon looked at for rarest-first.
+    pub lookahead: usize,
+    /// A request counts as overdue this long after its expected completion
+    /// (plus one RTT), and is hedged.
+    pub overdue_slack: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            margin: Duration::from_millis(150),
+            horizon: Duration::from_secs(8),
+            queue_cap: Duration::from_secs(1),
+            initial_rate: 256.0 * 1024.0,
+            lookahead: 256,
+            overdue_slack: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What the scheduler knows of a peer when it joins.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Its round-trip time as measured by QUIC.
+    pub rtt: Duration,
+    /// True for the track's original seed (used only as a fallback).
+    pub is_seed: bool,
+    /// True if it holds the whole track.
+    pub has_all: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    rtt: Duration,
+    /// Bytes per second (EWMA).
+    rate: f64,
+    /// Rate measurements so far (the first replaces the initial guess).
+    samples: u32,
+    is_seed: bool,
+    has_all: bool,
+    have: Vec<bool>,
+    /// Bytes asked for and not yet settled.
+    queued: u64,
+    /// When its last request settled (for rate measurement).
+    last_done: Duration,
+    timeouts_in_row: u32,
+    corrupt: u32,
+    dead: bool,
+    bytes: u64,
+}
+
+impl Peer {
+    fn has(&self, chunk: u32) -> bool {
+        self.has_all || self.have.get(chunk as usize).copied().unwrap_or(false)
+    }
+
+    fn secs(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.rate.max(1.0))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    peer: PeerKey,
+    sent: Duration,
+    expected: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum ChunkState {
+    Missing,
+    Requested(Vec<InFlight>),
+    Here,
+}
+
+/// Where playback is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Playhead {
+    /// Media position.
+    pub position: Duration,
+    /// Scheduler time at which `position` was reached.
+    pub at: Duration,
+    /// True while the clock runs (false when paused or not yet started).
+    pub playing: bool,
+}
+
+/// The scheduler for one track.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    sizes: Vec<u32>,
+    media: Vec<Duration>,
+    header: Vec<bool>,
+    state: Vec<ChunkState>,
+    /// How many live peers hold each chunk.
+    avail: Vec<u32>,
+    here: u32,
+    peers: Vec<Peer>,
+    playhead: Playhead,
+    duration: Duration,
+}
+
+impl Scheduler {
+    /// A scheduler for a track whose chunks have these sizes and media times
+    /// (`header[i]`: the chunk holds bytes needed before any audio).
+    pub fn new(
+        config: SchedulerConfig,
+        sizes: Vec<u32>,
+        media: Vec<Duration>,
+        header: Vec<bool>,
+        duration: Duration,
+    ) -> Self {
+        let n = sizes.len();
+        Self {
+            config,
+            state: vec![ChunkState::Missing; n],
+            avail: vec![0; n],
+            here: 0,
+            sizes,
+            media,
+            header,
+            peers: Vec::new(),
+            playhead: Playhead { position: Duration::ZERO, at: Duration::ZERO, playing: false },
+            duration,
+        }
+    }
+
+    /// A scheduler for a manifest's track.
+    pub fn for_manifest(config: SchedulerConfig, m: &chorus_protocol::Manifest) -> Self {
+        let layout = m.layout();
+        let sizes = layout.indices().map(|i| layout.chunk_len(i) as u32).collect();
+        let media = layout.indices().map(|i| m.chunk_media_time(i)).collect();
+        let header = layout
+            .indices()
+            .map(|i| {
+                let r = layout.byte_range(i);
+                m.media().header_ranges.iter().any(|h| h.start < r.end && r.start < h.end)
+            })
+            .collect();
+        Self::new(config, sizes, media, header, m.duration())
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> u32 {
+        self.sizes.len() as u32
+    }
+
+    /// True once every chunk is here.
+    pub fn is_complete(&self) -> bool {
+        self.here as usize == self.sizes.len()
+    }
+
+    /// True if the chunk is here.
+    pub fn is_here(&self, chunk: u32) -> bool {
+        matches!(self.state.get(chunk as usize), Some(ChunkState::Here))
+    }
+
+    /// Adds a peer.
+    pub fn add_peer(&mut self, info: PeerInfo) -> PeerKey {
+        let n = self.sizes.len();
+        if info.has_all {
+            for a in &mut self.avail {
+                *a += 1;
+            }
+        }
+        self.peers.push(Peer {
+            rtt: info.rtt,
+            rate: self.config.initial_rate,
+            samples: 0,
+            is_seed: info.is_seed,
+            has_all: info.has_all,
+            have: if info.has_all { Vec::new() } else { vec![false; n] },
+            queued: 0,
+            last_done: Duration::ZERO,
+            timeouts_in_row: 0,
+            corrupt: 0,
+            dead: false,
+            bytes: 0,
+        });
+        PeerKey(self.peers.len() - 1)
+    }
+
+    /// The peer announced that it holds `chunks`.
+    pub fn peer_has(&mut self, peer: PeerKey, chunks: impl IntoIterator<Item = u32>) {
+        let Some(p) = self.peers.get_mut(peer.0) else { return };
+        if p.has_all {
+            return;
+        }
+        for c in chunks {
+            if let Some(slot) = p.have.get_mut(c as usize) {
+                if !*slot {
+                    *slot = true;
+                    if !p.dead {
+                        self.avail[c as usize] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Updates a peer's RTT (from QUIC's estimate).
+    pub fn set_rtt(&mut self, peer: PeerKey, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(peer.0) {
+            p.rtt = rtt;
+        }
+    }
+
+    /// The peer is gone (connection closed): its requests return to missing.
+    pub fn remove_peer(&mut self, peer: PeerKey) {
+        self.kill(peer);
+    }
+
+    fn kill(&mut self, peer: PeerKey) {
+        let Some(p) = self.peers.get_mut(peer.0) else { return };
+        if p.dead {
+            return;
+        }
+        p.dead = true;
+        p.queued = 0;
+        for (i, a) in self.avail.iter_mut().enumerate() {
+            if p.has_all || p.have[i] {
+                *a = a.saturating_sub(1);
+            }
+        }
+        for s in &mut self.state {
+            if let ChunkState::Requested(list) = s {
+                list.retain(|f| f.peer != peer);
+                if list.is_empty() {
+                    *s = ChunkState::Missing;
+                }
+            }
+        }
+    }
+
+    /// True if the peer was dropped.
+    pub fn is_dead(&self, peer: PeerKey) -> bool {
+        self.peers.get(peer.0).is_none_or(|p| p.dead)
+    }
+
+    /// Live peers.
+    pub fn live_peers(&self) -> usize {
+        self.peers.iter().filter(|p| !p.dead).count()
+    }
+
+    /// Verified bytes received from each peer.
+    pub fn bytes_by_peer(&self) -> Vec<(PeerKey, u64, bool)> {
+        self.peers.iter().enumerate().map(|(i, p)| (PeerKey(i), p.bytes, p.is_seed)).collect()
+    }
+
+    /// The playhead moved (play, pause, seek, or simply time passing).
+    pub fn set_playhead(&mut self, playhead: Playhead) {
+        self.playhead = playhead;
+    }
+
+    /// The playhead.
+    pub fn playhead(&self) -> Playhead {
+        self.playhead
+    }
+
+    /// When chunk `i` is due, in scheduler time.
+    pub fn deadline(&self, i: u32, now: Duration) -> Duration {
+        let ph = self.playhead;
+        if self.header[i as usize] {
+            return now.min(ph.at);
+        }
+        let ahead = self.media[i as usize].saturating_sub(ph.position);
+        let base = if ph.playing { ph.at } else { now.max(ph.at) };
+        (base + ahead).saturating_sub(self.config.margin)
+    }
+
+    /// The first chunk playback still needs: the one at the playhead.
+    fn playhead_chunk(&self) -> u32 {
+        let pos = self.playhead.position;
+        let i = self.media.partition_point(|&t| t <= pos);
+        i.saturating_sub(1) as u32
+    }
+
+    fn expected_completion(&self, p: &Peer, chunk: u32, now: Duration) -> Duration {
+        now + p.rtt + p.secs(p.queued + u64::from(self.sizes[chunk as usize]))
+    }
+
+    /// The peer to ask for `chunk` (not `exclude`): the lowest expected
+    /// completion among non-seed peers that meet the deadline, else the
+    /// lowest overall. A peer's queue may not exceed `queue_cap` of work.
+    /// `None` also when a non-seed peer will meet the deadline once its
+    /// queue drains: the chunk waits rather than going to the seed.
+    fn best_peer(
+        &self,
+        chunk: u32,
+        deadline: Duration,
+        now: Duration,
+        exclude: &[InFlight],
+    ) -> Option<(PeerKey, Duration)> {
+        let size = u64::from(self.sizes[chunk as usize]);
+        let mut best_peer: Option<(PeerKey, Duration)> = None;
+        let mut best_any: Option<(PeerKey, Duration)> = None;
+        let mut peer_later = false;
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.dead || !p.has(chunk) || exclude.iter().any(|f| f.peer.0 == i) {
+                continue;
+            }
+            let ect = self.expected_completion(p, chunk, now);
+            if p.queued > 0 && p.secs(p.queued + size) > self.config.queue_cap {
+                peer_later |= !p.is_seed && ect <= deadline;
+                continue;
+            }
+            let key = (PeerKey(i), ect);
+            if best_any.is_none_or(|(_, e)| ect < e) {
+                best_any = Some(key);
+            }
+            if !p.is_seed && ect <= deadline && best_peer.is_none_or(|(_, e)| ect < e) {
+                best_peer = Some(key);
+            }
+        }
+        match (best_peer, peer_later) {
+            (Some(b), _) => Some(b),
+            (None, true) => None,
+            (None, false) => best_any,
+        }
+    }
+
+    fn request(
+        &mut self,
+        chunk: u32,
+        peer: PeerKey,
+        ect: Duration,
+        now: Duration,
+        actions: &mut Vec<Action>,
+    ) {
+        let deadline = self.deadline(chunk, now);
+        self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
+        let f = InFlight { peer, sent: now, expected: ect };
+        match &mut self.state[chunk as usize] {
+            ChunkState::Requested(list) => list.push(f),
+            s => *s = ChunkState::Requested(vec![f]),
+        }
+        actions.push(Action::Request { peer, chunk, deadline });
+    }
+
+    /// Decides what to request now.
+    pub fn poll(&mut self, now: Duration) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let n = self.sizes.len() as u32;
+        let horizon = now + self.config.horizon;
+        // Header chunks first, then earliest deadline first from the playhead.
+        let start = self.playhead_chunk();
+        let order = (0..n).filter(|&i| self.header[i as usize] && i < start).chain(start..n);
+        let mut last_urgent = start;
+        let mut urgent: Vec<u32> = Vec::new();
+        for i in order {
+            if self.deadline(i, now) > horizon && !self.header[i as usize] {
+                break;
+            }
+            last_urgent = last_urgent.max(i);
+            urgent.push(i);
+        }
+        for i in urgent {
+            let deadline = self.deadline(i, now);
+            match &self.state[i as usize] {
+                ChunkState::Here => {}
+                ChunkState::Missing => {
+                    if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
+                        self.request(i, peer, ect, now, &mut actions);
+                    }
+                }
+                ChunkState::Requested(list) if list.len() == 1 => {
+                    let f = list[0];
+                    let rtt = self.peers[f.peer.0].rtt;
+                    let overdue = now > f.expected + rtt + self.config.overdue_slack;
+                    let late = f.expected > deadline;
+                    if overdue || late {
+                        let list = list.clone();
+                        if let Some((peer, ect)) = self.best_peer(i, deadline, now, &list) {
+                            // Hedge only if the other copy is expected sooner.
+                            if overdue || ect < f.expected {
+                                self.request(i, peer, ect, now, &mut actions);
+                            }
+                        }
+                    }
+                }
+                ChunkState::Requested(_) => {}
+            }
+        }
+        // Beyond the horizon: rarest first, into spare capacity only.
+        let mut later: Vec<u32> = (last_urgent + 1..n)
+            .filter(|&i| matches!(self.state[i as usize], ChunkState::Missing))
+            .take(self.config.lookahead)
+            .collect();
+        later.sort_by_key(|&i| (self.avail[i as usize], i));
+        for i in later {
+            if self.avail[i as usize] == 0 {
+                continue;
+            }
+            let deadline = self.deadline(i, now);
+            if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
+                let p = &self.peers[peer.0];
+                // Spare capacity: half the queue cap, and never the seed.
+                if p.is_seed || p.secs(p.queued) > self.config.queue_cap / 2 {
+                    continue;
+                }
+                self.request(i, peer, ect, now, &mut actions);
+            }
+        }
+        actions
+    }
+
+    fn settle(&mut self, peer: PeerKey, chunk: u32) -> Option<InFlight> {
+        let size = u64::from(self.sizes[chunk as usize]);
+        let ChunkState::Requested(list) = &mut self.state[chunk as usize] else { return None };
+        let pos = list.iter().position(|f| f.peer == peer)?;
+        let f = list.remove(pos);
+        if list.is_empty() {
+            self.state[chunk as usize] = ChunkState::Missing;
+        }
+        let p = &mut self.peers[peer.0];
+        p.queued = p.queued.saturating_sub(size);
+        Some(f)
+    }
+
+    /// A verified chunk arrived from `peer`. Returns cancels for any other
+    /// copy still in flight.
+    pub fn on_received(&mut self, peer: PeerKey, chunk: u32, now: Duration) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let size = u64::from(self.sizes[chunk as usize]);
+        let settled = self.settle(peer, chunk);
+        if let Some(p) = self.peers.get_mut(peer.0) {
+            p.bytes += size;
+            p.timeouts_in_row = 0;
+            if let Some(f) = settled {
+                // Service time: from when the peer could start on it.
+                let began = f.sent.max(p.last_done);
+                let secs =
+                    now.saturating_sub(began).saturating_sub(p.rtt / 2).as_secs_f64().max(1e-4);
+                let sample = size as f64 / secs;
+                p.rate = if p.samples == 0 { sample } else { 0.7 * p.rate + 0.3 * sample };
+                p.samples += 1;
+            }
+            p.last_done = now;
+        }
+        if let ChunkState::Requested(list) = &self.state[chunk as usize] {
+            for f in list.clone() {
+                actions.push(Action::Cancel { peer: f.peer, chunk });
+                let p = &mut self.peers[f.peer.0];
+                p.queued = p.queued.saturating_sub(size);
+            }
+        }
+        if !matches!(self.state[chunk as usize], ChunkState::Here) {
+            self.state[chunk as usize] = ChunkState::Here;
+            self.here += 1;
+        }
+        actions
+    }
+
+    /// A request failed. Returns a `Drop` if the peer is now out.
+    pub fn on_failed(
+        &mut self,
+        peer: PeerKey,
+        chunk: u32,
+        failure: Failure,
+        _now: Duration,
+    ) -> Vec<Action> {
+        self.settle(peer, chunk);
+        let Some(p) = self.peers.get_mut(peer.0) else { return Vec::new() };
+        let drop = match failure {
+            Failure::Timeout => {
+                p.timeouts_in_row += 1;
+                p.rate /= 2.0;
+                p.timeouts_in_row >= 2
+            }
+            Failure::Missing => {
+                if p.has_all {
+                    // It claimed everything; believe the refusal for this chunk.
+                    p.has_all = false;
+                    p.have = vec![true; self.sizes.len()];
+                }
+                if let Some(h) = p.have.get_mut(chunk as usize) {
+                    if *h {
+                        *h = false;
+                        self.avail[chunk as usize] = self.avail[chunk as usize].saturating_sub(1);
+                    }
+                }
+                false
+            }
+            Failure::Corrupt => {
+                p.corrupt += 1;
+                p.rate /= 2.0;
+                p.corrupt >= 2
+            }
+        };
+        if drop {
+            self.kill(peer);
+            vec![Action::Drop { peer }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Media time buffered contiguously from the playhead.
+    pub fn buffered_ahead(&self) -> Duration {
+        let start = self.playhead_chunk();
+        let first_missing = (start..self.chunk_count()).find(|&i| !self.is_here(i));
+        match first_missing {
+            None => self.duration.saturating_sub(self.playhead.position),
+            Some(i) => self.media[i as usize].saturating_sub(self.playhead.position),
+        }
+    }
+
+    /// The start rule: true once the audio buffered covers the time to fetch
+    /// the rest at the measured aggregate rate, less the time the rest takes
+    /// to play, plus one chunk's fetch time from the best peer.
+    pub fn ready_to_start(&self) -> bool {
+        let start = self.playhead_chunk();
+        // Headers and the first chunk of audio are always needed.
+        let headers_here =
+            (0..self.chunk_count()).all(|i| !self.header[i as usize] || self.is_here(i));
+        if !headers_here || !self.is_here(start) {
+            return false;
+        }
+        if self.is_complete() {
+            return true;
+        }
+        let live: Vec<&Peer> = self.peers.iter().filter(|p| !p.dead).collect();
+        let rate: f64 = live.iter().map(|p| p.rate).sum::<f64>().max(1.0);
+        let remaining: u64 = (start..self.chunk_count())
+            .filter(|&i| !self.is_here(i))
+            .map(|i| u64::from(self.sizes[i as usize]))
+            .sum();
+        let fetch = Duration::from_secs_f64(remaining as f64 / rate);
+        let play = self.duration.saturating_sub(self.playhead.position);
+        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
+        let safety =
+            live.iter().map(|p| p.rtt + p.secs(chunk)).min().unwrap_or(Duration::from_secs(1));
+        self.buffered_ahead() >= fetch.saturating_sub(play) + safety
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// 100 chunks of 16 KiB, 400 ms each (320 kb/s), chunk 0 a header.
+    fn track() -> Scheduler {
+        let n = 100;
+        let mut header = vec![false; n];
+        header[0] = true;
+        Scheduler::new(
+            SchedulerConfig::default(),
+            vec![16_384; n],
+            (0..n as u64).map(|i| ms(i * 400)).collect(),
+            header,
+            ms(40_000),
+        )
+    }
+
+    fn requests(actions: &[Action]) -> Vec<(usize, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request { peer, chunk, .. } => Some((peer.0, *chunk)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn earliest_deadline_first_to_the_fastest_peer() {
+        let mut s = track();
+        let slow = s.add_peer(PeerInfo { rtt: ms(200), is_seed: false, has_all: true });
+        let fast = s.add_peer(PeerInfo { rtt: ms(20), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        assert_eq!(r.first(), Some(&(fast.0, 0)), "the header chunk, from the low-RTT peer");
+        let chunks: Vec<u32> = r.iter().map(|(_, c)| *c).collect();
+        let mut sorted = chunks.clone();
+        sorted.sort();
+        assert_eq!(chunks[..10], sorted[..10], "urgent chunks in deadline order");
+        assert!(r.iter().any(|(p, _)| *p == slow.0), "the slow peer takes overflow");
+    }
+
+    #[test]
+    fn a_peers_queue_is_capped_in_time() {
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        // 256 KB/s and a 1 s cap: at most 16 chunks of 16 KiB queued.
+        assert!(r.len() <= 16, "{} requests queued", r.len());
+        assert!(r.iter().all(|(q, _)| *q == p.0));
+    }
+
+    #[test]
+    fn the_seed_serves_only_what_peers_cannot_make_in_time() {
+        let mut s = track();
+        let seed = s.add_peer(PeerInfo { rtt: ms(5), is_seed: true, has_all: true });
+        let peer = s.add_peer(PeerInfo { rtt: ms(30), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        // The header is due now: nobody makes it in time, the fastest (seed) gets it.
+        assert_eq!(r[0], (seed.0, 0));
+        // Chunks due later go to the peer although the seed is faster.
+        assert!(r.iter().filter(|(_, c)| *c >= 5).all(|(p, _)| *p == peer.0), "{r:?}");
+    }
+
+    #[test]
+    fn a_stalled_request_is_hedged_and_the_loser_cancelled() {
+        let mut s = track();
+        let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.poll(ms(0));
+        let b = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        // Much later nothing has arrived from `a`: chunk 0 is overdue.
+        let r = requests(&s.poll(ms(5_000)));
+        assert!(r.contains(&(b.0, 0)), "chunk 0 hedged to b: {r:?}");
+        let cancels = s.on_received(b, 0, ms(5_030));
+        assert_eq!(cancels, vec![Action::Cancel { peer: a, chunk: 0 }]);
+        assert!(s.is_here(0));
+    }
+
+    #[test]
+    fn corrupt_twice_drops_the_peer_and_its_work_returns() {
+        let mut s = track();
+        let bad = s.add_peer(PeerInfo { rtt: ms(1), is_seed: false, has_all: true });
+        let good = s.add_peer(PeerInfo { rtt: ms(50), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        let bad_chunks: Vec<u32> = r.iter().filter(|(p, _)| *p == bad.0).map(|(_, c)| *c).collect();
+        assert!(bad_chunks.len() >= 2);
+        assert!(s.on_failed(bad, bad_chunks[0], Failure::Corrupt, ms(10)).is_empty());
+        assert_eq!(
+            s.on_failed(bad, bad_chunks[1], Failure::Corrupt, ms(11)),
+            vec![Action::Drop { peer: bad }]
+        );
+        assert!(s.is_dead(bad));
+        let r = requests(&s.poll(ms(12)));
+        assert!(r.iter().all(|(p, _)| *p == good.0));
+        assert!(r.iter().any(|(_, c)| *c == bad_chunks[0]), "the lost chunks are asked again");
+    }
+
+    #[test]
+    fn rarest_first_beyond_the_horizon() {
+        let mut s = track();
+        let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: false });
+        let b = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: false });
+        s.peer_has(a, 0..100);
+        s.peer_has(b, (0..100).filter(|c| *c != 90));
+        for c in 0..30 {
+            s.on_received(a, c, ms(1));
+        }
+        // With the first 30 chunks here, chunk 90 (held by one peer) comes
+        // before its neighbours beyond the horizon.
+        let r = requests(&s.poll(ms(2)));
+        let beyond: Vec<u32> = r.iter().map(|(_, c)| *c).filter(|&c| c > 50).collect();
+        assert_eq!(beyond.first(), Some(&90), "{r:?}");
+    }
+
+    #[test]
+    fn pause_and_seek_move_deadlines() {
+        let mut s = track();
+        s.set_playhead(Playhead { position: ms(0), at: ms(1000), playing: true });
+        assert_eq!(s.deadline(10, ms(1000)), ms(1000 + 4000 - 150));
+        s.set_playhead(Playhead { position: ms(20_000), at: ms(2000), playing: true });
+        assert_eq!(s.deadline(60, ms(2000)), ms(2000 + 4000 - 150));
+        assert_eq!(s.playhead_chunk(), 50);
+        // Paused: deadlines slide with `now`.
+        s.set_playhead(Playhead { position: ms(20_000), at: ms(2000), playing: false });
+        assert_eq!(s.deadline(60, ms(9000)), ms(9000 + 4000 - 150));
+    }
+
+    #[test]
+    fn start_rule_starts_at_once_on_a_fast_swarm_and_waits_on_a_slow_one() {
+        // 256 KB/s against a 40 KB/s track: one chunk of audio (0.4 s)
+        // covers the next chunk's fetch, so playback starts right away.
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.poll(ms(0));
+        assert!(!s.ready_to_start(), "nothing here yet");
+        s.on_received(p, 0, ms(70));
+        assert!(s.ready_to_start());
+        // At ~18 KB/s the 40 KB/s track cannot start after 1.6 s buffered:
+        // the rest would take ~87 s to fetch and only 38 s to play.
+        let mut slow = track();
+        let q = slow.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        for c in 0..4 {
+            slow.poll(ms(u64::from(c) * 1000));
+            slow.on_received(q, c, ms(u64::from(c) * 1000 + 900));
+        }
+        assert!(!slow.ready_to_start());
+        // Once the whole track is here it starts, whatever the rate.
+        for c in 4..100 {
+            slow.on_received(q, c, ms(10_000 + u64::from(c)));
+        }
+        assert!(slow.ready_to_start());
+    }
+}
