@@ -21,6 +21,7 @@ pub mod library;
 pub mod node;
 pub mod probe;
 pub mod scheduler;
+pub mod sim;
 pub mod store;
 pub mod tls;
 pub mod transport;

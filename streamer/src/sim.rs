@@ -1,0 +1,504 @@
+//! A swarm in virtual time: the real [`Scheduler`] against simulated peers,
+//! in one thread, deterministic for a given RNG seed.
+//!
+//! Each simulated peer has a round-trip time, an upload rate (its link
+//! serves one chunk at a time), a chance of packet loss (each lost packet
+//! costs one extra RTT), and may join late, stall (stop answering) or send
+//! corrupt data. The listener verifies every chunk as the real one does: a
+//! corrupt chunk is reported as [`Failure::Corrupt`] and never stored.
+//!
+//! Playback is modelled exactly, not per tick: the playhead runs at 1× from
+//! the moment the start rule allows, and when it reaches a chunk that is not
+//! here it freezes (an underrun) until the chunk lands.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::time::Duration;
+
+use crate::scheduler::{Action, Failure, PeerInfo, PeerKey, Playhead, Scheduler, SchedulerConfig};
+
+/// A simulated peer.
+#[derive(Clone, Debug)]
+pub struct SimPeer {
+    /// Round-trip time.
+    pub rtt: Duration,
+    /// Upload rate, bytes per second.
+    pub rate: f64,
+    /// Chance each 1200-byte packet is lost (costs one RTT).
+    pub loss: f64,
+    /// The original seed.
+    pub is_seed: bool,
+    /// When it joins the listener's swarm.
+    pub join_at: Duration,
+    /// From when it stops answering, if ever.
+    pub stall_at: Option<Duration>,
+    /// It sends corrupt chunks.
+    pub corrupt: bool,
+}
+
+impl SimPeer {
+    /// A well-behaved peer present from the start.
+    pub fn new(rtt_ms: u64, rate: f64) -> Self {
+        Self {
+            rtt: Duration::from_millis(rtt_ms),
+            rate,
+            loss: 0.0,
+            is_seed: false,
+            join_at: Duration::ZERO,
+            stall_at: None,
+            corrupt: false,
+        }
+    }
+}
+
+/// The simulated track: `chunks` chunks of `chunk_size` bytes at `bitrate`
+/// bytes per second; chunk 0 holds the headers.
+#[derive(Clone, Debug)]
+pub struct SimTrack {
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// Bytes per second of audio.
+    pub bitrate: f64,
+}
+
+impl SimTrack {
+    /// A track of `secs` seconds at `kbps` kilobits per second in 16 KiB chunks.
+    pub fn new(secs: u64, kbps: u64) -> Self {
+        let bitrate = kbps as f64 * 1000.0 / 8.0;
+        let chunk_size = 16 * 1024;
+        let chunks = ((secs as f64 * bitrate) / f64::from(chunk_size)).ceil() as u32;
+        Self { chunks, chunk_size, bitrate }
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(f64::from(self.chunks) * f64::from(self.chunk_size) / self.bitrate)
+    }
+
+    fn media(&self, i: u32) -> Duration {
+        Duration::from_secs_f64(f64::from(i) * f64::from(self.chunk_size) / self.bitrate)
+    }
+}
+
+/// A simulation run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The track.
+    pub track: SimTrack,
+    /// The peers (any number of them seeds).
+    pub peers: Vec<SimPeer>,
+    /// RNG seed: the same seed gives the same run.
+    pub rng_seed: u64,
+    /// A request with no answer for this long fails as a timeout.
+    pub stall_timeout: Duration,
+    /// How often the driver polls the scheduler.
+    pub tick: Duration,
+    /// Scheduler settings.
+    pub scheduler: SchedulerConfig,
+    /// Ignore the start rule: start as soon as the first chunk is here
+    /// (a negative control for tests).
+    pub start_at_once: bool,
+}
+
+impl SimConfig {
+    /// Defaults for `track` and `peers`: seed 1, 5 s stall timeout, 20 ms ticks.
+    pub fn new(track: SimTrack, peers: Vec<SimPeer>) -> Self {
+        Self {
+            track,
+            peers,
+            rng_seed: 1,
+            stall_timeout: Duration::from_secs(5),
+            tick: Duration::from_millis(20),
+            scheduler: SchedulerConfig::default(),
+            start_at_once: false,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Virtual time from start to the first audio.
+    pub start_latency: Option<Duration>,
+    /// Underrun episodes.
+    pub underruns: u32,
+    /// Total time frozen by underruns.
+    pub stalled: Duration,
+    /// Verified bytes from each peer, in config order.
+    pub bytes_by_peer: Vec<u64>,
+    /// Peers the scheduler dropped, in config order.
+    pub dropped: Vec<usize>,
+    /// Corrupt chunks caught by verification (none were stored).
+    pub corrupt_caught: u32,
+    /// Requests sent to a second peer for a chunk already in flight.
+    pub hedges: u32,
+    /// The whole track played.
+    pub finished: bool,
+}
+
+impl SimReport {
+    /// Share of bytes served by seeds, 0 to 1.
+    pub fn seed_share(&self, config: &SimConfig) -> f64 {
+        let total: u64 = self.bytes_by_peer.iter().sum();
+        let seed: u64 = self
+            .bytes_by_peer
+            .iter()
+            .zip(&config.peers)
+            .filter(|(_, p)| p.is_seed)
+            .map(|(b, _)| *b)
+            .sum();
+        seed as f64 / total.max(1) as f64
+    }
+}
+
+/// SplitMix64: small, fast, and plenty for loss draws.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Join(usize),
+    Deliver { peer: usize, chunk: u32, req: u64 },
+    Timeout { peer: usize, chunk: u32, req: u64 },
+    Tick,
+}
+
+struct Playback {
+    started: bool,
+    /// Media position `pos` at time `at`.
+    pos: Duration,
+    at: Duration,
+    frozen_since: Option<Duration>,
+}
+
+/// Runs the simulation until the track has played or 10× its length passed.
+pub fn simulate(config: &SimConfig) -> SimReport {
+    let track = &config.track;
+    let n = track.chunks;
+    let mut header = vec![false; n as usize];
+    header[0] = true;
+    let mut sched = Scheduler::new(
+        config.scheduler.clone(),
+        vec![track.chunk_size; n as usize],
+        (0..n).map(|i| track.media(i)).collect(),
+        header,
+        track.duration(),
+    );
+    let mut rng = Rng(config.rng_seed);
+    let mut report =
+        SimReport { bytes_by_peer: vec![0; config.peers.len()], ..SimReport::default() };
+    let mut keys: Vec<Option<PeerKey>> = vec![None; config.peers.len()];
+    let mut busy_until = vec![Duration::ZERO; config.peers.len()];
+    let mut open: HashSet<(usize, u32, u64)> = HashSet::new();
+    // Service start and length of each open request, to free link time on cancel.
+    let mut service: std::collections::HashMap<u64, (Duration, Duration)> = Default::default();
+    let mut in_flight: HashSet<u32> = HashSet::new();
+    let mut events: BinaryHeap<Reverse<(Duration, u64, Event)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |events: &mut BinaryHeap<_>, t: Duration, e: Event| {
+        seq += 1;
+        events.push(Reverse((t, seq, e)));
+    };
+    for (i, p) in config.peers.iter().enumerate() {
+        push(&mut events, p.join_at, Event::Join(i));
+    }
+    push(&mut events, Duration::ZERO, Event::Tick);
+    let mut play =
+        Playback { started: false, pos: Duration::ZERO, at: Duration::ZERO, frozen_since: None };
+    let limit = track.duration() * 10 + Duration::from_secs(60);
+    let mut req_id = 0u64;
+
+    while let Some(Reverse((now, _, event))) = events.pop() {
+        if now > limit {
+            break;
+        }
+        // Advance playback to `now`, freezing at the first missing chunk.
+        if play.started && play.frozen_since.is_none() {
+            let pos = play.pos + (now - play.at);
+            let first_missing = (0..n).find(|&i| !sched.is_here(i));
+            match first_missing {
+                Some(i) if track.media(i) < pos.min(track.duration()) => {
+                    let m = track.media(i);
+                    let froze_at = play.at + (m - play.pos);
+                    report.underruns += 1;
+                    play.frozen_since = Some(froze_at);
+                    play.pos = m;
+                    play.at = froze_at;
+                    sched.set_playhead(Playhead { position: m, at: froze_at, playing: false });
+                }
+                _ => {
+                    play.pos = pos;
+                    play.at = now;
+                    if pos >= track.duration() {
+                        report.finished = true;
+                        break;
+                    }
+                    sched.set_playhead(Playhead { position: pos, at: now, playing: true });
+                }
+            }
+        }
+
+        let mut actions: Vec<Action> = Vec::new();
+        match event {
+            Event::Join(i) => {
+                let p = &config.peers[i];
+                keys[i] = Some(sched.add_peer(PeerInfo {
+                    rtt: p.rtt,
+                    is_seed: p.is_seed,
+                    has_all: true,
+                }));
+            }
+            Event::Deliver { peer, chunk, req } => {
+                if open.remove(&(peer, chunk, req)) {
+                    let Some(key) = keys[peer] else { continue };
+                    if config.peers[peer].corrupt {
+                        report.corrupt_caught += 1;
+                        actions.extend(sched.on_failed(key, chunk, Failure::Corrupt, now));
+                    } else {
+                        report.bytes_by_peer[peer] += u64::from(track.chunk_size);
+                        actions.extend(sched.on_received(key, chunk, now));
+                    }
+                }
+            }
+            Event::Timeout { peer, chunk, req } => {
+                if open.remove(&(peer, chunk, req)) {
+                    if let Some(key) = keys[peer] {
+                        actions.extend(sched.on_failed(key, chunk, Failure::Timeout, now));
+                    }
+                }
+            }
+            Event::Tick => {
+                let ready =
+                    if config.start_at_once { sched.is_here(0) } else { sched.ready_to_start() };
+                if !play.started && ready {
+                    play.started = true;
+                    play.at = now;
+                    report.start_latency = Some(now);
+                    sched.set_playhead(Playhead {
+                        position: Duration::ZERO,
+                        at: now,
+                        playing: true,
+                    });
+                }
+                if let Some(since) = play.frozen_since {
+                    let here = (0..n)
+                        .find(|&i| !sched.is_here(i))
+                        .is_none_or(|i| track.media(i) > play.pos);
+                    if here {
+                        report.stalled += now - since;
+                        play.frozen_since = None;
+                        play.at = now;
+                        sched.set_playhead(Playhead { position: play.pos, at: now, playing: true });
+                    }
+                }
+                actions.extend(sched.poll(now));
+                push(&mut events, now + config.tick, Event::Tick);
+            }
+        }
+
+        for a in actions {
+            match a {
+                Action::Request { peer, chunk, .. } => {
+                    let i = keys.iter().position(|k| *k == Some(peer)).unwrap_or(0);
+                    let p = &config.peers[i];
+                    if !in_flight.insert(chunk) {
+                        report.hedges += 1;
+                    }
+                    req_id += 1;
+                    open.insert((i, chunk, req_id));
+                    push(
+                        &mut events,
+                        now + config.stall_timeout,
+                        Event::Timeout { peer: i, chunk, req: req_id },
+                    );
+                    let arrive = now + p.rtt / 2;
+                    if p.stall_at.is_some_and(|s| arrive >= s) {
+                        continue;
+                    }
+                    let start = arrive.max(busy_until[i]);
+                    let len = Duration::from_secs_f64(f64::from(track.chunk_size) / p.rate);
+                    let done = start + len;
+                    busy_until[i] = done;
+                    service.insert(req_id, (start, len));
+                    let packets = track.chunk_size.div_ceil(1200);
+                    let lost = (0..packets).filter(|_| rng.next_f64() < p.loss).count() as u32;
+                    let at = done + p.rtt / 2 + p.rtt * lost;
+                    if p.stall_at.is_some_and(|s| at >= s) {
+                        continue;
+                    }
+                    push(&mut events, at, Event::Deliver { peer: i, chunk, req: req_id });
+                }
+                Action::Cancel { peer, chunk } => {
+                    // A reset stream stops the sender: a request not yet being
+                    // served gives its link time back.
+                    let i = keys.iter().position(|k| *k == Some(peer)).unwrap_or(0);
+                    let cancelled: Vec<u64> = open
+                        .iter()
+                        .filter(|&&(p, c, _)| p == i && c == chunk)
+                        .map(|&(_, _, r)| r)
+                        .collect();
+                    for r in cancelled {
+                        open.remove(&(i, chunk, r));
+                        if let Some((start, len)) = service.remove(&r) {
+                            if start > now {
+                                busy_until[i] = busy_until[i].saturating_sub(len);
+                            }
+                        }
+                    }
+                }
+                Action::Drop { peer } => {
+                    if let Some(i) = keys.iter().position(|k| *k == Some(peer)) {
+                        report.dropped.push(i);
+                        open.retain(|&(p, _, _)| p != i);
+                    }
+                }
+            }
+        }
+        in_flight.retain(|c| !sched.is_here(*c));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KB: f64 = 1024.0;
+
+    fn seed(rtt_ms: u64, rate: f64) -> SimPeer {
+        SimPeer { is_seed: true, ..SimPeer::new(rtt_ms, rate) }
+    }
+
+    /// Dozens of peers with mixed RTTs (10–190 ms), upload rates
+    /// (40–640 KB/s) and loss (0–2%), from a seeded RNG.
+    fn mixed_peers(count: usize, rng_seed: u64) -> Vec<SimPeer> {
+        let mut rng = Rng(rng_seed);
+        (0..count)
+            .map(|_| SimPeer {
+                loss: rng.next_f64() * 0.02,
+                ..SimPeer::new(
+                    10 + (rng.next_f64() * 180.0) as u64,
+                    (40.0 + rng.next_f64() * 600.0) * KB,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dozens_of_mixed_peers_play_without_underruns() {
+        let mut peers = vec![seed(40, 2048.0 * KB)];
+        peers.extend(mixed_peers(40, 7));
+        for rng_seed in 1..=5 {
+            let config =
+                SimConfig { rng_seed, ..SimConfig::new(SimTrack::new(180, 320), peers.clone()) };
+            let r = simulate(&config);
+            assert!(r.finished, "seed {rng_seed}: {r:?}");
+            assert_eq!(r.underruns, 0, "seed {rng_seed}: {r:?}");
+            assert!(
+                r.seed_share(&config) < 0.10,
+                "seed {rng_seed}: seed share {}",
+                r.seed_share(&config)
+            );
+            let latency = r.start_latency.expect("started");
+            assert!(latency < Duration::from_secs(1), "seed {rng_seed}: start {latency:?}");
+        }
+    }
+
+    #[test]
+    fn a_slow_swarm_starts_late_instead_of_stuttering() {
+        // Three 12 KB/s peers carry 36 KB/s of a 40 KB/s track: the start
+        // rule buffers first, so the track plays through without a stutter.
+        let peers = vec![
+            SimPeer::new(30, 12.0 * KB),
+            SimPeer::new(30, 12.0 * KB),
+            SimPeer::new(30, 12.0 * KB),
+        ];
+        let config = SimConfig::new(SimTrack::new(60, 320), peers);
+        let r = simulate(&config);
+        assert!(r.finished, "{r:?}");
+        assert_eq!(r.underruns, 0, "{r:?}");
+        assert!(r.start_latency.expect("started") > Duration::from_secs(3), "{r:?}");
+        assert!(r.dropped.is_empty(), "slow is not dead: {r:?}");
+        // The negative control: starting at once on the same swarm stutters.
+        let eager = SimConfig { start_at_once: true, ..config };
+        let r = simulate(&eager);
+        assert!(r.underruns > 0, "{r:?}");
+    }
+
+    #[test]
+    fn hedging_recovers_from_a_peer_that_stalls() {
+        // The fastest peer takes most requests, then goes silent 3 s in.
+        let mut fast = SimPeer::new(10, 256.0 * KB);
+        fast.stall_at = Some(Duration::from_secs(3));
+        let peers = vec![
+            seed(60, 1024.0 * KB),
+            fast,
+            SimPeer::new(40, 60.0 * KB),
+            SimPeer::new(80, 60.0 * KB),
+        ];
+        let config = SimConfig::new(SimTrack::new(120, 320), peers);
+        let r = simulate(&config);
+        assert!(r.finished, "{r:?}");
+        assert_eq!(r.underruns, 0, "{r:?}");
+        assert!(r.hedges > 0, "the stalled requests were re-asked elsewhere: {r:?}");
+        assert!(r.dropped.contains(&1), "the silent peer is dropped after its timeouts: {r:?}");
+    }
+
+    #[test]
+    fn a_peer_sending_corrupt_chunks_is_dropped_and_nothing_corrupt_is_kept() {
+        let mut liar = SimPeer::new(5, 4096.0 * KB);
+        liar.corrupt = true;
+        let peers = vec![
+            seed(50, 1024.0 * KB),
+            liar,
+            SimPeer::new(30, 300.0 * KB),
+            SimPeer::new(60, 300.0 * KB),
+        ];
+        let config = SimConfig::new(SimTrack::new(90, 320), peers);
+        let r = simulate(&config);
+        assert!(r.finished, "{r:?}");
+        assert_eq!(r.dropped, vec![1], "{r:?}");
+        assert_eq!(r.corrupt_caught, 2, "dropped at the second bad chunk: {r:?}");
+        assert_eq!(r.bytes_by_peer[1], 0, "no byte from the liar was kept");
+        assert_eq!(r.underruns, 0, "{r:?}");
+    }
+
+    #[test]
+    fn the_seeds_share_falls_as_peers_join() {
+        let mut shares = Vec::new();
+        for count in [0, 2, 8, 32] {
+            let mut peers = vec![seed(30, 2048.0 * KB)];
+            peers.extend(mixed_peers(count, 11));
+            let config = SimConfig::new(SimTrack::new(120, 320), peers);
+            let r = simulate(&config);
+            assert!(r.finished && r.underruns == 0, "{count} peers: {r:?}");
+            shares.push(r.seed_share(&config));
+        }
+        assert_eq!(shares[0], 1.0);
+        for w in shares.windows(2) {
+            assert!(w[1] <= w[0], "seed share rose: {shares:?}");
+        }
+        assert!(shares[3] < 0.05, "{shares:?}");
+    }
+
+    #[test]
+    fn runs_repeat_for_a_given_seed() {
+        let mut peers = vec![seed(30, 1024.0 * KB)];
+        peers.extend(mixed_peers(10, 3));
+        let config = SimConfig::new(SimTrack::new(60, 320), peers);
+        let (a, b) = (simulate(&config), simulate(&config));
+        assert_eq!(a.bytes_by_peer, b.bytes_by_peer);
+        assert_eq!(a.start_latency, b.start_latency);
+    }
+}
