@@ -118,7 +118,8 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         })
         .collect();
     let peers = play::connect_all(&client, &addrs).await?;
-    say(format!("playing {} from {} peers", play::describe(&entry), peers.len()));
+    let (manifest, sources) = play::sources_for(&peers, entry.track).await?;
+    say(format!("playing {} from {} peers", play::describe(&entry), sources.len()));
     let mut out = OutputArgs {
         out: args.output.out.clone(),
         device: args.output.device.clone(),
@@ -133,7 +134,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         out.out = "null".into();
     }
     let report =
-        play::play_with_status(global, manifest, peers, &out, PlayOptions::default(), started)
+        play::play_with_status(global, manifest, sources, &out, PlayOptions::default(), started)
             .await?;
     play::print_report(global, &report);
     client.close().await;

@@ -11,6 +11,7 @@ use chorus_player::sink::OutputSpec;
 use chorus_protocol::message::CatalogEntry;
 use chorus_protocol::{Manifest, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
+use chorus_streamer::fetch::Source;
 use chorus_streamer::transport::Transport;
 
 use crate::cli::{Global, OutputArgs, PlayArgs};
@@ -24,16 +25,16 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         let peers = connect_all(&transport, &args.peers).await?;
         let query = args.what.join(" ");
         let (entry, holders) = resolve(&peers, &query).await?;
-        let manifest = manifest_from(&holders, entry.track).await?;
+        let (manifest, sources) = sources_for(&holders, entry.track).await?;
         if !global.quiet {
-            println!("playing {} from {} peer(s)", describe(&entry), holders.len());
+            println!("playing {} from {} peer(s)", describe(&entry), sources.len());
         }
         let options = PlayOptions {
             start: Duration::from_secs_f64(args.start.max(0.0)),
             ..PlayOptions::default()
         };
         let report =
-            play_with_status(global, manifest, holders, &args.output, options, started).await?;
+            play_with_status(global, manifest, sources, &args.output, options, started).await?;
         print_report(global, &report);
         Ok(())
     }
@@ -164,17 +165,41 @@ pub fn describe(e: &CatalogEntry) -> String {
     s
 }
 
-/// The verified manifest, from the first holder that gives one.
-pub async fn manifest_from(holders: &[Peer], track: TrackId) -> Result<Manifest> {
+/// Asks every holder for the manifest at once (one round trip in all): the
+/// verified manifest, and the holders that answered as fetch sources,
+/// marked as original seeds or not.
+pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, Vec<Source>)> {
+    let asks: Vec<_> = holders
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            tokio::spawn(async move { (p.manifest_and_origin(track).await, p) })
+        })
+        .collect();
+    let mut manifest = None;
+    let mut sources = Vec::new();
     let mut last = None;
-    for p in holders {
-        match p.manifest(track).await {
-            Ok(m) => return Ok(m),
-            Err(e) => last = Some(e),
+    for ask in asks {
+        match ask.await {
+            Ok((Ok((m, origin)), peer)) => {
+                manifest.get_or_insert(m);
+                sources.push(Source { peer, is_seed: origin, have: None });
+            }
+            Ok((Err(e), peer)) => {
+                tracing::warn!("{} cannot serve {}: {e}", peer.addr(), track.fmt_short());
+                last = Some(e);
+            }
+            Err(e) => tracing::warn!("manifest request failed: {e}"),
         }
     }
-    Err(last.map_or_else(|| anyhow::anyhow!("no peer has track {track}"), anyhow::Error::new))
-        .with_context(|| format!("fetching the manifest of {track}"))
+    match manifest {
+        Some(m) => Ok((m, sources)),
+        None => {
+            Err(last
+                .map_or_else(|| anyhow::anyhow!("no peer has track {track}"), anyhow::Error::new))
+            .with_context(|| format!("fetching the manifest of {track}"))
+        }
+    }
 }
 
 pub fn output_spec(out: &OutputArgs) -> OutputSpec {
@@ -188,7 +213,7 @@ pub fn output_spec(out: &OutputArgs) -> OutputSpec {
 pub async fn play_with_status(
     global: &Global,
     manifest: Manifest,
-    holders: Vec<Peer>,
+    sources: Vec<Source>,
     out: &OutputArgs,
     options: PlayOptions,
     started: Instant,
@@ -197,7 +222,7 @@ pub async fn play_with_status(
     let total = manifest.duration();
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
     let h = handle.clone();
-    let playing = play(manifest, holders, spec, options, started, move |p| {
+    let playing = play(manifest, sources, spec, options, started, move |p| {
         if let Ok(mut slot) = h.lock() {
             *slot = Some(p.clone());
         }
@@ -267,12 +292,13 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
         output::size(r.bytes_fetched),
     );
     let total = r.bytes_fetched.max(1) as f64;
-    for (id, addr, bytes) in &r.sources {
+    for (id, addr, bytes, seed) in &r.sources {
         println!(
-            "  {:>9} ({:>3.0}%) from {} at {addr}",
+            "  {:>9} ({:>3.0}%) from {} at {addr}{}",
             output::size(*bytes),
             *bytes as f64 * 100.0 / total,
-            id.fmt_short()
+            id.fmt_short(),
+            if *seed { " (seed)" } else { "" }
         );
     }
 }

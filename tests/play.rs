@@ -36,6 +36,10 @@ async fn swarm(names: &[&str]) -> Swarm {
     Swarm { seed, client, peer, manifests, _lib: lib, _data: data }
 }
 
+fn source(peer: &chorus_streamer::client::Peer) -> chorus_streamer::fetch::Source {
+    chorus_streamer::fetch::Source { peer: peer.clone(), is_seed: true, have: None }
+}
+
 /// Streams `name` to a WAV file and decodes that file back.
 async fn stream_to_wav(s: &Swarm, name: &str, start: Duration) -> (Vec<f32>, Duration, u64) {
     let (_, manifest) = s.manifests.iter().find(|(n, _)| n == name).unwrap();
@@ -44,7 +48,7 @@ async fn stream_to_wav(s: &Swarm, name: &str, start: Duration) -> (Vec<f32>, Dur
     let options = PlayOptions { start, ..PlayOptions::default() };
     let report = play(
         manifest.clone(),
-        vec![s.peer.clone()],
+        vec![source(&s.peer)],
         OutputSpec::Wav(wav.clone()),
         options,
         Instant::now(),
@@ -156,7 +160,7 @@ async fn a_peer_that_stops_answering_ends_playback_with_a_clear_error() {
     let h = handle.clone();
     let playing = tokio::spawn(play(
         manifest.clone(),
-        vec![via_relay],
+        vec![source(&via_relay)],
         OutputSpec::Null,
         options,
         Instant::now(),

@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use chorus_protocol::Manifest;
-use chorus_streamer::client::Peer;
-use chorus_streamer::fetch::{FetchConfig, FetchStats, fetch_track};
+use chorus_streamer::fetch::{FetchConfig, FetchControl, FetchStats, Source, fetch_track};
 use chorus_streamer::store::TrackStore;
 
 use crate::convert::Converter;
@@ -28,9 +27,10 @@ use crate::stats::PlaybackStats;
 pub struct PlayOptions {
     /// Where in the track to start.
     pub start: Duration,
-    /// Decoded audio to hold before the sink starts: 200 ms covers decoder
-    /// and scheduler jitter; at 320 kb/s it is 8 KB, less than one chunk,
-    /// so it costs no extra round trip.
+    /// Decoded audio to hold before a real-time sink starts, besides the
+    /// fetcher's start rule: 50 ms covers decoder jitter and is far less
+    /// than one chunk of audio at any bitrate we serve, so it costs no
+    /// extra round trip.
     pub prebuffer: Duration,
     /// Longest a read waits for one chunk before playback gives up, as a
     /// backstop behind the fetcher's own per-peer stall detection.
@@ -43,7 +43,7 @@ impl Default for PlayOptions {
     fn default() -> Self {
         Self {
             start: Duration::ZERO,
-            prebuffer: Duration::from_millis(200),
+            prebuffer: Duration::from_millis(50),
             max_wait: Duration::from_secs(30),
             fetch: FetchConfig::default(),
         }
@@ -71,8 +71,10 @@ pub struct PlaybackReport {
     pub output_rate: u32,
     /// Where playback actually started (a seek lands on a packet edge).
     pub started_at: Duration,
-    /// Verified bytes received from each peer: id, address, bytes.
-    pub sources: Vec<(chorus_protocol::PeerId, std::net::SocketAddr, u64)>,
+    /// Verified bytes received from each peer: id, address, bytes, seed.
+    pub sources: Vec<(chorus_protocol::PeerId, std::net::SocketAddr, u64, bool)>,
+    /// Requests hedged to a second peer.
+    pub hedges: u64,
 }
 
 /// A playback in progress: counters to show while it runs, and a way to
@@ -96,26 +98,44 @@ impl Playback {
     }
 }
 
-/// Plays `manifest`'s track from `peers` into `output`. `started` is when
+/// Plays `manifest`'s track from `sources` into `output`. `started` is when
 /// the user asked (the clock for time to first audio). `on_start` is called
 /// once the playback's counters exist, for a status display.
 pub async fn play(
     manifest: Manifest,
-    peers: Vec<Peer>,
+    sources: Vec<Source>,
     output: OutputSpec,
     options: PlayOptions,
     started: Instant,
     on_start: impl FnOnce(&Playback),
 ) -> Result<PlaybackReport> {
     let store = Arc::new(TrackStore::new(manifest.clone()));
-    let stats = Arc::new(PlaybackStats::new(started));
+    let control = Arc::new(FetchControl::default());
+    let stats = Arc::new(PlaybackStats::with_gate(started, control.ready.clone()));
     let fetch_stats = Arc::new(FetchStats::default());
     if !options.start.is_zero() {
         store.hint(manifest.chunk_at_time(options.start));
     }
     on_start(&Playback { stats: stats.clone(), fetch: fetch_stats.clone(), store: store.clone() });
-    let fetcher =
-        tokio::spawn(fetch_track(store.clone(), peers, options.fetch.clone(), fetch_stats.clone()));
+    let fetcher = tokio::spawn(fetch_track(
+        store.clone(),
+        sources,
+        options.fetch.clone(),
+        fetch_stats.clone(),
+        control.clone(),
+    ));
+    // Tell the scheduler where the audible playhead is.
+    let playhead = {
+        let (stats, control, offset) = (stats.clone(), control.clone(), options.start);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let playing = stats.time_to_first_audio().is_some();
+                control.set_playhead(offset + stats.position(), playing);
+            }
+        })
+    };
 
     let (s, st, opts) = (store.clone(), stats.clone(), options.clone());
     let hint = extension_hint(manifest.media().container);
@@ -123,6 +143,7 @@ pub async fn play(
         tokio::task::spawn_blocking(move || decode_into_sink(s, st, &output, &opts, hint)).await;
     store.close();
     fetcher.abort();
+    playhead.abort();
     let (track_rate, output_rate, started_at) = match decoded {
         Ok(r) => r?,
         Err(_) => return Err(Error::Source("the decode thread failed".into())),
@@ -138,6 +159,7 @@ pub async fn play(
         output_rate,
         started_at,
         sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
+        hedges: fetch_stats.hedges.load(Relaxed),
     })
 }
 

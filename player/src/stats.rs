@@ -25,11 +25,20 @@ pub struct PlaybackStats {
     pub stalls: AtomicU64,
     /// Set to stop playback early (Ctrl-C, a duration limit).
     pub stop: AtomicBool,
+    /// The start gate: a real-time sink starts playing only once this is
+    /// raised (by the fetcher's start rule) or the stream has ended.
+    pub gate: std::sync::Arc<AtomicBool>,
 }
 
 impl PlaybackStats {
-    /// Counters whose clock starts at `started` (the start of the command).
+    /// Counters whose clock starts at `started` (the start of the command),
+    /// with the start gate open.
     pub fn new(started: Instant) -> Self {
+        Self::with_gate(started, std::sync::Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Counters whose sink waits for `gate` before it starts playing.
+    pub fn with_gate(started: Instant, gate: std::sync::Arc<AtomicBool>) -> Self {
         Self {
             started,
             first_audio_ns: AtomicU64::new(0),
@@ -40,6 +49,7 @@ impl PlaybackStats {
             end_of_stream: AtomicBool::new(false),
             stalls: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            gate,
         }
     }
 

@@ -94,6 +94,9 @@ pub struct ManifestResponse {
     pub track: TrackId,
     /// The canonical manifest encoding.
     pub manifest: Bytes,
+    /// True if the responder serves the track from its own library (it is
+    /// an original seed); false if from a cache of chunks it fetched.
+    pub origin: bool,
 }
 
 /// Deadline value meaning "no deadline": prefetch, serve when idle.
@@ -401,7 +404,7 @@ impl Message {
             }
             Self::ManifestRequest(_) => 32,
             Self::ManifestResponse(m) => {
-                32 + varint_len(m.manifest.len() as u64) + m.manifest.len()
+                32 + varint_len(m.manifest.len() as u64) + m.manifest.len() + 1
             }
             Self::ChunkRequest(m) => {
                 32 + varint_len(u64::from(m.first.0))
@@ -461,6 +464,7 @@ impl Message {
                 buf.put_slice(m.track.as_bytes());
                 buf.put_varint(m.manifest.len() as u64);
                 buf.put_slice(&m.manifest);
+                buf.put_u8(u8::from(m.origin));
             }
             Self::ChunkRequest(m) => {
                 buf.put_slice(m.track.as_bytes());
@@ -551,6 +555,11 @@ impl Message {
             MessageKind::ManifestResponse => Self::ManifestResponse(ManifestResponse {
                 track: track(r)?,
                 manifest: r.bytes("manifest", limits::MAX_MANIFEST_LEN)?,
+                origin: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(ProtocolError::Invalid("origin flag")),
+                },
             }),
             MessageKind::ChunkRequest => Self::ChunkRequest(ChunkRequest {
                 track: track(r)?,

@@ -135,6 +135,7 @@ fn oversized_frame_is_a_typed_error_before_the_body_arrives() {
     let huge = Message::ManifestResponse(ManifestResponse {
         track: TrackId::from_bytes([0; 32]),
         manifest: Bytes::from(vec![0u8; limits::MAX_FRAME_LEN as usize]),
+        origin: true,
     });
     assert!(matches!(frame::encode(&huge), Err(ProtocolError::FrameTooLarge { .. })));
 }

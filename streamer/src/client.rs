@@ -124,10 +124,16 @@ impl Peer {
 
     /// Fetches and verifies a track's manifest.
     pub async fn manifest(&self, track: TrackId) -> Result<Manifest> {
+        self.manifest_and_origin(track).await.map(|(m, _)| m)
+    }
+
+    /// Fetches and verifies a track's manifest, and whether the peer serves
+    /// it from its own library (an original seed).
+    pub async fn manifest_and_origin(&self, track: TrackId) -> Result<(Manifest, bool)> {
         let mut recv = self.request(&Message::ManifestRequest(ManifestRequest { track })).await?;
         match next_reply(&mut recv).await? {
             Message::ManifestResponse(r) if r.track == track => {
-                Ok(Manifest::decode_verified(r.manifest, track)?)
+                Ok((Manifest::decode_verified(r.manifest, track)?, r.origin))
             }
             _ => Err(Error::UnexpectedReply("expected the manifest")),
         }

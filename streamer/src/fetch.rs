@@ -1,233 +1,345 @@
-//! Fetching one track's chunks from peers into a [`TrackStore`].
+//! The tokio driver of the [`Scheduler`]: fetches one track's chunks from
+//! peers into a [`TrackStore`].
 //!
-//! [`fetch_track`] keeps a few range requests in flight per peer, choosing
-//! chunks in the store's order of need ([`TrackStore::next_wanted`]). Each
-//! request runs as its own task and inserts verified chunks straight into
-//! the store, so a blocked reader wakes the moment its chunk lands. A peer
-//! that fails (timeout, lost connection, bad data, or does not have the
-//! track) is dropped; when no peer is left, the store is failed with the
-//! reason, which ends playback with a clear error instead of a hang.
+//! The loop feeds the scheduler what happened (chunks that landed, requests
+//! that failed, where the reader is, each peer's RTT from QUIC) and carries
+//! out what it decides: each request is one QUIC stream for one chunk,
+//! carrying its deadline (the server sets the stream's priority from it); a
+//! cancel aborts the request's task, which drops the stream and tells the
+//! peer to stop sending. Chunks are verified before they reach the store.
+//! When the start rule is met the driver raises [`FetchControl::ready`]; when
+//! no peer is left it fails the store with the reason, which ends playback
+//! with a clear error instead of a hang.
 //!
-//! Tasks: the fetch loop; one task per request, reporting back over a
+//! Tasks: the driver loop; one task per request, reporting back over a
 //! bounded channel.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use chorus_protocol::message::ErrorCode;
-use chorus_protocol::{ChunkIndex, PeerId};
+use chorus_protocol::message::{ChunkRun, ErrorCode};
+use chorus_protocol::{ChunkIndex, PeerId, ProtocolError};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::client::Peer;
 use crate::error::Error;
+use crate::scheduler::{Action, Failure, PeerInfo, PeerKey, Playhead, Scheduler, SchedulerConfig};
 use crate::store::TrackStore;
 
 /// Fetch settings.
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
-    /// Requests in flight per peer. 4 × 8 chunks × 16 KiB = 512 KiB in
-    /// flight, enough to fill 40 Mbit/s at 100 ms RTT per peer.
-    pub requests_per_peer: usize,
-    /// Chunks per request after the first few: 8 × 16 KiB.
-    pub batch: u32,
-    /// A request that delivers nothing for this long has stalled: the peer
-    /// is dropped. 5 s: far above any RTT we serve, short enough that a
-    /// vanished peer is noticed well before a typical 2–10 s buffer drains.
+    /// A request that delivers nothing for this long has failed (timeout).
+    /// 5 s: far above any RTT we serve, short enough that a silent peer is
+    /// noticed well before a typical buffer drains (the scheduler hedges
+    /// late requests long before this).
     pub stall_timeout: Duration,
+    /// Scheduler policy.
+    pub scheduler: SchedulerConfig,
+    /// How often the driver wakes to re-plan when nothing else happens.
+    pub tick: Duration,
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
-        Self { requests_per_peer: 4, batch: 8, stall_timeout: Duration::from_secs(5) }
+        Self {
+            stall_timeout: Duration::from_secs(5),
+            scheduler: SchedulerConfig::default(),
+            tick: Duration::from_millis(20),
+        }
     }
+}
+
+/// A peer to fetch from, and what it holds.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The connection.
+    pub peer: Peer,
+    /// It serves the track from its library (the original seed): used only
+    /// when other peers cannot meet a deadline.
+    pub is_seed: bool,
+    /// The chunks it holds, or `None` for all of them.
+    pub have: Option<Vec<ChunkRun>>,
 }
 
 /// Counters of a fetch.
 #[derive(Debug, Default)]
 pub struct FetchStats {
-    /// Verified chunk bytes received (duplicates included).
+    /// Verified chunk bytes received (duplicates from hedging included).
     pub bytes: AtomicU64,
     /// Chunks received.
     pub chunks: AtomicU64,
     /// Requests that failed.
     pub failures: AtomicU64,
-    /// Verified bytes received from each peer.
-    pub by_peer: std::sync::Mutex<Vec<(PeerId, std::net::SocketAddr, u64)>>,
+    /// Requests sent to a second peer for a chunk already in flight.
+    pub hedges: AtomicU64,
+    /// Verified bytes received from each peer: id, address, bytes, is seed.
+    pub by_peer: std::sync::Mutex<Vec<(PeerId, std::net::SocketAddr, u64, bool)>>,
 }
 
 impl FetchStats {
-    fn add_peer_bytes(&self, peer: &Peer, bytes: u64) {
+    fn add_peer_bytes(&self, source: &Source, bytes: u64) {
         if let Ok(mut v) = self.by_peer.lock() {
-            match v.iter_mut().find(|(id, _, _)| *id == peer.id()) {
+            let id = source.peer.id();
+            match v.iter_mut().find(|e| e.0 == id) {
                 Some(e) => e.2 += bytes,
-                None => v.push((peer.id(), peer.addr(), bytes)),
+                None => v.push((id, source.peer.addr(), bytes, source.is_seed)),
             }
         }
+    }
+}
+
+/// Shared between the driver and the player.
+#[derive(Debug, Default)]
+pub struct FetchControl {
+    /// Raised once the start rule allows playback to begin.
+    pub ready: Arc<AtomicBool>,
+    /// Media position of the audible playhead in microseconds, and whether
+    /// the clock runs; the player keeps it current.
+    position_us: AtomicU64,
+    playing: AtomicBool,
+}
+
+impl FetchControl {
+    /// The player reports where the audible playhead is.
+    pub fn set_playhead(&self, position: Duration, playing: bool) {
+        self.position_us
+            .store(u64::try_from(position.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.playing.store(playing, Ordering::Relaxed);
     }
 }
 
 enum Event {
-    Done { peer: usize, chunks: Vec<u32>, bytes: u64 },
-    Failed { peer: usize, chunks: Vec<u32>, bytes: u64, error: Error },
+    Received { key: PeerKey, chunk: u32, bytes: u64 },
+    Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
 }
 
-struct PeerSlot {
-    peer: Peer,
-    in_flight: usize,
-    dead: Option<String>,
-}
-
-/// Fetches every chunk of the store's track from `peers`, most needed
-/// first, until the store is complete or closed. Fails the store (and
-/// returns the reason) when no peer can serve what is missing.
+/// Fetches the store's track from `sources` until it is complete or the
+/// store is closed. Fails the store (and returns the reason) when no peer
+/// can serve what is missing.
 pub async fn fetch_track(
     store: Arc<TrackStore>,
-    peers: Vec<Peer>,
+    sources: Vec<Source>,
     config: FetchConfig,
     stats: Arc<FetchStats>,
+    control: Arc<FetchControl>,
 ) -> Result<(), String> {
-    let mut slots: Vec<PeerSlot> =
-        peers.into_iter().map(|peer| PeerSlot { peer, in_flight: 0, dead: None }).collect();
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let mut busy: HashSet<u32> = HashSet::new();
-    let mut requests_made = 0u32;
-    loop {
-        if store.is_complete() || store.is_closed() {
-            return Ok(());
+    let epoch = Instant::now();
+    let manifest = store.manifest().clone();
+    let mut sched = Scheduler::for_manifest(config.scheduler.clone(), &manifest);
+    let mut keys: HashMap<PeerKey, usize> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let key = sched.add_peer(PeerInfo {
+            rtt: s.peer.connection().rtt(),
+            is_seed: s.is_seed,
+            has_all: s.have.is_none(),
+        });
+        if let Some(runs) = &s.have {
+            sched.peer_has(key, runs.iter().flat_map(|r| r.start..r.start.saturating_add(r.len)));
         }
-        // Fill every live peer's pipeline.
-        let mut issued = true;
-        while issued {
-            issued = false;
-            for (i, slot) in slots.iter_mut().enumerate() {
-                if slot.dead.is_some() || slot.in_flight >= config.requests_per_peer {
-                    continue;
-                }
-                // The first requests are single chunks, so the first bytes
-                // arrive after one round trip, not after a whole batch.
-                let max = if requests_made < 2 { 1 } else { config.batch };
-                let Some((first, count)) = store.next_wanted(&|c| busy.contains(&c), max) else {
-                    break;
-                };
-                let chunks: Vec<u32> = (first.0..first.0 + count).collect();
-                busy.extend(chunks.iter().copied());
-                slot.in_flight += 1;
-                requests_made += 1;
-                issued = true;
-                let deadline_ms = deadline_ms(&store, first);
-                tokio::spawn(request(
-                    i,
-                    slot.peer.clone(),
-                    store.clone(),
-                    chunks,
-                    deadline_ms,
-                    config.stall_timeout,
-                    stats.clone(),
-                    tx.clone(),
-                ));
-            }
+        keys.insert(key, i);
+    }
+    let now = || epoch.elapsed();
+    // Chunks already here (a cache) need no fetching.
+    for i in 0..sched.chunk_count() {
+        if store.has(i) {
+            sched.mark_here(i);
         }
-        if slots.iter().all(|s| s.dead.is_some()) {
-            let reasons: Vec<String> = slots
-                .iter()
-                .map(|s| format!("{}: {}", s.peer.addr(), s.dead.as_deref().unwrap_or("")))
-                .collect();
-            let reason = if reasons.is_empty() {
-                "no peers to fetch from".to_owned()
-            } else {
-                format!("no peer can serve the rest of the track ({})", reasons.join("; "))
-            };
-            store.fail(reason.clone());
-            return Err(reason);
+    }
+    let (tx, mut rx) = mpsc::channel::<Event>(256);
+    let mut tasks: HashMap<(PeerKey, u32), JoinHandle<()>> = HashMap::new();
+    let result = loop {
+        if store.is_closed() {
+            break Ok(());
+        }
+        if sched.is_complete() {
+            control.ready.store(true, Ordering::Relaxed);
+            break Ok(());
+        }
+        // Where playback is: the audible playhead if playing, else the
+        // reader's chunk (it may have seeked).
+        let t = now();
+        let playing = control.playing.load(Ordering::Relaxed);
+        let audible = Duration::from_micros(control.position_us.load(Ordering::Relaxed));
+        let reader = manifest.chunk_media_time(ChunkIndex(store.cursor()));
+        let position = if playing { audible } else { reader };
+        sched.set_playhead(Playhead { position, at: t, playing });
+        sched.set_blocked(store.blocked());
+        for (key, i) in &keys {
+            sched.set_rtt(*key, sources[*i].peer.connection().rtt());
+        }
+        for action in sched.poll(t) {
+            act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
+        }
+        if !control.ready.load(Ordering::Relaxed) && sched.ready_to_start() {
+            control.ready.store(true, Ordering::Relaxed);
+        }
+        if sched.live_peers() == 0 {
+            break Err("no peers left to fetch from".to_owned());
         }
         tokio::select! {
             ev = rx.recv() => {
-                let Some(ev) = ev else { return Ok(()) };
-                match ev {
-                    Event::Done { peer, chunks, bytes } => {
-                        stats.add_peer_bytes(&slots[peer].peer, bytes);
-                        slots[peer].in_flight -= 1;
-                        for c in chunks { busy.remove(&c); }
+                let Some(ev) = ev else { break Ok(()) };
+                let t = now();
+                let actions = match ev {
+                    Event::Received { key, chunk, bytes } => {
+                        tasks.remove(&(key, chunk));
+                        stats.add_peer_bytes(&sources[keys[&key]], bytes);
+                        sched.on_received(key, chunk, t)
                     }
-                    Event::Failed { peer, chunks, bytes, error } => {
-                        stats.add_peer_bytes(&slots[peer].peer, bytes);
+                    Event::Failed { key, chunk, failure, gone, error } => {
+                        tasks.remove(&(key, chunk));
                         stats.failures.fetch_add(1, Ordering::Relaxed);
-                        let slot = &mut slots[peer];
-                        slot.in_flight -= 1;
-                        for c in chunks { busy.remove(&c); }
-                        if slot.dead.is_none() {
-                            tracing::warn!("dropping peer {}: {error}", slot.peer.addr());
-                            slot.dead = Some(describe(&error));
+                        let addr = sources[keys[&key]].peer.addr();
+                        if gone {
+                            tracing::warn!("lost peer {addr}: {error}");
+                            sched.remove_peer(key);
+                            Vec::new()
+                        } else {
+                            tracing::debug!("chunk {chunk} from {addr} failed: {error}");
+                            sched.on_failed(key, chunk, failure, t)
                         }
                     }
+                };
+                for action in actions {
+                    act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
                 }
             }
             () = store.wait_for_need() => {}
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = tokio::time::sleep(config.tick) => {}
+        }
+    };
+    for (_, task) in tasks {
+        task.abort();
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(why) => {
+            let reasons: Vec<String> = sources
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keys.iter().any(|(k, v)| v == i && sched.is_dead(*k)))
+                .map(|(_, s)| s.peer.addr().to_string())
+                .collect();
+            let reason = format!(
+                "no peer can serve the rest of the track: {why} (stopped answering or failed: {})",
+                reasons.join(", ")
+            );
+            store.fail(reason.clone());
+            Err(reason)
         }
     }
 }
 
-fn describe(error: &Error) -> String {
-    match error {
-        Error::Remote { code: ErrorCode::UnknownTrack | ErrorCode::UnknownChunk, .. } => {
-            "does not have it".into()
+#[allow(clippy::too_many_arguments)]
+fn act(
+    action: Action,
+    sched: &mut Scheduler,
+    sources: &[Source],
+    keys: &HashMap<PeerKey, usize>,
+    store: &Arc<TrackStore>,
+    config: &FetchConfig,
+    stats: &Arc<FetchStats>,
+    tx: &mpsc::Sender<Event>,
+    tasks: &mut HashMap<(PeerKey, u32), JoinHandle<()>>,
+    now: Duration,
+) {
+    match action {
+        Action::Request { peer: key, chunk, deadline } => {
+            if tasks.keys().any(|(_, c)| *c == chunk) {
+                stats.hedges.fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(&i) = keys.get(&key) else { return };
+            let deadline_ms =
+                u32::try_from(deadline.saturating_sub(now).as_millis()).unwrap_or(u32::MAX - 1);
+            let task = tokio::spawn(request(
+                key,
+                sources[i].peer.clone(),
+                store.clone(),
+                chunk,
+                deadline_ms,
+                config.stall_timeout,
+                stats.clone(),
+                tx.clone(),
+            ));
+            if let Some(old) = tasks.insert((key, chunk), task) {
+                old.abort();
+            }
         }
-        Error::Timeout(..) => "stopped answering".into(),
-        Error::Protocol(e) => format!("sent bad data ({e})"),
-        e => e.to_string(),
+        Action::Cancel { peer, chunk } => {
+            if let Some(task) = tasks.remove(&(peer, chunk)) {
+                task.abort();
+            }
+        }
+        Action::Drop { peer } => {
+            let addr = keys.get(&peer).map(|&i| sources[i].peer.addr());
+            tracing::warn!("dropping peer {addr:?}: it sent bad data or stopped answering");
+            tasks.retain(|(p, _), t| {
+                if *p == peer {
+                    t.abort();
+                }
+                *p != peer
+            });
+            sched.remove_peer(peer);
+        }
     }
-}
-
-/// Milliseconds until the decoder needs `first`, assuming playback runs at
-/// 1× from the reader's current position.
-fn deadline_ms(store: &TrackStore, first: ChunkIndex) -> u32 {
-    let m = store.manifest();
-    let now = m.chunk_media_time(ChunkIndex(store.cursor()));
-    let due = m.chunk_media_time(first);
-    u32::try_from(due.saturating_sub(now).as_millis()).unwrap_or(u32::MAX - 1)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn request(
-    peer_index: usize,
+    key: PeerKey,
     peer: Peer,
     store: Arc<TrackStore>,
-    chunks: Vec<u32>,
+    chunk: u32,
     deadline_ms: u32,
     stall: Duration,
     stats: Arc<FetchStats>,
     tx: mpsc::Sender<Event>,
 ) {
-    let first = ChunkIndex(chunks[0]);
-    let count = chunks.len() as u32;
-    let mut bytes = 0u64;
     let result = async {
-        let mut stream =
-            tokio::time::timeout(stall, peer.chunks(store.manifest(), first, count, deadline_ms))
-                .await
-                .map_err(|_| Error::Timeout(stall, "the peer to accept a request"))??;
-        loop {
-            let next = tokio::time::timeout(stall, stream.next())
-                .await
-                .map_err(|_| Error::Timeout(stall, "chunk data"))??;
-            let Some((index, data)) = next else { return Ok(()) };
-            stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            bytes += data.len() as u64;
-            stats.chunks.fetch_add(1, Ordering::Relaxed);
-            // Verified already by the stream; the store checks again.
-            store.insert(index, data)?;
-            if store.is_closed() {
-                return Ok(());
-            }
-        }
+        let mut stream = tokio::time::timeout(
+            stall,
+            peer.chunks(store.manifest(), ChunkIndex(chunk), 1, deadline_ms),
+        )
+        .await
+        .map_err(|_| Error::Timeout(stall, "the peer to accept a request"))??;
+        let next = tokio::time::timeout(stall, stream.next())
+            .await
+            .map_err(|_| Error::Timeout(stall, "chunk data"))??;
+        let (index, data) = next.ok_or(Error::StreamEnded)?;
+        let len = data.len() as u64;
+        // The stream verified it against the manifest; the store only keeps
+        // verified chunks.
+        store.insert(index, data)?;
+        stats.bytes.fetch_add(len, Ordering::Relaxed);
+        stats.chunks.fetch_add(1, Ordering::Relaxed);
+        Ok::<u64, Error>(len)
     }
     .await;
     let ev = match result {
-        Ok(()) => Event::Done { peer: peer_index, chunks, bytes },
-        Err(error) => Event::Failed { peer: peer_index, chunks, bytes, error },
+        Ok(bytes) => Event::Received { key, chunk, bytes },
+        Err(error) => {
+            let (failure, gone) = classify(&error);
+            Event::Failed { key, chunk, failure, gone, error }
+        }
     };
     let _ = tx.send(ev).await;
+}
+
+/// How a failed request counts against its peer, and whether the peer's
+/// connection is gone.
+fn classify(error: &Error) -> (Failure, bool) {
+    match error {
+        Error::Remote { code: ErrorCode::UnknownTrack | ErrorCode::UnknownChunk, .. } => {
+            (Failure::Missing, false)
+        }
+        Error::Protocol(
+            ProtocolError::ChunkHashMismatch { .. } | ProtocolError::ChunkLength { .. },
+        ) => (Failure::Corrupt, false),
+        Error::Connection(_) => (Failure::Timeout, true),
+        _ => (Failure::Timeout, false),
+    }
 }

@@ -245,8 +245,11 @@ async fn serve_stream(
         }
         Message::ManifestRequest(r) => match find(shared, &r.track) {
             Some(t) => {
-                let reply =
-                    ManifestResponse { track: r.track, manifest: t.manifest.encoded().clone() };
+                let reply = ManifestResponse {
+                    track: r.track,
+                    manifest: t.manifest.encoded().clone(),
+                    origin: true,
+                };
                 write_message(&mut send, &Message::ManifestResponse(reply)).await?;
             }
             None => unknown_track(&mut send, &r.track).await?,

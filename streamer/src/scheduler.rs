@@ -213,6 +213,8 @@ pub struct Scheduler {
     peers: Vec<Peer>,
     playhead: Playhead,
     duration: Duration,
+    /// Chunks the decoder is blocked on: due now, whatever the playhead says.
+    blocked: Vec<u32>,
 }
 
 impl Scheduler {
@@ -237,6 +239,7 @@ impl Scheduler {
             peers: Vec::new(),
             playhead: Playhead { position: Duration::ZERO, at: Duration::ZERO, playing: false },
             duration,
+            blocked: Vec::new(),
         }
     }
 
@@ -268,6 +271,16 @@ impl Scheduler {
     /// True if the chunk is here.
     pub fn is_here(&self, chunk: u32) -> bool {
         matches!(self.state.get(chunk as usize), Some(ChunkState::Here))
+    }
+
+    /// A chunk is already here (from a cache) without a request.
+    pub fn mark_here(&mut self, chunk: u32) {
+        if let Some(state) = self.state.get_mut(chunk as usize) {
+            if !matches!(state, ChunkState::Here) {
+                *state = ChunkState::Here;
+                self.here += 1;
+            }
+        }
     }
 
     /// Adds a peer.
@@ -367,6 +380,11 @@ impl Scheduler {
         self.playhead = playhead;
     }
 
+    /// Chunks the decoder is waiting for right now (they are due at once).
+    pub fn set_blocked(&mut self, chunks: Vec<u32>) {
+        self.blocked = chunks;
+    }
+
     /// The playhead.
     pub fn playhead(&self) -> Playhead {
         self.playhead
@@ -375,6 +393,9 @@ impl Scheduler {
     /// When chunk `i` is due, in scheduler time.
     pub fn deadline(&self, i: u32, now: Duration) -> Duration {
         let ph = self.playhead;
+        if self.blocked.contains(&i) {
+            return now;
+        }
         if self.header[i as usize] {
             return now.min(ph.at);
         }
@@ -462,16 +483,20 @@ impl Scheduler {
         let mut actions = Vec::new();
         let n = self.sizes.len() as u32;
         let horizon = now + self.config.horizon;
-        // Header chunks first, then earliest deadline first from the playhead.
+        // Chunks the decoder is blocked on, then header chunks wherever they
+        // are, then earliest deadline first from the playhead.
         let start = self.playhead_chunk();
-        let order = (0..n).filter(|&i| self.header[i as usize] && i < start).chain(start..n);
+        let mut urgent: Vec<u32> = self.blocked.iter().copied().filter(|&i| i < n).collect();
+        urgent.extend((0..n).filter(|&i| self.header[i as usize] && !self.blocked.contains(&i)));
         let mut last_urgent = start;
-        let mut urgent: Vec<u32> = Vec::new();
-        for i in order {
-            if self.deadline(i, now) > horizon && !self.header[i as usize] {
+        for i in start..n {
+            if self.header[i as usize] || self.blocked.contains(&i) {
+                continue;
+            }
+            if self.deadline(i, now) > horizon {
                 break;
             }
-            last_urgent = last_urgent.max(i);
+            last_urgent = i;
             urgent.push(i);
         }
         for i in urgent {
@@ -787,6 +812,22 @@ mod tests {
         let r = requests(&s.poll(ms(2)));
         let beyond: Vec<u32> = r.iter().map(|(_, c)| *c).filter(|&c| c > 50).collect();
         assert_eq!(beyond.first(), Some(&90), "{r:?}");
+    }
+
+    #[test]
+    fn header_chunks_anywhere_and_blocked_reads_come_first() {
+        let mut s = track();
+        s.header[99] = true; // tags at the end of the file
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        assert_eq!(r, vec![(p.0, 0), (p.0, 99)], "both header chunks, before any audio");
+        s.on_received(p, 0, ms(50));
+        s.on_received(p, 99, ms(60));
+        // The reader seeks to 30 s and blocks there: that chunk is due now.
+        s.set_blocked(vec![75]);
+        assert_eq!(s.deadline(75, ms(70)), ms(70));
+        let r = requests(&s.poll(ms(70)));
+        assert_eq!(r.first(), Some(&(p.0, 75)), "{r:?}");
     }
 
     #[test]

@@ -191,49 +191,22 @@ impl TrackStore {
         self.wake_fetcher.notified().await;
     }
 
+    /// Chunks a reader is blocked on (oldest first), and the seek target
+    /// hint if any.
+    pub fn blocked(&self) -> Vec<u32> {
+        let inner = self.lock();
+        inner
+            .urgent
+            .iter()
+            .copied()
+            .filter(|&u| inner.chunks[u as usize].is_none())
+            .chain(inner.hint)
+            .collect()
+    }
+
     /// The reader's current chunk.
     pub fn cursor(&self) -> u32 {
         self.lock().cursor
-    }
-
-    /// Picks up to `max` consecutive missing chunks that `busy` does not
-    /// already cover, in order of need: chunks a reader is blocked on, then
-    /// a seek target, then header chunks, then onward from the reader's
-    /// position, then the rest. Returns the first index and the count.
-    pub fn next_wanted(&self, busy: &dyn Fn(u32) -> bool, max: u32) -> Option<(ChunkIndex, u32)> {
-        let mut inner = self.lock();
-        let count = inner.chunks.len() as u32;
-        let missing = |inner: &Inner, i: u32| inner.chunks[i as usize].is_none() && !busy(i);
-        let run = |inner: &Inner, start: u32| {
-            let mut n = 1;
-            while n < max && start + n < count && missing(inner, start + n) {
-                n += 1;
-            }
-            (ChunkIndex(start), n)
-        };
-        // Urgent first (dropping the ones served meanwhile).
-        {
-            let Inner { urgent, chunks, .. } = &mut *inner;
-            urgent.retain(|&u| chunks[u as usize].is_none());
-        }
-        if let Some(u) = inner.urgent.iter().copied().find(|&u| missing(&inner, u)) {
-            return Some(run(&inner, u));
-        }
-        if let Some(h) = inner.hint {
-            if let Some(i) = (h..count).take(64).find(|&i| missing(&inner, i)) {
-                return Some(run(&inner, i));
-            }
-            inner.hint = None;
-        }
-        let layout = *self.manifest.layout();
-        for r in &self.manifest.media().header_ranges {
-            let covering = layout.chunks_covering(r.clone());
-            if let Some(i) = covering.clone().find(|&i| missing(&inner, i)) {
-                return Some(run(&inner, i));
-            }
-        }
-        let cursor = inner.cursor;
-        (cursor..count).chain(0..cursor).find(|&i| missing(&inner, i)).map(|i| run(&inner, i))
     }
 }
 
@@ -271,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_read_is_urgent_and_wakes_on_arrival() {
+    fn a_blocked_read_is_reported_and_wakes_on_arrival() {
         let (s, chunks) = store(4096, 3000..3010);
         let reader = {
             let s = s.clone();
@@ -280,32 +253,20 @@ mod tests {
                 s.read_at(2100, &mut buf, Duration::from_secs(30)).map(|n| buf[..n].to_vec())
             })
         };
-        // The reader's chunk becomes the most wanted one.
-        let mut wanted = None;
+        // The reader's chunk shows up as blocked, for the scheduler.
+        let mut blocked = Vec::new();
         for _ in 0..1000 {
-            wanted = s.next_wanted(&|_| false, 1);
-            if wanted == Some((ChunkIndex(2), 1)) {
+            blocked = s.blocked();
+            if blocked == [2] {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(wanted, Some((ChunkIndex(2), 1)));
+        assert_eq!(blocked, [2]);
         s.insert(ChunkIndex(2), chunks[2].clone()).unwrap();
         let got = reader.join().unwrap().unwrap();
         assert_eq!(got, chunks[2][52..152].to_vec());
-    }
-
-    #[test]
-    fn header_chunks_then_the_cursor_onward() {
-        let (s, chunks) = store(8192, 7000..7100);
-        assert_eq!(s.next_wanted(&|_| false, 4), Some((ChunkIndex(6), 2)));
-        s.insert(ChunkIndex(6), chunks[6].clone()).unwrap();
-        assert_eq!(s.next_wanted(&|_| false, 4), Some((ChunkIndex(0), 4)));
-        assert_eq!(
-            s.next_wanted(&|i| i < 3, 4),
-            Some((ChunkIndex(3), 3)),
-            "stops at a present chunk"
-        );
+        assert!(s.blocked().is_empty());
     }
 
     #[test]

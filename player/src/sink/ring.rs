@@ -80,7 +80,8 @@ impl RingReader {
     /// clock read happens once, on the first sample).
     pub fn fill(&mut self, out: &mut [f32]) {
         let eos = self.stats.end_of_stream.load(Relaxed);
-        if !self.started && self.cons.occupied_len() < self.prebuffer && !eos {
+        let waiting = self.cons.occupied_len() < self.prebuffer || !self.stats.gate.load(Relaxed);
+        if !self.started && waiting && !eos {
             out.fill(0.0);
             return;
         }
@@ -144,5 +145,20 @@ mod tests {
         stats.end_of_stream.store(true, Relaxed);
         r.fill(&mut out);
         assert_eq!(stats.underruns.load(Relaxed), 2, "silence after the end is not an underrun");
+    }
+
+    #[test]
+    fn a_closed_gate_holds_playback_back() {
+        let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stats = Arc::new(PlaybackStats::with_gate(Instant::now(), gate.clone()));
+        let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        w.push_all(&[0.5; 100], &|| true);
+        let mut out = [1.0f32; 10];
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 10], "gate closed: silence, and not counted");
+        assert!(stats.time_to_first_audio().is_none());
+        gate.store(true, Relaxed);
+        r.fill(&mut out);
+        assert_eq!(out, [0.5; 10]);
     }
 }

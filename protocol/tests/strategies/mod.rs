@@ -127,8 +127,8 @@ pub fn message() -> impl Strategy<Value = Message> {
         vec(catalog_entry(), 0..5)
             .prop_map(|results| Message::SearchResponse(SearchResponse { results })),
         track_id().prop_map(|track| Message::ManifestRequest(ManifestRequest { track })),
-        (track_id(), vec(any::<u8>(), 0..300)).prop_map(|(track, m)| {
-            Message::ManifestResponse(ManifestResponse { track, manifest: Bytes::from(m) })
+        (track_id(), vec(any::<u8>(), 0..300), any::<bool>()).prop_map(|(track, m, origin)| {
+            Message::ManifestResponse(ManifestResponse { track, manifest: Bytes::from(m), origin })
         }),
         (track_id(), any::<u32>(), 1u32..=4096, any::<u32>()).prop_map(
             |(track, first, count, deadline_ms)| Message::ChunkRequest(ChunkRequest {
