@@ -23,9 +23,11 @@
 //! - **The seed is a fallback.** Among peers that can meet the deadline, any
 //!   non-seed peer is preferred; the seed is used only when no other peer
 //!   can make it in time.
-//! - **Hedging.** A chunk whose request is overdue or expected to miss its
-//!   deadline is asked of a second peer; whichever copy lands first wins and
-//!   the other is cancelled.
+//! - **Hedging.** A chunk whose request is overdue (past the expected
+//!   completion, the deadline near, and the request stuck: its peer has
+//!   delivered nothing since, or has completed a request sent after it) or expected to miss its deadline where another peer
+//!   would make it, is asked of a second peer; whichever copy lands first
+//!   wins and the other is cancelled.
 //! - **Rarest first** beyond the urgent horizon, with spare capacity only,
 //!   so the swarm spreads what few peers have.
 //! - **Scores.** Timeouts halve a peer's rate estimate; a second timeout in a
@@ -158,6 +160,9 @@ struct Peer {
     queued: u64,
     /// When its last request settled (for rate measurement).
     last_done: Duration,
+    /// The send time of the latest-sent request it has completed: a request
+    /// sent earlier and still open has been overtaken.
+    latest_sent_done: Duration,
     timeouts_in_row: u32,
     corrupt: u32,
     dead: bool,
@@ -300,6 +305,7 @@ impl Scheduler {
             have: if info.has_all { Vec::new() } else { vec![false; n] },
             queued: 0,
             last_done: Duration::ZERO,
+            latest_sent_done: Duration::ZERO,
             timeouts_in_row: 0,
             corrupt: 0,
             dead: false,
@@ -510,15 +516,25 @@ impl Scheduler {
                 }
                 ChunkState::Requested(list) if list.len() == 1 => {
                     let f = list[0];
-                    let rtt = self.peers[f.peer.0].rtt;
-                    let overdue = now > f.expected + rtt + self.config.overdue_slack
+                    let p = &self.peers[f.peer.0];
+                    // Overdue: past its expected completion, due soon, and
+                    // stuck: the peer has delivered nothing since it was
+                    // asked (stalled), or a request sent after it has
+                    // already completed (overtaken, e.g. by a loss). A peer
+                    // that is merely busy keeps delivering in order.
+                    let stuck = p.last_done <= f.sent || p.latest_sent_done > f.sent;
+                    let overdue = now > f.expected + p.rtt + self.config.overdue_slack
+                        && stuck
                         && deadline < now + self.config.hedge_window;
                     let late = f.expected > deadline;
                     if overdue || late {
                         let list = list.clone();
                         if let Some((peer, ect)) = self.best_peer(i, deadline, now, &list) {
-                            // Hedge only if the other copy is expected sooner.
-                            if overdue || ect < f.expected {
+                            // A late request is hedged only if the second copy
+                            // would make the deadline: otherwise it only
+                            // duplicates load on a saturated swarm. An overdue
+                            // one (the peer may have stalled) is re-asked anyway.
+                            if overdue || (ect <= deadline && ect < f.expected) {
                                 self.request(i, peer, ect, now, &mut actions);
                             }
                         }
@@ -580,6 +596,7 @@ impl Scheduler {
                 let sample = size as f64 / secs;
                 p.rate = if p.samples == 0 { sample } else { 0.7 * p.rate + 0.3 * sample };
                 p.samples += 1;
+                p.latest_sent_done = p.latest_sent_done.max(f.sent);
             }
             p.last_done = now;
         }

@@ -1,0 +1,137 @@
+//! The swarm over real QUIC on loopback: one seed and four peers, each
+//! behind a rate-limited UDP relay, and a fifth node that plays a track
+//! while two of its sources are killed mid-track.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_player::decode::decode_file;
+use chorus_player::play::{PlayOptions, Playback, play};
+use chorus_player::sink::OutputSpec;
+use chorus_streamer::fetch::Source;
+use common::*;
+
+/// Writes 16-bit PCM WAV: the first `secs` seconds of a sample, decoded.
+fn short_wav(path: &std::path::Path, secs: f64) {
+    let (rate, channels, samples) = decode_file(&sample("apex-aleph.ogg"), None).unwrap();
+    let n = (secs * f64::from(rate)) as usize * channels;
+    let data: Vec<u8> = samples[..n]
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    let ch = channels as u16;
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data.len() as u32).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&ch.to_le_bytes()).unwrap();
+    f.write_all(&rate.to_le_bytes()).unwrap();
+    f.write_all(&(rate * u32::from(ch) * 2).to_le_bytes()).unwrap();
+    f.write_all(&(ch * 2).to_le_bytes()).unwrap();
+    f.write_all(&16u16.to_le_bytes()).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&(data.len() as u32).to_le_bytes()).unwrap();
+    f.write_all(&data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_survives_losing_two_of_five_sources_and_the_seed_serves_a_minority() {
+    // A 30 s track at 1.5 Mbit/s, held by the seed and four peers.
+    let music = tempfile::tempdir().unwrap();
+    short_wav(&music.path().join("track.wav"), 30.0);
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..5 {
+        let lib = tempfile::tempdir().unwrap();
+        std::fs::copy(music.path().join("track.wav"), lib.path().join("track.wav")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (library, _, _) = scan(lib.path(), data.path());
+        nodes.push(Seed::start(library));
+        dirs.push((lib, data));
+    }
+    let manifest =
+        nodes[0].node.with_library(|l| l.tracks().next().unwrap().manifest.clone()).unwrap();
+
+    // Each source sits behind a 3 Mbit/s link: the four peers carry
+    // 12 Mbit/s, the two that survive 6, against the track's 1.5.
+    let mut relays = Vec::new();
+    let client = client();
+    let mut sources = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let relay = UdpRelay::start(n.addr, 3_000_000).await;
+        let peer = client.connect(relay.addr, Some(n.id)).await.unwrap();
+        sources.push(Source { peer, is_seed: i == 0, have: None });
+        relays.push(relay);
+    }
+
+    let handle: Arc<Mutex<Option<Playback>>> = Arc::default();
+    let h = handle.clone();
+    let started = Instant::now();
+    let playing = tokio::spawn(play(
+        manifest.clone(),
+        sources,
+        OutputSpec::Null,
+        PlayOptions::default(),
+        started,
+        move |p| {
+            *h.lock().unwrap() = Some(p.clone());
+        },
+    ));
+
+    // Mid-track (2 s of audio played, much of the track still to come),
+    // two peers die.
+    let count = manifest.layout().count();
+    let mut polls = 0;
+    loop {
+        let p = handle.lock().unwrap().clone();
+        if let Some(p) = p {
+            if p.stats.position() >= Duration::from_secs(2) {
+                assert!(
+                    p.store.present() < count,
+                    "the kill must come before the track is all here"
+                );
+                break;
+            }
+        }
+        assert!(!playing.is_finished(), "playback ended early: {:?}", playing.await);
+        polls += 1;
+        assert!(polls < 3000, "playback did not reach 5 s within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: Vec<_> = nodes.drain(3..5).collect();
+    for k in killed {
+        k.stop().await;
+    }
+
+    let report = tokio::time::timeout(Duration::from_secs(120), playing)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.underruns, 0, "{report:?}");
+    assert!(report.played >= Duration::from_millis(29_900), "the whole track played: {report:?}");
+    let total: u64 = report.sources.iter().map(|s| s.2).sum();
+    let seed: u64 = report.sources.iter().filter(|s| s.3).map(|s| s.2).sum();
+    assert!(total >= manifest.layout().byte_len());
+    assert!(seed * 2 < total, "the seed served {seed} of {total} bytes: {report:?}");
+    // Both killed peers had served something before they died.
+    for dead in &report.sources[3..] {
+        assert!(dead.2 > 0, "{report:?}");
+    }
+    eprintln!(
+        "first audio {:?}, seed share {:.1}%, hedges {}",
+        report.time_to_first_audio,
+        seed as f64 * 100.0 / total as f64,
+        report.hedges
+    );
+    client.close().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
