@@ -61,6 +61,12 @@ pub struct PlayArgs {
     /// Start this many seconds into the track
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub start: f64,
+    /// While playing, serve what this node has cached to other peers on this UDP address
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Largest size of the chunk cache in the data dir, in MiB
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, Args)]

@@ -81,3 +81,11 @@ pub async fn dial(global: &Global, peer: &PeerAddr) -> Result<(Transport, Peer)>
         ))),
     }
 }
+
+/// The chunk cache in the data dir.
+pub fn cache(global: &Global, max_mib: u64) -> Result<Arc<chorus_streamer::cache::ChunkCache>> {
+    let dir = data_dir(global)?.join("cache");
+    let cache = chorus_streamer::cache::ChunkCache::open(&dir, max_mib.saturating_mul(1 << 20))
+        .with_context(|| format!("opening the chunk cache in {}", dir.display()))?;
+    Ok(Arc::new(cache))
+}

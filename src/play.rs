@@ -20,7 +20,37 @@ use crate::peers::{self, PeerAddr};
 
 pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let started = Instant::now();
-    let transport = Transport::client(peers::identity(global)?, &Default::default())?;
+    let cache = peers::cache(global, args.cache_mib)?;
+    let identity = peers::identity(global)?;
+    // With --listen, this node serves its cache to others while it plays,
+    // from the same endpoint it fetches with.
+    let node = match args.listen {
+        Some(addr) => {
+            let node = chorus_streamer::node::Node::bind_with_cache(
+                identity.clone(),
+                addr,
+                Default::default(),
+                Some(cache.clone()),
+                Default::default(),
+            )
+            .with_context(|| format!("cannot listen on {addr}"))?;
+            let n = node.clone();
+            tokio::spawn(async move { n.serve().await });
+            if !global.quiet {
+                println!(
+                    "serving the cache on {} as peer {}",
+                    node.transport().local_addr()?,
+                    identity.peer_id()
+                );
+            }
+            Some(node)
+        }
+        None => None,
+    };
+    let transport = match &node {
+        Some(n) => n.transport().clone(),
+        None => Transport::client(identity, &Default::default())?,
+    };
     let result = async {
         let peers = connect_all(&transport, &args.peers).await?;
         let query = args.what.join(" ");
@@ -181,9 +211,9 @@ pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, 
     let mut last = None;
     for ask in asks {
         match ask.await {
-            Ok((Ok((m, origin)), peer)) => {
+            Ok((Ok((m, origin, have)), peer)) => {
                 manifest.get_or_insert(m);
-                sources.push(Source { peer, is_seed: origin, have: None });
+                sources.push(Source { peer, is_seed: origin, have });
             }
             Ok((Err(e), peer)) => {
                 tracing::warn!("{} cannot serve {}: {e}", peer.addr(), track.fmt_short());

@@ -68,10 +68,17 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         return Ok(());
     }
 
-    let node = Node::bind(identity.clone(), args.listen, library, NodeLimits::default())
-        .with_context(|| {
-            format!("cannot listen on {} (in use? pick another with --listen)", args.listen)
-        })?;
+    let cache = peers::cache(global, 2048)?;
+    let node = Node::bind_with_cache(
+        identity.clone(),
+        args.listen,
+        library,
+        Some(cache),
+        NodeLimits::default(),
+    )
+    .with_context(|| {
+        format!("cannot listen on {} (in use? pick another with --listen)", args.listen)
+    })?;
     let addr = node.transport().local_addr()?;
     println!("serving on {addr} as peer {}", identity.peer_id());
     println!("peers can reach it with --peer {}@{}", identity.peer_id(), shown_addr(addr));

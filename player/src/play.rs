@@ -110,6 +110,9 @@ pub async fn play(
     on_start: impl FnOnce(&Playback),
 ) -> Result<PlaybackReport> {
     let store = Arc::new(TrackStore::new(manifest.clone()));
+    if let Some(cache) = &options.fetch.cache {
+        prefill_from_cache(cache, &store).await;
+    }
     let control = Arc::new(FetchControl::default());
     let stats = Arc::new(PlaybackStats::with_gate(started, control.ready.clone()));
     let fetch_stats = Arc::new(FetchStats::default());
@@ -161,6 +164,31 @@ pub async fn play(
         sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
         hedges: fetch_stats.hedges.load(Relaxed),
     })
+}
+
+/// Loads what the cache holds of the track into the store (each chunk is
+/// verified on the way), and registers the track with the cache.
+async fn prefill_from_cache(
+    cache: &Arc<chorus_streamer::cache::ChunkCache>,
+    store: &Arc<TrackStore>,
+) {
+    let (cache, store) = (cache.clone(), store.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        let id = store.manifest().id();
+        if let Err(e) = cache.put_manifest(store.manifest()) {
+            tracing::warn!("cache unavailable: {e}");
+            return;
+        }
+        for run in cache.have(&id) {
+            for i in run.start..run.start + run.len {
+                let index = chorus_protocol::ChunkIndex(i);
+                if let Some(data) = cache.get_chunk(&id, index) {
+                    let _ = store.insert(index, data);
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn decode_into_sink(

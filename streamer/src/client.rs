@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_protocol::message::{CatalogEntry, ChunkRequest, Hello, ManifestRequest, SearchRequest};
+use chorus_protocol::message::{
+    CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, SearchRequest,
+};
 use chorus_protocol::{ChunkIndex, Manifest, Message, PeerId, TrackId, frame, limits};
 use quinn::{Connection, RecvStream};
 use tokio::io::AsyncWriteExt;
@@ -124,18 +126,38 @@ impl Peer {
 
     /// Fetches and verifies a track's manifest.
     pub async fn manifest(&self, track: TrackId) -> Result<Manifest> {
-        self.manifest_and_origin(track).await.map(|(m, _)| m)
+        self.manifest_and_origin(track).await.map(|(m, _, _)| m)
     }
 
-    /// Fetches and verifies a track's manifest, and whether the peer serves
-    /// it from its own library (an original seed).
-    pub async fn manifest_and_origin(&self, track: TrackId) -> Result<(Manifest, bool)> {
+    /// Fetches and verifies a track's manifest, whether the peer serves it
+    /// from its own library (an original seed), and, for a peer serving it
+    /// from its cache, which chunks it holds (`None`: all of them).
+    pub async fn manifest_and_origin(
+        &self,
+        track: TrackId,
+    ) -> Result<(Manifest, bool, Option<Vec<ChunkRun>>)> {
         let mut recv = self.request(&Message::ManifestRequest(ManifestRequest { track })).await?;
-        match next_reply(&mut recv).await? {
+        let (manifest, origin) = match next_reply(&mut recv).await? {
             Message::ManifestResponse(r) if r.track == track => {
-                Ok((Manifest::decode_verified(r.manifest, track)?, r.origin))
+                (Manifest::decode_verified(r.manifest, track)?, r.origin)
             }
-            _ => Err(Error::UnexpectedReply("expected the manifest")),
+            _ => return Err(Error::UnexpectedReply("expected the manifest")),
+        };
+        if origin {
+            return Ok((manifest, true, None));
+        }
+        match next_reply(&mut recv).await? {
+            Message::Have(h) if h.track == track => {
+                let count = manifest.layout().count();
+                let runs: Vec<ChunkRun> = h
+                    .runs
+                    .into_iter()
+                    .filter(|r| r.start < count)
+                    .map(|r| ChunkRun { start: r.start, len: r.len.min(count - r.start) })
+                    .collect();
+                Ok((manifest, false, Some(runs)))
+            }
+            _ => Err(Error::UnexpectedReply("expected what the peer holds")),
         }
     }
 

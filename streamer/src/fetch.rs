@@ -24,6 +24,7 @@ use chorus_protocol::{ChunkIndex, PeerId, ProtocolError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cache::ChunkCache;
 use crate::client::Peer;
 use crate::error::Error;
 use crate::scheduler::{Action, Failure, PeerInfo, PeerKey, Playhead, Scheduler, SchedulerConfig};
@@ -41,6 +42,9 @@ pub struct FetchConfig {
     pub scheduler: SchedulerConfig,
     /// How often the driver wakes to re-plan when nothing else happens.
     pub tick: Duration,
+    /// Where verified chunks are also kept, to serve to others and to play
+    /// again offline.
+    pub cache: Option<Arc<ChunkCache>>,
 }
 
 impl Default for FetchConfig {
@@ -49,6 +53,7 @@ impl Default for FetchConfig {
             stall_timeout: Duration::from_secs(5),
             scheduler: SchedulerConfig::default(),
             tick: Duration::from_millis(20),
+            cache: None,
         }
     }
 }
@@ -262,7 +267,7 @@ fn act(
                 chunk,
                 deadline_ms,
                 config.stall_timeout,
-                stats.clone(),
+                (stats.clone(), config.cache.clone()),
                 tx.clone(),
             ));
             if let Some(old) = tasks.insert((key, chunk), task) {
@@ -296,7 +301,7 @@ async fn request(
     chunk: u32,
     deadline_ms: u32,
     stall: Duration,
-    stats: Arc<FetchStats>,
+    (stats, cache): (Arc<FetchStats>, Option<Arc<ChunkCache>>),
     tx: mpsc::Sender<Event>,
 ) {
     let result = async {
@@ -313,7 +318,17 @@ async fn request(
         let len = data.len() as u64;
         // The stream verified it against the manifest; the store only keeps
         // verified chunks.
-        store.insert(index, data)?;
+        if store.insert(index, data.clone())? {
+            if let Some(cache) = cache {
+                let id = store.manifest().id();
+                tokio::task::spawn_blocking(move || {
+                    // A full disk must not stop playback: the cache is a bonus.
+                    if let Err(e) = cache.put_chunk(&id, index, &data) {
+                        tracing::debug!("not caching chunk {index}: {e}");
+                    }
+                });
+            }
+        }
         stats.bytes.fetch_add(len, Ordering::Relaxed);
         stats.chunks.fetch_add(1, Ordering::Relaxed);
         Ok::<u64, Error>(len)

@@ -13,6 +13,7 @@
 //!   and returns a [`client::Peer`] to search, fetch manifests and chunks.
 //! - [`probe::probe_file`]: symphonia-based media facts and time index.
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod fetch;

@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::message::{
-    ChunkRequest, ErrorCode, Hello, ManifestResponse, NO_DEADLINE, SearchResponse,
+    ChunkRequest, ErrorCode, Have, Hello, ManifestResponse, NO_DEADLINE, SearchResponse,
 };
 use chorus_protocol::{Message, ProtocolError, frame, limits};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
+use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::library::{Library, LibraryTrack};
@@ -76,6 +77,7 @@ pub struct NodeStats {
 
 struct Shared {
     library: RwLock<Library>,
+    cache: Option<Arc<ChunkCache>>,
     limits: NodeLimits,
     stats: NodeStats,
     hello: Hello,
@@ -102,11 +104,24 @@ impl Node {
         library: Library,
         limits: NodeLimits,
     ) -> Result<Self> {
+        Self::bind_with_cache(identity, listen, library, None, limits)
+    }
+
+    /// Binds a node serving `library` and, for tracks not in it, what
+    /// `cache` holds (as a non-origin peer).
+    pub fn bind_with_cache(
+        identity: Arc<Identity>,
+        listen: SocketAddr,
+        library: Library,
+        cache: Option<Arc<ChunkCache>>,
+        limits: NodeLimits,
+    ) -> Result<Self> {
         let server = tls::server_config(&identity, &limits.transport)?;
         let transport = Transport::bind(identity, listen, Some(server), &limits.transport)?;
         let hello = transport.hello(vec![transport.local_addr()?]);
         let shared = Arc::new(Shared {
             library: RwLock::new(library),
+            cache,
             limits,
             stats: NodeStats::default(),
             hello,
@@ -252,7 +267,22 @@ async fn serve_stream(
                 };
                 write_message(&mut send, &Message::ManifestResponse(reply)).await?;
             }
-            None => unknown_track(&mut send, &r.track).await?,
+            None => {
+                match shared.cache.as_ref().and_then(|c| c.manifest(&r.track).map(|m| (c, m))) {
+                    // From the cache: not an origin, and say which chunks we hold.
+                    Some((cache, m)) => {
+                        let reply = ManifestResponse {
+                            track: r.track,
+                            manifest: m.encoded().clone(),
+                            origin: false,
+                        };
+                        write_message(&mut send, &Message::ManifestResponse(reply)).await?;
+                        let have = Have { track: r.track, runs: cache.have(&r.track) };
+                        write_message(&mut send, &Message::Have(have)).await?;
+                    }
+                    None => unknown_track(&mut send, &r.track).await?,
+                }
+            }
         },
         Message::ChunkRequest(r) => serve_chunks(shared, budget, &mut send, r).await?,
         other => {
@@ -289,7 +319,7 @@ async fn serve_chunks(
     r: ChunkRequest,
 ) -> Result<()> {
     let Some(track) = find(shared, &r.track) else {
-        return unknown_track(send, &r.track).await;
+        return serve_cached_chunks(shared, send, r).await;
     };
     let count = track.manifest.layout().count();
     let end = u64::from(r.first.0) + u64::from(r.count);
@@ -348,6 +378,46 @@ async fn serve_chunks(
             }
         }
         drop(permit);
+    }
+    Ok(())
+}
+
+/// Serves chunks of a track this node holds only in its cache; every chunk
+/// is verified again as it is read back.
+async fn serve_cached_chunks(
+    shared: &Shared,
+    send: &mut SendStream,
+    r: ChunkRequest,
+) -> Result<()> {
+    let Some((cache, manifest)) =
+        shared.cache.as_ref().and_then(|c| c.manifest(&r.track).map(|m| (c.clone(), m)))
+    else {
+        return unknown_track(send, &r.track).await;
+    };
+    let count = manifest.layout().count();
+    if u64::from(r.first.0) + u64::from(r.count) > u64::from(count) {
+        let msg = format!("chunks from {} asked, track has {count}", r.first);
+        return write_error(send, ErrorCode::UnknownChunk, msg).await;
+    }
+    let _ = send.set_priority(priority(r.deadline_ms));
+    for i in r.first.0..r.first.0 + r.count {
+        let index = chorus_protocol::ChunkIndex(i);
+        let c = cache.clone();
+        let data = tokio::task::spawn_blocking(move || c.get_chunk(&r.track, index))
+            .await
+            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        let Some(data) = data else {
+            return write_error(
+                send,
+                ErrorCode::UnknownChunk,
+                format!("chunk {i} is not cached here"),
+            )
+            .await;
+        };
+        let len = data.len();
+        write_chunk(send, r.track, index, data).await?;
+        shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+        shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
     }
     Ok(())
 }

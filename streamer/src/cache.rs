@@ -1,0 +1,361 @@
+//! The chunk cache: verified chunks of tracks this node fetched, kept on
+//! disk so it can serve them to others and play them again offline.
+//!
+//! Layout under the cache dir: one directory per track, named by its id,
+//! holding `manifest` (the canonical bytes, checked against the id when
+//! loaded) and one file per chunk, named by its index. Every write goes to a
+//! temp file and is renamed into place, so a crash never leaves a partial
+//! chunk under a chunk's name; every read is verified against the manifest
+//! again (a disk can rot), and a chunk that fails is deleted.
+//!
+//! Size is bounded: when a write would exceed [`ChunkCache::max_bytes`],
+//! whole tracks are evicted, least recently used first (never the track
+//! being written).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use chorus_protocol::message::ChunkRun;
+use chorus_protocol::{ChunkIndex, Manifest, TrackId};
+
+use crate::error::{Error, Result};
+
+/// Default cache bound: 2 GiB holds ~200 hours of 320 kb/s audio's worth of
+/// recently played tracks, small next to any music library.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+#[derive(Debug)]
+struct CachedTrack {
+    manifest: Manifest,
+    have: Vec<bool>,
+    bytes: u64,
+    last_used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    tracks: HashMap<TrackId, CachedTrack>,
+    total: u64,
+    clock: u64,
+}
+
+/// A bounded on-disk store of verified chunks.
+#[derive(Debug)]
+pub struct ChunkCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+fn io(context: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(context, path, e)
+}
+
+impl ChunkCache {
+    /// Opens (creating if needed) the cache in `dir`, bounded to
+    /// `max_bytes`. Entries that do not check out (a manifest that does not
+    /// hash to its directory's name, a chunk file of the wrong size) are
+    /// removed; the rest is kept.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| io("creating cache dir", dir, e))?;
+        let mut index = Index::default();
+        let entries = fs::read_dir(dir).map_err(|e| io("reading cache dir", dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) =
+                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<TrackId>().ok())
+            else {
+                continue;
+            };
+            let manifest = fs::read(path.join("manifest"))
+                .ok()
+                .and_then(|b| Manifest::decode_verified(Bytes::from(b), id).ok());
+            let Some(manifest) = manifest else {
+                tracing::warn!("removing unreadable cache entry {}", path.display());
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            };
+            let layout = *manifest.layout();
+            let mut have = vec![false; layout.count() as usize];
+            let mut bytes = 0;
+            for f in fs::read_dir(&path).into_iter().flatten().flatten() {
+                let name = f.file_name();
+                let Some(i) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+                let ok = layout
+                    .index(i)
+                    .is_ok_and(|idx| f.metadata().is_ok_and(|m| m.len() == layout.chunk_len(idx)));
+                if ok {
+                    have[i as usize] = true;
+                    bytes += layout.chunk_len(ChunkIndex(i));
+                } else {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+            index.total += bytes;
+            index.tracks.insert(id, CachedTrack { manifest, have, bytes, last_used: 0 });
+        }
+        Ok(Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // Every update of the index is a handful of field writes that leave
+        // it consistent at each step; a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bound in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes of chunks held.
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().total
+    }
+
+    fn track_dir(&self, id: &TrackId) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    /// Remembers a (verified) manifest, so its chunks can be stored.
+    pub fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let id = manifest.id();
+        if self.lock().tracks.contains_key(&id) {
+            return Ok(());
+        }
+        let dir = self.track_dir(&id);
+        fs::create_dir_all(&dir).map_err(|e| io("creating cache entry", &dir, e))?;
+        write_atomic(&dir.join("manifest"), manifest.encoded())?;
+        let n = manifest.layout().count() as usize;
+        self.lock().tracks.insert(
+            id,
+            CachedTrack {
+                manifest: manifest.clone(),
+                have: vec![false; n],
+                bytes: 0,
+                last_used: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// The manifest of a cached track.
+    pub fn manifest(&self, id: &TrackId) -> Option<Manifest> {
+        self.lock().tracks.get(id).map(|t| t.manifest.clone())
+    }
+
+    /// Stores a chunk, verifying it first, and evicts least recently used
+    /// tracks if the cache would grow past its bound.
+    pub fn put_chunk(&self, id: &TrackId, index: ChunkIndex, data: &[u8]) -> Result<()> {
+        let manifest = self.manifest(id).ok_or(Error::UnknownTrack(*id))?;
+        manifest.verify_chunk(index, data)?;
+        if self.lock().tracks.get(id).is_some_and(|t| t.have[index.as_usize()]) {
+            return Ok(());
+        }
+        self.make_room(id, data.len() as u64);
+        write_atomic(&self.track_dir(id).join(index.0.to_string()), data)?;
+        let mut ix = self.lock();
+        ix.clock += 1;
+        let clock = ix.clock;
+        if let Some(t) = ix.tracks.get_mut(id) {
+            if !t.have[index.as_usize()] {
+                t.have[index.as_usize()] = true;
+                t.bytes += data.len() as u64;
+                t.last_used = clock;
+                ix.total += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn make_room(&self, keep: &TrackId, incoming: u64) {
+        loop {
+            let victim = {
+                let ix = self.lock();
+                if ix.total + incoming <= self.max_bytes {
+                    return;
+                }
+                ix.tracks
+                    .iter()
+                    .filter(|(id, t)| *id != keep && t.bytes > 0)
+                    .min_by_key(|(_, t)| t.last_used)
+                    .map(|(id, _)| *id)
+            };
+            let Some(victim) = victim else { return };
+            self.evict(&victim);
+        }
+    }
+
+    fn evict(&self, id: &TrackId) {
+        let _ = fs::remove_dir_all(self.track_dir(id));
+        let mut ix = self.lock();
+        if let Some(t) = ix.tracks.remove(id) {
+            ix.total -= t.bytes;
+            tracing::debug!("cache: evicted {} ({} bytes)", id.fmt_short(), t.bytes);
+        }
+    }
+
+    /// Reads a chunk back, verifying it again; a chunk that fails is deleted.
+    pub fn get_chunk(&self, id: &TrackId, index: ChunkIndex) -> Option<Bytes> {
+        let manifest = {
+            let mut ix = self.lock();
+            ix.clock += 1;
+            let clock = ix.clock;
+            let t = ix.tracks.get_mut(id)?;
+            if !t.have.get(index.as_usize()).copied().unwrap_or(false) {
+                return None;
+            }
+            t.last_used = clock;
+            t.manifest.clone()
+        };
+        let path = self.track_dir(id).join(index.0.to_string());
+        let data = fs::read(&path).ok();
+        match data {
+            Some(d) if manifest.verify_chunk(index, &d).is_ok() => Some(Bytes::from(d)),
+            _ => {
+                tracing::warn!(
+                    "cache: chunk {index} of {} failed verification; dropped",
+                    id.fmt_short()
+                );
+                let _ = fs::remove_file(&path);
+                let mut ix = self.lock();
+                let len = manifest.layout().chunk_len(index);
+                if let Some(t) = ix.tracks.get_mut(id) {
+                    if t.have[index.as_usize()] {
+                        t.have[index.as_usize()] = false;
+                        t.bytes -= len;
+                        ix.total -= len;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The chunks held of a track, as runs.
+    pub fn have(&self, id: &TrackId) -> Vec<ChunkRun> {
+        let ix = self.lock();
+        let Some(t) = ix.tracks.get(id) else { return Vec::new() };
+        let mut runs: Vec<ChunkRun> = Vec::new();
+        for (i, h) in t.have.iter().enumerate() {
+            if !h {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(r) if (r.start + r.len) as usize == i => r.len += 1,
+                _ => runs.push(ChunkRun { start: i as u32, len: 1 }),
+            }
+        }
+        runs
+    }
+
+    /// True if every chunk of the track is held.
+    pub fn is_complete(&self, id: &TrackId) -> bool {
+        self.lock().tracks.get(id).is_some_and(|t| t.have.iter().all(|h| *h))
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data).map_err(|e| io("writing cache", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io("writing cache", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_protocol::{ChunkLayout, ChunkSize, Codec, Container, MediaInfo, Tags, chunk};
+
+    fn track(seed: u8, len: usize) -> (Manifest, Vec<Bytes>) {
+        let data = Bytes::from(
+            (0..len as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
+                .collect::<Vec<_>>(),
+        );
+        let layout = ChunkLayout::new(len as u64, ChunkSize::new(1024).unwrap()).unwrap();
+        let (hashes, chunks) = chunk::chunk_bytes(&data, &layout).unwrap();
+        let media = MediaInfo {
+            codec: Codec::Pcm,
+            container: Container::Wav,
+            sample_rate: 8000,
+            channels: 1,
+            frames: len as u64,
+            header_ranges: vec![],
+            time_index: vec![],
+            tags: Tags { title: Some(format!("t{seed}")), ..Tags::default() },
+        };
+        (Manifest::new(media, layout, hashes).unwrap(), chunks)
+    }
+
+    #[test]
+    fn chunks_survive_a_reopen_and_are_verified_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, chunks) = track(3, 5000);
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            c.put_manifest(&m).unwrap();
+            assert!(
+                c.put_chunk(&m.id(), ChunkIndex(1), &chunks[0]).is_err(),
+                "wrong bytes refused"
+            );
+            for i in [0u32, 1, 3] {
+                c.put_chunk(&m.id(), ChunkIndex(i), &chunks[i as usize]).unwrap();
+            }
+            assert_eq!(
+                c.have(&m.id()),
+                vec![ChunkRun { start: 0, len: 2 }, ChunkRun { start: 3, len: 1 }]
+            );
+        }
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(c.get_chunk(&m.id(), ChunkIndex(3)).as_deref(), Some(&chunks[3][..]));
+        assert_eq!(c.total_bytes(), 3 * 1024);
+        // Rot on disk: the chunk is dropped, not served.
+        let path = dir.path().join(m.id().to_string()).join("0");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(c.get_chunk(&m.id(), ChunkIndex(0)), None);
+        assert!(!path.exists());
+        assert_eq!(
+            c.have(&m.id()),
+            vec![ChunkRun { start: 1, len: 1 }, ChunkRun { start: 3, len: 1 }]
+        );
+    }
+
+    #[test]
+    fn least_recently_used_tracks_are_evicted_to_stay_in_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ChunkCache::open(dir.path(), 6 * 1024).unwrap();
+        let (a, ca) = track(3, 3 * 1024);
+        let (b, cb) = track(5, 3 * 1024);
+        let (d, cd) = track(7, 3 * 1024);
+        for (m, chunks) in [(&a, &ca), (&b, &cb)] {
+            c.put_manifest(m).unwrap();
+            for (i, ch) in chunks.iter().enumerate() {
+                c.put_chunk(&m.id(), ChunkIndex(i as u32), ch).unwrap();
+            }
+        }
+        // Touch a, so b is the least recently used.
+        assert!(c.get_chunk(&a.id(), ChunkIndex(0)).is_some());
+        c.put_manifest(&d).unwrap();
+        c.put_chunk(&d.id(), ChunkIndex(0), &cd[0]).unwrap();
+        assert!(c.total_bytes() <= 6 * 1024);
+        assert!(c.is_complete(&a.id()));
+        assert!(c.manifest(&b.id()).is_none(), "b was evicted");
+        assert!(!dir.path().join(b.id().to_string()).exists());
+    }
+
+    #[test]
+    fn a_garbage_entry_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TrackId::from_bytes([9; 32]);
+        fs::create_dir_all(dir.path().join(id.to_string())).unwrap();
+        fs::write(dir.path().join(id.to_string()).join("manifest"), b"junk").unwrap();
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(c.manifest(&id).is_none());
+        assert!(!dir.path().join(id.to_string()).exists());
+    }
+}
