@@ -109,6 +109,10 @@ pub struct SeedArgs {
     /// Index the library, print the summary and exit without serving
     #[arg(long)]
     pub index_only: bool,
+    /// Peers to join: HOST:PORT or PEER_ID@HOST:PORT (repeat for more); the
+    /// rest of the swarm is found through them
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<PeerAddr>,
 }
 
 fn default_listen() -> std::net::SocketAddr {

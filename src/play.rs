@@ -54,7 +54,8 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let result = async {
         let peers = connect_all(&transport, &args.peers).await?;
         let query = args.what.join(" ");
-        let (entry, holders) = resolve(&peers, &query).await?;
+        let (entry, mut holders) = resolve(&peers, &query).await?;
+        holders.extend(discover(&transport, &peers, &holders, entry.track).await);
         let (manifest, sources) = sources_for(&holders, entry.track).await?;
         if !global.quiet {
             println!("playing {} from {} peer(s)", describe(&entry), sources.len());
@@ -108,6 +109,41 @@ pub async fn connect_all(transport: &Transport, addrs: &[PeerAddr]) -> Result<Ve
         );
     }
     Ok(peers)
+}
+
+/// Asks the peers we know who else holds `track` (the query travels two
+/// hops) and dials the new holders. Failures only cost those peers.
+pub async fn discover(
+    transport: &Transport,
+    asked: &[Peer],
+    known: &[Peer],
+    track: TrackId,
+) -> Vec<Peer> {
+    let mut found: Vec<chorus_protocol::message::PeerInfo> = Vec::new();
+    for p in asked {
+        match p.who_has(track, 2).await {
+            Ok(peers) => found.extend(peers),
+            Err(e) => tracing::debug!("who-has on {} failed: {e}", p.addr()),
+        }
+    }
+    let me = transport.peer_id();
+    let mut seen: Vec<_> = known.iter().map(Peer::id).collect();
+    let mut new = Vec::new();
+    for info in found {
+        if info.id == me || seen.contains(&info.id) {
+            continue;
+        }
+        seen.push(info.id);
+        let Some(addr) = info.addrs.first() else { continue };
+        match transport.connect(*addr, Some(info.id)).await {
+            Ok(peer) => new.push(peer),
+            Err(e) => tracing::debug!("cannot reach discovered peer {addr}: {e}"),
+        }
+    }
+    if !new.is_empty() {
+        tracing::info!("found {} more peer(s) holding the track", new.len());
+    }
+    new
 }
 
 /// Finds the track: by id or id prefix, else the best search match across

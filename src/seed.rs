@@ -86,6 +86,17 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         let node = node.clone();
         tokio::spawn(async move { node.serve().await })
     };
+    if !args.peers.is_empty() {
+        let addrs: Vec<_> = args.peers.iter().map(|p| (p.addr, p.id)).collect();
+        let joined = node.join(&addrs).await;
+        if !global.quiet {
+            println!(
+                "joined {joined} of {} peers; {} peers known",
+                addrs.len(),
+                node.known_peers().len()
+            );
+        }
+    }
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     eprintln!("shutting down…");
     node.shutdown().await;

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_protocol::message::{
-    CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, SearchRequest,
+    CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, PeerExchange, PeerInfo,
+    SearchRequest, WhoHas,
 };
 use chorus_protocol::{ChunkIndex, Manifest, Message, PeerId, TrackId, frame, limits};
 use quinn::{Connection, RecvStream};
@@ -159,6 +160,49 @@ impl Peer {
             }
             _ => Err(Error::UnexpectedReply("expected what the peer holds")),
         }
+    }
+
+    /// Asks who holds `track`, letting the query travel `hops` further
+    /// hops (at most 2). Addresses are completed with this peer's IP where
+    /// they were unspecified.
+    pub async fn who_has(&self, track: TrackId, hops: u8) -> Result<Vec<PeerInfo>> {
+        self.who_has_with_id(crate::discovery::new_query_id(), track, hops).await
+    }
+
+    /// [`Peer::who_has`] with a given query id (a node forwarding a query).
+    pub async fn who_has_with_id(
+        &self,
+        query_id: u64,
+        track: TrackId,
+        hops: u8,
+    ) -> Result<Vec<PeerInfo>> {
+        let hops_left = hops.min(limits::MAX_HOPS);
+        let mut recv =
+            self.request(&Message::WhoHas(WhoHas { query_id, track, hops_left })).await?;
+        match next_reply(&mut recv).await? {
+            Message::WhoHasReply(r) if r.query_id == query_id && r.track == track => {
+                Ok(self.completed(r.peers))
+            }
+            _ => Err(Error::UnexpectedReply("expected a who-has reply")),
+        }
+    }
+
+    /// Tells the peer about `peers` and learns about the ones it knows.
+    pub async fn exchange_peers(&self, peers: Vec<PeerInfo>) -> Result<Vec<PeerInfo>> {
+        let mut recv = self.request(&Message::PeerExchange(PeerExchange { peers })).await?;
+        match next_reply(&mut recv).await? {
+            Message::PeerExchange(r) => Ok(self.completed(r.peers)),
+            _ => Err(Error::UnexpectedReply("expected a peer exchange")),
+        }
+    }
+
+    fn completed(&self, peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
+        let ip = self.addr.ip();
+        peers
+            .into_iter()
+            .map(|p| PeerInfo { id: p.id, addrs: crate::discovery::complete_addrs(&p.addrs, ip) })
+            .filter(|p| !p.addrs.is_empty())
+            .collect()
     }
 
     /// Requests `count` chunks from `first`; the returned stream yields them

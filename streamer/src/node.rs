@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::message::{
-    ChunkRequest, ErrorCode, Have, Hello, ManifestResponse, NO_DEADLINE, SearchResponse,
+    ChunkRequest, ErrorCode, Have, Hello, ManifestResponse, NO_DEADLINE, PeerExchange, PeerInfo,
+    SearchResponse, WhoHasReply,
 };
-use chorus_protocol::{Message, ProtocolError, frame, limits};
+use chorus_protocol::{Message, PeerId, ProtocolError, TrackId, frame, limits};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use crate::cache::ChunkCache;
+use crate::discovery::{self, MAX_KNOWN, PeerTable};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::library::{Library, LibraryTrack};
@@ -78,6 +80,8 @@ pub struct NodeStats {
 struct Shared {
     library: RwLock<Library>,
     cache: Option<Arc<ChunkCache>>,
+    peers: std::sync::Mutex<PeerTable>,
+    transport: Transport,
     limits: NodeLimits,
     stats: NodeStats,
     hello: Hello,
@@ -122,6 +126,8 @@ impl Node {
         let shared = Arc::new(Shared {
             library: RwLock::new(library),
             cache,
+            peers: Default::default(),
+            transport: transport.clone(),
             limits,
             stats: NodeStats::default(),
             hello,
@@ -149,6 +155,43 @@ impl Node {
     /// Runs `f` with the library.
     pub fn with_library<R>(&self, f: impl FnOnce(&Library) -> R) -> Option<R> {
         self.shared.library.read().ok().map(|l| f(&l))
+    }
+
+    /// Peers this node knows.
+    pub fn known_peers(&self) -> Vec<PeerInfo> {
+        self.shared.peers.lock().map(|t| t.sample(MAX_KNOWN, &[])).unwrap_or_default()
+    }
+
+    /// Introduces this node to the peers at `addrs` (`chorus seed --peer`):
+    /// dials each, exchanges what both know, and remembers them. Peers that
+    /// cannot be reached are reported and skipped.
+    pub async fn join(&self, addrs: &[(SocketAddr, Option<PeerId>)]) -> usize {
+        let me = self.me();
+        let mut joined = 0;
+        for (addr, id) in addrs {
+            match self.transport.connect(*addr, *id).await {
+                Ok(peer) => {
+                    let mut mine = vec![me.clone()];
+                    mine.extend(self.known_peers());
+                    mine.truncate(chorus_protocol::limits::MAX_PEERS);
+                    let theirs = peer.exchange_peers(mine).await.unwrap_or_default();
+                    if let Ok(mut t) = self.shared.peers.lock() {
+                        t.insert(
+                            peer.id(),
+                            discovery::complete_addrs(&peer.hello().listen_addrs, addr.ip()),
+                        );
+                        t.merge(&theirs, me.id);
+                    }
+                    joined += 1;
+                }
+                Err(e) => tracing::warn!("cannot join peer {addr}: {e}"),
+            }
+        }
+        joined
+    }
+
+    fn me(&self) -> PeerInfo {
+        PeerInfo { id: self.transport.peer_id(), addrs: self.transport.listen_addrs() }
     }
 
     /// Accepts connections until the endpoint is closed.
@@ -198,8 +241,9 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
             }
         };
         let (shared, budget) = (shared.clone(), budget.clone());
+        let remote = conn.remote_address();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(&shared, &budget, send, recv).await {
+            if let Err(e) = serve_stream(&shared, &budget, (peer, remote), send, recv).await {
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
         });
@@ -209,6 +253,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 async fn serve_stream(
     shared: &Shared,
     budget: &Semaphore,
+    (asker, remote): (PeerId, SocketAddr),
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
@@ -232,6 +277,11 @@ async fn serve_stream(
         };
     match request {
         Message::Hello(h) => {
+            // A peer that serves is worth remembering (and telling others).
+            let addrs = discovery::complete_addrs(&h.listen_addrs, remote.ip());
+            if let Ok(mut t) = shared.peers.lock() {
+                t.insert(asker, addrs);
+            }
             if h.negotiate(frame::MIN_VERSION, frame::VERSION).is_some() {
                 write_message(&mut send, &Message::Hello(shared.hello.clone())).await?;
             } else {
@@ -285,6 +335,31 @@ async fn serve_stream(
             }
         },
         Message::ChunkRequest(r) => serve_chunks(shared, budget, &mut send, r).await?,
+        Message::PeerExchange(px) => {
+            let me = shared.transport.peer_id();
+            let theirs: Vec<PeerInfo> = px
+                .peers
+                .into_iter()
+                .map(|p| PeerInfo {
+                    addrs: discovery::complete_addrs(&p.addrs, remote.ip()),
+                    id: p.id,
+                })
+                .collect();
+            let reply = match shared.peers.lock() {
+                Ok(mut t) => {
+                    let reply = t.sample(64, &[asker, me]);
+                    t.merge(&theirs, me);
+                    reply
+                }
+                Err(_) => Vec::new(),
+            };
+            write_message(&mut send, &Message::PeerExchange(PeerExchange { peers: reply })).await?;
+        }
+        Message::WhoHas(q) => {
+            let peers = who_has(shared, asker, q.query_id, q.track, q.hops_left).await;
+            let reply = WhoHasReply { query_id: q.query_id, track: q.track, peers };
+            write_message(&mut send, &Message::WhoHasReply(reply)).await?;
+        }
         other => {
             let msg = format!("{:?} is not a request", other.kind());
             write_error(&mut send, ErrorCode::BadRequest, msg).await?;
@@ -292,6 +367,56 @@ async fn serve_stream(
     }
     let _ = send.finish();
     Ok(())
+}
+
+/// Answers a who-has: this node if it holds the track, plus what up to
+/// [`discovery::FORWARD_FANOUT`] known peers answer with one hop less.
+async fn who_has(
+    shared: &Shared,
+    asker: PeerId,
+    query_id: u64,
+    track: TrackId,
+    hops_left: u8,
+) -> Vec<PeerInfo> {
+    let first = shared.peers.lock().is_ok_and(|mut t| t.first_sight(query_id));
+    if !first {
+        return Vec::new();
+    }
+    let me = shared.transport.peer_id();
+    let mut found = Vec::new();
+    let holds = find(shared, &track).is_some()
+        || shared.cache.as_ref().is_some_and(|c| c.manifest(&track).is_some());
+    let listen = shared.transport.listen_addrs();
+    if holds && !listen.is_empty() {
+        found.push(PeerInfo { id: me, addrs: listen });
+    }
+    if hops_left > 0 {
+        let targets = shared
+            .peers
+            .lock()
+            .map(|t| t.sample(discovery::FORWARD_FANOUT, &[asker, me]))
+            .unwrap_or_default();
+        let asks: Vec<_> = targets
+            .into_iter()
+            .filter_map(|p| p.addrs.first().map(|a| (*a, p.id)))
+            .map(|(addr, id)| {
+                let transport = shared.transport.clone();
+                tokio::spawn(async move {
+                    let ask = async {
+                        let peer = transport.connect(addr, Some(id)).await.ok()?;
+                        peer.who_has_with_id(query_id, track, hops_left - 1).await.ok()
+                    };
+                    tokio::time::timeout(discovery::FORWARD_TIMEOUT, ask).await.ok().flatten()
+                })
+            })
+            .collect();
+        for ask in asks {
+            if let Ok(Some(peers)) = ask.await {
+                found.extend(peers);
+            }
+        }
+    }
+    discovery::dedup(found)
 }
 
 fn find(shared: &Shared, track: &chorus_protocol::TrackId) -> Option<Arc<LibraryTrack>> {

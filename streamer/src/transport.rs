@@ -35,6 +35,7 @@ pub struct Transport {
     identity: Arc<Identity>,
     client_config: quinn::ClientConfig,
     agent: Arc<str>,
+    serving: bool,
 }
 
 impl std::fmt::Debug for Transport {
@@ -91,13 +92,14 @@ impl Transport {
         limits: &TransportLimits,
     ) -> Result<Self> {
         let socket = bind_socket(addr)?;
+        let serving = server.is_some();
         let runtime = quinn::default_runtime()
             .ok_or_else(|| Error::Identity("no async runtime for QUIC".into()))?;
         let endpoint = Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
             .map_err(|e| Error::io("starting QUIC endpoint", addr.to_string(), e))?;
         let client_config = tls::client_config(&identity, limits)?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
-        Ok(Self { endpoint, identity, client_config, agent })
+        Ok(Self { endpoint, identity, client_config, agent, serving })
     }
 
     /// A dial-only endpoint on an ephemeral port (for one-shot clients).
@@ -119,6 +121,15 @@ impl Transport {
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.endpoint.local_addr().map_err(|e| Error::io("reading local address", "socket", e))
+    }
+
+    /// Where this endpoint accepts connections (empty if it only dials). An
+    /// unspecified IP is completed by whoever receives it.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        match self.endpoint.local_addr() {
+            Ok(a) if self.serving => vec![a],
+            _ => Vec::new(),
+        }
     }
 
     /// Our hello, advertising `listen_addrs`.
@@ -147,10 +158,7 @@ impl Transport {
                 return Err(Error::PeerIdMismatch { expected, actual });
             }
         }
-        let listen = match self.endpoint.local_addr() {
-            Ok(a) if !a.ip().is_unspecified() => vec![a],
-            _ => Vec::new(),
-        };
+        let listen = self.listen_addrs();
         Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await
     }
 
