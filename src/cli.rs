@@ -50,7 +50,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PlayArgs {
-    /// What to play: words to search for, or a track id (or a unique prefix of one)
+    /// What to play, in order: each argument is one track, as words to search
+    /// for (quote several words) or a track id (or a unique prefix of one)
     #[arg(required = true, value_name = "QUERY|TRACK_ID")]
     pub what: Vec<String>,
     /// Peers to stream from: HOST:PORT or PEER_ID@HOST:PORT (repeat for more)

@@ -133,10 +133,17 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         );
         out.out = "null".into();
     }
-    let report =
-        play::play_with_status(global, manifest, sources, &out, PlayOptions::default(), started)
-            .await?;
-    play::print_report(global, &report);
+    let played = play::play_with_status(
+        global,
+        manifest,
+        sources,
+        &out,
+        PlayOptions::default(),
+        started,
+        None,
+    )
+    .await?;
+    play::print_report(global, &played.report);
     client.close().await;
     for n in nodes {
         n.shutdown().await;

@@ -11,7 +11,7 @@ use chorus_player::sink::OutputSpec;
 use chorus_protocol::message::CatalogEntry;
 use chorus_protocol::{Manifest, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
-use chorus_streamer::fetch::Source;
+use chorus_streamer::fetch::{PREFETCH_AHEAD, PREFETCH_LEAD, Source, prefetch};
 use chorus_streamer::transport::Transport;
 
 use crate::cli::{Global, OutputArgs, PlayArgs};
@@ -53,25 +53,102 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     };
     let result = async {
         let peers = connect_all(&transport, &args.peers).await?;
-        let query = args.what.join(" ");
-        let (entry, mut holders) = resolve(&peers, &query).await?;
-        holders.extend(discover(&transport, &peers, &holders, entry.track).await);
-        let (manifest, sources) = sources_for(&holders, entry.track).await?;
-        if !global.quiet {
-            println!("playing {} from {} peer(s)", describe(&entry), sources.len());
+        let mut upcoming: Option<tokio::task::JoinHandle<Result<Prepared>>> = None;
+        let count = args.what.len();
+        for (i, query) in args.what.iter().enumerate() {
+            let started = if i == 0 { started } else { Instant::now() };
+            let prepared = match upcoming.take() {
+                Some(task) => task.await.context("preparing the next track")??,
+                None => prepare(&transport, &peers, query).await?,
+            };
+            let Prepared { entry, manifest, sources, prefetched } = prepared;
+            if !global.quiet {
+                let n = if count > 1 { format!("[{}/{count}] ", i + 1) } else { String::new() };
+                let ahead = if prefetched > 0 {
+                    format!(", starting from {prefetched} prefetched chunks")
+                } else {
+                    String::new()
+                };
+                println!("{n}playing {} from {} peer(s){ahead}", describe(&entry), sources.len());
+            }
+            let mut options = PlayOptions {
+                start: Duration::from_secs_f64(args.start.max(0.0)),
+                ..PlayOptions::default()
+            };
+            if i > 0 {
+                options.start = Duration::ZERO;
+            }
+            options.fetch.cache = Some(cache.clone());
+            let next = args.what.get(i + 1).map(|q| NextTrack {
+                transport: transport.clone(),
+                peers: peers.clone(),
+                query: q.clone(),
+                cache: cache.clone(),
+            });
+            let out = numbered(&args.output, i, count);
+            let played =
+                play_with_status(global, manifest, sources, &out, options, started, next).await?;
+            print_report(global, &played.report);
+            upcoming = played.next;
+            if played.stopped {
+                break;
+            }
         }
-        let options = PlayOptions {
-            start: Duration::from_secs_f64(args.start.max(0.0)),
-            ..PlayOptions::default()
-        };
-        let report =
-            play_with_status(global, manifest, sources, &args.output, options, started).await?;
-        print_report(global, &report);
         Ok(())
     }
     .await;
     transport.close().await;
     result
+}
+
+/// A track ready to play: what it is, its manifest, who serves it.
+pub struct Prepared {
+    pub entry: CatalogEntry,
+    pub manifest: Manifest,
+    pub sources: Vec<Source>,
+    /// Chunks fetched ahead into the cache (0 if not prefetched).
+    pub prefetched: usize,
+}
+
+/// Finds a track among the peers (and the holders they know of).
+pub async fn prepare(transport: &Transport, peers: &[Peer], query: &str) -> Result<Prepared> {
+    let (entry, mut holders) = resolve(peers, query).await?;
+    holders.extend(discover(transport, peers, &holders, entry.track).await);
+    let (manifest, sources) = sources_for(&holders, entry.track).await?;
+    Ok(Prepared { entry, manifest, sources, prefetched: 0 })
+}
+
+/// The track after the current one, to prefetch near the current one's end.
+pub struct NextTrack {
+    transport: Transport,
+    peers: Vec<Peer>,
+    query: String,
+    cache: Arc<chorus_streamer::cache::ChunkCache>,
+}
+
+impl NextTrack {
+    /// Looks the track up and fetches what it needs to start into the cache.
+    fn start(self) -> tokio::task::JoinHandle<Result<Prepared>> {
+        tokio::spawn(async move {
+            let mut prepared = prepare(&self.transport, &self.peers, &self.query).await?;
+            prepared.prefetched =
+                prefetch(self.cache, &prepared.manifest, &prepared.sources, PREFETCH_LEAD).await?;
+            Ok(prepared)
+        })
+    }
+}
+
+/// `FILE.wav` for one track; `FILE-1.wav`, `FILE-2.wav`… for several.
+fn numbered(out: &OutputArgs, i: usize, count: usize) -> OutputArgs {
+    let mut o =
+        OutputArgs { out: out.out.clone(), device: out.device.clone(), duration: out.duration };
+    if count > 1 && !matches!(out.out.as_str(), "default" | "null") {
+        let p = std::path::Path::new(&out.out);
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        o.out = p.with_file_name(format!("{stem}-{}{ext}", i + 1)).to_string_lossy().into_owned();
+    }
+    o
 }
 
 /// `chorus devices`.
@@ -283,8 +360,12 @@ pub async fn play_with_status(
     out: &OutputArgs,
     options: PlayOptions,
     started: Instant,
-) -> Result<PlaybackReport> {
+    mut next: Option<NextTrack>,
+) -> Result<Played> {
     let spec = output_spec(out);
+    let offset = options.start;
+    let mut upcoming = None;
+    let mut stopped = false;
     let total = manifest.duration();
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
     let h = handle.clone();
@@ -302,13 +383,21 @@ pub async fn play_with_status(
             r = &mut playing => break r,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\nstopping…");
+                stopped = true;
                 stop(&handle);
             }
             _ = tick.tick() => {
                 let Some(p) = handle.lock().ok().and_then(|h| h.clone()) else { continue };
-                let pos = p.stats.position();
-                if limit.is_some_and(|l| pos >= l) {
+                let played = p.stats.position();
+                let pos = offset + played;
+                if limit.is_some_and(|l| played >= l) {
                     stop(&handle);
+                }
+                // Near the end: look up the next track and fetch its start.
+                if pos + PREFETCH_AHEAD >= total {
+                    if let Some(n) = next.take() {
+                        upcoming = Some(n.start());
+                    }
                 }
                 if show {
                     let have = p.store.present() as u64 * 100 / u64::from(p.store.manifest().layout().count()).max(1);
@@ -328,7 +417,14 @@ pub async fn play_with_status(
     if show {
         eprint!("\r\x1b[2K");
     }
-    Ok(result?)
+    Ok(Played { report: result?, next: upcoming, stopped })
+}
+
+/// A finished playback, and the next track if it was prepared meanwhile.
+pub struct Played {
+    pub report: PlaybackReport,
+    pub next: Option<tokio::task::JoinHandle<Result<Prepared>>>,
+    pub stopped: bool,
 }
 
 fn stop(handle: &Arc<Mutex<Option<Playback>>>) {

@@ -109,3 +109,34 @@ fn seed_search_fetch_and_ctrl_c_through_the_binary() {
     let summary = String::from_utf8(out.stdout).unwrap();
     assert!(summary.contains("0 new, 2 unchanged"), "{summary}");
 }
+
+#[test]
+fn a_queue_plays_in_order_and_the_next_track_is_prefetched() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["apex-aleph.ogg", "deprecation.wav"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let seed = rt.block_on(async { Seed::start(library) });
+    let peer = format!("{}@{}", seed.id, seed.addr);
+    let client_data = tempfile::tempdir().unwrap();
+    // Real time on the null sink: start 4 s before the first track's end,
+    // inside the 30 s prefetch window, and play 2 s of each.
+    let o = chorus(client_data.path())
+        .args(["play", "apex aleph", "deprecation", "--peer", &peer, "--out", "null"])
+        .args(["--start", "100", "--duration", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("[1/2] playing \"Apex Aleph\""), "{stdout}");
+    assert!(stdout.contains("[2/2] playing \"deprecation.wav\""), "{stdout}");
+    assert!(
+        stdout.contains("prefetched chunks"),
+        "the second track started from the cache: {stdout}"
+    );
+    assert!(
+        stdout.contains("played 0:02 from 1:40") && stdout.contains("played 0:02 from 0:00"),
+        "{stdout}"
+    );
+    rt.block_on(seed.stop());
+}

@@ -358,3 +358,87 @@ fn classify(error: &Error) -> (Failure, bool) {
         _ => (Failure::Timeout, false),
     }
 }
+
+/// How far ahead of a track's end the next one is prefetched: Spotify's
+/// client looks 30 s ahead.
+pub const PREFETCH_AHEAD: Duration = Duration::from_secs(30);
+
+/// Audio prefetched of the next track: 10 s covers the start rule's buffer
+/// on any swarm that can carry the track at all, so it starts from the
+/// cache while the network catches up.
+pub const PREFETCH_LEAD: Duration = Duration::from_secs(10);
+
+/// Fetches what a track needs to start playing (its header chunks and the
+/// first `lead` of audio) into `cache`, from the sources in turn (other
+/// peers before seeds). Chunks already cached are skipped. Returns the
+/// number of chunks fetched.
+pub async fn prefetch(
+    cache: Arc<ChunkCache>,
+    manifest: &chorus_protocol::Manifest,
+    sources: &[Source],
+    lead: Duration,
+) -> Result<usize, Error> {
+    let id = manifest.id();
+    {
+        let (c, m) = (cache.clone(), manifest.clone());
+        tokio::task::spawn_blocking(move || c.put_manifest(&m))
+            .await
+            .map_err(|_| Error::UnexpectedReply("cache task failed"))??;
+    }
+    let layout = manifest.layout();
+    let mut wanted: Vec<u32> = manifest
+        .media()
+        .header_ranges
+        .iter()
+        .flat_map(|r| layout.chunks_covering(r.clone()))
+        .chain(0..=manifest.chunk_at_time(lead).0)
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let held: std::collections::HashSet<u32> =
+        cache.have(&id).iter().flat_map(|r| r.start..r.start + r.len).collect();
+    wanted.retain(|c| !held.contains(c));
+    let mut order: Vec<&Source> = sources.iter().filter(|s| !s.is_seed).collect();
+    order.extend(sources.iter().filter(|s| s.is_seed));
+    let mut fetched = 0;
+    for source in order {
+        if wanted.is_empty() {
+            break;
+        }
+        let has = |c: u32| {
+            source
+                .have
+                .as_ref()
+                .is_none_or(|runs| runs.iter().any(|r| c >= r.start && c - r.start < r.len))
+        };
+        let (mine, mut missed): (Vec<u32>, Vec<u32>) = wanted.drain(..).partition(|&c| has(c));
+        // Contiguous chunks go as one range request.
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for c in mine {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == c && *len < 64 => *len += 1,
+                _ => runs.push((c, 1)),
+            }
+        }
+        for (start, len) in runs {
+            let mut got = 0;
+            if let Ok(mut s) = source
+                .peer
+                .chunks(manifest, ChunkIndex(start), len, crate::scheduler::NO_DEADLINE_MS)
+                .await
+            {
+                while let Ok(Some((index, data))) = s.next().await {
+                    let c = cache.clone();
+                    tokio::task::spawn_blocking(move || c.put_chunk(&id, index, &data))
+                        .await
+                        .map_err(|_| Error::UnexpectedReply("cache task failed"))??;
+                    got += 1;
+                }
+            }
+            fetched += got as usize;
+            missed.extend(start + got..start + len);
+        }
+        wanted = missed;
+    }
+    Ok(fetched)
+}

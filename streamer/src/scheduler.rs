@@ -48,6 +48,9 @@
 
 use std::time::Duration;
 
+/// The request deadline that means "whenever" (prefetch), in milliseconds.
+pub const NO_DEADLINE_MS: u32 = chorus_protocol::message::NO_DEADLINE;
+
 /// A peer's index in the scheduler (stable for the scheduler's life).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey(pub usize);
