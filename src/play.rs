@@ -89,6 +89,9 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
             let played =
                 play_with_status(global, manifest, sources, &out, options, started, next).await?;
             print_report(global, &played.report);
+            for id in &played.report.banned {
+                transport.ban(*id);
+            }
             upcoming = played.next;
             if played.stopped {
                 break;

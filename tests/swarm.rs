@@ -135,3 +135,125 @@ async fn a_listener_survives_losing_two_of_five_sources_and_the_seed_serves_a_mi
         n.stop().await;
     }
 }
+
+/// A peer that speaks the protocol but lies: it claims to hold the whole
+/// track (as a cache) and answers every chunk request with bytes of the
+/// right length that fail verification.
+fn start_liar(
+    manifest: chorus_protocol::Manifest,
+) -> (chorus_streamer::transport::Transport, tokio::task::JoinHandle<()>) {
+    use chorus_protocol::Message;
+    use chorus_protocol::message::{ChunkRun, Have, ManifestResponse};
+    use chorus_streamer::wire::{read_frame, write_chunk, write_message};
+    let identity = Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap());
+    let limits = chorus_streamer::tls::TransportLimits::default();
+    let server = chorus_streamer::tls::server_config(&identity, &limits).unwrap();
+    let t = chorus_streamer::transport::Transport::bind(
+        identity,
+        ([127, 0, 0, 1], 0).into(),
+        Some(server),
+        &limits,
+    )
+    .unwrap();
+    let listen = vec![t.local_addr().unwrap()];
+    let hello = t.hello(listen);
+    let endpoint = t.endpoint().clone();
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let (m, hello) = (manifest.clone(), hello.clone());
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let (m, hello) = (m.clone(), hello.clone());
+                    tokio::spawn(async move {
+                        let Ok(Some(f)) = read_frame(&mut recv).await else { return };
+                        match f.message {
+                            Message::Hello(_) => {
+                                let _ = write_message(&mut send, &Message::Hello(hello)).await;
+                            }
+                            Message::ManifestRequest(r) => {
+                                let reply = ManifestResponse {
+                                    track: r.track,
+                                    manifest: m.encoded().clone(),
+                                    origin: false,
+                                };
+                                let _ = write_message(&mut send, &Message::ManifestResponse(reply))
+                                    .await;
+                                let all = ChunkRun { start: 0, len: m.layout().count() };
+                                let _ = write_message(
+                                    &mut send,
+                                    &Message::Have(Have { track: r.track, runs: vec![all] }),
+                                )
+                                .await;
+                            }
+                            Message::ChunkRequest(r) => {
+                                for i in r.first.0..r.first.0 + r.count {
+                                    let index = chorus_protocol::ChunkIndex(i);
+                                    let len = m.layout().chunk_len(index) as usize;
+                                    let junk = bytes::Bytes::from(vec![0x5a; len]);
+                                    if write_chunk(&mut send, r.track, index, junk).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                        let _ = send.finish();
+                    });
+                }
+            });
+        }
+    });
+    (t, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_dropped_banned_and_not_one_corrupt_byte_is_played() {
+    let lib = library_dir(&["apex-aleph.ogg"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    let seed = Seed::start(library);
+    let (liar, liar_task) = start_liar(manifest.clone());
+    let liar_id = liar.peer_id();
+    let client = client();
+    // The liar is fast and not a seed: the scheduler prefers it at first.
+    let lying = client.connect(liar.local_addr().unwrap(), None).await.unwrap();
+    let (m, origin, have) = lying.manifest_and_origin(manifest.id()).await.unwrap();
+    assert_eq!(m, manifest);
+    let honest = client.connect(seed.addr, Some(seed.id)).await.unwrap();
+    let sources = vec![
+        Source { peer: lying, is_seed: origin, have },
+        Source { peer: honest, is_seed: true, have: None },
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let wav = out.path().join("out.wav");
+    let report = play(
+        manifest.clone(),
+        sources,
+        OutputSpec::Wav(wav.clone()),
+        PlayOptions::default(),
+        Instant::now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.banned, vec![liar_id], "{report:?}");
+    assert!(
+        report.sources.iter().all(|s| s.0 != liar_id || s.2 == 0),
+        "nothing from the liar was kept"
+    );
+    let (_, _, got) = decode_file(&wav, None).unwrap();
+    let (_, _, want) = decode_file(&sample("apex-aleph.ogg"), None).unwrap();
+    assert!(got == want, "the audio is exactly the original's");
+    // Banned: this node will not dial it again.
+    client.ban(liar_id);
+    assert!(matches!(
+        client.connect(liar.local_addr().unwrap(), None).await,
+        Err(chorus_streamer::Error::Banned(id)) if id == liar_id
+    ));
+    client.close().await;
+    liar.close().await;
+    liar_task.abort();
+    seed.stop().await;
+}

@@ -75,6 +75,8 @@ pub struct PlaybackReport {
     pub sources: Vec<(chorus_protocol::PeerId, std::net::SocketAddr, u64, bool)>,
     /// Requests hedged to a second peer.
     pub hedges: u64,
+    /// Peers dropped for sending bad data (ban them from further dialling).
+    pub banned: Vec<chorus_protocol::PeerId>,
 }
 
 /// A playback in progress: counters to show while it runs, and a way to
@@ -163,6 +165,7 @@ pub async fn play(
         started_at,
         sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
         hedges: fetch_stats.hedges.load(Relaxed),
+        banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
     })
 }
 

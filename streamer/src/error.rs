@@ -83,6 +83,9 @@ pub enum Error {
     /// The node identity could not be made or loaded.
     #[error("node identity: {0}")]
     Identity(String),
+    /// The peer sent bad data before and is not dialled again.
+    #[error("peer {0} sent bad data before; not dialling it again")]
+    Banned(PeerId),
     /// The track is not in the library.
     #[error("unknown track {0}")]
     UnknownTrack(TrackId),

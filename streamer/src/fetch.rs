@@ -83,6 +83,8 @@ pub struct FetchStats {
     pub hedges: AtomicU64,
     /// Verified bytes received from each peer: id, address, bytes, is seed.
     pub by_peer: std::sync::Mutex<Vec<(PeerId, std::net::SocketAddr, u64, bool)>>,
+    /// Peers dropped for sending bad data: not to be dialled again.
+    pub banned: std::sync::Mutex<Vec<PeerId>>,
 }
 
 impl FetchStats {
@@ -205,7 +207,16 @@ pub async fn fetch_track(
                             Vec::new()
                         } else {
                             tracing::debug!("chunk {chunk} from {addr} failed: {error}");
-                            sched.on_failed(key, chunk, failure, t)
+                            let actions = sched.on_failed(key, chunk, failure, t);
+                            if failure == Failure::Corrupt && sched.is_dead(key) {
+                                let peer = &sources[keys[&key]].peer;
+                                tracing::warn!("peer {addr} sent bad data twice: dropped and banned");
+                                if let Ok(mut b) = stats.banned.lock() {
+                                    b.push(peer.id());
+                                }
+                                peer.connection().close(quinn::VarInt::from_u32(3), b"bad data");
+                            }
+                            actions
                         }
                     }
                 };

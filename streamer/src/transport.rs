@@ -36,6 +36,8 @@ pub struct Transport {
     client_config: quinn::ClientConfig,
     agent: Arc<str>,
     serving: bool,
+    /// Peers that sent bad data: never dialled again by this node.
+    banned: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -99,7 +101,7 @@ impl Transport {
             .map_err(|e| Error::io("starting QUIC endpoint", addr.to_string(), e))?;
         let client_config = tls::client_config(&identity, limits)?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
-        Ok(Self { endpoint, identity, client_config, agent, serving })
+        Ok(Self { endpoint, identity, client_config, agent, serving, banned: Arc::default() })
     }
 
     /// A dial-only endpoint on an ephemeral port (for one-shot clients).
@@ -143,15 +145,34 @@ impl Transport {
         }
     }
 
+    /// Never dial this peer again (it sent data that failed verification).
+    pub fn ban(&self, id: PeerId) {
+        if let Ok(mut b) = self.banned.lock() {
+            b.insert(id);
+        }
+    }
+
+    /// True if the peer is banned.
+    pub fn is_banned(&self, id: &PeerId) -> bool {
+        self.banned.lock().is_ok_and(|b| b.contains(id))
+    }
+
     /// Dials `addr`. If `expected` is given, the peer's certificate must
     /// carry that id, or the connection is closed with
     /// [`Error::PeerIdMismatch`] before anything is sent.
     pub async fn connect(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<Peer> {
+        if let Some(id) = expected.filter(|id| self.is_banned(id)) {
+            return Err(Error::Banned(id));
+        }
         let connecting = self.endpoint.connect_with(self.client_config.clone(), addr, "chorus")?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| Error::Timeout(CONNECT_TIMEOUT, "the QUIC handshake"))??;
         let actual = peer_id_from_connection(&conn)?;
+        if self.is_banned(&actual) {
+            conn.close(quinn::VarInt::from_u32(3), b"banned");
+            return Err(Error::Banned(actual));
+        }
         if let Some(expected) = expected {
             if expected != actual {
                 conn.close(quinn::VarInt::from_u32(1), b"unexpected peer id");
