@@ -49,7 +49,8 @@ async fn who_has_finds_holders_two_hops_away_and_no_further() {
         cache.put_manifest(&manifest).unwrap();
         for i in manifest.layout().indices() {
             let r = manifest.layout().byte_range(i);
-            cache.put_chunk(&track, i, &file[r.start as usize..r.end as usize]).unwrap();
+            let bytes = bytes::Bytes::copy_from_slice(&file[r.start as usize..r.end as usize]);
+            cache.put_chunk(&manifest.verify(i, bytes).unwrap()).unwrap();
         }
         (dir, cache)
     };

@@ -185,8 +185,8 @@ async fn prefill_from_cache(
         for run in cache.have(&id) {
             for i in run.start..run.start + run.len {
                 let index = chorus_protocol::ChunkIndex(i);
-                if let Some(data) = cache.get_chunk(&id, index) {
-                    let _ = store.insert(index, data);
+                if let Some(chunk) = cache.get_chunk(&id, index) {
+                    let _ = store.insert(chunk);
                 }
             }
         }

@@ -35,7 +35,7 @@ pub mod message;
 pub use chunk::{ChunkLayout, ChunkSize};
 pub use error::{ProtocolError, Result};
 pub use ids::{ChunkHash, ChunkIndex, PeerId, TrackId};
-pub use manifest::{Codec, Container, Manifest, MediaInfo, Tags, TimePoint};
+pub use manifest::{Codec, Container, Manifest, MediaInfo, Tags, TimePoint, VerifiedChunk};
 pub use message::Message;
 
 /// The ALPN protocol name of this protocol's QUIC connections. The version

@@ -277,6 +277,14 @@ impl Manifest {
             .ok_or(ProtocolError::ChunkOutOfRange { index, count: self.layout.count() })
     }
 
+    /// Checks a received chunk and, if it passes, returns it as a
+    /// [`VerifiedChunk`]: the only way to make one, so code that takes a
+    /// `VerifiedChunk` cannot be handed unverified bytes.
+    pub fn verify(&self, index: ChunkIndex, data: Bytes) -> Result<VerifiedChunk> {
+        self.verify_chunk(index, &data)?;
+        Ok(VerifiedChunk { track: self.id, index, data })
+    }
+
     /// Checks a received chunk: right length, right hash. Only bytes that
     /// pass may be stored, decoded or served.
     pub fn verify_chunk(&self, index: ChunkIndex, data: &[u8]) -> Result<()> {
@@ -335,6 +343,37 @@ impl Manifest {
         let i = points.partition_point(|p| p.time_us <= t_us);
         let offset = if i == 0 { 0 } else { points[i - 1].byte_offset };
         self.layout.chunk_at(offset).unwrap_or(ChunkIndex(self.layout.count() - 1))
+    }
+}
+
+/// Chunk bytes that matched their manifest's hash; made only by
+/// [`Manifest::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    track: TrackId,
+    index: ChunkIndex,
+    data: Bytes,
+}
+
+impl VerifiedChunk {
+    /// The track it belongs to.
+    pub fn track(&self) -> TrackId {
+        self.track
+    }
+
+    /// Its position in the track.
+    pub fn index(&self) -> ChunkIndex {
+        self.index
+    }
+
+    /// Its bytes.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// Its bytes, by value (a cheap `Bytes` handle).
+    pub fn into_data(self) -> Bytes {
+        self.data
     }
 }
 

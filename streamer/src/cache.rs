@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use chorus_protocol::message::ChunkRun;
-use chorus_protocol::{ChunkIndex, Manifest, TrackId};
+use chorus_protocol::{ChunkIndex, Manifest, TrackId, VerifiedChunk};
 
 use crate::error::{Error, Result};
 
@@ -147,11 +147,13 @@ impl ChunkCache {
         self.lock().tracks.get(id).map(|t| t.manifest.clone())
     }
 
-    /// Stores a chunk, verifying it first, and evicts least recently used
-    /// tracks if the cache would grow past its bound.
-    pub fn put_chunk(&self, id: &TrackId, index: ChunkIndex, data: &[u8]) -> Result<()> {
-        let manifest = self.manifest(id).ok_or(Error::UnknownTrack(*id))?;
-        manifest.verify_chunk(index, data)?;
+    /// Stores a verified chunk, evicting least recently used tracks if the
+    /// cache would grow past its bound.
+    pub fn put_chunk(&self, chunk: &VerifiedChunk) -> Result<()> {
+        let (id, index, data) = (&chunk.track(), chunk.index(), &chunk.data()[..]);
+        if self.manifest(id).is_none() {
+            return Err(Error::UnknownTrack(*id));
+        }
         if self.lock().tracks.get(id).is_some_and(|t| t.have[index.as_usize()]) {
             return Ok(());
         }
@@ -199,7 +201,7 @@ impl ChunkCache {
     }
 
     /// Reads a chunk back, verifying it again; a chunk that fails is deleted.
-    pub fn get_chunk(&self, id: &TrackId, index: ChunkIndex) -> Option<Bytes> {
+    pub fn get_chunk(&self, id: &TrackId, index: ChunkIndex) -> Option<VerifiedChunk> {
         let manifest = {
             let mut ix = self.lock();
             ix.clock += 1;
@@ -212,10 +214,11 @@ impl ChunkCache {
             t.manifest.clone()
         };
         let path = self.track_dir(id).join(index.0.to_string());
-        let data = fs::read(&path).ok();
-        match data {
-            Some(d) if manifest.verify_chunk(index, &d).is_ok() => Some(Bytes::from(d)),
-            _ => {
+        let verified =
+            fs::read(&path).ok().and_then(|d| manifest.verify(index, Bytes::from(d)).ok());
+        match verified {
+            Some(chunk) => Some(chunk),
+            None => {
                 tracing::warn!(
                     "cache: chunk {index} of {} failed verification; dropped",
                     id.fmt_short()
@@ -298,11 +301,11 @@ mod tests {
             let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
             c.put_manifest(&m).unwrap();
             assert!(
-                c.put_chunk(&m.id(), ChunkIndex(1), &chunks[0]).is_err(),
-                "wrong bytes refused"
+                m.verify(ChunkIndex(1), chunks[0].clone()).is_err(),
+                "wrong bytes never verify"
             );
             for i in [0u32, 1, 3] {
-                c.put_chunk(&m.id(), ChunkIndex(i), &chunks[i as usize]).unwrap();
+                c.put_chunk(&m.verify(ChunkIndex(i), chunks[i as usize].clone()).unwrap()).unwrap();
             }
             assert_eq!(
                 c.have(&m.id()),
@@ -310,7 +313,10 @@ mod tests {
             );
         }
         let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(c.get_chunk(&m.id(), ChunkIndex(3)).as_deref(), Some(&chunks[3][..]));
+        assert_eq!(
+            c.get_chunk(&m.id(), ChunkIndex(3)).map(|v| v.into_data()),
+            Some(chunks[3].clone())
+        );
         assert_eq!(c.total_bytes(), 3 * 1024);
         // Rot on disk: the chunk is dropped, not served.
         let path = dir.path().join(m.id().to_string()).join("0");
@@ -335,13 +341,13 @@ mod tests {
         for (m, chunks) in [(&a, &ca), (&b, &cb)] {
             c.put_manifest(m).unwrap();
             for (i, ch) in chunks.iter().enumerate() {
-                c.put_chunk(&m.id(), ChunkIndex(i as u32), ch).unwrap();
+                c.put_chunk(&m.verify(ChunkIndex(i as u32), ch.clone()).unwrap()).unwrap();
             }
         }
         // Touch a, so b is the least recently used.
         assert!(c.get_chunk(&a.id(), ChunkIndex(0)).is_some());
         c.put_manifest(&d).unwrap();
-        c.put_chunk(&d.id(), ChunkIndex(0), &cd[0]).unwrap();
+        c.put_chunk(&d.verify(ChunkIndex(0), cd[0].clone()).unwrap()).unwrap();
         assert!(c.total_bytes() <= 6 * 1024);
         assert!(c.is_complete(&a.id()));
         assert!(c.manifest(&b.id()).is_none(), "b was evicted");

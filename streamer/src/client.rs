@@ -15,7 +15,9 @@ use chorus_protocol::message::{
     CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, PeerExchange, PeerInfo,
     SearchRequest, WhoHas,
 };
-use chorus_protocol::{ChunkIndex, Manifest, Message, PeerId, TrackId, frame, limits};
+use chorus_protocol::{
+    ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
+};
 use quinn::{Connection, RecvStream};
 use tokio::io::AsyncWriteExt;
 
@@ -269,8 +271,8 @@ impl Peer {
                 in_flight.push_back(tokio::spawn(async move {
                     let mut stream = peer.chunks(&m, ChunkIndex(first), count, 0).await?;
                     let mut out = Vec::with_capacity(count as usize);
-                    while let Some((_, data)) = stream.next().await? {
-                        out.push(data);
+                    while let Some(chunk) = stream.next().await? {
+                        out.push(chunk.into_data());
                     }
                     Ok(out)
                 }));
@@ -302,15 +304,15 @@ impl ChunkStream {
     /// The next chunk, verified, or `None` once every requested chunk has
     /// arrived. A chunk that fails its hash ends the stream with
     /// [`ProtocolError::ChunkHashMismatch`]: the peer sent bad data.
-    pub async fn next(&mut self) -> Result<Option<(ChunkIndex, Bytes)>> {
+    pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
         if self.next >= self.end {
             return Ok(None);
         }
         match next_reply(&mut self.recv).await? {
             Message::ChunkData(c) if c.track == self.manifest.id() && c.index.0 == self.next => {
-                self.manifest.verify_chunk(c.index, &c.data)?;
+                let chunk = self.manifest.verify(c.index, c.data)?;
                 self.next += 1;
-                Ok(Some((c.index, c.data)))
+                Ok(Some(chunk))
             }
             Message::ChunkData(_) => Err(Error::UnexpectedReply("chunk out of order")),
             _ => Err(Error::UnexpectedReply("expected chunk data")),

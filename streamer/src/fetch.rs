@@ -325,17 +325,16 @@ async fn request(
         let next = tokio::time::timeout(stall, stream.next())
             .await
             .map_err(|_| Error::Timeout(stall, "chunk data"))??;
-        let (index, data) = next.ok_or(Error::StreamEnded)?;
-        let len = data.len() as u64;
-        // The stream verified it against the manifest; the store only keeps
+        // Verified by the stream (once); the store and the cache take only
         // verified chunks.
-        if store.insert(index, data.clone())? {
+        let verified = next.ok_or(Error::StreamEnded)?;
+        let len = verified.data().len() as u64;
+        if store.insert(verified.clone())? {
             if let Some(cache) = cache {
-                let id = store.manifest().id();
                 tokio::task::spawn_blocking(move || {
                     // A full disk must not stop playback: the cache is a bonus.
-                    if let Err(e) = cache.put_chunk(&id, index, &data) {
-                        tracing::debug!("not caching chunk {index}: {e}");
+                    if let Err(e) = cache.put_chunk(&verified) {
+                        tracing::debug!("not caching chunk {}: {e}", verified.index());
                     }
                 });
             }
@@ -438,9 +437,9 @@ pub async fn prefetch(
                 .chunks(manifest, ChunkIndex(start), len, crate::scheduler::NO_DEADLINE_MS)
                 .await
             {
-                while let Ok(Some((index, data))) = s.next().await {
+                while let Ok(Some(verified)) = s.next().await {
                     let c = cache.clone();
-                    tokio::task::spawn_blocking(move || c.put_chunk(&id, index, &data))
+                    tokio::task::spawn_blocking(move || c.put_chunk(&verified))
                         .await
                         .map_err(|_| Error::UnexpectedReply("cache task failed"))??;
                     got += 1;

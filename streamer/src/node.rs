@@ -539,6 +539,7 @@ async fn serve_cached_chunks(
             )
             .await;
         };
+        let data = data.into_data();
         let len = data.len();
         write_chunk(send, r.track, index, data).await?;
         shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);

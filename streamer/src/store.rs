@@ -1,8 +1,8 @@
 //! The verified chunk store of one track, shared by the fetcher (async,
 //! inserts) and the decoder's reader (a blocking thread, reads).
 //!
-//! Only chunks that match the manifest's hashes get in ([`TrackStore::insert`]
-//! verifies). A read of a missing chunk marks it urgent, wakes the fetcher
+//! Only chunks that match the manifest's hashes get in: [`TrackStore::insert`]
+//! takes a [`VerifiedChunk`], which only `Manifest::verify` makes. A read of a missing chunk marks it urgent, wakes the fetcher
 //! and blocks until the chunk arrives, the store is closed, or the fetcher
 //! gives up ([`TrackStore::fail`]); it never hands out unverified bytes.
 //!
@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_protocol::{ChunkIndex, Manifest, ProtocolError};
+use chorus_protocol::{ChunkIndex, Manifest, ProtocolError, VerifiedChunk};
 
 /// Why a blocking read could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,9 +85,17 @@ impl TrackStore {
         &self.manifest
     }
 
-    /// Verifies and stores a chunk. Returns `Ok(true)` if it was new.
-    pub fn insert(&self, index: ChunkIndex, data: Bytes) -> Result<bool, ProtocolError> {
-        self.manifest.verify_chunk(index, &data)?;
+    /// Stores a verified chunk of this track. Returns `Ok(true)` if it was
+    /// new. (The type guarantees the hash was checked; only the track is.)
+    pub fn insert(&self, chunk: VerifiedChunk) -> Result<bool, ProtocolError> {
+        if chunk.track() != self.manifest.id() {
+            return Err(ProtocolError::TrackIdMismatch {
+                expected: self.manifest.id(),
+                actual: chunk.track(),
+            });
+        }
+        let index = chunk.index();
+        let data = chunk.into_data();
         let mut inner = self.lock();
         let slot = &mut inner.chunks[index.as_usize()];
         if slot.is_some() {
@@ -236,10 +244,11 @@ mod tests {
     #[test]
     fn only_verified_chunks_get_in() {
         let (s, chunks) = store(4096, 0..10);
-        assert!(s.insert(ChunkIndex(1), Bytes::from_static(&[0u8; 1024])).is_err());
+        let m = s.manifest().clone();
+        assert!(m.verify(ChunkIndex(1), Bytes::from_static(&[0u8; 1024])).is_err());
         assert!(s.get(ChunkIndex(1)).is_none());
-        assert!(s.insert(ChunkIndex(1), chunks[1].clone()).unwrap());
-        assert!(!s.insert(ChunkIndex(1), chunks[1].clone()).unwrap());
+        assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
+        assert!(!s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert_eq!(s.present(), 1);
     }
 
@@ -263,7 +272,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(blocked, [2]);
-        s.insert(ChunkIndex(2), chunks[2].clone()).unwrap();
+        s.insert(s.manifest().verify(ChunkIndex(2), chunks[2].clone()).unwrap()).unwrap();
         let got = reader.join().unwrap().unwrap();
         assert_eq!(got, chunks[2][52..152].to_vec());
         assert!(s.blocked().is_empty());
