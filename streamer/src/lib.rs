@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod identity;
 pub mod library;
+pub mod netem;
 pub mod node;
 pub mod probe;
 pub mod scheduler;

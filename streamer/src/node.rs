@@ -120,8 +120,21 @@ impl Node {
         cache: Option<Arc<ChunkCache>>,
         limits: NodeLimits,
     ) -> Result<Self> {
+        Self::bind_emulated(identity, listen, library, cache, limits, None)
+    }
+
+    /// [`Node::bind_with_cache`] on an emulated link ([`crate::netem`]).
+    pub fn bind_emulated(
+        identity: Arc<Identity>,
+        listen: SocketAddr,
+        library: Library,
+        cache: Option<Arc<ChunkCache>>,
+        limits: NodeLimits,
+        link: Option<(crate::netem::LinkProfile, u64)>,
+    ) -> Result<Self> {
         let server = tls::server_config(&identity, &limits.transport)?;
-        let transport = Transport::bind(identity, listen, Some(server), &limits.transport)?;
+        let transport =
+            Transport::bind_emulated(identity, listen, Some(server), &limits.transport, link)?;
         let hello = transport.hello(vec![transport.local_addr()?]);
         let shared = Arc::new(Shared {
             library: RwLock::new(library),

@@ -152,11 +152,17 @@ impl SimReport {
     }
 }
 
-/// SplitMix64: small, fast, and plenty for loss draws.
-struct Rng(u64);
+/// SplitMix64: small, fast, and plenty for loss and jitter draws.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next_f64(&mut self) -> f64 {
+    /// A generator from a seed.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A uniform draw in [0, 1).
+    pub(crate) fn next_f64(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

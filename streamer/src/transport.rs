@@ -38,6 +38,8 @@ pub struct Transport {
     serving: bool,
     /// Peers that sent bad data: never dialled again by this node.
     banned: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
+    /// The emulated link's counters, when sends go through one.
+    link: Option<Arc<crate::netem::LinkStats>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -93,15 +95,46 @@ impl Transport {
         server: Option<quinn::ServerConfig>,
         limits: &TransportLimits,
     ) -> Result<Self> {
+        Self::bind_emulated(identity, addr, server, limits, None)
+    }
+
+    /// Binds an endpoint whose sends go through an emulated link
+    /// ([`crate::netem`]), with `seed` for its random draws.
+    pub fn bind_emulated(
+        identity: Arc<Identity>,
+        addr: SocketAddr,
+        server: Option<quinn::ServerConfig>,
+        limits: &TransportLimits,
+        link: Option<(crate::netem::LinkProfile, u64)>,
+    ) -> Result<Self> {
         let socket = bind_socket(addr)?;
         let serving = server.is_some();
         let runtime = quinn::default_runtime()
             .ok_or_else(|| Error::Identity("no async runtime for QUIC".into()))?;
-        let endpoint = Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-            .map_err(|e| Error::io("starting QUIC endpoint", addr.to_string(), e))?;
+        let io = |e| Error::io("starting QUIC endpoint", addr.to_string(), e);
+        let (endpoint, link) = match link {
+            None => (
+                Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+                    .map_err(io)?,
+                None,
+            ),
+            Some((profile, seed)) => {
+                let inner = runtime.wrap_udp_socket(socket).map_err(io)?;
+                let emulated = crate::netem::EmulatedSocket::wrap(inner, profile, seed);
+                let stats = emulated.stats();
+                let endpoint = Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    server,
+                    emulated,
+                    runtime,
+                )
+                .map_err(io)?;
+                (endpoint, Some(stats))
+            }
+        };
         let client_config = tls::client_config(&identity, limits)?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
-        Ok(Self { endpoint, identity, client_config, agent, serving, banned: Arc::default() })
+        Ok(Self { endpoint, identity, client_config, agent, serving, banned: Arc::default(), link })
     }
 
     /// A dial-only endpoint on an ephemeral port (for one-shot clients).
@@ -143,6 +176,11 @@ impl Transport {
             listen_addrs,
             agent: self.agent.to_string(),
         }
+    }
+
+    /// The emulated link's counters, if this endpoint sends through one.
+    pub fn link_stats(&self) -> Option<Arc<crate::netem::LinkStats>> {
+        self.link.clone()
     }
 
     /// Never dial this peer again (it sent data that failed verification).

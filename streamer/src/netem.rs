@@ -1,0 +1,267 @@
+//! Network emulation in user space: a wrapper around quinn's
+//! [`AsyncUdpSocket`] that gives every packet this endpoint sends a one-way
+//! delay, jitter, loss (random or bursty) and a rate limit, from a seeded RNG
+//! so runs repeat. The kernel here has no netem; this is how latency figures
+//! get their network.
+//!
+//! Each endpoint emulates its own sending direction, so two endpoints with
+//! the same [`LinkProfile`] see its full round-trip time between them.
+//!
+//! Model, per packet, in order:
+//! 1. **Loss**: independent with probability `loss`, or, for a bursty
+//!    profile, a Gilbert–Elliott chain whose bad state drops every packet,
+//!    with the same mean loss and a mean burst of `burst` packets.
+//! 2. **Rate**: the packet departs when the link has serialised everything
+//!    before it (`bytes × 8 ÷ rate`); if that would queue more than
+//!    [`QUEUE_LIMIT`] of traffic, it is dropped (a drop-tail bottleneck).
+//! 3. **Delay**: it arrives `delay ± jitter` after departing, never before
+//!    the packet sent ahead of it (no reordering).
+//!
+//! Tasks: one sender task per socket releases packets at their time.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::sim::Rng;
+
+/// Most queueing delay the emulated bottleneck holds before it drops:
+/// 250 ms, a typical home router buffer.
+pub const QUEUE_LIMIT: Duration = Duration::from_millis(250);
+
+/// A link's behaviour, applied to each direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkProfile {
+    /// A name for tables and the command line.
+    pub name: &'static str,
+    /// Round-trip time between two endpoints with this profile (each
+    /// direction gets half).
+    pub rtt: Duration,
+    /// Up to this much extra one-way delay, uniformly drawn.
+    pub jitter: Duration,
+    /// Fraction of packets lost.
+    pub loss: f64,
+    /// Mean burst length in packets (1 = independent losses).
+    pub burst: f64,
+    /// Bits per second each direction carries, if limited.
+    pub rate: Option<u64>,
+}
+
+impl LinkProfile {
+    /// The named profiles.
+    pub fn all() -> Vec<LinkProfile> {
+        let ms = Duration::from_millis;
+        let p = |name, rtt, jitter, loss, burst, rate| LinkProfile {
+            name,
+            rtt: ms(rtt),
+            jitter: ms(jitter),
+            loss,
+            burst,
+            rate,
+        };
+        vec![
+            p("lan", 1, 0, 0.0, 1.0, None),
+            p("broadband", 20, 1, 0.0, 1.0, Some(50_000_000)),
+            p("transatlantic", 80, 2, 0.0, 1.0, Some(20_000_000)),
+            p("4g", 60, 15, 0.01, 1.0, Some(10_000_000)),
+            p("lossy", 40, 5, 0.05, 3.0, Some(5_000_000)),
+        ]
+    }
+
+    /// A profile by name.
+    pub fn by_name(name: &str) -> Option<LinkProfile> {
+        Self::all().into_iter().find(|p| p.name == name)
+    }
+}
+
+/// Counters of one emulated socket.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Packets handed to the link.
+    pub sent: AtomicU64,
+    /// Packets lost (random or burst).
+    pub lost: AtomicU64,
+    /// Packets dropped at the full queue.
+    pub dropped: AtomicU64,
+}
+
+struct State {
+    rng: Rng,
+    bad: bool,
+    link_free: Instant,
+    last_arrival: Instant,
+}
+
+struct Packet {
+    at: Instant,
+    destination: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    src_ip: Option<std::net::IpAddr>,
+    contents: Vec<u8>,
+}
+
+/// A UDP socket whose sends go through an emulated link.
+pub struct EmulatedSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    profile: LinkProfile,
+    state: Mutex<State>,
+    queue: mpsc::UnboundedSender<Packet>,
+    stats: Arc<LinkStats>,
+}
+
+impl fmt::Debug for EmulatedSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatedSocket")
+            .field("profile", &self.profile.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatedSocket {
+    /// Wraps `inner`; `seed` makes the loss and jitter draws repeat. Must be
+    /// called inside a tokio runtime (it starts the sender task).
+    pub fn wrap(inner: Arc<dyn AsyncUdpSocket>, profile: LinkProfile, seed: u64) -> Arc<Self> {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Packet>();
+        let sender = inner.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                tokio::time::sleep_until(p.at).await;
+                let t = Transmit {
+                    destination: p.destination,
+                    ecn: p.ecn,
+                    contents: &p.contents,
+                    segment_size: None,
+                    src_ip: p.src_ip,
+                };
+                // A full kernel buffer is a loss, as on a real link; retry
+                // briefly first.
+                for _ in 0..3 {
+                    match sender.try_send(&t) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        let now = Instant::now();
+        Arc::new(Self {
+            inner,
+            profile,
+            state: Mutex::new(State {
+                rng: Rng::new(seed),
+                bad: false,
+                link_free: now,
+                last_arrival: now,
+            }),
+            queue,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<LinkStats> {
+        self.stats.clone()
+    }
+}
+
+impl AsyncUdpSocket for EmulatedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        let p = &self.profile;
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // 1. Loss.
+        let lost = if p.loss <= 0.0 {
+            false
+        } else if p.burst <= 1.0 {
+            s.rng.next_f64() < p.loss
+        } else {
+            // Gilbert–Elliott: leave the bad state with 1/burst; enter it so
+            // that the stationary share of bad packets is `loss`.
+            let leave = 1.0 / p.burst;
+            let enter = (p.loss * leave / (1.0 - p.loss)).min(1.0);
+            let draw = s.rng.next_f64();
+            s.bad = if s.bad { draw >= leave } else { draw < enter };
+            s.bad
+        };
+        if lost {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // 2. Rate, with a drop-tail queue.
+        let now = Instant::now();
+        let start = s.link_free.max(now);
+        if start.duration_since(now) > QUEUE_LIMIT {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let serialise = p.rate.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(transmit.contents.len() as f64 * 8.0 / r as f64)
+        });
+        let departs = start + serialise;
+        s.link_free = departs;
+        // 3. Delay and jitter, without reordering.
+        let jitter = p.jitter.mul_f64(s.rng.next_f64());
+        let arrives = (departs + p.rtt / 2 + jitter).max(s.last_arrival);
+        s.last_arrival = arrives;
+        drop(s);
+        let packet = Packet {
+            at: arrives,
+            destination: transmit.destination,
+            ecn: transmit.ecn,
+            src_ip: transmit.src_ip,
+            contents: transmit.contents.to_vec(),
+        };
+        self.queue.send(packet).map_err(|_| io::Error::other("emulated link closed"))
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// The emulator queues every send, so the socket is always writable.
+#[derive(Debug)]
+struct AlwaysWritable;
+
+impl UdpPoller for AlwaysWritable {
+    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
