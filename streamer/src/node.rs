@@ -158,13 +158,6 @@ impl Node {
         &self.shared.stats
     }
 
-    /// Replaces the library (after a rescan).
-    pub fn set_library(&self, library: Library) {
-        if let Ok(mut l) = self.shared.library.write() {
-            *l = library;
-        }
-    }
-
     /// Runs `f` with the library.
     pub fn with_library<R>(&self, f: impl FnOnce(&Library) -> R) -> Option<R> {
         self.shared.library.read().ok().map(|l| f(&l))

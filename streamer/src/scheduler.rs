@@ -379,11 +379,6 @@ impl Scheduler {
         self.peers.iter().filter(|p| !p.dead).count()
     }
 
-    /// Verified bytes received from each peer.
-    pub fn bytes_by_peer(&self) -> Vec<(PeerKey, u64, bool)> {
-        self.peers.iter().enumerate().map(|(i, p)| (PeerKey(i), p.bytes, p.is_seed)).collect()
-    }
-
     /// The playhead moved (play, pause, seek, or simply time passing).
     pub fn set_playhead(&mut self, playhead: Playhead) {
         self.playhead = playhead;
@@ -392,11 +387,6 @@ impl Scheduler {
     /// Chunks the decoder is waiting for right now (they are due at once).
     pub fn set_blocked(&mut self, chunks: Vec<u32>) {
         self.blocked = chunks;
-    }
-
-    /// The playhead.
-    pub fn playhead(&self) -> Playhead {
-        self.playhead
     }
 
     /// When chunk `i` is due, in scheduler time.

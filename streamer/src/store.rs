@@ -109,11 +109,6 @@ impl TrackStore {
         Ok(true)
     }
 
-    /// A chunk if present.
-    pub fn get(&self, index: ChunkIndex) -> Option<Bytes> {
-        self.lock().chunks.get(index.as_usize()).cloned().flatten()
-    }
-
     /// True if the chunk is present.
     pub fn has(&self, index: u32) -> bool {
         self.lock().chunks.get(index as usize).is_some_and(Option::is_some)
@@ -246,7 +241,7 @@ mod tests {
         let (s, chunks) = store(4096, 0..10);
         let m = s.manifest().clone();
         assert!(m.verify(ChunkIndex(1), Bytes::from_static(&[0u8; 1024])).is_err());
-        assert!(s.get(ChunkIndex(1)).is_none());
+        assert!(!s.has(1));
         assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert!(!s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert_eq!(s.present(), 1);
