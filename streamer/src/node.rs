@@ -80,6 +80,8 @@ pub struct NodeStats {
 struct Shared {
     library: RwLock<Library>,
     cache: Option<Arc<ChunkCache>>,
+    /// Library files kept open while they are being served.
+    open_files: std::sync::Mutex<OpenFiles>,
     peers: std::sync::Mutex<PeerTable>,
     transport: Transport,
     limits: NodeLimits,
@@ -139,6 +141,7 @@ impl Node {
         let shared = Arc::new(Shared {
             library: RwLock::new(library),
             cache,
+            open_files: Default::default(),
             peers: Default::default(),
             transport: transport.clone(),
             limits,
@@ -459,14 +462,8 @@ async fn serve_chunks(
         return write_error(send, ErrorCode::UnknownChunk, msg).await;
     }
     let _ = send.set_priority(priority(r.deadline_ms));
-    let file = {
-        let path = track.path.clone();
-        tokio::task::spawn_blocking(move || File::open(&path))
-            .await
-            .map_err(|_| Error::UnexpectedReply("reader task failed"))?
-    };
-    let file = match file {
-        Ok(f) => Arc::new(f),
+    let file = match shared.open_file(&track).await {
+        Ok(f) => f,
         Err(e) => {
             tracing::warn!("{}: cannot open ({e}); no longer serving it", track.path.display());
             drop_track(shared, &track);
@@ -554,7 +551,55 @@ async fn serve_cached_chunks(
     Ok(())
 }
 
+/// Files open for serving, most recently used last. The scheduler asks for
+/// one chunk per request, so without this every 16 KiB chunk would cost an
+/// open(2). Bounded so a large library cannot exhaust file descriptors.
+#[derive(Default)]
+struct OpenFiles {
+    files: Vec<(TrackId, Arc<File>)>,
+}
+
+/// Files held open at once: enough for every track a busy seed streams.
+const OPEN_FILES: usize = 64;
+
+impl Shared {
+    /// The track's file, opened once and reused while it stays among the
+    /// recently served. (A file replaced under us keeps its old bytes behind
+    /// the open handle; they still verify against the old manifest, so
+    /// serving them stays correct.)
+    async fn open_file(&self, track: &Arc<LibraryTrack>) -> std::io::Result<Arc<File>> {
+        let id = track.manifest.id();
+        if let Ok(mut open) = self.open_files.lock() {
+            if let Some(pos) = open.files.iter().position(|(t, _)| *t == id) {
+                let entry = open.files.remove(pos);
+                let file = entry.1.clone();
+                open.files.push(entry);
+                return Ok(file);
+            }
+        }
+        let path = track.path.clone();
+        let file = tokio::task::spawn_blocking(move || File::open(&path))
+            .await
+            .map_err(|_| std::io::Error::other("opener task failed"))??;
+        let file = Arc::new(file);
+        if let Ok(mut open) = self.open_files.lock() {
+            if open.files.len() >= OPEN_FILES {
+                open.files.remove(0);
+            }
+            open.files.push((id, file.clone()));
+        }
+        Ok(file)
+    }
+
+    fn forget_file(&self, id: &TrackId) {
+        if let Ok(mut open) = self.open_files.lock() {
+            open.files.retain(|(t, _)| t != id);
+        }
+    }
+}
+
 fn drop_track(shared: &Shared, track: &LibraryTrack) {
+    shared.forget_file(&track.manifest.id());
     if let Ok(mut l) = shared.library.write() {
         l.remove(&track.manifest.id());
     }
