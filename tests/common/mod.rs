@@ -93,6 +93,13 @@ pub struct UdpRelay {
 
 impl UdpRelay {
     pub async fn start(target: SocketAddr, bits_per_second: u64) -> Self {
+        Self::start_with_cutoff(target, bits_per_second, u64::MAX).await
+    }
+
+    /// Like `start`, but the relay itself turns into a black hole once it
+    /// has carried `cutoff` bytes toward the client: the fault comes at a
+    /// point in the data, not at a time the test thread happens to run.
+    pub async fn start_with_cutoff(target: SocketAddr, bits_per_second: u64, cutoff: u64) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         use tokio::net::UdpSocket;
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
@@ -120,8 +127,14 @@ impl UdpRelay {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_536];
                 let mut next = tokio::time::Instant::now();
+                let mut carried = 0u64;
                 while let Ok(n) = back.recv(&mut buf).await {
                     if hole.load(Relaxed) {
+                        continue;
+                    }
+                    carried += n as u64;
+                    if carried > cutoff {
+                        hole.store(true, Relaxed);
                         continue;
                     }
                     let now = tokio::time::Instant::now();
@@ -138,6 +151,11 @@ impl UdpRelay {
             })
         };
         Self { addr, blackhole, tasks: vec![up, down] }
+    }
+
+    /// True once nothing gets through.
+    pub fn is_blackholed(&self) -> bool {
+        self.blackhole.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// From now on, nothing gets through in either direction.
