@@ -85,6 +85,16 @@ impl Converter {
         }
     }
 
+    /// Forgets what the resampler holds (after a seek: the samples before
+    /// it are not wanted).
+    pub fn reset(&mut self) {
+        if let Some(r) = &mut self.resampler {
+            r.inner.reset();
+            r.pending.clear();
+            r.delay = r.inner.output_delay();
+        }
+    }
+
     /// Flushes what the resampler holds at the end of the track.
     pub fn finish(&mut self, emit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
         match &mut self.resampler {

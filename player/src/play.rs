@@ -8,11 +8,14 @@
 //! They share the store and [`PlaybackStats`]; nothing else.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use chorus_protocol::Manifest;
-use chorus_streamer::fetch::{FetchConfig, FetchControl, FetchStats, Source, fetch_track};
+use chorus_streamer::fetch::{
+    FetchConfig, FetchControl, FetchStats, Source, fetch_in_order, fetch_track,
+};
 use chorus_streamer::store::TrackStore;
 
 use crate::convert::Converter;
@@ -37,6 +40,9 @@ pub struct PlayOptions {
     pub max_wait: Duration,
     /// Fetcher settings.
     pub fetch: FetchConfig,
+    /// The track's own gain (linear; from ReplayGain with `--normalize`),
+    /// applied under the listener's volume.
+    pub gain: f32,
 }
 
 impl Default for PlayOptions {
@@ -46,6 +52,7 @@ impl Default for PlayOptions {
             prebuffer: Duration::from_millis(50),
             max_wait: Duration::from_secs(30),
             fetch: FetchConfig::default(),
+            gain: 1.0,
         }
     }
 }
@@ -79,16 +86,17 @@ pub struct PlaybackReport {
     pub banned: Vec<chorus_protocol::PeerId>,
 }
 
-/// A playback in progress: counters to show while it runs, and a way to
-/// stop it.
+/// A playback in progress: counters to show while it runs, and controls.
 #[derive(Clone)]
 pub struct Playback {
-    /// Live counters.
+    /// Live counters (of the sink: they carry over a gapless join).
     pub stats: Arc<PlaybackStats>,
     /// Live fetch counters.
     pub fetch: Arc<FetchStats>,
     /// The track's chunks.
     pub store: Arc<TrackStore>,
+    /// Raised to end this track early (the next one starts at once).
+    cancel: Arc<AtomicBool>,
 }
 
 impl Playback {
@@ -97,6 +105,32 @@ impl Playback {
     pub fn stop(&self) {
         self.stats.stop.store(true, Relaxed);
         self.store.close();
+    }
+
+    /// Ends this track now; what it left in the sink is dropped when the
+    /// next track starts.
+    pub fn skip(&self) {
+        self.cancel.store(true, Relaxed);
+        self.stats.skip.store(true, Relaxed);
+        self.store.close();
+    }
+
+    /// Seeks to `t` in the track (the latest request wins). Its latency
+    /// is measured to the first sample played from there.
+    pub fn seek(&self, t: Duration) {
+        let t = t.min(self.store.manifest().duration());
+        self.store.hint(self.store.manifest().chunk_at_time(t));
+        self.stats.request_seek(t);
+    }
+
+    /// Pauses or resumes.
+    pub fn set_paused(&self, paused: bool) {
+        self.stats.paused.store(paused, Relaxed);
+    }
+
+    /// Sets the volume (linear gain; ramped, so no click).
+    pub fn set_volume(&self, gain: f32) {
+        self.stats.set_volume(gain);
     }
 }
 
@@ -111,62 +145,229 @@ pub async fn play(
     started: Instant,
     on_start: impl FnOnce(&Playback),
 ) -> Result<PlaybackReport> {
-    let store = Arc::new(TrackStore::new(manifest.clone()));
-    if let Some(cache) = &options.fetch.cache {
-        prefill_from_cache(cache, &store).await;
-    }
-    let control = Arc::new(FetchControl::default());
-    let stats = Arc::new(PlaybackStats::with_gate(started, control.ready.clone()));
-    let fetch_stats = Arc::new(FetchStats::default());
-    if !options.start.is_zero() {
-        store.hint(manifest.chunk_at_time(options.start));
-    }
-    on_start(&Playback { stats: stats.clone(), fetch: fetch_stats.clone(), store: store.clone() });
-    let fetcher = tokio::spawn(fetch_track(
-        store.clone(),
-        sources,
-        options.fetch.clone(),
-        fetch_stats.clone(),
-        control.clone(),
-    ));
-    // Tell the scheduler where the audible playhead is.
-    let playhead = {
-        let (stats, control, offset) = (stats.clone(), control.clone(), options.start);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                let playing = stats.time_to_first_audio().is_some();
-                control.set_playhead(offset + stats.position(), playing);
-            }
-        })
-    };
+    let mut player = Player::new(output, false);
+    let report = player.play(manifest, sources, options, started, on_start).await;
+    let finished = player.finish().await;
+    let report = report?;
+    finished?;
+    Ok(report)
+}
 
-    let (s, st, opts) = (store.clone(), stats.clone(), options.clone());
-    let hint = extension_hint(manifest.media().container);
-    let decoded =
-        tokio::task::spawn_blocking(move || decode_into_sink(s, st, &output, &opts, hint)).await;
-    store.close();
-    fetcher.abort();
-    playhead.abort();
-    let (track_rate, output_rate, started_at) = match decoded {
-        Ok(r) => r?,
-        Err(_) => return Err(Error::Source("the decode thread failed".into())),
-    };
-    Ok(PlaybackReport {
-        time_to_first_audio: stats.time_to_first_audio(),
-        underruns: stats.underruns.load(Relaxed),
-        silent: stats.silent(),
-        played: stats.position(),
-        bytes_fetched: fetch_stats.bytes.load(Relaxed),
-        stalls: stats.stalls.load(Relaxed),
-        track_rate,
-        output_rate,
-        started_at,
-        sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
-        hedges: fetch_stats.hedges.load(Relaxed),
-        banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
-    })
+/// What one decode job hands back.
+type JobResult = Result<(u32, u32, Duration)>;
+
+struct Job {
+    store: Arc<TrackStore>,
+    stats: Arc<PlaybackStats>,
+    cancel: Arc<AtomicBool>,
+    /// Open a new sink (finishing the old one), or continue the open one.
+    new_sink: bool,
+    /// Drop what the previous track left in the sink (it was skipped).
+    discard: bool,
+    /// Leave the sink open afterwards for a gapless join.
+    keep_open: bool,
+    options: PlayOptions,
+    hint: Option<&'static str>,
+    done: tokio::sync::oneshot::Sender<JobResult>,
+}
+
+enum Command {
+    Play(Box<Job>),
+    Finish(tokio::sync::oneshot::Sender<Result<()>>),
+}
+
+/// The sink a player holds between tracks, with the format it was opened
+/// for.
+struct OpenSink {
+    sink: Box<dyn sink::Sink>,
+    stats: Arc<PlaybackStats>,
+}
+
+/// Plays tracks one after another through one output. With `gapless`,
+/// consecutive tracks of the same rate and channel count share one open
+/// sink: the next track's first sample follows the last one's with no gap.
+/// The sink lives on one decode thread for the player's whole life.
+pub struct Player {
+    output: OutputSpec,
+    gapless: bool,
+    commands: std::sync::mpsc::SyncSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The open sink's input format and counters, when one is open.
+    current: Option<(u32, usize, Arc<PlaybackStats>)>,
+    /// The last track was skipped: drop what it left in the sink.
+    skipped: bool,
+}
+
+impl Player {
+    /// A player writing to `output`.
+    pub fn new(output: OutputSpec, gapless: bool) -> Self {
+        let (commands, rx) = std::sync::mpsc::sync_channel::<Command>(1);
+        let spec = output.clone();
+        let thread = std::thread::Builder::new()
+            .name("chorus-decode".into())
+            .spawn(move || decode_thread(&spec, &rx))
+            .ok();
+        Self { output, gapless, commands, thread, current: None, skipped: false }
+    }
+
+    /// The output this player writes to.
+    pub fn output(&self) -> &OutputSpec {
+        &self.output
+    }
+
+    /// Plays one track (see [`play`]); returns when its last sample is in
+    /// the sink, or, without gapless, when it has played out.
+    pub async fn play(
+        &mut self,
+        manifest: Manifest,
+        sources: Vec<Source>,
+        options: PlayOptions,
+        started: Instant,
+        on_start: impl FnOnce(&Playback),
+    ) -> Result<PlaybackReport> {
+        let store = Arc::new(TrackStore::new(manifest.clone()));
+        if let Some(cache) = &options.fetch.cache {
+            prefill_from_cache(cache, &store).await;
+        }
+        let control = Arc::new(FetchControl::default());
+        let media = manifest.media();
+        let format = (media.sample_rate, usize::from(media.channels));
+        let (stats, new_sink) = match &self.current {
+            Some((rate, ch, stats))
+                if self.gapless && (*rate, *ch) == format && !stats.stop.load(Relaxed) =>
+            {
+                // The sink is already playing: the start rule has nothing to
+                // hold back.
+                control.ready.store(true, Relaxed);
+                (stats.clone(), false)
+            }
+            _ => (Arc::new(PlaybackStats::with_gate(started, control.ready.clone())), true),
+        };
+        let before = Counters::read(&stats);
+        let fetch_stats = Arc::new(FetchStats::default());
+        if !options.start.is_zero() {
+            store.hint(manifest.chunk_at_time(options.start));
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let playback = Playback {
+            stats: stats.clone(),
+            fetch: fetch_stats.clone(),
+            store: store.clone(),
+            cancel: cancel.clone(),
+        };
+        on_start(&playback);
+        let fetcher = match sources.first() {
+            Some(first) if options.fetch.plain_order => tokio::spawn(fetch_in_order(
+                store.clone(),
+                first.clone(),
+                fetch_stats.clone(),
+                control.clone(),
+            )),
+            _ => tokio::spawn(fetch_track(
+                store.clone(),
+                sources,
+                options.fetch.clone(),
+                fetch_stats.clone(),
+                control.clone(),
+            )),
+        };
+        // Tell the scheduler where the audible playhead is.
+        let playhead = {
+            let (stats, control) = (stats.clone(), control.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tick.tick().await;
+                    let playing = stats.time_to_first_audio().is_some();
+                    control.set_playhead(stats.target_position(), playing);
+                }
+            })
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = Job {
+            store: store.clone(),
+            stats: stats.clone(),
+            cancel: cancel.clone(),
+            new_sink,
+            discard: std::mem::take(&mut self.skipped),
+            keep_open: self.gapless,
+            hint: extension_hint(manifest.media().container),
+            options,
+            done,
+        };
+        let sent = self.commands.send(Command::Play(Box::new(job)));
+        let decoded = match sent {
+            Ok(()) => result.await.unwrap_or_else(|_| Err(thread_failed())),
+            Err(_) => Err(thread_failed()),
+        };
+        store.close();
+        fetcher.abort();
+        playhead.abort();
+        self.skipped = cancel.load(Relaxed);
+        self.current = match (&decoded, self.gapless) {
+            (Ok(_), true) => Some((format.0, format.1, stats.clone())),
+            _ => None,
+        };
+        let (track_rate, output_rate, started_at) = decoded?;
+        let after = Counters::read(&stats);
+        Ok(PlaybackReport {
+            time_to_first_audio: if new_sink {
+                stats.time_to_first_audio()
+            } else {
+                // Joined without a gap: the first sample came as the last
+                // one of the previous track played.
+                Some(Duration::ZERO)
+            },
+            underruns: after.underruns - before.underruns,
+            silent: after.silent.saturating_sub(before.silent),
+            played: stats.position().saturating_sub(started_at),
+            bytes_fetched: fetch_stats.bytes.load(Relaxed),
+            stalls: after.stalls - before.stalls,
+            track_rate,
+            output_rate,
+            started_at,
+            sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
+            hedges: fetch_stats.hedges.load(Relaxed),
+            banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Plays out what the sink holds and closes it.
+    pub async fn finish(mut self) -> Result<()> {
+        self.current = None;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Finish(tx)).is_err() {
+            return Err(thread_failed());
+        }
+        let r = rx.await.unwrap_or_else(|_| Err(thread_failed()));
+        if let Some(t) = self.thread.take() {
+            // Closing the channel ends the thread; it is idle now.
+            drop(self);
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        r
+    }
+}
+
+fn thread_failed() -> Error {
+    Error::Source("the decode thread failed".into())
+}
+
+/// Counters read before and after a track, for its own share.
+struct Counters {
+    underruns: u64,
+    silent: Duration,
+    stalls: u64,
+}
+
+impl Counters {
+    fn read(s: &PlaybackStats) -> Self {
+        Self {
+            underruns: s.underruns.load(Relaxed),
+            silent: s.silent(),
+            stalls: s.stalls.load(Relaxed),
+        }
+    }
 }
 
 /// Loads what the cache holds of the track into the store (each chunk is
@@ -194,47 +395,170 @@ async fn prefill_from_cache(
     .await;
 }
 
-fn decode_into_sink(
+/// The decode thread: runs jobs one by one, holding the sink in between.
+fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Command>) {
+    let mut open: Option<OpenSink> = None;
+    while let Ok(command) = commands.recv() {
+        match command {
+            Command::Play(job) => {
+                let Job { store, stats, cancel, new_sink, discard, keep_open, options, hint, done } =
+                    *job;
+                if new_sink && let Some(mut old) = open.take() {
+                    old.stats.end_of_stream.store(true, Relaxed);
+                    if let Err(e) = old.sink.finish() {
+                        tracing::warn!("{e}");
+                    }
+                }
+                stats.skip.store(false, Relaxed);
+                let track = Track { store, stats, cancel, options, hint, discard };
+                let result = decode_track(&track, output, &mut open);
+                if !keep_open || result.is_err() {
+                    if let Some(mut s) = open.take() {
+                        s.stats.end_of_stream.store(true, Relaxed);
+                        let finished = s.sink.finish();
+                        let _ = done.send(result.and_then(|r| finished.map(|()| r)));
+                        continue;
+                    }
+                }
+                let _ = done.send(result);
+            }
+            Command::Finish(done) => {
+                let mut r = Ok(());
+                if let Some(mut s) = open.take() {
+                    s.stats.end_of_stream.store(true, Relaxed);
+                    r = s.sink.finish();
+                }
+                let _ = done.send(r);
+            }
+        }
+    }
+}
+
+struct Track {
     store: Arc<TrackStore>,
     stats: Arc<PlaybackStats>,
-    output: &OutputSpec,
-    options: &PlayOptions,
-    hint: Option<&str>,
-) -> Result<(u32, u32, Duration)> {
-    let st = stats.clone();
+    cancel: Arc<AtomicBool>,
+    options: PlayOptions,
+    hint: Option<&'static str>,
+    discard: bool,
+}
+
+/// Decodes one track into the open sink (opening one if there is none).
+/// Returns the track's rate, the sink's rate and where playback started.
+fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> JobResult {
+    let st = t.stats.clone();
     let on_stall = Box::new(move |chunk: u32| {
         st.stalls.fetch_add(1, Relaxed);
         tracing::warn!("stalled: waiting for chunk {chunk} from peers");
     });
-    let source = ChunkSource::new(store, options.max_wait, on_stall);
-    let mut decoder = match Decoder::open(Box::new(source), hint) {
-        Err(Error::Source(_)) if stats.stop.load(Relaxed) => {
-            return Ok((0, 0, Duration::ZERO));
-        }
+    let stopped = || t.stats.stop.load(Relaxed) || t.cancel.load(Relaxed);
+    let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
+    let mut decoder = match Decoder::open(Box::new(source), t.hint) {
+        Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO)),
         d => d?,
     };
     let started_at =
-        if options.start.is_zero() { Duration::ZERO } else { decoder.seek(options.start)? };
+        if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());
-    let mut sink = sink::open(output, rate, channels, options.prebuffer, stats.clone())?;
+    let out = match open {
+        Some(o) => o,
+        None => open.insert(OpenSink {
+            sink: sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?,
+            stats: t.stats.clone(),
+        }),
+    };
+    let sink = &mut out.sink;
+    sink.begin_segment(started_at, t.discard);
     let mut converter = Converter::new(rate, channels, sink.format())?;
+    let mut gain = Gain::new(sink.format(), t.options.gain);
     let result = (|| -> Result<()> {
-        while let Some(block) = decoder.next_block()? {
-            if stats.stop.load(Relaxed) {
+        loop {
+            if stopped() {
                 return Ok(());
             }
-            converter.push(block, &mut |s| sink.write(s))?;
+            if let Some(to) = t.stats.take_seek() {
+                let at = decoder.seek(to)?;
+                converter.reset();
+                sink.begin_segment(at, true);
+                continue;
+            }
+            let Some(block) = decoder.next_block()? else { break };
+            let target = t.stats.volume();
+            converter.push(block, &mut |s| sink.write(gain.apply(s, target)))?;
         }
-        converter.finish(&mut |s| sink.write(s))
+        let target = t.stats.volume();
+        converter.finish(&mut |s| sink.write(gain.apply(s, target)))
     })();
-    // Stop the sink even when decoding failed, so the device is released.
-    stats.end_of_stream.store(true, Relaxed);
-    let finished = sink.finish();
     match result {
         // Stopped on purpose: the store was closed under the reader.
-        Err(Error::Source(_)) if stats.stop.load(Relaxed) => {}
+        Err(Error::Source(_)) if stopped() => {}
         r => r?,
     }
-    finished?;
     Ok((rate, sink.format().rate, started_at))
+}
+
+/// Volume in the decode thread: a linear ramp of 20 ms towards the gain
+/// asked for, so a change never clicks. `base` is the track's own gain
+/// (ReplayGain), applied under the listener's volume.
+struct Gain {
+    current: f32,
+    base: f32,
+    step: f32,
+    channels: usize,
+    scratch: Vec<f32>,
+}
+
+impl Gain {
+    fn new(format: sink::SinkFormat, base: f32) -> Self {
+        let ramp_frames = (format.rate as f32 * 0.02).max(1.0);
+        Self {
+            current: f32::NAN,
+            base,
+            step: 1.0 / ramp_frames,
+            channels: format.channels.max(1),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// `samples` with the gain applied; untouched (no copy) at unity.
+    fn apply<'a>(&'a mut self, samples: &'a [f32], volume: f32) -> &'a [f32] {
+        let target = volume * self.base;
+        if self.current.is_nan() {
+            // The track starts at its level: no ramp from silence.
+            self.current = target;
+        }
+        if self.current == target && target == 1.0 {
+            return samples;
+        }
+        self.scratch.clear();
+        self.scratch.reserve(samples.len());
+        for frame in samples.chunks(self.channels) {
+            let d = target - self.current;
+            self.current += d.clamp(-self.step, self.step);
+            let g = self.current;
+            self.scratch.extend(frame.iter().map(|s| s * g));
+        }
+        &self.scratch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_changes_ramp_without_a_jump() {
+        let format = sink::SinkFormat { rate: 1000, channels: 2 };
+        let mut g = Gain::new(format, 1.0);
+        let ones = [1.0f32; 200];
+        assert_eq!(g.apply(&ones, 1.0).as_ptr(), ones.as_ptr(), "unity gain copies nothing");
+        let out = g.apply(&ones, 0.0).to_vec();
+        // 20 ms at 1 kHz: 20 frames to reach silence, each a small step.
+        let steps: Vec<f32> = out.chunks(2).map(|f| f[0]).collect();
+        assert!(steps.windows(2).all(|w| w[1] <= w[0] && w[0] - w[1] <= 0.051));
+        assert_eq!(steps[19], 0.0);
+        assert!(steps[0] > 0.9);
+        let normalized = Gain::new(format, 0.5).apply(&ones, 1.0).to_vec();
+        assert!(normalized.iter().all(|&s| s == 0.5), "a track's gain applies from its start");
+    }
 }

@@ -1,7 +1,7 @@
 //! Playback counters shared by the decode thread and the audio callback:
 //! atomics only, so the callback can update them without locking.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Live counters of one playback.
@@ -25,9 +25,47 @@ pub struct PlaybackStats {
     pub stalls: AtomicU64,
     /// Set to stop playback early (Ctrl-C, a duration limit).
     pub stop: AtomicBool,
+    /// Set while the current track is being skipped: a writer blocked on a
+    /// full sink gives up.
+    pub skip: AtomicBool,
     /// The start gate: a real-time sink starts playing only once this is
     /// raised (by the fetcher's start rule) or the stream has ended.
     pub gate: std::sync::Arc<AtomicBool>,
+    /// Raised while the listener has paused: the consumer plays silence
+    /// without taking samples (and without counting underruns).
+    pub paused: AtomicBool,
+    /// The volume asked for, as `f32` bits (1.0 = unchanged); the decode
+    /// thread ramps towards it.
+    volume: AtomicU32,
+    /// A seek asked for: target in milliseconds + 1, or 0 for none.
+    seek_request: AtomicU64,
+    /// Segments: a seek or the next track of a gapless queue starts a new
+    /// segment at a sample index of the ring. The decode thread publishes
+    /// `segment_at`/`segment_base_ms`/`segment_discard`, then bumps
+    /// `segment_gen` (release); the consumer acknowledges in `crossed_gen`
+    /// once it plays from there.
+    pub segment_gen: AtomicU64,
+    /// Sample index (counted over everything written to the sink) where the
+    /// newest segment starts.
+    pub segment_at: AtomicU64,
+    /// Track position of the newest segment's first sample, in ms.
+    pub segment_base_ms: AtomicU64,
+    /// Whether samples before the newest segment are discarded (a seek), or
+    /// played out first (the next track).
+    pub segment_discard: AtomicBool,
+    /// When the newest segment was asked for (ns since `started`).
+    pub segment_asked_ns: AtomicU64,
+    /// The last segment the consumer reached.
+    pub crossed_gen: AtomicU64,
+    /// Track position where the playing segment starts, in ms.
+    base_ms: AtomicU64,
+    /// Frames played in the playing segment.
+    pub segment_frames: AtomicU64,
+    /// From asking for the last discarding segment (a seek) to its first
+    /// sample played, in ns; 0 until one has played.
+    pub last_seek_ns: AtomicU64,
+    /// Seeks that have played their first sample.
+    pub seeks_done: AtomicU64,
 }
 
 impl PlaybackStats {
@@ -49,8 +87,98 @@ impl PlaybackStats {
             end_of_stream: AtomicBool::new(false),
             stalls: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            skip: AtomicBool::new(false),
             gate,
+            paused: AtomicBool::new(false),
+            volume: AtomicU32::new(1.0f32.to_bits()),
+            seek_request: AtomicU64::new(0),
+            segment_gen: AtomicU64::new(0),
+            segment_at: AtomicU64::new(0),
+            segment_base_ms: AtomicU64::new(0),
+            segment_discard: AtomicBool::new(false),
+            segment_asked_ns: AtomicU64::new(0),
+            crossed_gen: AtomicU64::new(0),
+            base_ms: AtomicU64::new(0),
+            segment_frames: AtomicU64::new(0),
+            last_seek_ns: AtomicU64::new(0),
+            seeks_done: AtomicU64::new(0),
         }
+    }
+
+    /// Nanoseconds since `started` (for stamping requests).
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The instant the clock started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Asks the decode thread to seek to `t` (the latest request wins).
+    pub fn request_seek(&self, t: Duration) {
+        let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX - 1);
+        self.segment_asked_ns.store(self.now_ns(), Relaxed);
+        self.seek_request.store(ms + 1, Relaxed);
+    }
+
+    /// Takes the pending seek request, if any.
+    pub fn take_seek(&self) -> Option<Duration> {
+        match self.seek_request.swap(0, Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// True when a writer blocked on a full sink should give up its block:
+    /// playback stops, or a seek will discard it anyway.
+    pub fn interrupted(&self) -> bool {
+        self.stop.load(Relaxed) || self.skip.load(Relaxed) || self.seek_request.load(Relaxed) != 0
+    }
+
+    /// Sets the volume (linear gain, clamped to 0..=2).
+    pub fn set_volume(&self, gain: f32) {
+        let g = if gain.is_finite() { gain.clamp(0.0, 2.0) } else { 1.0 };
+        self.volume.store(g.to_bits(), Relaxed);
+    }
+
+    /// The volume asked for.
+    pub fn volume(&self) -> f32 {
+        f32::from_bits(self.volume.load(Relaxed))
+    }
+
+    /// Called by the consumer when it reaches a new segment: positions now
+    /// count from the segment's base. Atomics only.
+    pub fn enter_segment(&self, generation: u64) {
+        self.base_ms.store(self.segment_base_ms.load(Relaxed), Relaxed);
+        self.segment_frames.store(0, Relaxed);
+        self.crossed_gen.store(generation, Relaxed);
+    }
+
+    /// The seek to a new position has played its first sample: records the
+    /// latency. Reads the clock once per seek, not per callback.
+    pub fn mark_seek_done(&self) {
+        let asked = self.segment_asked_ns.load(Relaxed);
+        self.last_seek_ns.store(self.now_ns().saturating_sub(asked).max(1), Relaxed);
+        self.seeks_done.fetch_add(1, Relaxed);
+    }
+
+    /// The last seek's latency (ask → first sample from the new position).
+    pub fn last_seek_latency(&self) -> Option<Duration> {
+        match self.last_seek_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// The track position the listener hears (or is about to hear, when a
+    /// seek is pending): what the fetcher should plan around.
+    pub fn target_position(&self) -> Duration {
+        let generation = self.segment_gen.load(Relaxed);
+        if generation != self.crossed_gen.load(Relaxed) && self.segment_discard.load(Relaxed) {
+            return Duration::from_millis(self.segment_base_ms.load(Relaxed));
+        }
+        self.position()
     }
 
     /// Records the first audio, once. Reads the clock: call it only on the
@@ -70,8 +198,16 @@ impl PlaybackStats {
         }
     }
 
-    /// Audio played so far.
+    /// The position in the track being heard: the playing segment's base
+    /// plus what it has played.
     pub fn position(&self) -> Duration {
+        let rate = self.rate.load(Relaxed).max(1);
+        Duration::from_millis(self.base_ms.load(Relaxed))
+            + Duration::from_secs_f64(self.segment_frames.load(Relaxed) as f64 / rate as f64)
+    }
+
+    /// All audio played so far, over every segment.
+    pub fn played(&self) -> Duration {
         let rate = self.rate.load(Relaxed).max(1);
         Duration::from_secs_f64(self.frames_played.load(Relaxed) as f64 / rate as f64)
     }

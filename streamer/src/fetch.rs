@@ -45,6 +45,10 @@ pub struct FetchConfig {
     /// Where verified chunks are also kept, to serve to others and to play
     /// again offline.
     pub cache: Option<Arc<ChunkCache>>,
+    /// The baseline a benchmark compares against: download the whole track
+    /// from the first source in file order, as one stream, and let playback
+    /// start at once (no deadlines, no other peers, no start rule).
+    pub plain_order: bool,
 }
 
 impl Default for FetchConfig {
@@ -54,6 +58,7 @@ impl Default for FetchConfig {
             scheduler: SchedulerConfig::default(),
             tick: Duration::from_millis(20),
             cache: None,
+            plain_order: false,
         }
     }
 }
@@ -122,6 +127,46 @@ impl FetchControl {
 enum Event {
     Received { key: PeerKey, chunk: u32, bytes: u64 },
     Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
+}
+
+/// The baseline fetch ([`FetchConfig::plain_order`]): every chunk from
+/// `source`, in file order, one batch request after another.
+pub async fn fetch_in_order(
+    store: Arc<TrackStore>,
+    source: Source,
+    stats: Arc<FetchStats>,
+    control: Arc<FetchControl>,
+) -> Result<(), String> {
+    control.ready.store(true, Ordering::Relaxed);
+    let manifest = store.manifest().clone();
+    let count = manifest.layout().count();
+    let run = async {
+        let mut first = 0;
+        while first < count && !store.is_closed() {
+            let n = (count - first).min(crate::client::FETCH_BATCH);
+            let deadline = crate::scheduler::NO_DEADLINE_MS;
+            let mut stream = source.peer.chunks(&manifest, ChunkIndex(first), n, deadline).await?;
+            while let Some(chunk) = stream.next().await? {
+                let bytes = chunk.data().len() as u64;
+                stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                stats.chunks.fetch_add(1, Ordering::Relaxed);
+                stats.add_peer_bytes(&source, bytes);
+                if store.insert(chunk).is_err() || store.is_closed() {
+                    return Ok(());
+                }
+            }
+            first += n;
+        }
+        Ok::<(), Error>(())
+    };
+    match run.await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let reason = format!("{}: {e}", source.peer.addr());
+            store.fail(reason.clone());
+            Err(reason)
+        }
+    }
 }
 
 /// Fetches the store's track from `sources` until it is complete or the

@@ -222,10 +222,12 @@ impl Sink for DeviceSink {
 
     fn write(&mut self, samples: &[f32]) -> Result<()> {
         let (failed, stats) = (&self.failed, &self.stats);
-        self.writer.push_all(samples, &|| {
-            !failed.load(Ordering::Relaxed) && !stats.stop.load(Ordering::Relaxed)
-        });
+        self.writer.push_all(samples, &|| !failed.load(Ordering::Relaxed) && !stats.interrupted());
         self.check()
+    }
+
+    fn begin_segment(&mut self, base: Duration, discard: bool) {
+        self.writer.begin_segment(base, discard);
     }
 
     fn finish(&mut self) -> Result<()> {

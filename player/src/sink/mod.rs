@@ -59,6 +59,11 @@ pub trait Sink {
     fn write(&mut self, samples: &[f32]) -> Result<()>;
     /// Waits until everything written has played, then stops.
     fn finish(&mut self) -> Result<()>;
+    /// The next sample written is at `base` in the (same or next) track.
+    /// With `discard` (a seek), what was written but not yet played is
+    /// dropped; without (the next track of a gapless queue), it plays out
+    /// first, without a gap.
+    fn begin_segment(&mut self, base: std::time::Duration, discard: bool);
 }
 
 /// Opens the sink `spec` for audio at `rate` with `channels`.

@@ -66,8 +66,12 @@ impl Sink for NullSink {
 
     fn write(&mut self, samples: &[f32]) -> Result<()> {
         let stats = &self.stats;
-        self.writer.push_all(samples, &|| !stats.stop.load(Ordering::Relaxed));
+        self.writer.push_all(samples, &|| !stats.interrupted());
         Ok(())
+    }
+
+    fn begin_segment(&mut self, base: Duration, discard: bool) {
+        self.writer.begin_segment(base, discard);
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The SPSC ring between the decode thread and a real-time consumer.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
@@ -25,8 +25,18 @@ pub fn ring(
     let prebuffer = ((prebuffer.as_secs_f64() * f64::from(rate)) as usize * channels).min(cap / 2);
     stats.rate.store(u64::from(rate), Relaxed);
     (
-        RingWriter { prod, stats: stats.clone() },
-        RingReader { cons, stats, channels, prebuffer, started: false, in_underrun: false },
+        RingWriter { prod, stats: stats.clone(), pushed: 0 },
+        RingReader {
+            cons,
+            stats,
+            channels,
+            prebuffer,
+            started: false,
+            in_underrun: false,
+            read: 0,
+            seen_gen: 0,
+            awaiting: false,
+        },
     )
 }
 
@@ -34,14 +44,18 @@ pub fn ring(
 pub struct RingWriter {
     prod: HeapProd<f32>,
     stats: Arc<PlaybackStats>,
+    /// Samples pushed so far.
+    pushed: u64,
 }
 
 impl RingWriter {
     /// Pushes every sample, sleeping briefly while the ring is full.
-    /// `alive` is checked while waiting so a dead consumer cannot hang us.
+    /// `alive` is checked while waiting so a dead consumer cannot hang us
+    /// (and a seek need not wait for a paused listener).
     pub fn push_all(&mut self, mut samples: &[f32], alive: &dyn Fn() -> bool) -> bool {
         while !samples.is_empty() {
             let n = self.prod.push_slice(samples);
+            self.pushed += n as u64;
             samples = &samples[n..];
             if n == 0 {
                 if !alive() {
@@ -51,6 +65,20 @@ impl RingWriter {
             }
         }
         true
+    }
+
+    /// Starts a segment at the next sample pushed: its first sample is at
+    /// `base` in the track. With `discard`, what is still in the ring is
+    /// dropped (a seek); without, it plays out first (the next track).
+    pub fn begin_segment(&mut self, base: Duration, discard: bool) {
+        let s = &self.stats;
+        s.segment_at.store(self.pushed, Relaxed);
+        s.segment_base_ms.store(u64::try_from(base.as_millis()).unwrap_or(u64::MAX), Relaxed);
+        s.segment_discard.store(discard, Relaxed);
+        if !discard {
+            s.segment_asked_ns.store(s.now_ns(), Relaxed);
+        }
+        s.segment_gen.fetch_add(1, Release);
     }
 
     /// Marks the end and waits (bounded by `limit`) until the consumer has
@@ -72,6 +100,14 @@ pub struct RingReader {
     prebuffer: usize,
     started: bool,
     in_underrun: bool,
+    /// Samples taken (played or discarded) so far.
+    read: u64,
+    /// The last segment generation reached.
+    seen_gen: u64,
+    /// A seek's segment was reached and nothing of it has played yet:
+    /// wait for the prebuffer again, and do not count the wait as an
+    /// underrun.
+    awaiting: bool,
 }
 
 impl RingReader {
@@ -79,31 +115,75 @@ impl RingReader {
     /// safe: atomics only, no allocation, lock, log or blocking (the one
     /// clock read happens once, on the first sample).
     pub fn fill(&mut self, out: &mut [f32]) {
-        let eos = self.stats.end_of_stream.load(Relaxed);
-        let waiting = self.cons.occupied_len() < self.prebuffer || !self.stats.gate.load(Relaxed);
-        if !self.started && waiting && !eos {
+        if self.stats.paused.load(Relaxed) {
             out.fill(0.0);
             return;
         }
-        let n = self.cons.pop_slice(out);
-        if n > 0 && !self.started {
-            self.started = true;
-            self.stats.mark_first_audio();
+        let eos = self.stats.end_of_stream.load(Relaxed);
+        let mut filled = 0;
+        // At most two passes: the end of one segment, then the next.
+        for _ in 0..2 {
+            let limit = self.segment_edge(out.len() - filled);
+            let waiting =
+                self.cons.occupied_len() < self.prebuffer || !self.stats.gate.load(Relaxed);
+            if (!self.started || self.awaiting) && waiting && !eos {
+                break;
+            }
+            let n = self.cons.pop_slice(&mut out[filled..filled + limit]);
+            self.read += n as u64;
+            filled += n;
+            if n > 0 && !self.started {
+                self.started = true;
+                self.stats.mark_first_audio();
+            }
+            if n > 0 && self.awaiting {
+                self.awaiting = false;
+                self.stats.mark_seek_done();
+            }
+            let frames = (n / self.channels) as u64;
+            self.stats.frames_played.fetch_add(frames, Relaxed);
+            self.stats.segment_frames.fetch_add(frames, Relaxed);
+            if n < limit || filled == out.len() {
+                break;
+            }
         }
-        self.stats.frames_played.fetch_add((n / self.channels) as u64, Relaxed);
-        if n < out.len() {
-            out[n..].fill(0.0);
-            if self.started && !eos {
+        if filled < out.len() {
+            out[filled..].fill(0.0);
+            if self.started && !self.awaiting && !eos {
                 if !self.in_underrun {
                     self.in_underrun = true;
                     self.stats.underruns.fetch_add(1, Relaxed);
                 }
                 self.stats
                     .silent_frames
-                    .fetch_add(((out.len() - n) / self.channels) as u64, Relaxed);
+                    .fetch_add(((out.len() - filled) / self.channels) as u64, Relaxed);
             }
         } else {
             self.in_underrun = false;
+        }
+    }
+
+    /// Handles a new segment the producer has begun: drops what a seek
+    /// discards, enters the segment once reached, and returns how many of
+    /// the `want` samples may be taken before its edge.
+    fn segment_edge(&mut self, want: usize) -> usize {
+        let generation = self.stats.segment_gen.load(Acquire);
+        if generation == self.seen_gen {
+            return want;
+        }
+        let at = self.stats.segment_at.load(Relaxed);
+        if self.stats.segment_discard.load(Relaxed) && self.read < at {
+            let avail = self.cons.occupied_len() as u64;
+            let k = (at - self.read).min(avail) as usize;
+            self.read += self.cons.skip(k) as u64;
+        }
+        if self.read >= at {
+            self.seen_gen = generation;
+            self.stats.enter_segment(generation);
+            self.awaiting = self.stats.segment_discard.load(Relaxed);
+            want
+        } else {
+            want.min((at - self.read) as usize)
         }
     }
 
@@ -160,5 +240,60 @@ mod tests {
         gate.store(true, Relaxed);
         r.fill(&mut out);
         assert_eq!(out, [0.5; 10]);
+    }
+
+    #[test]
+    fn a_seek_drops_what_was_buffered_and_waits_for_the_prebuffer() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::from_millis(4), stats.clone());
+        w.push_all(&[0.1; 20], &|| true);
+        let mut out = [9.0f32; 5];
+        r.fill(&mut out);
+        assert_eq!(out, [0.1; 5]);
+        stats.request_seek(Duration::from_secs(30));
+        assert_eq!(stats.target_position(), stats.position(), "no segment begun yet");
+        assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
+        w.begin_segment(Duration::from_secs(30), true);
+        assert_eq!(stats.target_position(), Duration::from_secs(30));
+        w.push_all(&[0.7; 2], &|| true);
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 5], "old samples dropped; 2 new ones are under the prebuffer");
+        assert_eq!(stats.underruns.load(Relaxed), 0, "waiting after a seek is not an underrun");
+        assert!(stats.last_seek_latency().is_none());
+        w.push_all(&[0.7; 8], &|| true);
+        r.fill(&mut out);
+        assert_eq!(out, [0.7; 5]);
+        assert!(stats.last_seek_latency().is_some());
+        assert_eq!(stats.position(), Duration::from_millis(30_005));
+    }
+
+    #[test]
+    fn the_next_segment_follows_without_a_gap() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        w.begin_segment(Duration::ZERO, false);
+        w.push_all(&[0.1; 3], &|| true);
+        w.begin_segment(Duration::ZERO, false);
+        w.push_all(&[0.2; 3], &|| true);
+        let mut out = [9.0f32; 6];
+        r.fill(&mut out);
+        assert_eq!(out, [0.1, 0.1, 0.1, 0.2, 0.2, 0.2], "no silence at the join");
+        assert_eq!(stats.position(), Duration::from_millis(3), "counted in the new track");
+        assert_eq!(stats.underruns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn paused_plays_silence_and_keeps_the_samples() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        w.push_all(&[0.3; 4], &|| true);
+        stats.paused.store(true, Relaxed);
+        let mut out = [9.0f32; 4];
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 4]);
+        stats.paused.store(false, Relaxed);
+        r.fill(&mut out);
+        assert_eq!(out, [0.3; 4]);
+        assert_eq!(stats.underruns.load(Relaxed), 0);
     }
 }

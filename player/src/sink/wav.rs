@@ -84,8 +84,22 @@ impl Sink for WavSink {
                 .map_err(|e| Error::Write { path: self.path.clone(), source: e })?;
         }
         self.data_bytes += samples.len() as u64 * 4;
-        self.stats.frames_played.fetch_add((samples.len() / self.format.channels) as u64, Relaxed);
+        let frames = (samples.len() / self.format.channels) as u64;
+        self.stats.frames_played.fetch_add(frames, Relaxed);
+        self.stats.segment_frames.fetch_add(frames, Relaxed);
         Ok(())
+    }
+
+    fn begin_segment(&mut self, base: std::time::Duration, discard: bool) {
+        // Written at once: the segment starts now.
+        let s = &self.stats;
+        s.segment_base_ms.store(u64::try_from(base.as_millis()).unwrap_or(u64::MAX), Relaxed);
+        s.segment_discard.store(discard, Relaxed);
+        let generation = s.segment_gen.fetch_add(1, Relaxed) + 1;
+        s.enter_segment(generation);
+        if discard {
+            s.mark_seek_done();
+        }
     }
 
     fn finish(&mut self) -> Result<()> {
