@@ -46,6 +46,8 @@ pub enum Command {
     Devices,
     /// Run a seed and two peers on this machine and play a sample track through them
     Demo(DemoArgs),
+    /// Measure start, seek, stutter and seed load on emulated networks (swarms on loopback)
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +96,50 @@ pub struct DemoArgs {
     pub track: String,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The sample set to seed [default: samples/out in the source tree, built if missing]
+    #[arg(long, value_name = "DIR")]
+    pub samples: Option<PathBuf>,
+    /// Link profile: lan, broadband, transatlantic, 4g, lossy or all (repeat for several)
+    /// [default: all]
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// Peers besides the seed that already hold every track
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub peers: usize,
+    /// Plays per profile in `single` and `seek-storm` (each takes the next track)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub plays: usize,
+    /// Scenario: single, seek-storm, flash-crowd, churn, serve or all (repeat for several)
+    #[arg(long = "scenario", value_name = "NAME", default_values_t = ["single".to_owned(), "serve".to_owned()])]
+    pub scenarios: Vec<String>,
+    /// Listeners in flash-crowd and churn
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub listeners: usize,
+    /// Seconds of audio each measured play listens to (crowds listen twice as long)
+    #[arg(long, default_value_t = 1.5, value_name = "SECONDS")]
+    pub listen: f64,
+    /// serve: client connections
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub connections: usize,
+    /// serve: requests in flight per connection
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub streams: usize,
+    /// serve: seconds each server is measured
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    pub serve_seconds: f64,
+    /// Seed of every random draw (links, start times, seek targets)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write every sample and summary as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of the time-to-first-audio distribution per profile
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

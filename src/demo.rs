@@ -17,12 +17,12 @@ use crate::cli::{DemoArgs, Global, OutputArgs};
 use crate::peers::PeerAddr;
 use crate::{output, play};
 
-fn default_samples() -> PathBuf {
+pub fn default_samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out")
 }
 
 /// Builds the sample set with samples/build.sh when it is missing.
-fn ensure_samples(dir: &Path) -> Result<()> {
+pub fn ensure_samples(dir: &Path) -> Result<()> {
     if dir.join("SHA256SUMS").exists() {
         return Ok(());
     }

@@ -3,12 +3,14 @@
 //! Argument parsing is in [`cli`]; each command lives in its own module and
 //! only calls into the library crates.
 
+mod bench;
 mod cli;
 mod demo;
 mod fetch;
 mod output;
 mod peers;
 mod play;
+mod resources;
 mod search;
 mod seed;
 
@@ -19,8 +21,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let default_level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error",
+    // The bench reports stalls and dropped peers in its table; their
+    // warnings would only bury the progress bar.
+    let bench = matches!(cli.command, cli::Command::Bench(_));
+    let default_level = match (cli.global.quiet || bench, cli.global.verbose) {
+        (true, 0) => "error",
+        (true, _) if cli.global.quiet => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
@@ -59,8 +65,10 @@ fn main() -> ExitCode {
             cli::Command::Play(args) => play::run(&cli.global, args).await,
             cli::Command::Devices => play::devices(),
             cli::Command::Demo(args) => demo::run(&cli.global, args).await,
+            cli::Command::Bench(args) => bench::run(&cli.global, args).await,
         }
     });
+    resources::report_if_asked();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -366,7 +366,6 @@ pub async fn play_with_status(
     mut next: Option<NextTrack>,
 ) -> Result<Played> {
     let spec = output_spec(out);
-    let offset = options.start;
     let mut upcoming = None;
     let mut stopped = false;
     let total = manifest.duration();
@@ -391,8 +390,8 @@ pub async fn play_with_status(
             }
             _ = tick.tick() => {
                 let Some(p) = handle.lock().ok().and_then(|h| h.clone()) else { continue };
-                let played = p.stats.position();
-                let pos = offset + played;
+                let played = p.stats.played();
+                let pos = p.stats.position();
                 if limit.is_some_and(|l| played >= l) {
                     stop(&handle);
                 }

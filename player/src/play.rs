@@ -84,6 +84,8 @@ pub struct PlaybackReport {
     pub hedges: u64,
     /// Peers dropped for sending bad data (ban them from further dialling).
     pub banned: Vec<chorus_protocol::PeerId>,
+    /// Chunk bytes that came from the local cache instead of the network.
+    pub bytes_from_cache: u64,
 }
 
 /// A playback in progress: counters to show while it runs, and controls.
@@ -97,6 +99,8 @@ pub struct Playback {
     pub store: Arc<TrackStore>,
     /// Raised to end this track early (the next one starts at once).
     cancel: Arc<AtomicBool>,
+    /// This track's start rule (raised by its fetcher).
+    ready: Arc<AtomicBool>,
 }
 
 impl Playback {
@@ -120,6 +124,13 @@ impl Playback {
     pub fn seek(&self, t: Duration) {
         let t = t.min(self.store.manifest().duration());
         self.store.hint(self.store.manifest().chunk_at_time(t));
+        // Play from the new place once the start rule holds there again
+        // (the fetcher re-raises it), not with one chunk in hand. Only
+        // while fetching, and only for the sink's own gate (a gapless join
+        // keeps the first track's).
+        if !self.store.is_complete() && Arc::ptr_eq(&self.stats.gate, &self.ready) {
+            self.ready.store(false, Relaxed);
+        }
         self.stats.request_seek(t);
     }
 
@@ -226,9 +237,10 @@ impl Player {
         on_start: impl FnOnce(&Playback),
     ) -> Result<PlaybackReport> {
         let store = Arc::new(TrackStore::new(manifest.clone()));
-        if let Some(cache) = &options.fetch.cache {
-            prefill_from_cache(cache, &store).await;
-        }
+        let bytes_from_cache = match &options.fetch.cache {
+            Some(cache) => prefill_from_cache(cache, &store).await,
+            None => 0,
+        };
         let control = Arc::new(FetchControl::default());
         let media = manifest.media();
         let format = (media.sample_rate, usize::from(media.channels));
@@ -254,6 +266,7 @@ impl Player {
             fetch: fetch_stats.clone(),
             store: store.clone(),
             cancel: cancel.clone(),
+            ready: control.ready.clone(),
         };
         on_start(&playback);
         let fetcher = match sources.first() {
@@ -329,6 +342,7 @@ impl Player {
             sources: fetch_stats.by_peer.lock().map(|v| v.clone()).unwrap_or_default(),
             hedges: fetch_stats.hedges.load(Relaxed),
             banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
+            bytes_from_cache,
         })
     }
 
@@ -371,28 +385,35 @@ impl Counters {
 }
 
 /// Loads what the cache holds of the track into the store (each chunk is
-/// verified on the way), and registers the track with the cache.
+/// verified on the way), and registers the track with the cache. Returns
+/// the bytes loaded.
 async fn prefill_from_cache(
     cache: &Arc<chorus_streamer::cache::ChunkCache>,
     store: &Arc<TrackStore>,
-) {
+) -> u64 {
     let (cache, store) = (cache.clone(), store.clone());
-    let _ = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let id = store.manifest().id();
         if let Err(e) = cache.put_manifest(store.manifest()) {
             tracing::warn!("cache unavailable: {e}");
-            return;
+            return 0;
         }
+        let mut bytes = 0;
         for run in cache.have(&id) {
             for i in run.start..run.start + run.len {
                 let index = chorus_protocol::ChunkIndex(i);
                 if let Some(chunk) = cache.get_chunk(&id, index) {
-                    let _ = store.insert(chunk);
+                    let len = chunk.data().len() as u64;
+                    if store.insert(chunk).is_ok() {
+                        bytes += len;
+                    }
                 }
             }
         }
+        bytes
     })
-    .await;
+    .await
+    .unwrap_or(0)
 }
 
 /// The decode thread: runs jobs one by one, holding the sink in between.

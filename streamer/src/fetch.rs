@@ -129,6 +129,31 @@ enum Event {
     Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
 }
 
+/// Request tasks by peer and chunk; dropping the map aborts them all.
+#[derive(Default)]
+struct AbortOnDrop(HashMap<(PeerKey, u32), JoinHandle<()>>);
+
+impl std::ops::Deref for AbortOnDrop {
+    type Target = HashMap<(PeerKey, u32), JoinHandle<()>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AbortOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 /// The baseline fetch ([`FetchConfig::plain_order`]): every chunk from
 /// `source`, in file order, one batch request after another.
 pub async fn fetch_in_order(
@@ -202,7 +227,10 @@ pub async fn fetch_track(
         }
     }
     let (tx, mut rx) = mpsc::channel::<Event>(256);
-    let mut tasks: HashMap<(PeerKey, u32), JoinHandle<()>> = HashMap::new();
+    // Aborted when the fetch ends, also when the fetch itself is aborted
+    // (playback stopped): a request left running would go on pulling
+    // bytes nobody wants through the peers' uplinks.
+    let mut tasks = AbortOnDrop::default();
     let result = loop {
         if store.is_closed() {
             break Ok(());
@@ -273,9 +301,7 @@ pub async fn fetch_track(
             () = tokio::time::sleep(config.tick) => {}
         }
     };
-    for (_, task) in tasks {
-        task.abort();
-    }
+    drop(tasks);
     match result {
         Ok(()) => Ok(()),
         Err(why) => {

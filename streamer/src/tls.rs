@@ -54,6 +54,12 @@ fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>> {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|_| Error::Identity("idle timeout out of range".into()))?;
+    // RFC 9002's 333 ms guess makes the first lost handshake packet cost a
+    // full second (3 × the guess) before it is sent again; listeners start
+    // with several handshakes at once, so one loss among them would hold
+    // the first note back by that second. 100 ms is a typical internet
+    // round trip; a longer real one only costs a spurious small resend.
+    t.initial_rtt(Duration::from_millis(100));
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive))
         .max_concurrent_bidi_streams(limits.max_streams_per_connection.into())

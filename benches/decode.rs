@@ -1,0 +1,61 @@
+//! Decode speed per format, as a multiple of real time: each sample track
+//! decoded from memory start to end (symphonia, our gapless decoder).
+//!
+//! `cargo bench --bench decode`. Needs the sample set (samples/build.sh);
+//! without it there is nothing to measure and the bench says so.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chorus_player::decode::Decoder;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn decode_all(data: &[u8], ext: Option<&str>) -> u64 {
+    let cursor = std::io::Cursor::new(data.to_vec());
+    let mut d =
+        Decoder::open(Box::new(symphonia::core::io::ReadOnlySource::new(cursor)), ext).unwrap();
+    let mut samples = 0u64;
+    while let Some(b) = d.next_block().unwrap() {
+        samples += b.len() as u64;
+    }
+    samples / d.channels() as u64
+}
+
+fn decode(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("no sample set at {}: run samples/build.sh first", dir.display());
+        return;
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_none_or(|e| e != "md")
+                && p.file_name() != Some("SHA256SUMS".as_ref())
+        })
+        .collect();
+    files.sort();
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    for path in files {
+        let data = std::fs::read(&path).unwrap();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
+        let rate = Decoder::open_file(&path).map(|d| d.sample_rate()).unwrap_or(44_100);
+        // One timed pass for the ×real-time figure, printed once.
+        let t = Instant::now();
+        let frames = decode_all(&data, ext.as_deref());
+        let audio = frames as f64 / f64::from(rate);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        eprintln!(
+            "{name}: {audio:.0} s of audio decoded in {:.0} ms = {:.0}x real time",
+            t.elapsed().as_secs_f64() * 1e3,
+            audio / t.elapsed().as_secs_f64()
+        );
+        g.bench_function(name, |b| b.iter(|| decode_all(&data, ext.as_deref())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

@@ -1,0 +1,320 @@
+//! `chorus bench`: swarms of real nodes on loopback behind emulated links,
+//! listeners measured as they play (time to first audio cold and warm,
+//! seek latency, underruns on the paced null sink, bytes by source, a
+//! listener's CPU time and peak memory), a seed's serving throughput next
+//! to a bare quinn server's, and a single-source plain-order baseline.
+
+mod report;
+mod scenarios;
+mod serve;
+mod swarm;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chorus_streamer::netem::LinkProfile;
+
+use crate::cli::{BenchArgs, Global};
+use report::{Recorder, Unit};
+use scenarios::Settings;
+
+/// The scenarios, in the order they run.
+pub const SCENARIOS: [&str; 5] = ["single", "seek-storm", "flash-crowd", "churn", "serve"];
+
+pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
+    let began = Instant::now();
+    let samples = args.samples.clone().unwrap_or_else(crate::demo::default_samples);
+    crate::demo::ensure_samples(&samples)?;
+    let profiles = pick_profiles(&args.profiles)?;
+    let scenarios = pick_scenarios(&args.scenarios)?;
+    let settings = Settings {
+        plays: args.plays,
+        listen_s: args.listen,
+        listeners: args.listeners,
+        seed: args.seed,
+    };
+    let index = tempfile::tempdir()?;
+    // Index once; every swarm reuses the index.
+    let (s, i) = (samples.clone(), index.path().to_path_buf());
+    let (_, tracks) = tokio::task::spawn_blocking(move || swarm::scan_samples(&s, &i)).await??;
+    if !global.quiet {
+        eprintln!(
+            "bench: {} tracks from {}, profiles {}, scenarios {}, {} peers",
+            tracks.len(),
+            samples.display(),
+            profiles.iter().map(|p| p.name).collect::<Vec<_>>().join(","),
+            scenarios.join(","),
+            args.peers
+        );
+    }
+
+    let per_profile: u64 = scenarios
+        .iter()
+        .map(|s| match *s {
+            "single" => settings.plays as u64 * scenarios::SINGLE_STEPS + 1,
+            "seek-storm" => settings.plays as u64,
+            "flash-crowd" | "churn" => settings.listeners as u64,
+            _ => 0,
+        })
+        .sum();
+    let serve_steps = if scenarios.contains(&"serve") { 2 } else { 0 };
+    let bar = crate::output::bar(
+        per_profile * profiles.len() as u64 + serve_steps,
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} plays",
+    );
+    if global.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let rec = Arc::new(Recorder::default());
+
+    // The profiles run at once: each swarm has its own sockets and links,
+    // and listening is paced by the audio clock, not the CPU.
+    let mut runs = Vec::new();
+    for profile in profiles.clone() {
+        let (rec, bar, settings) = (rec.clone(), bar.clone(), settings.clone());
+        let (samples, index) = (samples.clone(), index.path().to_path_buf());
+        let scenarios: Vec<&'static str> =
+            scenarios.iter().copied().filter(|s| *s != "serve").collect();
+        let peers = args.peers;
+        runs.push(tokio::spawn(async move {
+            let name = profile.name;
+            let swarm =
+                swarm::Swarm::start(profile, &samples, &index, peers, settings.seed).await?;
+            let result = async {
+                for s in scenarios {
+                    match s {
+                        "single" => {
+                            scenarios::single(&swarm, &settings, &rec, &bar).await?;
+                            listener_resources(&swarm, &rec).await?;
+                            bar.inc(1);
+                        }
+                        "seek-storm" => {
+                            scenarios::seek_storm(&swarm, &settings, &rec, &bar).await?
+                        }
+                        "flash-crowd" => {
+                            scenarios::flash_crowd(&swarm, &settings, &rec, &bar).await?;
+                        }
+                        "churn" => scenarios::churn(&swarm, &settings, &rec, &bar).await?,
+                        _ => {}
+                    }
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+            .await;
+            swarm.shutdown().await;
+            result.with_context(|| format!("profile {name}"))
+        }));
+    }
+    let mut failures = Vec::new();
+    for r in runs {
+        match r.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("{e:#}")),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if scenarios.contains(&"serve") {
+        let load = serve::Load {
+            connections: args.connections,
+            streams: args.streams,
+            duration: Duration::from_secs_f64(args.serve_seconds),
+            seed: args.seed,
+        };
+        if let Err(e) = serve::serve(&samples, index.path(), load, &rec, &bar).await {
+            failures.push(format!("serve: {e:#}"));
+        }
+    }
+    bar.finish_and_clear();
+    derive_stutter(&rec);
+
+    let (series, bytes) = rec.finish();
+    let own = crate::resources::read_self();
+    println!("{}", report::table(&series, &bytes));
+    println!("{}", versus_spotify(&series, &bytes));
+    if let Some(r) = own {
+        println!(
+            "whole bench process: {:.1} s CPU, peak memory {:.0} MiB, {:.0} s wall",
+            r.cpu.as_secs_f64(),
+            r.peak_rss_kib as f64 / 1024.0,
+            began.elapsed().as_secs_f64()
+        );
+    }
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
+    let config = serde_json::json!({
+        "samples": samples,
+        "tracks": tracks.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        "peers": args.peers,
+        "scenarios": scenarios,
+        "settings": settings,
+        "serve": { "connections": args.connections, "streams": args.streams, "seconds": args.serve_seconds },
+        "machine": machine(),
+    });
+    if let Some(path) = &args.json {
+        let run = report::RunJson {
+            config,
+            profiles: profiles.iter().map(report::ProfileJson::from).collect(),
+            results: series
+                .iter()
+                .map(|s| report::SeriesJson { series: s, summary: report::summarise(&s.samples) })
+                .collect(),
+            bytes: bytes
+                .iter()
+                .map(|((scenario, profile), b)| report::BytesJson {
+                    scenario: scenario.clone(),
+                    profile: profile.clone(),
+                    bytes: b.clone(),
+                    seed_share_pct: b.seed_share(),
+                })
+                .collect(),
+            reference: report::SPOTIFY,
+            elapsed_s: began.elapsed().as_secs_f64(),
+        };
+        report::write_json(path, &run)?;
+        if !global.quiet {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report::plot_svg(&series, "start_cold"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if !global.quiet {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} part(s) of the bench failed (see above)", failures.len());
+    }
+    Ok(())
+}
+
+fn pick_profiles(names: &[String]) -> Result<Vec<LinkProfile>> {
+    if names.is_empty() || names.iter().any(|n| n == "all") {
+        return Ok(LinkProfile::all());
+    }
+    names
+        .iter()
+        .map(|n| {
+            LinkProfile::by_name(n).with_context(|| {
+                let all: Vec<_> = LinkProfile::all().iter().map(|p| p.name).collect();
+                format!("no link profile '{n}'; choose from {}", all.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn pick_scenarios(names: &[String]) -> Result<Vec<&'static str>> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(SCENARIOS.to_vec());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let Some(s) = SCENARIOS.iter().find(|s| **s == n.as_str()) else {
+            bail!("no scenario '{n}'; choose from {} or all", SCENARIOS.join(", "));
+        };
+        if !out.contains(s) {
+            out.push(*s);
+        }
+    }
+    // Run in the fixed order.
+    out.sort_by_key(|s| SCENARIOS.iter().position(|x| x == s));
+    Ok(out)
+}
+
+/// Plays with any underrun, as a share of plays, per scenario and profile.
+fn derive_stutter(rec: &Recorder) {
+    let (series, _) = rec.finish();
+    for s in series.iter().filter(|s| s.metric == "underruns") {
+        let stuttered = s.samples.iter().filter(|u| **u > 0.0).count();
+        let pct = stuttered as f64 * 100.0 / s.samples.len().max(1) as f64;
+        rec.add(&s.scenario, &s.profile, "stutter_plays_pct", Unit::Pct, pct);
+    }
+}
+
+/// The lines that put the run next to Spotify's published figures.
+fn versus_spotify(
+    series: &[report::Series],
+    bytes: &std::collections::BTreeMap<(String, String), report::Bytes>,
+) -> String {
+    let mut starts = Vec::new();
+    let (mut plays, mut stutters) = (0usize, 0usize);
+    for s in series.iter().filter(|s| s.scenario != "baseline") {
+        if s.metric == "start_cold_ms" {
+            starts.extend(s.samples.iter().copied());
+        }
+        if s.metric == "underruns" {
+            plays += s.samples.len();
+            stutters += s.samples.iter().filter(|u| **u > 0.0).count();
+        }
+    }
+    let total: report::Bytes = bytes
+        .iter()
+        .filter(|((scenario, _), _)| scenario != "baseline")
+        .fold(report::Bytes::default(), |mut acc, (_, b)| {
+            acc.seed += b.seed;
+            acc.peers += b.peers;
+            acc.cache += b.cache;
+            acc
+        });
+    let median = report::summarise(&starts).map_or("-".into(), |s| format!("{:.0} ms", s.p50));
+    format!(
+        "vs Spotify 2010 (all profiles, swarm scenarios):\n  median cold start  {median:>8}   (Spotify 265 ms)\n  plays with stutter {:>7.1}%   (Spotify < 1%) of {plays} plays\n  bytes from the seed {:>6.1}%   (Spotify 8.8% from servers)",
+        stutters as f64 * 100.0 / plays.max(1) as f64,
+        total.seed_share()
+    )
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "os": std::env::consts::OS,
+    })
+}
+
+/// Runs `chorus play` as its own process against the swarm for a few
+/// seconds and records its CPU time and peak memory (the child reports
+/// them from /proc when CHORUS_RESOURCES names a file).
+async fn listener_resources(swarm: &swarm::Swarm, rec: &Recorder) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let report = dir.path().join("resources.json");
+    let track = &swarm.tracks[0];
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--quiet")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("play")
+        .arg(track.manifest.id().to_string())
+        .args(["--out", "null", "--duration", "5"])
+        .env("CHORUS_RESOURCES", &report)
+        .kill_on_drop(true);
+    for n in swarm.nodes() {
+        cmd.arg("--peer").arg(format!(
+            "{}@{}",
+            n.transport().peer_id(),
+            n.transport().local_addr()?
+        ));
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), cmd.status())
+        .await
+        .context("the listener process did not finish in 60 s")??;
+    if !status.success() {
+        bail!("the listener process failed ({status})");
+    }
+    let r: crate::resources::Resources = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let profile = swarm.profile.name;
+    rec.add("single", profile, "listener_cpu_ms", Unit::Ms, r.cpu.as_secs_f64() * 1e3);
+    rec.add("single", profile, "listener_peak_mib", Unit::Mib, r.peak_rss_kib as f64 / 1024.0);
+    Ok(())
+}

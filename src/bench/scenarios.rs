@@ -1,0 +1,326 @@
+//! The scenarios: what listeners do on one profile's swarm, measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chorus_player::play::PlayOptions;
+use chorus_streamer::cache::ChunkCache;
+use chorus_streamer::fetch::FetchConfig;
+use chorus_streamer::node::Node;
+use indicatif::ProgressBar;
+
+use super::report::{Recorder, Unit};
+use super::swarm::{PlayPlan, PlayResult, Swarm, Track, connect, measured_play, sources};
+
+/// Settings shared by the scenarios.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// Plays per profile (single, seek-storm: one per track in turn).
+    pub plays: usize,
+    /// Audio listened to per play, seconds.
+    pub listen_s: f64,
+    /// Listeners in a crowd (flash-crowd, churn).
+    pub listeners: usize,
+    /// Seed of every random draw.
+    pub seed: u64,
+}
+
+/// A tiny deterministic generator for start offsets and seek targets.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Records what every play reports.
+fn record_play(rec: &Recorder, scenario: &str, profile: &str, start_metric: &str, r: &PlayResult) {
+    if let Some(t) = r.report.time_to_first_audio {
+        rec.add(scenario, profile, start_metric, Unit::Ms, ms(t));
+    }
+    rec.add(scenario, profile, "underruns", Unit::Count, r.report.underruns as f64);
+    rec.add(scenario, profile, "silent_ms", Unit::Ms, ms(r.report.silent));
+    for s in &r.seeks {
+        rec.add(scenario, profile, "seek_ms", Unit::Ms, ms(*s));
+    }
+    rec.add_bytes(scenario, profile, &r.bytes);
+}
+
+fn options(cache: Option<Arc<ChunkCache>>) -> PlayOptions {
+    PlayOptions { fetch: FetchConfig { cache, ..FetchConfig::default() }, ..Default::default() }
+}
+
+/// `single`: one listener at a time. Per play: a cold start (new endpoint,
+/// no connection), a seek into the middle, a warm start of the next track
+/// (connections up), a replay of the first track (its start is in the
+/// listener's cache), and the baseline: the same track from the seed alone
+/// in plain file order.
+pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressBar) -> Result<()> {
+    let profile = swarm.profile.name;
+    let listen = Duration::from_secs_f64(s.listen_s);
+    let nodes = swarm.nodes();
+    for i in 0..s.plays {
+        let track = &swarm.tracks[i % swarm.tracks.len()];
+        let next = &swarm.tracks[(i + 1) % swarm.tracks.len()];
+        let cache_dir = tempfile::tempdir()?;
+        let cache = Arc::new(ChunkCache::open(cache_dir.path(), u64::MAX / 4)?);
+
+        // Cold: the clock starts before the endpoint exists.
+        let started = Instant::now();
+        let listener = swarm.listener()?;
+        let peers = connect(&listener, &nodes).await;
+        let (m, src) = sources(&peers, track).await?;
+        rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
+        let seek_to = m.duration().mul_f64(0.6);
+        let plan = PlayPlan {
+            listen,
+            seeks: vec![seek_to],
+            seek_after: listen,
+            limit: Duration::from_secs(20),
+        };
+        let r = measured_play(m, src, options(Some(cache.clone())), started, &plan).await?;
+        record_play(rec, "single", profile, "start_cold_ms", &r);
+        bar.inc(1);
+
+        // Warm: connections up, a track never played.
+        let started = Instant::now();
+        let (m, src) = sources(&peers, next).await?;
+        rec.add("single", profile, "manifest_warm_ms", Unit::Ms, ms(started.elapsed()));
+        let plan =
+            PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
+        let r = measured_play(m, src, options(None), started, &plan).await?;
+        record_play(rec, "single", profile, "start_warm_ms", &r);
+        bar.inc(1);
+
+        // Replay: the first track again; its start is in the cache.
+        let started = Instant::now();
+        let (m, src) = sources(&peers, track).await?;
+        let r = measured_play(m, src, options(Some(cache)), started, &plan).await?;
+        record_play(rec, "single", profile, "start_replay_ms", &r);
+        bar.inc(1);
+        listener.close().await;
+
+        // Baseline: the seed alone, file order, no start rule.
+        let started = Instant::now();
+        let listener = swarm.listener()?;
+        let peers = connect(&listener, &nodes[..1]).await;
+        let (m, src) = sources(&peers, track).await?;
+        let opts = PlayOptions {
+            fetch: FetchConfig { plain_order: true, ..FetchConfig::default() },
+            ..Default::default()
+        };
+        // A naive client cannot start some files (an M4A with its index
+        // at the end) before it has all of them: give up after 8 s.
+        let plan = PlayPlan { limit: Duration::from_secs(8), ..plan };
+        let r = measured_play(m, src, opts, started, &plan).await?;
+        match r.report.time_to_first_audio {
+            Some(t) => rec.add("baseline", profile, "start_cold_ms", Unit::Ms, ms(t)),
+            None => rec.add("baseline", profile, "no_start_in_8s", Unit::Count, 1.0),
+        }
+        rec.add("baseline", profile, "underruns", Unit::Count, r.report.underruns as f64);
+        rec.add("baseline", profile, "silent_ms", Unit::Ms, ms(r.report.silent));
+        rec.add_bytes("baseline", profile, &r.bytes);
+        listener.close().await;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// Plays per `single` play (for the progress bar).
+pub const SINGLE_STEPS: u64 = 4;
+
+/// `seek-storm`: one listener seeks to a random place every half second
+/// while playing, `plays` × 8 times.
+pub async fn seek_storm(
+    swarm: &Swarm,
+    s: &Settings,
+    rec: &Recorder,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let profile = swarm.profile.name;
+    let mut rng = Rng::new(s.seed ^ 0x5eec);
+    let nodes = swarm.nodes();
+    for i in 0..s.plays {
+        let track = &swarm.tracks[i % swarm.tracks.len()];
+        let started = Instant::now();
+        let listener = swarm.listener()?;
+        let peers = connect(&listener, &nodes).await;
+        let (m, src) = sources(&peers, track).await?;
+        let len = m.duration().as_secs_f64();
+        let seeks = (0..8).map(|_| Duration::from_secs_f64(rng.unit() * len * 0.95)).collect();
+        let plan = PlayPlan {
+            listen: Duration::from_millis(500),
+            seeks,
+            seek_after: Duration::from_millis(500),
+            limit: Duration::from_secs(40),
+        };
+        let r = measured_play(m, src, options(None), started, &plan).await?;
+        record_play(rec, "seek-storm", profile, "start_cold_ms", &r);
+        listener.close().await;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// `flash-crowd`: `listeners` start the same track within one second.
+/// Each listener is a node that serves what it has fetched so far, and
+/// knows the seed, the warm peers and the listeners that started before
+/// it (as a tracker or the DHT would tell it).
+pub async fn flash_crowd(
+    swarm: &Swarm,
+    s: &Settings,
+    rec: &Recorder,
+    bar: &ProgressBar,
+) -> Result<()> {
+    crowd(swarm, s, rec, bar, "flash-crowd", Duration::from_secs(1), false).await
+}
+
+/// `churn`: listeners start over a few seconds while, every second, a
+/// peer leaves and a new one joins.
+pub async fn churn(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressBar) -> Result<()> {
+    crowd(swarm, s, rec, bar, "churn", Duration::from_secs(3), true).await
+}
+
+async fn crowd(
+    swarm: &Swarm,
+    s: &Settings,
+    rec: &Recorder,
+    bar: &ProgressBar,
+    scenario: &'static str,
+    spread: Duration,
+    churn: bool,
+) -> Result<()> {
+    let profile = swarm.profile.name;
+    let mut rng = Rng::new(s.seed ^ 0xc40d);
+    let track: Track =
+        swarm.tracks.iter().max_by_key(|t| t.manifest.duration()).cloned().context("no tracks")?;
+    let listen = Duration::from_secs_f64(s.listen_s.max(2.0) * 2.0);
+    // Who is up: the warm peers (churned) and the listeners so far.
+    let peers: Arc<std::sync::Mutex<Vec<Node>>> =
+        Arc::new(std::sync::Mutex::new(swarm.peers.clone()));
+    let crowd: Arc<std::sync::Mutex<Vec<Node>>> = Arc::default();
+    let stop_churn = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churner = churn.then(|| {
+        let (peers, stop) = (peers.clone(), stop_churn.clone());
+        async move {
+            let mut k = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && k < 60 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let leaving = {
+                    let mut p = peers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let len = p.len();
+                    if len == 0 { None } else { Some(p.remove(k % len)) }
+                };
+                if let Some(n) = leaving {
+                    n.shutdown().await;
+                    rec.add(scenario, profile, "peers_left", Unit::Count, 1.0);
+                }
+                let joined = swarm.add_peer().await?;
+                peers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(joined);
+                k += 1;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+    });
+    let offsets: Vec<Duration> = (0..s.listeners).map(|_| spread.mul_f64(rng.unit())).collect();
+    let t0 = tokio::time::Instant::now();
+    let plays = offsets.into_iter().enumerate().map(|(i, at)| {
+        let (peers, crowd, track) = (peers.clone(), crowd.clone(), track.clone());
+        async move {
+            tokio::time::sleep_until(t0 + at).await;
+            let started = Instant::now();
+            let (node, cache) = swarm.serving_listener(&format!("{scenario}-{i}"))?;
+            let mut known: Vec<Node> = vec![swarm.seed.clone()];
+            known.extend(peers.lock().map(|p| p.clone()).unwrap_or_default());
+            known.extend(crowd.lock().map(|c| c.clone()).unwrap_or_default());
+            let refs: Vec<&Node> = known.iter().collect();
+            let conns = connect(node.transport(), &refs).await;
+            if let Ok(mut c) = crowd.lock() {
+                c.push(node.clone());
+            }
+            let (m, src) = sources(&conns, &track).await?;
+            let plan = PlayPlan {
+                listen,
+                seeks: vec![],
+                seek_after: listen,
+                limit: Duration::from_secs(60),
+            };
+            let r = measured_play(m, src, options(Some(cache)), started, &plan).await;
+            if let Ok(r) = &r {
+                record_play(rec, scenario, profile, "start_cold_ms", r);
+                rec.add(scenario, profile, "stalls", Unit::Count, r.report.stalls as f64);
+            }
+            bar.inc(1);
+            r.map(|_| ())
+        }
+    });
+    let results = match churner {
+        Some(c) => {
+            let all = futures_join_all(plays.collect());
+            let (results, churned) = tokio::join!(
+                async {
+                    let r = all.await;
+                    stop_churn.store(true, std::sync::atomic::Ordering::Relaxed);
+                    r
+                },
+                c
+            );
+            churned?;
+            results
+        }
+        None => futures_join_all(plays.collect()).await,
+    };
+    for node in crowd.lock().map(|c| c.clone()).unwrap_or_default() {
+        node.shutdown().await;
+    }
+    for node in peers.lock().map(|p| p.clone()).unwrap_or_default() {
+        if !swarm.peers.iter().any(|p| p.transport().peer_id() == node.transport().peer_id()) {
+            node.shutdown().await;
+        }
+    }
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        rec.add(scenario, profile, "failed_plays", Unit::Count, failed as f64);
+    }
+    Ok(())
+}
+
+/// Runs futures concurrently on this task and collects their outputs.
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).map(Some).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, result) in pinned.iter_mut().zip(out.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
