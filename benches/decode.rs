@@ -31,8 +31,7 @@ fn decode(c: &mut Criterion) {
     let mut files: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().is_none_or(|e| e != "md")
-                && p.file_name() != Some("SHA256SUMS".as_ref())
+            p.extension().is_none_or(|e| e != "md") && p.file_name() != Some("SHA256SUMS".as_ref())
         })
         .collect();
     files.sort();

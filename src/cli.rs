@@ -27,9 +27,13 @@ pub struct Global {
     /// More log output (-v info, -vv debug, -vvv trace); CHORUS_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors
+    /// Only errors; `play` prints one line per track instead of the live status
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The config file [default: $XDG_CONFIG_HOME/chorus/config.toml or
+    /// ~/.config/chorus/config.toml]
+    #[arg(long, global = true, env = "CHORUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,36 +52,54 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure start, seek, stutter and seed load on emulated networks (swarms on loopback)
     Bench(BenchArgs),
+    /// Print the settings in effect (config file, defaults) and where each comes from
+    Config,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit."
+)]
 pub struct PlayArgs {
     /// What to play, in order: each argument is one track, as words to search
     /// for (quote several words) or a track id (or a unique prefix of one)
-    #[arg(required = true, value_name = "QUERY|TRACK_ID")]
+    #[arg(value_name = "QUERY|TRACK_ID", required_unless_present = "album")]
     pub what: Vec<String>,
+    /// Queue every track of the album whose name contains NAME, in track order
+    #[arg(long, value_name = "NAME")]
+    pub album: Option<String>,
+    /// Play the queue in random order
+    #[arg(long)]
+    pub shuffle: bool,
     /// Peers to stream from: HOST:PORT or PEER_ID@HOST:PORT (repeat for more)
-    #[arg(long = "peer", required = true, value_name = "ADDR")]
+    /// [default: `peers` in the config file; none: play from the cache]
+    #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<PeerAddr>,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Start this many seconds into the track
+    /// Start this many seconds into the (first) track
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub start: f64,
     /// While playing, serve what this node has cached to other peers on this UDP address
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Largest size of the chunk cache in the data dir, in MiB
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub cache_mib: u64,
+    /// Largest size of the chunk cache in the data dir, in MiB [default: 2048]
+    #[arg(long, value_name = "MIB")]
+    pub cache_mib: Option<u64>,
+    /// Volume in percent, 0 to 200 [default: 100]
+    #[arg(long, value_name = "PERCENT")]
+    pub volume: Option<u32>,
+    /// Level tracks by their ReplayGain tags (track gain, kept below clipping by the peak)
+    #[arg(long)]
+    pub normalize: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Where the sound goes: `default` (the audio device), `null` (real-time pace,
-    /// no sound) or a FILE.wav (written as fast as possible)
-    #[arg(long, default_value = "default", value_name = "default|null|FILE.wav")]
-    pub out: String,
+    /// no sound) or a FILE.wav (written as fast as possible) [default: default]
+    #[arg(long, value_name = "default|null|FILE.wav")]
+    pub out: Option<String>,
     /// The output device to use with --out default (see `chorus devices`)
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
@@ -171,9 +193,11 @@ pub struct SearchArgs {
     /// Words to look for in title, artist, album and file name; empty lists all
     #[arg(default_value = "")]
     pub query: String,
-    /// The peer to ask: HOST:PORT or PEER_ID@HOST:PORT (the port defaults to 47800)
-    #[arg(long, required = true, value_name = "ADDR")]
-    pub peer: PeerAddr,
+    /// Peers to ask: HOST:PORT or PEER_ID@HOST:PORT (the port defaults to 47800;
+    /// repeat for more) [default: `peers` in the config file]. The peers they
+    /// know are asked too.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<PeerAddr>,
     /// Print JSON, one object per track, instead of a table
     #[arg(long)]
     pub json: bool,

@@ -131,19 +131,11 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         eprintln!(
             "no audio device can be opened here: playing to the null sink (real-time, silent) instead"
         );
-        out.out = "null".into();
+        out.out = Some("null".into());
     }
-    let played = play::play_with_status(
-        global,
-        manifest,
-        sources,
-        &out,
-        PlayOptions::default(),
-        started,
-        None,
-    )
-    .await?;
-    play::print_report(global, &played.report);
+    let report =
+        play::play_track(global, manifest, sources, &out, PlayOptions::default(), started).await?;
+    play::print_report(global, &report);
     client.close().await;
     for n in nodes {
         n.shutdown().await;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod config;
 mod demo;
 mod fetch;
 mod output;
@@ -13,6 +14,7 @@ mod play;
 mod resources;
 mod search;
 mod seed;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     // The bench reports stalls and dropped peers in its table; their
     // warnings would only bury the progress bar.
     let bench = matches!(cli.command, cli::Command::Bench(_));
@@ -50,6 +52,18 @@ fn main() -> ExitCode {
         .without_time()
         .init();
 
+    // The config file's data dir, unless a flag or CHORUS_DATA_DIR named one
+    // (`chorus config` shows where it came from itself).
+    if cli.global.data_dir.is_none() && !matches!(cli.command, cli::Command::Config) {
+        match config::load(&cli.global) {
+            Ok(file) => cli.global.data_dir = file.data_dir,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,6 +80,7 @@ fn main() -> ExitCode {
             cli::Command::Devices => play::devices(),
             cli::Command::Demo(args) => demo::run(&cli.global, args).await,
             cli::Command::Bench(args) => bench::run(&cli.global, args).await,
+            cli::Command::Config => config::show(&cli.global),
         }
     });
     resources::report_if_asked();

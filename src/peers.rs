@@ -23,6 +23,15 @@ pub struct PeerAddr {
     pub addr: SocketAddr,
 }
 
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{id}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 impl FromStr for PeerAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chorus_player::play::{PlayOptions, Playback, PlaybackReport, play};
+use chorus_player::play::{PlayOptions, Playback, PlaybackReport, Player};
 use chorus_player::sink::OutputSpec;
 use chorus_protocol::message::CatalogEntry;
 use chorus_protocol::{Manifest, TrackId};
@@ -17,10 +17,13 @@ use chorus_streamer::transport::Transport;
 use crate::cli::{Global, OutputArgs, PlayArgs};
 use crate::output;
 use crate::peers::{self, PeerAddr};
+use crate::tui::Key;
 
 pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let started = Instant::now();
-    let cache = peers::cache(global, args.cache_mib)?;
+    let file = crate::config::load(global)?;
+    let settings = crate::config::PlaySettings::resolve(&file, Some(&args))?;
+    let cache = peers::cache(global, settings.cache_mib.0)?;
     let identity = peers::identity(global)?;
     // With --listen, this node serves its cache to others while it plays,
     // from the same endpoint it fetches with.
@@ -52,56 +55,108 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         None => Transport::client(identity, &Default::default())?,
     };
     let result = async {
-        let peers = connect_all(&transport, &args.peers).await?;
-        let mut upcoming: Option<tokio::task::JoinHandle<Result<Prepared>>> = None;
-        let count = args.what.len();
-        for (i, query) in args.what.iter().enumerate() {
-            let started = if i == 0 { started } else { Instant::now() };
-            let prepared = match upcoming.take() {
-                Some(task) => task.await.context("preparing the next track")??,
-                None => prepare(&transport, &peers, query).await?,
-            };
-            let Prepared { entry, manifest, sources, prefetched } = prepared;
-            if !global.quiet {
-                let n = if count > 1 { format!("[{}/{count}] ", i + 1) } else { String::new() };
-                let ahead = if prefetched > 0 {
-                    format!(", starting from {prefetched} prefetched chunks")
-                } else {
-                    String::new()
-                };
-                println!("{n}playing {} from {} peer(s){ahead}", describe(&entry), sources.len());
+        let peers = match connect_all(&transport, &settings.peers.0).await {
+            Ok(p) => p,
+            Err(e) if !cache.complete_tracks().is_empty() => {
+                if !settings.peers.0.is_empty() {
+                    eprintln!("warning: {e:#}; playing from the cache");
+                }
+                Vec::new()
             }
-            let mut options = PlayOptions {
-                start: Duration::from_secs_f64(args.start.max(0.0)),
-                ..PlayOptions::default()
-            };
-            if i > 0 {
-                options.start = Duration::ZERO;
-            }
-            options.fetch.cache = Some(cache.clone());
-            let next = args.what.get(i + 1).map(|q| NextTrack {
-                transport: transport.clone(),
-                peers: peers.clone(),
-                query: q.clone(),
-                cache: cache.clone(),
-            });
-            let out = numbered(&args.output, i, count);
-            let played =
-                play_with_status(global, manifest, sources, &out, options, started, next).await?;
-            print_report(global, &played.report);
-            for id in &played.report.banned {
-                transport.ban(*id);
-            }
-            upcoming = played.next;
-            if played.stopped {
-                break;
-            }
-        }
-        Ok(())
+            Err(e) => return Err(e),
+        };
+        let queue = build_queue(&peers, &cache, &args).await?;
+        let session = Session {
+            global,
+            transport: transport.clone(),
+            peers,
+            cache: cache.clone(),
+            settings: &settings,
+            duration: args.output.duration.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            first_start: Duration::from_secs_f64(args.start.max(0.0)),
+        };
+        session.run(queue, started).await
     }
     .await;
     transport.close().await;
     result
+}
+
+/// The queue: the tracks asked for, or an album's tracks in order,
+/// shuffled if asked. Each entry is a query or a track id.
+async fn build_queue(
+    peers: &[Peer],
+    cache: &chorus_streamer::cache::ChunkCache,
+    args: &PlayArgs,
+) -> Result<Vec<String>> {
+    let mut queue = args.what.clone();
+    if let Some(album) = &args.album {
+        let want = album.to_lowercase();
+        let on_album = |e: &CatalogEntry| {
+            e.tags.album.as_deref().is_some_and(|a| a.to_lowercase().contains(&want))
+        };
+        let mut found: Vec<CatalogEntry> =
+            crate::search::search_all(peers, album, MAX_SEARCH_RESULTS)
+                .await
+                .into_iter()
+                .map(|(e, _)| e)
+                .filter(on_album)
+                .collect();
+        if found.is_empty() {
+            found = cache.complete_tracks().iter().map(cached_entry).filter(on_album).collect();
+            found.sort_by_key(|e| (e.tags.disc_number, e.tags.track_number));
+        }
+        if found.is_empty() {
+            bail!("no peer has an album matching '{album}'");
+        }
+        queue.extend(found.iter().map(|e| e.track.to_string()));
+    }
+    if args.shuffle {
+        let mut x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        for i in (1..queue.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            queue.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+    }
+    Ok(queue)
+}
+
+/// A catalog entry for a track known only from its cached manifest.
+fn cached_entry(m: &Manifest) -> CatalogEntry {
+    CatalogEntry {
+        track: m.id(),
+        file_name: String::new(),
+        tags: m.tags().clone(),
+        codec: m.media().codec,
+        duration_ms: u64::try_from(m.duration().as_millis()).unwrap_or(u64::MAX),
+        byte_len: m.layout().byte_len(),
+        sample_rate: m.media().sample_rate,
+        channels: m.media().channels,
+    }
+}
+
+/// Finds a track the cache holds whole, by id (prefix) or words of its
+/// title, artist or album.
+fn resolve_cached(cache: &chorus_streamer::cache::ChunkCache, query: &str) -> Option<Prepared> {
+    let q = query.to_lowercase();
+    let mut tracks = cache.complete_tracks();
+    tracks.sort_by_key(|m| m.id().to_string());
+    let hit = tracks.into_iter().find(|m| {
+        let t = m.tags();
+        m.id().to_string().starts_with(&q)
+            || [&t.title, &t.artist, &t.album].iter().any(|f| {
+                f.as_deref().is_some_and(|f| {
+                    let f = f.to_lowercase();
+                    q.split_whitespace().all(|w| f.contains(w))
+                })
+            })
+    })?;
+    Some(Prepared { entry: cached_entry(&hit), manifest: hit, sources: Vec::new(), prefetched: 0 })
 }
 
 /// A track ready to play: what it is, its manifest, who serves it.
@@ -113,45 +168,328 @@ pub struct Prepared {
     pub prefetched: usize,
 }
 
-/// Finds a track among the peers (and the holders they know of).
-pub async fn prepare(transport: &Transport, peers: &[Peer], query: &str) -> Result<Prepared> {
-    let (entry, mut holders) = resolve(peers, query).await?;
-    holders.extend(discover(transport, peers, &holders, entry.track).await);
-    let (manifest, sources) = sources_for(&holders, entry.track).await?;
-    Ok(Prepared { entry, manifest, sources, prefetched: 0 })
+/// Finds a track among the peers (and the holders they know of); with no
+/// peer that has it, in the cache.
+pub async fn prepare(
+    transport: &Transport,
+    peers: &[Peer],
+    cache: &chorus_streamer::cache::ChunkCache,
+    query: &str,
+) -> Result<Prepared> {
+    if peers.is_empty() {
+        return resolve_cached(cache, query).with_context(|| {
+            format!("no peer to ask and the cache holds no whole track matching '{query}'")
+        });
+    }
+    let found = async {
+        let (entry, mut holders) = resolve(peers, query).await?;
+        holders.extend(discover(transport, peers, &holders, entry.track).await);
+        let (manifest, sources) = sources_for(&holders, entry.track).await?;
+        Ok::<_, anyhow::Error>(Prepared { entry, manifest, sources, prefetched: 0 })
+    }
+    .await;
+    match found {
+        Ok(p) => Ok(p),
+        Err(e) => resolve_cached(cache, query).ok_or(e),
+    }
 }
 
-/// The track after the current one, to prefetch near the current one's end.
-pub struct NextTrack {
+/// What a track's playback ended with.
+enum Outcome {
+    /// Played to the end (or its --duration).
+    Ended,
+    Next,
+    Prev,
+    Quit,
+}
+
+/// One `chorus play` run: the queue, the player, the keys.
+struct Session<'a> {
+    global: &'a Global,
     transport: Transport,
     peers: Vec<Peer>,
-    query: String,
     cache: Arc<chorus_streamer::cache::ChunkCache>,
+    settings: &'a crate::config::PlaySettings,
+    duration: Option<Duration>,
+    first_start: Duration,
 }
 
-impl NextTrack {
-    /// Looks the track up and fetches what it needs to start into the cache.
-    fn start(self) -> tokio::task::JoinHandle<Result<Prepared>> {
+impl Session<'_> {
+    async fn run(&self, queue: Vec<String>, started: Instant) -> Result<()> {
+        let out = OutputArgs {
+            out: Some(self.settings.out.0.clone()),
+            device: self.settings.device.0.clone(),
+            duration: None,
+        };
+        let interactive =
+            !self.global.quiet && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+        let mut keys = if interactive { Some(crate::tui::Keys::start()?) } else { None };
+        let raw = keys.is_some();
+        let mut player = Player::new(output_spec(&out), true);
+        let mut volume = self.settings.volume.0 as f32 / 100.0;
+        let mut upcoming: Option<(usize, tokio::task::JoinHandle<Result<Prepared>>)> = None;
+        let mut i = 0;
+        let mut first = true;
+        let result = loop {
+            let Some(query) = queue.get(i) else { break Ok(()) };
+            let t0 = if first { started } else { Instant::now() };
+            let prepared = match upcoming.take() {
+                Some((j, task)) if j == i => task.await.context("preparing the next track")?,
+                other => {
+                    if let Some((_, t)) = other {
+                        t.abort();
+                    }
+                    prepare(&self.transport, &self.peers, &self.cache, query).await
+                }
+            };
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) if queue.len() > 1 => {
+                    crate::tui::line(raw, &format!("skipping '{query}': {e:#}"));
+                    i += 1;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            if !self.global.quiet {
+                let n = if queue.len() > 1 {
+                    format!("[{}/{}] ", i + 1, queue.len())
+                } else {
+                    String::new()
+                };
+                let from = if prepared.sources.is_empty() {
+                    "the cache".to_owned()
+                } else {
+                    format!("{} peer(s)", prepared.sources.len())
+                };
+                let ahead = if prepared.prefetched > 0 {
+                    format!(", starting from {} prefetched chunks", prepared.prefetched)
+                } else {
+                    String::new()
+                };
+                crate::tui::line(
+                    raw,
+                    &format!("{n}playing {} from {from}{ahead}", describe(&prepared.entry)),
+                );
+            }
+            let mut options = PlayOptions::default();
+            if first {
+                options.start = self.first_start;
+            }
+            options.fetch.cache = Some(self.cache.clone());
+            if self.settings.normalize.0 {
+                options.gain = replay_gain(prepared.manifest.tags());
+            }
+            first = false;
+            let next = queue.get(i + 1).cloned();
+            let played = self
+                .play_one(
+                    &mut player,
+                    prepared,
+                    options,
+                    t0,
+                    keys.as_mut(),
+                    &mut volume,
+                    next,
+                    i + 1,
+                )
+                .await;
+            let (report, outcome, prefetch) = match played {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
+            if raw {
+                crate::tui::clear_status();
+            }
+            if !raw {
+                print_report(self.global, &report);
+            }
+            for id in &report.banned {
+                self.transport.ban(*id);
+            }
+            upcoming = prefetch;
+            match outcome {
+                Outcome::Ended | Outcome::Next => i += 1,
+                Outcome::Prev => i = i.saturating_sub(1),
+                Outcome::Quit => break Ok(()),
+            }
+        };
+        if let Some((_, t)) = upcoming {
+            t.abort();
+        }
+        let finished = player.finish().await;
+        drop(keys);
+        result?;
+        finished?;
+        Ok(())
+    }
+
+    /// Plays one track, following keys, Ctrl-C and --duration, with the
+    /// status line; starts preparing the next track near the end.
+    #[allow(clippy::too_many_arguments)]
+    async fn play_one(
+        &self,
+        player: &mut Player,
+        prepared: Prepared,
+        options: PlayOptions,
+        started: Instant,
+        mut keys: Option<&mut crate::tui::Keys>,
+        volume: &mut f32,
+        next: Option<String>,
+        next_index: usize,
+    ) -> Result<(PlaybackReport, Outcome, Option<(usize, tokio::task::JoinHandle<Result<Prepared>>)>)>
+    {
+        let Prepared { entry, manifest, sources, .. } = prepared;
+        let total = manifest.duration();
+        let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
+        let h = handle.clone();
+        let v = *volume;
+        let playing = player.play(manifest, sources, options, started, move |p| {
+            p.set_volume(v);
+            if let Ok(mut slot) = h.lock() {
+                *slot = Some(p.clone());
+            }
+        });
+        tokio::pin!(playing);
+        let raw = keys.is_some();
+        let show = !self.global.quiet && (raw || std::io::stderr().is_terminal());
+        let mut outcome = Outcome::Ended;
+        let mut upcoming = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut played_before = None;
+        let current = || handle.lock().ok().and_then(|h| h.clone());
+        let result = loop {
+            let key = async {
+                match keys.as_mut() {
+                    Some(k) => k.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut playing => break r,
+                _ = tokio::signal::ctrl_c() => {
+                    outcome = Outcome::Quit;
+                    if let Some(p) = current() { p.stop(); }
+                }
+                Some(k) = key => {
+                    let Some(p) = current() else { continue };
+                    match k {
+                        Key::Pause => {
+                            let paused = !p.stats.paused.load(Relaxed);
+                            p.set_paused(paused);
+                        }
+                        Key::Seek(by) => {
+                            let pos = p.stats.target_position().as_secs_f64();
+                            let to = (pos + by as f64).clamp(0.0, total.as_secs_f64());
+                            p.seek(Duration::from_secs_f64(to));
+                        }
+                        Key::Volume(by) => {
+                            *volume = (*volume + by as f32 / 100.0).clamp(0.0, 2.0);
+                            p.set_volume(*volume);
+                        }
+                        Key::Next => { outcome = Outcome::Next; p.skip(); }
+                        Key::Prev => { outcome = Outcome::Prev; p.skip(); }
+                        Key::Quit => { outcome = Outcome::Quit; p.stop(); }
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(p) = current() else { continue };
+                    let played = p.stats.played();
+                    let base = *played_before.get_or_insert(played);
+                    let pos = p.stats.position();
+                    if self.duration.is_some_and(|l| played.saturating_sub(base) >= l) {
+                        p.stop();
+                    }
+                    // Near the end: look up the next track and fetch its start.
+                    if pos + PREFETCH_AHEAD >= total && upcoming.is_none() {
+                        if let Some(q) = &next {
+                            upcoming = Some((next_index, self.prefetch_next(q.clone())));
+                        }
+                    }
+                    if show {
+                        let line = status_line(&entry, &p, total, *volume);
+                        if raw { crate::tui::status(&line) } else {
+                            eprint!("\r\x1b[2K{line}");
+                            let _ = std::io::stderr().flush();
+                        }
+                    }
+                }
+            }
+        };
+        if show && !raw {
+            eprint!("\r\x1b[2K");
+        }
+        let report = result?;
+        Ok((report, outcome, upcoming))
+    }
+
+    /// Looks the next track up and fetches what it needs to start into the
+    /// cache.
+    fn prefetch_next(&self, query: String) -> tokio::task::JoinHandle<Result<Prepared>> {
+        let (transport, peers, cache) =
+            (self.transport.clone(), self.peers.clone(), self.cache.clone());
         tokio::spawn(async move {
-            let mut prepared = prepare(&self.transport, &self.peers, &self.query).await?;
-            prepared.prefetched =
-                prefetch(self.cache, &prepared.manifest, &prepared.sources, PREFETCH_LEAD).await?;
+            let mut prepared = prepare(&transport, &peers, &cache, &query).await?;
+            if !prepared.sources.is_empty() {
+                prepared.prefetched =
+                    prefetch(cache, &prepared.manifest, &prepared.sources, PREFETCH_LEAD).await?;
+            }
             Ok(prepared)
         })
     }
 }
 
-/// `FILE.wav` for one track; `FILE-1.wav`, `FILE-2.wav`… for several.
-fn numbered(out: &OutputArgs, i: usize, count: usize) -> OutputArgs {
-    let mut o =
-        OutputArgs { out: out.out.clone(), device: out.device.clone(), duration: out.duration };
-    if count > 1 && !matches!(out.out.as_str(), "default" | "null") {
-        let p = std::path::Path::new(&out.out);
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-        o.out = p.with_file_name(format!("{stem}-{}{ext}", i + 1)).to_string_lossy().into_owned();
+/// The track's ReplayGain as a linear gain, held below clipping by its
+/// peak; 1 without tags.
+pub fn replay_gain(tags: &chorus_protocol::Tags) -> f32 {
+    let Some(db) = tags.track_gain_db.or(tags.album_gain_db) else { return 1.0 };
+    let gain = 10f32.powf(db / 20.0);
+    match tags.track_peak.or(tags.album_peak).filter(|p| *p > 0.0) {
+        Some(peak) => gain.min(1.0 / peak),
+        None => gain,
     }
-    o
+}
+
+/// `▶ Title – Artist  1:23 / 4:05  buffered 12.3 s  3 peers (92% peers, 8% seed)  0 underruns  vol 100%`
+fn status_line(entry: &CatalogEntry, p: &Playback, total: Duration, volume: f32) -> String {
+    let title = entry.tags.title.as_deref().unwrap_or(&entry.file_name);
+    let who = match &entry.tags.artist {
+        Some(a) => format!("{title} – {a}"),
+        None => title.to_owned(),
+    };
+    let pos = p.stats.position();
+    // Audio here, contiguous from the playhead.
+    let m = p.store.manifest();
+    let mut i = m.chunk_at_time(pos).0;
+    while i < m.layout().count() && p.store.has(i) {
+        i += 1;
+    }
+    let ahead = if i >= m.layout().count() {
+        total.saturating_sub(pos)
+    } else {
+        m.chunk_media_time(chorus_protocol::ChunkIndex(i)).saturating_sub(pos)
+    };
+    let (mut seed, mut others, mut used) = (0u64, 0u64, 0);
+    if let Ok(v) = p.fetch.by_peer.lock() {
+        for (_, _, bytes, is_seed) in v.iter() {
+            if *bytes > 0 {
+                used += 1;
+            }
+            if *is_seed { seed += bytes } else { others += bytes }
+        }
+    }
+    let all = (seed + others).max(1) as f64;
+    let state = if p.stats.paused.load(Relaxed) { "⏸ paused" } else { "▶" };
+    format!(
+        "{state} {who}  {} / {}  buffered {:.1} s  {used} peers ({:.0}% peers, {:.0}% seed)  {} underruns  vol {:.0}%",
+        output::clock(pos),
+        output::clock(total),
+        ahead.as_secs_f64(),
+        others as f64 * 100.0 / all,
+        seed as f64 * 100.0 / all,
+        p.stats.underruns.load(Relaxed),
+        volume * 100.0
+    )
 }
 
 /// `chorus devices`.
@@ -349,90 +687,72 @@ pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, 
 }
 
 pub fn output_spec(out: &OutputArgs) -> OutputSpec {
-    match out.out.as_str() {
+    match out.out.as_deref().unwrap_or("default") {
         "default" => OutputSpec::Device(out.device.clone()),
         s => s.parse().unwrap_or(OutputSpec::Null),
     }
 }
 
-/// Plays with a status line (on a terminal), Ctrl-C and --duration.
-pub async fn play_with_status(
+/// Plays one track with Ctrl-C and --duration handled (for `chorus demo`).
+pub async fn play_track(
     global: &Global,
     manifest: Manifest,
     sources: Vec<Source>,
     out: &OutputArgs,
     options: PlayOptions,
     started: Instant,
-    mut next: Option<NextTrack>,
-) -> Result<Played> {
-    let spec = output_spec(out);
-    let mut upcoming = None;
-    let mut stopped = false;
-    let total = manifest.duration();
+) -> Result<PlaybackReport> {
+    let mut player = Player::new(output_spec(out), false);
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
     let h = handle.clone();
-    let playing = play(manifest, sources, spec, options, started, move |p| {
+    let limit = out.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let playing = player.play(manifest, sources, options, started, move |p| {
         if let Ok(mut slot) = h.lock() {
             *slot = Some(p.clone());
         }
     });
-    tokio::pin!(playing);
-    let show = !global.quiet && std::io::stderr().is_terminal();
-    let limit = out.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let result = loop {
+    let mut playing = Box::pin(playing);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let report = loop {
+        let current = || handle.lock().ok().and_then(|h| h.clone());
         tokio::select! {
-            r = &mut playing => break r,
+            r = &mut playing => break r?,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("\nstopping…");
-                stopped = true;
-                stop(&handle);
+                if !global.quiet { eprintln!("\nstopping…"); }
+                if let Some(p) = current() { p.stop(); }
             }
             _ = tick.tick() => {
-                let Some(p) = handle.lock().ok().and_then(|h| h.clone()) else { continue };
-                let played = p.stats.played();
-                let pos = p.stats.position();
-                if limit.is_some_and(|l| played >= l) {
-                    stop(&handle);
-                }
-                // Near the end: look up the next track and fetch its start.
-                if pos + PREFETCH_AHEAD >= total {
-                    if let Some(n) = next.take() {
-                        upcoming = Some(n.start());
-                    }
-                }
-                if show {
-                    let have = p.store.present() as u64 * 100 / u64::from(p.store.manifest().layout().count()).max(1);
-                    eprint!(
-                        "\r\x1b[2K▶ {} / {}  fetched {}% ({})  underruns {}",
-                        output::clock(pos),
-                        output::clock(total),
-                        have,
-                        output::size(p.fetch.bytes.load(Relaxed)),
-                        p.stats.underruns.load(Relaxed)
-                    );
-                    let _ = std::io::stderr().flush();
+                if let Some(p) = current().filter(|p| limit.is_some_and(|l| p.stats.played() >= l)) {
+                    p.stop();
                 }
             }
         }
     };
-    if show {
-        eprint!("\r\x1b[2K");
-    }
-    Ok(Played { report: result?, next: upcoming, stopped })
+    drop(playing);
+    player.finish().await?;
+    Ok(report)
 }
 
-/// A finished playback, and the next track if it was prepared meanwhile.
-pub struct Played {
-    pub report: PlaybackReport,
-    pub next: Option<tokio::task::JoinHandle<Result<Prepared>>>,
-    pub stopped: bool,
-}
-
-fn stop(handle: &Arc<Mutex<Option<Playback>>>) {
-    if let Some(p) = handle.lock().ok().and_then(|h| h.clone()) {
-        p.stop();
+/// Peers the given ones know (by peer exchange), dialled. Failures only
+/// cost those peers.
+pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
+    let me = transport.peer_id();
+    let mut seen: Vec<_> = peers.iter().map(Peer::id).collect();
+    let mut found = Vec::new();
+    for p in peers {
+        let Ok(list) = p.exchange_peers(Vec::new()).await else { continue };
+        for info in list {
+            if info.id == me || seen.contains(&info.id) {
+                continue;
+            }
+            seen.push(info.id);
+            let Some(addr) = info.addrs.first() else { continue };
+            if let Ok(peer) = transport.connect(*addr, Some(info.id)).await {
+                found.push(peer);
+            }
+        }
     }
+    found
 }
 
 pub fn print_report(global: &Global, r: &PlaybackReport) {

@@ -10,7 +10,7 @@ use crate::cli::{Global, SearchArgs};
 use crate::{output, peers};
 
 #[derive(Serialize)]
-struct JsonEntry<'a> {
+pub struct JsonEntry<'a> {
     track_id: String,
     title: Option<&'a str>,
     artist: Option<&'a str>,
@@ -25,26 +25,42 @@ struct JsonEntry<'a> {
 }
 
 pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
-    let (transport, peer) = peers::dial(global, &args.peer).await?;
-    let results = peer.search(&args.query, args.limit).await?;
+    let file = crate::config::load(global)?;
+    let mut addrs = args.peers.clone();
+    if addrs.is_empty() {
+        addrs = crate::config::PlaySettings::resolve(&file, None)?.peers.0;
+    }
+    if addrs.is_empty() {
+        anyhow::bail!("no peer to ask: pass --peer HOST:PORT or set `peers` in the config file");
+    }
+    let transport = chorus_streamer::transport::Transport::client(
+        peers::identity(global)?,
+        &Default::default(),
+    )?;
+    let mut asked = crate::play::connect_all(&transport, &addrs).await?;
+    // Every known peer: the ones given, and the ones they know.
+    asked.extend(crate::play::known_by(&transport, &asked).await);
+    let results = search_all(&asked, &args.query, args.limit).await;
     transport.close().await;
     if args.json {
-        for e in &results {
-            println!("{}", serde_json::to_string(&json(e))?);
+        for (e, holders) in &results {
+            let mut v = serde_json::to_value(json(e))?;
+            v["holders"] = (*holders).into();
+            println!("{v}");
         }
         return Ok(());
     }
     if results.is_empty() {
-        println!("no tracks match '{}'", args.query);
+        println!("no tracks match '{}' on {} peer(s)", args.query, asked.len());
         return Ok(());
     }
     println!(
-        "{:<12}  {:<28}  {:<20}  {:<22}  {:>6}  {:<6}  {:>8}",
-        "TRACK", "TITLE", "ARTIST", "ALBUM", "TIME", "FORMAT", "SIZE"
+        "{:<12}  {:<28}  {:<20}  {:<22}  {:>6}  {:<6}  {:>8}  {:>5}",
+        "TRACK", "TITLE", "ARTIST", "ALBUM", "TIME", "FORMAT", "SIZE", "PEERS"
     );
-    for e in &results {
+    for (e, holders) in &results {
         println!(
-            "{:<12}  {:<28}  {:<20}  {:<22}  {:>6}  {:<6}  {:>8}",
+            "{:<12}  {:<28}  {:<20}  {:<22}  {:>6}  {:<6}  {:>8}  {:>5}",
             &e.track.to_string()[..12],
             cut(e.tags.title.as_deref().unwrap_or(&e.file_name), 28),
             cut(e.tags.artist.as_deref().unwrap_or("-"), 20),
@@ -52,14 +68,60 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
             output::clock(Duration::from_millis(e.duration_ms)),
             e.codec.name(),
             output::size(e.byte_len),
+            holders,
         );
     }
     println!(
-        "{} tracks; fetch one with: chorus fetch TRACK --peer {}",
+        "{} tracks on {} peer(s); play one with: chorus play TRACK --peer {}",
         results.len(),
-        args.peer.addr
+        asked.len(),
+        addrs[0]
     );
     Ok(())
+}
+
+/// Asks every peer at once; merges the answers by track id, counting the
+/// peers that hold each. Sorted by album, track number, title.
+pub async fn search_all(
+    peers: &[chorus_streamer::client::Peer],
+    query: &str,
+    limit: u32,
+) -> Vec<(CatalogEntry, usize)> {
+    let asks: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            let (p, q) = (p.clone(), query.to_owned());
+            tokio::spawn(async move { (p.search(&q, limit).await, p.addr()) })
+        })
+        .collect();
+    let mut merged: Vec<(CatalogEntry, usize)> = Vec::new();
+    for ask in asks {
+        match ask.await {
+            Ok((Ok(entries), _)) => {
+                for e in entries {
+                    match merged.iter_mut().find(|(m, _)| m.track == e.track) {
+                        Some((_, n)) => *n += 1,
+                        None => merged.push((e, 1)),
+                    }
+                }
+            }
+            Ok((Err(e), addr)) => tracing::warn!("search on {addr} failed: {e}"),
+            Err(e) => tracing::warn!("a search failed: {e}"),
+        }
+    }
+    merged.sort_by(|(a, _), (b, _)| {
+        let key = |e: &CatalogEntry| {
+            (
+                e.tags.album.clone().unwrap_or_default().to_lowercase(),
+                e.tags.disc_number.unwrap_or(1),
+                e.tags.track_number.unwrap_or(u32::MAX),
+                e.tags.title.clone().unwrap_or_else(|| e.file_name.clone()).to_lowercase(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    merged.truncate(limit as usize);
+    merged
 }
 
 fn json(e: &CatalogEntry) -> JsonEntry<'_> {

@@ -419,6 +419,9 @@ async fn prefill_from_cache(
 /// The decode thread: runs jobs one by one, holding the sink in between.
 fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Command>) {
     let mut open: Option<OpenSink> = None;
+    // Sinks opened so far: a second WAV file gets a numbered name instead of
+    // overwriting the first.
+    let mut opened = 0usize;
     while let Ok(command) = commands.recv() {
         match command {
             Command::Play(job) => {
@@ -432,7 +435,12 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 }
                 stats.skip.store(false, Relaxed);
                 let track = Track { store, stats, cancel, options, hint, discard };
-                let result = decode_track(&track, output, &mut open);
+                let spec = numbered(output, opened);
+                let was_open = open.is_some();
+                let result = decode_track(&track, &spec, &mut open);
+                if !was_open && open.is_some() {
+                    opened += 1;
+                }
                 if !keep_open || result.is_err() {
                     if let Some(mut s) = open.take() {
                         s.stats.end_of_stream.store(true, Relaxed);
@@ -452,6 +460,20 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 let _ = done.send(r);
             }
         }
+    }
+}
+
+/// `FILE.wav` for the first sink, `FILE-2.wav`, `FILE-3.wav`… after.
+fn numbered(output: &OutputSpec, opened: usize) -> OutputSpec {
+    match output {
+        OutputSpec::Wav(path) if opened > 0 => {
+            let stem =
+                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let ext =
+                path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+            OutputSpec::Wav(path.with_file_name(format!("{stem}-{}{ext}", opened + 1)))
+        }
+        other => other.clone(),
     }
 }
 

@@ -120,6 +120,16 @@ impl ChunkCache {
         self.dir.join(id.to_string())
     }
 
+    /// Manifests of the tracks held whole: what plays with no peer at all.
+    pub fn complete_tracks(&self) -> Vec<Manifest> {
+        self.lock()
+            .tracks
+            .values()
+            .filter(|t| t.have.iter().all(|h| *h))
+            .map(|t| t.manifest.clone())
+            .collect()
+    }
+
     /// Remembers a (verified) manifest, so its chunks can be stored.
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = manifest.id();

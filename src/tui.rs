@@ -1,0 +1,130 @@
+//! The terminal side of `chorus play`: keys in raw mode, read on their own
+//! thread, and the status line.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+
+/// What a key asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Key {
+    /// Space: pause or resume.
+    Pause,
+    /// ←/→: seek by this many seconds.
+    Seek(i64),
+    /// ↑/↓: volume by this many percent.
+    Volume(i32),
+    /// n: the next track.
+    Next,
+    /// p: the previous track.
+    Prev,
+    /// q, Esc or Ctrl-C.
+    Quit,
+}
+
+fn map(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
+    Some(match code {
+        KeyCode::Char(' ') => Key::Pause,
+        KeyCode::Left => Key::Seek(-10),
+        KeyCode::Right => Key::Seek(10),
+        KeyCode::Up => Key::Volume(10),
+        KeyCode::Down => Key::Volume(-10),
+        KeyCode::Char('c') if mods.contains(KeyModifiers::CONTROL) => Key::Quit,
+        KeyCode::Char('n') => Key::Next,
+        KeyCode::Char('p') => Key::Prev,
+        KeyCode::Char('q') | KeyCode::Esc => Key::Quit,
+        _ => return None,
+    })
+}
+
+/// Keys from the terminal, in raw mode while this lives.
+pub struct Keys {
+    rx: tokio::sync::mpsc::Receiver<Key>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keys {
+    /// Puts the terminal in raw mode and starts reading keys.
+    pub fn start() -> std::io::Result<Self> {
+        crossterm::terminal::enable_raw_mode()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new().name("chorus-keys".into()).spawn(move || {
+            while !s.load(Relaxed) {
+                match event::poll(Duration::from_millis(100)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => break,
+                }
+                let Ok(Event::Key(k)) = event::read() else { continue };
+                if k.kind == KeyEventKind::Release {
+                    continue;
+                }
+                if let Some(key) = map(k.code, k.modifiers) {
+                    // A full queue drops the key: the listener is far ahead.
+                    let _ = tx.try_send(key);
+                }
+            }
+        })?;
+        Ok(Self { rx, stop, thread: Some(thread) })
+    }
+
+    /// The next key.
+    pub async fn next(&mut self) -> Option<Key> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+/// Prints a line above the status line (raw mode needs the `\r`).
+pub fn line(raw: bool, text: &str) {
+    let mut out = std::io::stdout().lock();
+    if raw {
+        let _ = write!(out, "\r\x1b[2K{text}\r\n");
+    } else {
+        let _ = writeln!(out, "{text}");
+    }
+    let _ = out.flush();
+}
+
+/// Redraws the status line in place.
+pub fn status(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "\r\x1b[2K{text}");
+    let _ = out.flush();
+}
+
+/// Clears the status line.
+pub fn clear_status() {
+    status("");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_actions() {
+        let none = KeyModifiers::NONE;
+        assert_eq!(map(KeyCode::Char(' '), none), Some(Key::Pause));
+        assert_eq!(map(KeyCode::Right, none), Some(Key::Seek(10)));
+        assert_eq!(map(KeyCode::Down, none), Some(Key::Volume(-10)));
+        assert_eq!(map(KeyCode::Char('c'), KeyModifiers::CONTROL), Some(Key::Quit));
+        assert_eq!(map(KeyCode::Char('c'), none), None);
+        assert_eq!(map(KeyCode::Char('n'), none), Some(Key::Next));
+    }
+}
