@@ -759,16 +759,18 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
     if global.quiet {
         return;
     }
-    let first = r
-        .time_to_first_audio
-        .map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+    let first = match r.time_to_first_audio {
+        _ if r.joined => "joined the previous track without a gap".to_owned(),
+        Some(d) => format!("first audio after {:.1} ms", d.as_secs_f64() * 1e3),
+        None => "no audio".to_owned(),
+    };
     let resampled = if r.track_rate != r.output_rate && r.output_rate != 0 {
         format!(", resampled {} → {} Hz", r.track_rate, r.output_rate)
     } else {
         String::new()
     };
     println!(
-        "played {} from {}; first audio after {first}; {} underruns ({:.2}s silent); {} fetched{resampled}",
+        "played {} from {}; {first}; {} underruns ({:.2}s silent); {} fetched{resampled}",
         output::clock(r.played),
         output::clock(r.started_at),
         r.underruns,

@@ -86,6 +86,9 @@ pub struct PlaybackReport {
     pub banned: Vec<chorus_protocol::PeerId>,
     /// Chunk bytes that came from the local cache instead of the network.
     pub bytes_from_cache: u64,
+    /// The track followed the previous one in the same open sink, without
+    /// a gap.
+    pub joined: bool,
 }
 
 /// A playback in progress: counters to show while it runs, and controls.
@@ -343,6 +346,7 @@ impl Player {
             hedges: fetch_stats.hedges.load(Relaxed),
             banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
             bytes_from_cache,
+            joined: !new_sink,
         })
     }
 
