@@ -1,5 +1,6 @@
 //! Decode speed per format, as a multiple of real time: each sample track
-//! decoded from memory start to end (symphonia, our gapless decoder).
+//! decoded start to end from its file (in the page cache after the first
+//! pass) by our gapless decoder over symphonia.
 //!
 //! `cargo bench --bench decode`. Needs the sample set (samples/build.sh);
 //! without it there is nothing to measure and the bench says so.
@@ -11,10 +12,8 @@ use std::time::{Duration, Instant};
 use chorus_player::decode::Decoder;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn decode_all(data: &[u8], ext: Option<&str>) -> u64 {
-    let cursor = std::io::Cursor::new(data.to_vec());
-    let mut d =
-        Decoder::open(Box::new(symphonia::core::io::ReadOnlySource::new(cursor)), ext).unwrap();
+fn decode_all(path: &Path) -> u64 {
+    let mut d = Decoder::open_file(path).unwrap();
     let mut samples = 0u64;
     while let Some(b) = d.next_block().unwrap() {
         samples += b.len() as u64;
@@ -38,12 +37,10 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     for path in files {
-        let data = std::fs::read(&path).unwrap();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
         let rate = Decoder::open_file(&path).map(|d| d.sample_rate()).unwrap_or(44_100);
         // One timed pass for the ×real-time figure, printed once.
         let t = Instant::now();
-        let frames = decode_all(&data, ext.as_deref());
+        let frames = decode_all(&path);
         let audio = frames as f64 / f64::from(rate);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         eprintln!(
@@ -51,7 +48,7 @@ fn decode(c: &mut Criterion) {
             t.elapsed().as_secs_f64() * 1e3,
             audio / t.elapsed().as_secs_f64()
         );
-        g.bench_function(name, |b| b.iter(|| decode_all(&data, ext.as_deref())));
+        g.bench_function(name, |b| b.iter(|| decode_all(&path)));
     }
     g.finish();
 }

@@ -251,7 +251,7 @@ impl Session<'_> {
                 }
                 Err(e) => break Err(e),
             };
-            if !self.global.quiet {
+            let header = {
                 let n = if queue.len() > 1 {
                     format!("[{}/{}] ", i + 1, queue.len())
                 } else {
@@ -267,10 +267,10 @@ impl Session<'_> {
                 } else {
                     String::new()
                 };
-                crate::tui::line(
-                    raw,
-                    &format!("{n}playing {} from {from}{ahead}", describe(&prepared.entry)),
-                );
+                format!("{n}playing {} from {from}{ahead}", describe(&prepared.entry))
+            };
+            if raw {
+                crate::tui::line(raw, &header);
             }
             let mut options = PlayOptions::default();
             if first {
@@ -302,7 +302,11 @@ impl Session<'_> {
                 crate::tui::clear_status();
             }
             if !raw {
-                print_report(self.global, &report);
+                // Piped or --quiet: one line per track.
+                println!("{header}: {}", summary(&report));
+                if self.global.verbose > 0 {
+                    print_sources(&report);
+                }
             }
             for id in &report.banned {
                 self.transport.ban(*id);
@@ -759,6 +763,12 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
     if global.quiet {
         return;
     }
+    println!("{}", summary(r));
+    print_sources(r);
+}
+
+/// One line: what played, how it started, stutter, bytes and their origin.
+pub fn summary(r: &PlaybackReport) -> String {
     let first = match r.time_to_first_audio {
         _ if r.joined => "joined the previous track without a gap".to_owned(),
         Some(d) => format!("first audio after {:.1} ms", d.as_secs_f64() * 1e3),
@@ -769,14 +779,23 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
     } else {
         String::new()
     };
-    println!(
-        "played {} from {}; {first}; {} underruns ({:.2}s silent); {} fetched{resampled}",
+    let seed: u64 = r.sources.iter().filter(|s| s.3).map(|s| s.2).sum();
+    let share = if r.bytes_fetched > 0 {
+        format!(" ({:.0}% from the seed)", seed as f64 * 100.0 / r.bytes_fetched as f64)
+    } else {
+        String::new()
+    };
+    format!(
+        "played {} from {}; {first}; {} underruns ({:.2}s silent); {} fetched{share}{resampled}",
         output::clock(r.played),
         output::clock(r.started_at),
         r.underruns,
         r.silent.as_secs_f64(),
         output::size(r.bytes_fetched),
-    );
+    )
+}
+
+fn print_sources(r: &PlaybackReport) {
     let total = r.bytes_fetched.max(1) as f64;
     for (id, addr, bytes, seed) in &r.sources {
         println!(
@@ -786,5 +805,24 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
             id.fmt_short(),
             if *seed { " (seed)" } else { "" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_gain_is_linear_and_never_clips() {
+        let mut t = chorus_protocol::Tags::default();
+        assert_eq!(replay_gain(&t), 1.0, "no tags: unchanged");
+        t.track_gain_db = Some(-6.0);
+        assert!((replay_gain(&t) - 0.501).abs() < 0.001);
+        t.track_gain_db = Some(6.0);
+        t.track_peak = Some(0.8);
+        assert_eq!(replay_gain(&t), 1.0 / 0.8, "+6 dB would clip a 0.8 peak");
+        t.track_gain_db = None;
+        t.album_gain_db = Some(-3.0);
+        assert!((replay_gain(&t) - 0.708).abs() < 0.001, "album gain when no track gain");
     }
 }

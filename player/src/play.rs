@@ -104,6 +104,8 @@ pub struct Playback {
     cancel: Arc<AtomicBool>,
     /// This track's start rule (raised by its fetcher).
     ready: Arc<AtomicBool>,
+    /// The fetcher's controls.
+    control: Arc<FetchControl>,
 }
 
 impl Playback {
@@ -134,7 +136,13 @@ impl Playback {
         if !self.store.is_complete() && Arc::ptr_eq(&self.stats.gate, &self.ready) {
             self.ready.store(false, Relaxed);
         }
+        self.control.seeked();
         self.stats.request_seek(t);
+    }
+
+    /// Adds a peer to fetch from while playing (one that answered late).
+    pub fn add_source(&self, source: Source) {
+        self.control.add_source(source);
     }
 
     /// Pauses or resumes.
@@ -168,7 +176,9 @@ pub async fn play(
 }
 
 /// What one decode job hands back.
-type JobResult = Result<(u32, u32, Duration)>;
+/// Track rate, sink rate, where playback started, and the track position
+/// after the last sample written.
+type JobResult = Result<(u32, u32, Duration, Duration)>;
 
 struct Job {
     store: Arc<TrackStore>,
@@ -270,6 +280,7 @@ impl Player {
             store: store.clone(),
             cancel: cancel.clone(),
             ready: control.ready.clone(),
+            control: control.clone(),
         };
         on_start(&playback);
         let fetcher = match sources.first() {
@@ -294,7 +305,9 @@ impl Player {
                 let mut tick = tokio::time::interval(Duration::from_millis(50));
                 loop {
                     tick.tick().await;
-                    let playing = stats.time_to_first_audio().is_some();
+                    // While a seek is under way the fetch follows the
+                    // reader, which may scan a long way to the target.
+                    let playing = stats.time_to_first_audio().is_some() && !stats.seeking();
                     control.set_playhead(stats.target_position(), playing);
                 }
             })
@@ -324,7 +337,11 @@ impl Player {
             (Ok(_), true) => Some((format.0, format.1, stats.clone())),
             _ => None,
         };
-        let (track_rate, output_rate, started_at) = decoded?;
+        let (track_rate, output_rate, started_at, end) = decoded?;
+        // Played to its end: all of it is heard, even if (gapless) the sink
+        // still holds the last of it. Stopped or skipped: what was heard.
+        let whole = !cancel.load(Relaxed) && !stats.stop.load(Relaxed);
+        let heard = if whole { end } else { stats.position() };
         let after = Counters::read(&stats);
         Ok(PlaybackReport {
             time_to_first_audio: if new_sink {
@@ -336,7 +353,7 @@ impl Player {
             },
             underruns: after.underruns - before.underruns,
             silent: after.silent.saturating_sub(before.silent),
-            played: stats.position().saturating_sub(started_at),
+            played: heard.saturating_sub(started_at),
             bytes_fetched: fetch_stats.bytes.load(Relaxed),
             stalls: after.stalls - before.stalls,
             track_rate,
@@ -501,7 +518,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let stopped = || t.stats.stop.load(Relaxed) || t.cancel.load(Relaxed);
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
     let mut decoder = match Decoder::open(Box::new(source), t.hint) {
-        Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO)),
+        Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO, Duration::ZERO)),
         d => d?,
     };
     let started_at =
@@ -518,6 +535,9 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     sink.begin_segment(started_at, t.discard);
     let mut converter = Converter::new(rate, channels, sink.format())?;
     let mut gain = Gain::new(sink.format(), t.options.gain);
+    let format = sink.format();
+    // Where the last sample written is: the segment's base plus its frames.
+    let (mut base, mut frames) = (started_at, 0u64);
     let result = (|| -> Result<()> {
         loop {
             if stopped() {
@@ -527,21 +547,29 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
                 let at = decoder.seek(to)?;
                 converter.reset();
                 sink.begin_segment(at, true);
+                (base, frames) = (at, 0);
                 continue;
             }
             let Some(block) = decoder.next_block()? else { break };
             let target = t.stats.volume();
-            converter.push(block, &mut |s| sink.write(gain.apply(s, target)))?;
+            converter.push(block, &mut |s| {
+                frames += (s.len() / format.channels.max(1)) as u64;
+                sink.write(gain.apply(s, target))
+            })?;
         }
         let target = t.stats.volume();
-        converter.finish(&mut |s| sink.write(gain.apply(s, target)))
+        converter.finish(&mut |s| {
+            frames += (s.len() / format.channels.max(1)) as u64;
+            sink.write(gain.apply(s, target))
+        })
     })();
     match result {
         // Stopped on purpose: the store was closed under the reader.
         Err(Error::Source(_)) if stopped() => {}
         r => r?,
     }
-    Ok((rate, sink.format().rate, started_at))
+    let end = base + Duration::from_secs_f64(frames as f64 / f64::from(format.rate.max(1)));
+    Ok((rate, format.rate, started_at, end))
 }
 
 /// Volume in the decode thread: a linear ramp of 20 ms towards the gain

@@ -171,6 +171,13 @@ impl PlaybackStats {
         }
     }
 
+    /// True from a seek's request until its first sample plays.
+    pub fn seeking(&self) -> bool {
+        self.seek_request.load(Relaxed) != 0
+            || (self.segment_discard.load(Relaxed)
+                && self.segment_gen.load(Relaxed) != self.crossed_gen.load(Relaxed))
+    }
+
     /// The track position the listener hears (or is about to hear, when a
     /// seek is pending): what the fetcher should plan around.
     pub fn target_position(&self) -> Duration {

@@ -82,11 +82,11 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let cache_dir = tempfile::tempdir()?;
         let cache = Arc::new(ChunkCache::open(cache_dir.path(), u64::MAX / 4)?);
 
-        // Cold: the clock starts before the endpoint exists.
+        // Cold: the clock starts before the endpoint exists; playback starts
+        // with the first node to answer, the others join as they answer.
         let started = Instant::now();
         let listener = swarm.listener()?;
-        let peers = connect(&listener, &nodes).await;
-        let (m, src) = sources(&peers, track).await?;
+        let (m, first, late) = super::swarm::first_sources(&listener, &nodes, track).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
         let seek_to = m.duration().mul_f64(0.6);
         let plan = PlayPlan {
@@ -95,8 +95,13 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
             seek_after: listen,
             limit: Duration::from_secs(20),
         };
-        let r = measured_play(m, src, options(Some(cache.clone())), started, &plan).await?;
+        let first_peer = first.peer.clone();
+        let r =
+            measured_play(m, vec![first], Some(late), options(Some(cache.clone())), started, &plan)
+                .await?;
         record_play(rec, "single", profile, "start_cold_ms", &r);
+        let peers: Vec<_> =
+            std::iter::once(first_peer).chain(r.joined.iter().map(|s| s.peer.clone())).collect();
         bar.inc(1);
 
         // Warm: connections up, a track never played.
@@ -105,14 +110,14 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         rec.add("single", profile, "manifest_warm_ms", Unit::Ms, ms(started.elapsed()));
         let plan =
             PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
-        let r = measured_play(m, src, options(None), started, &plan).await?;
+        let r = measured_play(m, src, None, options(None), started, &plan).await?;
         record_play(rec, "single", profile, "start_warm_ms", &r);
         bar.inc(1);
 
         // Replay: the first track again; its start is in the cache.
         let started = Instant::now();
         let (m, src) = sources(&peers, track).await?;
-        let r = measured_play(m, src, options(Some(cache)), started, &plan).await?;
+        let r = measured_play(m, src, None, options(Some(cache)), started, &plan).await?;
         record_play(rec, "single", profile, "start_replay_ms", &r);
         bar.inc(1);
         listener.close().await;
@@ -129,7 +134,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         // A naive client cannot start some files (an M4A with its index
         // at the end) before it has all of them: give up after 8 s.
         let plan = PlayPlan { limit: Duration::from_secs(8), ..plan };
-        let r = measured_play(m, src, opts, started, &plan).await?;
+        let r = measured_play(m, src, None, opts, started, &plan).await?;
         match r.report.time_to_first_audio {
             Some(t) => rec.add("baseline", profile, "start_cold_ms", Unit::Ms, ms(t)),
             None => rec.add("baseline", profile, "no_start_in_8s", Unit::Count, 1.0),
@@ -161,8 +166,7 @@ pub async fn seek_storm(
         let track = &swarm.tracks[i % swarm.tracks.len()];
         let started = Instant::now();
         let listener = swarm.listener()?;
-        let peers = connect(&listener, &nodes).await;
-        let (m, src) = sources(&peers, track).await?;
+        let (m, first, late) = super::swarm::first_sources(&listener, &nodes, track).await?;
         let len = m.duration().as_secs_f64();
         let seeks = (0..8).map(|_| Duration::from_secs_f64(rng.unit() * len * 0.95)).collect();
         let plan = PlayPlan {
@@ -171,7 +175,7 @@ pub async fn seek_storm(
             seek_after: Duration::from_millis(500),
             limit: Duration::from_secs(40),
         };
-        let r = measured_play(m, src, options(None), started, &plan).await?;
+        let r = measured_play(m, vec![first], Some(late), options(None), started, &plan).await?;
         record_play(rec, "seek-storm", profile, "start_cold_ms", &r);
         listener.close().await;
         bar.inc(1);
@@ -251,18 +255,19 @@ async fn crowd(
             known.extend(peers.lock().map(|p| p.clone()).unwrap_or_default());
             known.extend(crowd.lock().map(|c| c.clone()).unwrap_or_default());
             let refs: Vec<&Node> = known.iter().collect();
-            let conns = connect(node.transport(), &refs).await;
+            let (m, first, late) =
+                super::swarm::first_sources(node.transport(), &refs, &track).await?;
             if let Ok(mut c) = crowd.lock() {
                 c.push(node.clone());
             }
-            let (m, src) = sources(&conns, &track).await?;
             let plan = PlayPlan {
                 listen,
                 seeks: vec![],
                 seek_after: listen,
                 limit: Duration::from_secs(60),
             };
-            let r = measured_play(m, src, options(Some(cache)), started, &plan).await;
+            let r = measured_play(m, vec![first], Some(late), options(Some(cache)), started, &plan)
+                .await;
             if let Ok(r) = &r {
                 record_play(rec, scenario, profile, "start_cold_ms", r);
                 rec.add(scenario, profile, "stalls", Unit::Count, r.report.stalls as f64);

@@ -228,6 +228,41 @@ pub async fn connect(transport: &Transport, nodes: &[&Node]) -> Vec<Peer> {
     peers
 }
 
+/// Dials every node and asks each for the manifest, all at once. Returns
+/// with the first answer; the others arrive on the channel as they come, to
+/// join the playback. A listener starts with whoever answers first instead
+/// of waiting for the slowest handshake.
+pub async fn first_sources(
+    transport: &Transport,
+    nodes: &[&Node],
+    track: &Track,
+) -> Result<(Manifest, Source, tokio::sync::mpsc::Receiver<Source>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
+    let id = track.manifest.id();
+    for n in nodes {
+        let Ok(addr) = n.transport().local_addr() else { continue };
+        let (t, peer_id, tx) = (transport.clone(), n.transport().peer_id(), tx.clone());
+        tokio::spawn(async move {
+            let Ok(peer) = t.connect(addr, Some(peer_id)).await else { return };
+            if let Ok((m, origin, have)) = peer.manifest_and_origin(id).await {
+                let _ = tx.send((m, Source { peer, is_seed: origin, have })).await;
+            }
+        });
+    }
+    drop(tx);
+    let (manifest, first) =
+        rx.recv().await.with_context(|| format!("no node of the swarm serves {}", track.name))?;
+    let (late_tx, late_rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
+    tokio::spawn(async move {
+        while let Some((_, s)) = rx.recv().await {
+            if late_tx.send(s).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((manifest, first, late_rx))
+}
+
 /// How one measured play should go.
 pub struct PlayPlan {
     /// Stop after this much audio has played (after the last seek, if any).
@@ -249,6 +284,8 @@ pub struct PlayResult {
     pub seeks: Vec<Duration>,
     /// Bytes by kind of source.
     pub bytes: ByteCounts,
+    /// Sources that joined while playing.
+    pub joined: Vec<Source>,
 }
 
 /// Plays `manifest` from `sources` on the paced null sink following
@@ -256,6 +293,7 @@ pub struct PlayResult {
 pub async fn measured_play(
     manifest: Manifest,
     sources: Vec<Source>,
+    late: Option<tokio::sync::mpsc::Receiver<Source>>,
     options: PlayOptions,
     started: Instant,
     plan: &PlayPlan,
@@ -275,6 +313,18 @@ pub async fn measured_play(
         },
     ));
     let playback = rx.await.context("the player did not start")?;
+    let joined = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let joiner = late.map(|mut late| {
+        let (p, joined) = (playback.clone(), joined.clone());
+        tokio::spawn(async move {
+            while let Some(s) = late.recv().await {
+                p.add_source(s.clone());
+                if let Ok(mut j) = joined.lock() {
+                    j.push(s);
+                }
+            }
+        })
+    });
     let deadline = tokio::time::Instant::now() + plan.limit;
     let mut seeks = Vec::new();
     // Waits until `done` holds, the play ends, or the limit passes.
@@ -309,7 +359,11 @@ pub async fn measured_play(
         tokio::time::sleep(tick).await;
     }
     playback.stop();
+    if let Some(j) = joiner {
+        j.abort();
+    }
     let report = playing.await.context("the player failed")??;
+    let joined = joined.lock().map(|j| j.clone()).unwrap_or_default();
     let mut bytes = ByteCounts { cache: report.bytes_from_cache, ..Default::default() };
     for (_, _, b, is_seed) in &report.sources {
         if *is_seed {
@@ -318,7 +372,7 @@ pub async fn measured_play(
             bytes.peers += b;
         }
     }
-    Ok(PlayResult { report, seeks, bytes })
+    Ok(PlayResult { report, seeks, bytes, joined })
 }
 
 /// Asks every peer for the manifest at once; the holders become sources.

@@ -113,9 +113,30 @@ pub struct FetchControl {
     /// the clock runs; the player keeps it current.
     position_us: AtomicU64,
     playing: AtomicBool,
+    /// Sources that answered after the fetch began (bounded by the caller:
+    /// one per peer it knows).
+    joining: std::sync::Mutex<Vec<Source>>,
+    /// Seeks so far: each one withdraws what was asked around the old place.
+    seeks: AtomicU64,
 }
 
 impl FetchControl {
+    /// The listener seeked: until playback resumes, the fetch follows the
+    /// reader (a demuxer may scan a long way to the target) and what was
+    /// asked for around the old place is withdrawn.
+    pub fn seeked(&self) {
+        self.seeks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a source to a running fetch (a peer whose handshake or
+    /// manifest answer came after the first one's): playback starts with
+    /// the first peer to answer instead of waiting for the slowest.
+    pub fn add_source(&self, source: Source) {
+        if let Ok(mut j) = self.joining.lock() {
+            j.push(source);
+        }
+    }
+
     /// The player reports where the audible playhead is.
     pub fn set_playhead(&self, position: Duration, playing: bool) {
         self.position_us
@@ -231,9 +252,31 @@ pub async fn fetch_track(
     // (playback stopped): a request left running would go on pulling
     // bytes nobody wants through the peers' uplinks.
     let mut tasks = AbortOnDrop::default();
+    let mut sources = sources;
+    let mut seen_seeks = control.seeks.load(Ordering::Relaxed);
     let result = loop {
         if store.is_closed() {
             break Ok(());
+        }
+        let joined: Vec<Source> =
+            control.joining.lock().map(|mut j| std::mem::take(&mut *j)).unwrap_or_default();
+        for s in joined {
+            if sources.iter().any(|known| known.peer.id() == s.peer.id()) {
+                continue;
+            }
+            let key = sched.add_peer(PeerInfo {
+                rtt: s.peer.connection().rtt(),
+                is_seed: s.is_seed,
+                has_all: s.have.is_none(),
+            });
+            if let Some(runs) = &s.have {
+                sched.peer_has(
+                    key,
+                    runs.iter().flat_map(|r| r.start..r.start.saturating_add(r.len)),
+                );
+            }
+            keys.insert(key, sources.len());
+            sources.push(s);
         }
         if sched.is_complete() {
             control.ready.store(true, Ordering::Relaxed);
@@ -248,6 +291,11 @@ pub async fn fetch_track(
         let position = if playing { audible } else { reader };
         sched.set_playhead(Playhead { position, at: t, playing });
         sched.set_blocked(store.blocked());
+        let seeks = control.seeks.load(Ordering::Relaxed);
+        if seeks != seen_seeks {
+            seen_seeks = seeks;
+            sched.seeked();
+        }
         for (key, i) in &keys {
             sched.set_rtt(*key, sources[*i].peer.connection().rtt());
         }

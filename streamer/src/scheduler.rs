@@ -223,6 +223,9 @@ pub struct Scheduler {
     duration: Duration,
     /// Chunks the decoder is blocked on: due now, whatever the playhead says.
     blocked: Vec<u32>,
+    /// The playhead jumped (a seek): what is in flight around the old place
+    /// is withdrawn at the next poll.
+    jumped: bool,
 }
 
 impl Scheduler {
@@ -248,6 +251,7 @@ impl Scheduler {
             playhead: Playhead { position: Duration::ZERO, at: Duration::ZERO, playing: false },
             duration,
             blocked: Vec::new(),
+            jumped: false,
         }
     }
 
@@ -384,6 +388,12 @@ impl Scheduler {
         self.playhead = playhead;
     }
 
+    /// The listener seeked: requests outside the new urgent window are
+    /// withdrawn at the next poll.
+    pub fn seeked(&mut self) {
+        self.jumped = true;
+    }
+
     /// Chunks the decoder is waiting for right now (they are due at once).
     pub fn set_blocked(&mut self, chunks: Vec<u32>) {
         self.blocked = chunks;
@@ -498,6 +508,9 @@ impl Scheduler {
             last_urgent = i;
             urgent.push(i);
         }
+        if std::mem::take(&mut self.jumped) {
+            self.withdraw_outside(&urgent, &mut actions);
+        }
         for i in urgent {
             let deadline = self.deadline(i, now);
             match &self.state[i as usize] {
@@ -549,14 +562,42 @@ impl Scheduler {
             let deadline = self.deadline(i, now);
             if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
                 let p = &self.peers[peer.0];
-                // Spare capacity: half the queue cap, and never the seed.
-                if p.is_seed || p.secs(p.queued) > self.config.queue_cap / 2 {
+                // Spare capacity only, and never the seed: at most two
+                // chunks queued at the peer (a rate estimate can run high,
+                // and a standing queue of prefetch at the bottleneck delays
+                // every urgent request behind it, a seek's most of all).
+                let two = 2 * u64::from(self.sizes[i as usize]);
+                if p.is_seed || p.queued >= two || p.secs(p.queued) > self.config.queue_cap / 2 {
                     continue;
                 }
                 self.request(i, peer, ect, now, &mut actions);
             }
         }
         actions
+    }
+
+    /// After a seek: cancels every request outside the new urgent window, so
+    /// the peers' queues (and uplinks) are free for what is needed now.
+    fn withdraw_outside(&mut self, keep: &[u32], actions: &mut Vec<Action>) {
+        let mut wanted = vec![false; self.sizes.len()];
+        for &i in keep {
+            if let Some(w) = wanted.get_mut(i as usize) {
+                *w = true;
+            }
+        }
+        for (i, wanted) in wanted.iter().enumerate() {
+            if *wanted {
+                continue;
+            }
+            let ChunkState::Requested(list) = &self.state[i] else { continue };
+            let size = u64::from(self.sizes[i]);
+            for f in list.clone() {
+                actions.push(Action::Cancel { peer: f.peer, chunk: i as u32 });
+                let p = &mut self.peers[f.peer.0];
+                p.queued = p.queued.saturating_sub(size);
+            }
+            self.state[i] = ChunkState::Missing;
+        }
     }
 
     fn settle(&mut self, peer: PeerKey, chunk: u32) -> Option<InFlight> {
@@ -613,11 +654,21 @@ impl Scheduler {
         peer: PeerKey,
         chunk: u32,
         failure: Failure,
-        _now: Duration,
+        now: Duration,
     ) -> Vec<Action> {
-        self.settle(peer, chunk);
+        let settled = self.settle(peer, chunk);
         let Some(p) = self.peers.get_mut(peer.0) else { return Vec::new() };
         let drop = match failure {
+            // A peer that delivered other chunks while this one waited is
+            // alive, only busy (this request queued behind more urgent
+            // ones): slower than thought, not gone.
+            Failure::Timeout
+                if settled.is_some_and(|f| p.last_done > f.sent)
+                    && now.saturating_sub(p.last_done) < self.config.hedge_window =>
+            {
+                p.rate /= 2.0;
+                false
+            }
             Failure::Timeout => {
                 p.timeouts_in_row += 1;
                 p.rate /= 2.0;
@@ -740,6 +791,29 @@ mod tests {
         let chunks: Vec<u32> = r.iter().map(|(_, c)| *c).collect();
         assert_eq!(chunks[..5], [4, 5, 6, 7, 8]);
         assert!(r.iter().all(|(p, _)| *p == fast.0), "{r:?}");
+    }
+
+    #[test]
+    fn a_seek_withdraws_what_was_asked_around_the_old_place() {
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        s.on_received(p, 0, ms(5));
+        s.on_received(p, 1, ms(10));
+        let before = requests(&s.poll(ms(10)));
+        assert!(before.iter().any(|(_, c)| *c == 2), "{before:?}");
+        // Playing on normally: nothing is withdrawn.
+        s.set_playhead(Playhead { position: ms(500), at: ms(500), playing: true });
+        assert!(!s.poll(ms(500)).iter().any(|a| matches!(a, Action::Cancel { .. })));
+        // A seek to 20 s (chunk 50): chunk 2's request is withdrawn, and the
+        // new place is asked for.
+        s.seeked();
+        s.set_playhead(Playhead { position: ms(20_000), at: ms(600), playing: true });
+        let after = s.poll(ms(600));
+        assert!(after.contains(&Action::Cancel { peer: p, chunk: 2 }), "{after:?}");
+        assert!(requests(&after).iter().any(|(_, c)| *c == 50), "{after:?}");
+        // The header chunk (0) is never withdrawn; it is here anyway.
+        assert!(!after.contains(&Action::Cancel { peer: p, chunk: 0 }));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig};
 
-use super::ring::{RingReader, RingWriter, ring};
+use super::ring::{CONSUMER_STALL, Push, RingReader, RingWriter, ring};
 use super::{Sink, SinkFormat};
 use crate::error::{Error, Result};
 use crate::stats::PlaybackStats;
@@ -222,8 +222,17 @@ impl Sink for DeviceSink {
 
     fn write(&mut self, samples: &[f32]) -> Result<()> {
         let (failed, stats) = (&self.failed, &self.stats);
-        self.writer.push_all(samples, &|| !failed.load(Ordering::Relaxed) && !stats.interrupted());
-        self.check()
+        let pushed = self
+            .writer
+            .push_all(samples, &|| !failed.load(Ordering::Relaxed) && !stats.interrupted());
+        self.check()?;
+        if pushed == Push::Stalled {
+            return Err(Error::Device(format!(
+                "the audio device stopped taking samples for {} s",
+                CONSUMER_STALL.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     fn begin_segment(&mut self, base: Duration, discard: bool) {

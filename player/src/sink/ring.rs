@@ -40,6 +40,22 @@ pub fn ring(
     )
 }
 
+/// A ring full this long with the listener not paused means the consumer
+/// has stopped: 3 s is longer than the ring holds (2 s), so a working
+/// device always drains within it.
+pub const CONSUMER_STALL: Duration = Duration::from_secs(3);
+
+/// How a push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Every sample is in the ring.
+    Done,
+    /// `alive` said stop (playback stopped, a seek, a skip).
+    Interrupted,
+    /// The consumer took nothing for [`CONSUMER_STALL`].
+    Stalled,
+}
+
 /// The decode thread's end.
 pub struct RingWriter {
     prod: HeapProd<f32>,
@@ -52,19 +68,31 @@ impl RingWriter {
     /// Pushes every sample, sleeping briefly while the ring is full.
     /// `alive` is checked while waiting so a dead consumer cannot hang us
     /// (and a seek need not wait for a paused listener).
-    pub fn push_all(&mut self, mut samples: &[f32], alive: &dyn Fn() -> bool) -> bool {
+    pub fn push_all(&mut self, mut samples: &[f32], alive: &dyn Fn() -> bool) -> Push {
+        let mut full_since: Option<std::time::Instant> = None;
         while !samples.is_empty() {
             let n = self.prod.push_slice(samples);
             self.pushed += n as u64;
             samples = &samples[n..];
-            if n == 0 {
-                if !alive() {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(2));
+            if n > 0 {
+                full_since = None;
+                continue;
             }
+            if !alive() {
+                return Push::Interrupted;
+            }
+            // A consumer that stops taking samples while not paused (a
+            // device gone without an error) must not hang the decoder.
+            if self.stats.paused.load(Relaxed) {
+                full_since = None;
+            } else if full_since.get_or_insert_with(std::time::Instant::now).elapsed()
+                > CONSUMER_STALL
+            {
+                return Push::Stalled;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        true
+        Push::Done
     }
 
     /// Starts a segment at the next sample pushed: its first sample is at
@@ -295,5 +323,18 @@ mod tests {
         r.fill(&mut out);
         assert_eq!(out, [0.3; 4]);
         assert_eq!(stats.underruns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_consumer_that_stops_taking_samples_is_reported_not_waited_on_forever() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, _r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        // The ring holds 4096 samples; nothing ever drains it.
+        assert_eq!(w.push_all(&[0.5; 4096], &|| true), Push::Done);
+        let t = Instant::now();
+        assert_eq!(w.push_all(&[0.5; 10], &|| true), Push::Stalled);
+        assert!(t.elapsed() >= CONSUMER_STALL);
+        stats.stop.store(true, Relaxed);
+        assert_eq!(w.push_all(&[0.5; 10], &|| !stats.interrupted()), Push::Interrupted);
     }
 }
