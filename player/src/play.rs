@@ -449,12 +449,15 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 let Job { store, stats, cancel, new_sink, discard, keep_open, options, hint, done } =
                     *job;
                 if new_sink && let Some(mut old) = open.take() {
+                    old.stats.clear_seek();
                     old.stats.end_of_stream.store(true, Relaxed);
                     if let Err(e) = old.sink.finish() {
                         tracing::warn!("{e}");
                     }
                 }
                 stats.skip.store(false, Relaxed);
+                // A seek asked of the previous track is not this one's.
+                stats.clear_seek();
                 let track = Track { store, stats, cancel, options, hint, discard };
                 let spec = numbered(output, opened);
                 let was_open = open.is_some();
@@ -464,6 +467,7 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 }
                 if !keep_open || result.is_err() {
                     if let Some(mut s) = open.take() {
+                        s.stats.clear_seek();
                         s.stats.end_of_stream.store(true, Relaxed);
                         let finished = s.sink.finish();
                         let _ = done.send(result.and_then(|r| finished.map(|()| r)));
@@ -475,6 +479,7 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
             Command::Finish(done) => {
                 let mut r = Ok(());
                 if let Some(mut s) = open.take() {
+                    s.stats.clear_seek();
                     s.stats.end_of_stream.store(true, Relaxed);
                     r = s.sink.finish();
                 }
@@ -550,7 +555,19 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
                 (base, frames) = (at, 0);
                 continue;
             }
-            let Some(block) = decoder.next_block()? else { break };
+            let Some(block) = decoder.next_block()? else {
+                // A seek asked for as the track ended is still served.
+                if t.stats.seeking() && !stopped() {
+                    if let Some(to) = t.stats.take_seek() {
+                        let at = decoder.seek(to)?;
+                        converter.reset();
+                        sink.begin_segment(at, true);
+                        (base, frames) = (at, 0);
+                        continue;
+                    }
+                }
+                break;
+            };
             let target = t.stats.volume();
             converter.push(block, &mut |s| {
                 frames += (s.len() / format.channels.max(1)) as u64;

@@ -39,6 +39,9 @@ pub struct PlaybackStats {
     volume: AtomicU32,
     /// A seek asked for: target in milliseconds + 1, or 0 for none.
     seek_request: AtomicU64,
+    /// From a seek's request until the consumer reaches its segment: the
+    /// audio still buffered from before it is not played.
+    pub seek_pending: AtomicBool,
     /// Segments: a seek or the next track of a gapless queue starts a new
     /// segment at a sample index of the ring. The decode thread publishes
     /// `segment_at`/`segment_base_ms`/`segment_discard`, then bumps
@@ -92,6 +95,7 @@ impl PlaybackStats {
             paused: AtomicBool::new(false),
             volume: AtomicU32::new(1.0f32.to_bits()),
             seek_request: AtomicU64::new(0),
+            seek_pending: AtomicBool::new(false),
             segment_gen: AtomicU64::new(0),
             segment_at: AtomicU64::new(0),
             segment_base_ms: AtomicU64::new(0),
@@ -119,7 +123,14 @@ impl PlaybackStats {
     pub fn request_seek(&self, t: Duration) {
         let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX - 1);
         self.segment_asked_ns.store(self.now_ns(), Relaxed);
+        self.seek_pending.store(true, Relaxed);
         self.seek_request.store(ms + 1, Relaxed);
+    }
+
+    /// Forgets a seek that can no longer be served (its track has ended).
+    pub fn clear_seek(&self) {
+        self.seek_request.store(0, Relaxed);
+        self.seek_pending.store(false, Relaxed);
     }
 
     /// Takes the pending seek request, if any.
@@ -153,6 +164,9 @@ impl PlaybackStats {
         self.base_ms.store(self.segment_base_ms.load(Relaxed), Relaxed);
         self.segment_frames.store(0, Relaxed);
         self.crossed_gen.store(generation, Relaxed);
+        if self.segment_discard.load(Relaxed) && self.seek_request.load(Relaxed) == 0 {
+            self.seek_pending.store(false, Relaxed);
+        }
     }
 
     /// The seek to a new position has played its first sample: records the
@@ -173,7 +187,7 @@ impl PlaybackStats {
 
     /// True from a seek's request until its first sample plays.
     pub fn seeking(&self) -> bool {
-        self.seek_request.load(Relaxed) != 0
+        self.seek_pending.load(Relaxed)
             || (self.segment_discard.load(Relaxed)
                 && self.segment_gen.load(Relaxed) != self.crossed_gen.load(Relaxed))
     }

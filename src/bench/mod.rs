@@ -298,6 +298,7 @@ async fn listener_resources(swarm: &swarm::Swarm, rec: &Recorder) -> Result<()> 
         .arg(track.manifest.id().to_string())
         .args(["--out", "null", "--duration", "5"])
         .env("CHORUS_RESOURCES", &report)
+        .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
     for n in swarm.nodes() {
         cmd.arg("--peer").arg(format!(

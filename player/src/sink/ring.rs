@@ -152,6 +152,11 @@ impl RingReader {
         // At most two passes: the end of one segment, then the next.
         for _ in 0..2 {
             let limit = self.segment_edge(out.len() - filled);
+            // A seek was asked for: what is buffered from before it is not
+            // played (it is dropped when its segment begins).
+            if self.stats.seek_pending.load(Relaxed) {
+                break;
+            }
             let waiting =
                 self.cons.occupied_len() < self.prebuffer || !self.stats.gate.load(Relaxed);
             if (!self.started || self.awaiting) && waiting && !eos {
@@ -177,7 +182,7 @@ impl RingReader {
         }
         if filled < out.len() {
             out[filled..].fill(0.0);
-            if self.started && !self.awaiting && !eos {
+            if self.started && !self.awaiting && !eos && !self.stats.seek_pending.load(Relaxed) {
                 if !self.in_underrun {
                     self.in_underrun = true;
                     self.stats.underruns.fetch_add(1, Relaxed);
@@ -280,7 +285,14 @@ mod tests {
         assert_eq!(out, [0.1; 5]);
         stats.request_seek(Duration::from_secs(30));
         assert_eq!(stats.target_position(), stats.position(), "no segment begun yet");
+        // Asked, not begun: the old audio stops at once, and the wait is not
+        // an underrun.
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 5]);
         assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 5]);
+        assert_eq!(stats.underruns.load(Relaxed), 0);
         w.begin_segment(Duration::from_secs(30), true);
         assert_eq!(stats.target_position(), Duration::from_secs(30));
         w.push_all(&[0.7; 2], &|| true);
