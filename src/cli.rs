@@ -103,7 +103,7 @@ pub struct OutputArgs {
     /// The output device to use with --out default (see `chorus devices`)
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
-    /// Stop after this many seconds of audio
+    /// Stop each track after this many seconds of audio
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
 }
