@@ -491,7 +491,11 @@ impl Scheduler {
     pub fn poll(&mut self, now: Duration) -> Vec<Action> {
         let mut actions = Vec::new();
         let n = self.sizes.len() as u32;
-        let horizon = now + self.config.horizon;
+        // Not playing (starting, or seeking): the reader races ahead of any
+        // clock (a demuxer may scan to a seek target), so more is asked at
+        // once; a loss then stalls one chunk, not the whole window.
+        let horizon =
+            now + if self.playhead.playing { self.config.horizon } else { self.config.horizon * 3 };
         // Chunks the decoder is blocked on, then header chunks wherever they
         // are, then earliest deadline first from the playhead.
         let start = self.playhead_chunk();
