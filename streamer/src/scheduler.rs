@@ -886,6 +886,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_not_yet_playing_gets_three_horizons_in_flight() {
+        let deepest = |playing: bool| {
+            let mut s = track();
+            s.config.queue_cap = Duration::from_secs(60);
+            let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+            s.set_playhead(Playhead { position: ms(0), at: ms(0), playing });
+            s.poll(ms(0));
+            // Its first two requests measure it: 16 KiB in 5 ms.
+            s.on_received(p, 0, ms(15));
+            s.on_received(p, 1, ms(20));
+            s.set_playhead(Playhead { position: ms(0), at: ms(20), playing });
+            let r = requests(&s.poll(ms(20)));
+            r.iter().map(|(_, c)| *c).max().unwrap_or(0)
+        };
+        // 400 ms chunks: 8 s is 20 chunks, 24 s is 60 (less the margin).
+        assert!(deepest(true) <= 21, "{}", deepest(true));
+        assert!(deepest(false) >= 55, "{}", deepest(false));
+    }
+
+    #[test]
     fn rarest_first_beyond_the_horizon() {
         let mut s = track();
         let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: false });
@@ -895,8 +915,9 @@ mod tests {
         for c in 0..30 {
             s.on_received(a, c, ms(1));
         }
-        // With the first 30 chunks here, chunk 90 (held by one peer) comes
-        // before its neighbours beyond the horizon.
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        // Playing, with the first 30 chunks here, chunk 90 (held by one
+        // peer) comes before its neighbours beyond the horizon.
         let r = requests(&s.poll(ms(2)));
         let beyond: Vec<u32> = r.iter().map(|(_, c)| *c).filter(|&c| c > 50).collect();
         assert_eq!(beyond.first(), Some(&90), "{r:?}");
