@@ -508,21 +508,46 @@ pub fn devices() -> Result<()> {
     Ok(())
 }
 
+/// How long the other peers get once the first has answered: a peer that is
+/// down must not hold playback back for the whole connect timeout.
+const CONNECT_GRACE: Duration = Duration::from_secs(1);
+
 /// Dials every peer at once; unreachable ones are reported and skipped.
+/// Returns once all have answered, or [`CONNECT_GRACE`] after the first.
 pub async fn connect_all(transport: &Transport, addrs: &[PeerAddr]) -> Result<Vec<Peer>> {
-    let tasks: Vec<_> = addrs
-        .iter()
-        .map(|a| {
-            let (t, a) = (transport.clone(), a.clone());
-            tokio::spawn(async move { (a.addr, t.connect(a.addr, a.id).await) })
-        })
-        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(addrs.len().max(1));
+    for a in addrs {
+        let (t, a, tx) = (transport.clone(), a.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _ = tx.send((a.addr, t.connect(a.addr, a.id).await)).await;
+        });
+    }
+    drop(tx);
     let mut peers = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok((_, Ok(p))) => peers.push(p),
-            Ok((addr, Err(e))) => tracing::warn!("skipping peer {addr}: {e}"),
-            Err(e) => tracing::warn!("skipping a peer: {e}"),
+    let mut answered = 0;
+    let mut grace: Option<tokio::time::Instant> = None;
+    while answered < addrs.len() {
+        let next = match grace {
+            Some(until) => match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    tracing::warn!(
+                        "{} peer(s) did not answer within {CONNECT_GRACE:?} of the first; going on without them",
+                        addrs.len() - answered
+                    );
+                    break;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some((addr, result)) = next else { break };
+        answered += 1;
+        match result {
+            Ok(p) => {
+                peers.push(p);
+                grace.get_or_insert_with(|| tokio::time::Instant::now() + CONNECT_GRACE);
+            }
+            Err(e) => tracing::warn!("skipping peer {addr}: {e}"),
         }
     }
     if peers.is_empty() {

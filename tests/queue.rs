@@ -178,3 +178,26 @@ fn search_merges_every_peer_and_the_config_file_supplies_them() {
         sb.stop().await;
     });
 }
+
+#[test]
+fn a_peer_that_never_answers_does_not_hold_playback_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["deprecation.wav"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let seed = rt.block_on(async { Seed::start(library) });
+    // A UDP port that takes packets and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = tempfile::tempdir().unwrap();
+    let o = chorus(client.path())
+        .args(["play", "deprecation", "--out", "null", "--duration", "1"])
+        .args(["--peer", &format!("{}@{}", seed.id, seed.addr)])
+        .args(["--peer", &silent.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    let stdout = ok(&o);
+    assert!(stdout.contains("played 0:01"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("did not answer within"), "went on without it: {stderr}");
+    rt.block_on(seed.stop());
+}
