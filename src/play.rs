@@ -181,6 +181,18 @@ pub async fn prepare(
             format!("no peer to ask and the cache holds no whole track matching '{query}'")
         });
     }
+    // A whole track id: ask for the manifest straight away (no search),
+    // and look further only if no peer given has the track.
+    if let Ok(id) = query.parse::<TrackId>() {
+        if let Ok((manifest, sources)) = sources_for(peers, id).await {
+            return Ok(Prepared {
+                entry: cached_entry(&manifest),
+                manifest,
+                sources,
+                prefetched: 0,
+            });
+        }
+    }
     let found = async {
         let (entry, mut holders) = resolve(peers, query).await?;
         holders.extend(discover(transport, peers, &holders, entry.track).await);

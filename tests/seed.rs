@@ -229,3 +229,27 @@ async fn a_file_changed_under_the_seed_is_never_served_as_the_old_track() {
     client.close().await;
     seed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_can_be_asked_for_with_the_hello() {
+    let lib_dir = library_dir(&["apex-aleph.ogg"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib_dir.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    let seed = Seed::start(library);
+    let client = client();
+    let (peer, answer) =
+        client.connect_asking(seed.addr, Some(seed.id), manifest.id()).await.unwrap();
+    let (got, origin, have) = answer.unwrap();
+    assert_eq!(got, manifest);
+    assert!(origin && have.is_none());
+    assert_eq!(peer.id(), seed.id);
+    assert!(!peer.hello().agent.is_empty(), "the hello was exchanged too");
+    // An unknown track is that answer's error; the peer is fine.
+    let unknown = TrackId::from_bytes([0x5a; 32]);
+    let (peer, answer) = client.connect_asking(seed.addr, None, unknown).await.unwrap();
+    assert!(matches!(answer, Err(Error::Remote { code: ErrorCode::UnknownTrack, .. })));
+    assert_eq!(peer.manifest(manifest.id()).await.unwrap(), manifest);
+    client.close().await;
+    seed.stop().await;
+}

@@ -243,8 +243,11 @@ pub async fn first_sources(
         let Ok(addr) = n.transport().local_addr() else { continue };
         let (t, peer_id, tx) = (transport.clone(), n.transport().peer_id(), tx.clone());
         tokio::spawn(async move {
-            let Ok(peer) = t.connect(addr, Some(peer_id)).await else { return };
-            if let Ok((m, origin, have)) = peer.manifest_and_origin(id).await {
+            // The hello and the manifest request go out together.
+            let Ok((peer, answer)) = t.connect_asking(addr, Some(peer_id), id).await else {
+                return;
+            };
+            if let Ok((m, origin, have)) = answer {
                 let _ = tx.send((m, Source { peer, is_seed: origin, have })).await;
             }
         });

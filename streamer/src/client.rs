@@ -46,7 +46,41 @@ pub struct Peer {
     version: u8,
 }
 
+/// A manifest answer: the manifest, whether the peer is an original seed,
+/// and what it holds (`None`: everything).
+pub type ManifestAnswer = (Manifest, bool, Option<Vec<ChunkRun>>);
+
 impl Peer {
+    /// The hello exchange and a manifest request at once, on a new
+    /// connection: the node answers each stream on its own, so the
+    /// manifest costs no round trip of its own.
+    pub(crate) async fn handshake_asking(
+        conn: Connection,
+        id: PeerId,
+        addr: SocketAddr,
+        ours: Message,
+        track: TrackId,
+    ) -> Result<(Self, Result<ManifestAnswer>)> {
+        let provisional = Self {
+            conn: conn.clone(),
+            id,
+            addr,
+            hello: Hello {
+                min_version: 0,
+                max_version: 0,
+                peer_id: id,
+                listen_addrs: Vec::new(),
+                agent: String::new(),
+            },
+            version: frame::MIN_VERSION,
+        };
+        let (peer, manifest) = tokio::join!(
+            Self::handshake(conn, id, addr, ours),
+            provisional.manifest_and_origin(track)
+        );
+        Ok((peer?, manifest))
+    }
+
     pub(crate) async fn handshake(
         conn: Connection,
         id: PeerId,
@@ -135,10 +169,7 @@ impl Peer {
     /// Fetches and verifies a track's manifest, whether the peer serves it
     /// from its own library (an original seed), and, for a peer serving it
     /// from its cache, which chunks it holds (`None`: all of them).
-    pub async fn manifest_and_origin(
-        &self,
-        track: TrackId,
-    ) -> Result<(Manifest, bool, Option<Vec<ChunkRun>>)> {
+    pub async fn manifest_and_origin(&self, track: TrackId) -> Result<ManifestAnswer> {
         let mut recv = self.request(&Message::ManifestRequest(ManifestRequest { track })).await?;
         let (manifest, origin) = match next_reply(&mut recv).await? {
             Message::ManifestResponse(r) if r.track == track => {

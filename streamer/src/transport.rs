@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_protocol::message::Hello;
-use chorus_protocol::{Message, PeerId, frame};
+use chorus_protocol::{Message, PeerId, TrackId, frame};
 use quinn::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::client::Peer;
+use crate::client::{ManifestAnswer, Peer};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, peer_id_of_cert};
 use crate::tls::{self, TransportLimits};
@@ -199,6 +199,31 @@ impl Transport {
     /// carry that id, or the connection is closed with
     /// [`Error::PeerIdMismatch`] before anything is sent.
     pub async fn connect(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<Peer> {
+        let (conn, actual) = self.dial(addr, expected).await?;
+        let listen = self.listen_addrs();
+        Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await
+    }
+
+    /// [`Transport::connect`], asking for `track`'s manifest along with the
+    /// hello (one round trip for both): how a listener that knows what it
+    /// wants starts.
+    pub async fn connect_asking(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        track: TrackId,
+    ) -> Result<(Peer, Result<ManifestAnswer>)> {
+        let (conn, actual) = self.dial(addr, expected).await?;
+        let hello = Message::Hello(self.hello(self.listen_addrs()));
+        Peer::handshake_asking(conn, actual, addr, hello, track).await
+    }
+
+    /// The QUIC handshake, with the peer id and ban checks.
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<(quinn::Connection, PeerId)> {
         if let Some(id) = expected.filter(|id| self.is_banned(id)) {
             return Err(Error::Banned(id));
         }
@@ -217,8 +242,7 @@ impl Transport {
                 return Err(Error::PeerIdMismatch { expected, actual });
             }
         }
-        let listen = self.listen_addrs();
-        Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await
+        Ok((conn, actual))
     }
 
     /// Stops accepting, closes every connection, and waits (bounded) for
