@@ -212,7 +212,6 @@ struct OpenSink {
 /// sink: the next track's first sample follows the last one's with no gap.
 /// The sink lives on one decode thread for the player's whole life.
 pub struct Player {
-    output: OutputSpec,
     gapless: bool,
     commands: std::sync::mpsc::SyncSender<Command>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -226,17 +225,11 @@ impl Player {
     /// A player writing to `output`.
     pub fn new(output: OutputSpec, gapless: bool) -> Self {
         let (commands, rx) = std::sync::mpsc::sync_channel::<Command>(1);
-        let spec = output.clone();
         let thread = std::thread::Builder::new()
             .name("chorus-decode".into())
-            .spawn(move || decode_thread(&spec, &rx))
+            .spawn(move || decode_thread(&output, &rx))
             .ok();
-        Self { output, gapless, commands, thread, current: None, skipped: false }
-    }
-
-    /// The output this player writes to.
-    pub fn output(&self) -> &OutputSpec {
-        &self.output
+        Self { gapless, commands, thread, current: None, skipped: false }
     }
 
     /// Plays one track (see [`play`]); returns when its last sample is in
@@ -557,14 +550,8 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
             }
             let Some(block) = decoder.next_block()? else {
                 // A seek asked for as the track ended is still served.
-                if t.stats.seeking() && !stopped() {
-                    if let Some(to) = t.stats.take_seek() {
-                        let at = decoder.seek(to)?;
-                        converter.reset();
-                        sink.begin_segment(at, true);
-                        (base, frames) = (at, 0);
-                        continue;
-                    }
+                if t.stats.seek_requested() {
+                    continue;
                 }
                 break;
             };

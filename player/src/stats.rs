@@ -127,6 +127,11 @@ impl PlaybackStats {
         self.seek_request.store(ms + 1, Relaxed);
     }
 
+    /// True while a seek is asked for and not yet taken by the decoder.
+    pub fn seek_requested(&self) -> bool {
+        self.seek_request.load(Relaxed) != 0
+    }
+
     /// Forgets a seek that can no longer be served (its track has ended).
     pub fn clear_seek(&self) {
         self.seek_request.store(0, Relaxed);
