@@ -126,18 +126,9 @@ async fn build_queue(
     Ok(queue)
 }
 
-/// A catalog entry for a track known only from its cached manifest.
+/// A catalog entry for a track known only from its manifest.
 fn cached_entry(m: &Manifest) -> CatalogEntry {
-    CatalogEntry {
-        track: m.id(),
-        file_name: String::new(),
-        tags: m.tags().clone(),
-        codec: m.media().codec,
-        duration_ms: u64::try_from(m.duration().as_millis()).unwrap_or(u64::MAX),
-        byte_len: m.layout().byte_len(),
-        sample_rate: m.media().sample_rate,
-        channels: m.media().channels,
-    }
+    chorus_streamer::library::catalog_entry(m, String::new())
 }
 
 /// Finds a track the cache holds whole, by id (prefix) or words of its

@@ -61,24 +61,24 @@ impl Peer {
         ours: Message,
         track: TrackId,
     ) -> Result<(Self, Result<ManifestAnswer>)> {
-        let provisional = Self {
-            conn: conn.clone(),
-            id,
-            addr,
-            hello: Hello {
-                min_version: 0,
-                max_version: 0,
-                peer_id: id,
-                listen_addrs: Vec::new(),
-                agent: String::new(),
-            },
-            version: frame::MIN_VERSION,
-        };
+        let provisional = Self::before_hello(conn.clone(), id, addr);
         let (peer, manifest) = tokio::join!(
             Self::handshake(conn, id, addr, ours),
             provisional.manifest_and_origin(track)
         );
         Ok((peer?, manifest))
+    }
+
+    /// A peer whose hello has not arrived: the lowest version, no listing.
+    fn before_hello(conn: Connection, id: PeerId, addr: SocketAddr) -> Self {
+        let hello = Hello {
+            min_version: 0,
+            max_version: 0,
+            peer_id: id,
+            listen_addrs: Vec::new(),
+            agent: String::new(),
+        };
+        Self { conn, id, addr, hello, version: frame::MIN_VERSION }
     }
 
     pub(crate) async fn handshake(
@@ -91,19 +91,7 @@ impl Peer {
             Message::Hello(h) => (h.min_version, h.max_version),
             _ => (frame::MIN_VERSION, frame::VERSION),
         };
-        let mut peer = Self {
-            conn,
-            id,
-            addr,
-            hello: Hello {
-                min_version: 0,
-                max_version: 0,
-                peer_id: id,
-                listen_addrs: Vec::new(),
-                agent: String::new(),
-            },
-            version: frame::MIN_VERSION,
-        };
+        let mut peer = Self::before_hello(conn, id, addr);
         let mut recv = peer.request(&ours).await?;
         match next_reply(&mut recv).await? {
             Message::Hello(h) => {

@@ -46,17 +46,7 @@ pub struct LibraryTrack {
 impl LibraryTrack {
     /// The catalog listing of this track.
     pub fn catalog_entry(&self) -> CatalogEntry {
-        let m = &self.manifest;
-        CatalogEntry {
-            track: m.id(),
-            file_name: self.file_name.clone(),
-            tags: m.tags().clone(),
-            codec: m.media().codec,
-            duration_ms: u64::try_from(m.duration().as_millis()).unwrap_or(u64::MAX),
-            byte_len: m.layout().byte_len(),
-            sample_rate: m.media().sample_rate,
-            channels: m.media().channels,
-        }
+        catalog_entry(&self.manifest, self.file_name.clone())
     }
 
     /// Lowercased text that a search matches against.
@@ -68,6 +58,21 @@ impl LibraryTrack {
             .collect::<Vec<_>>()
             .join("\u{1f}")
             .to_lowercase()
+    }
+}
+
+/// The catalog listing of a track from its manifest (and its file name,
+/// where known).
+pub fn catalog_entry(m: &Manifest, file_name: String) -> CatalogEntry {
+    CatalogEntry {
+        track: m.id(),
+        file_name,
+        tags: m.tags().clone(),
+        codec: m.media().codec,
+        duration_ms: u64::try_from(m.duration().as_millis()).unwrap_or(u64::MAX),
+        byte_len: m.layout().byte_len(),
+        sample_rate: m.media().sample_rate,
+        channels: m.media().channels,
     }
 }
 
