@@ -7,10 +7,15 @@
 #   samples/build.sh --force    rebuild even when samples/out looks complete
 #   samples/build.sh --check    rebuild into a temp dir and compare byte for byte
 #                               with samples/out and samples/SHA256SUMS
-#   samples/build.sh --out DIR  build into DIR instead
+#   samples/build.sh --out DIR  build into DIR instead: a new folder, or one
+#                               this script built before (it holds the mark
+#                               file .chorus-sample-set); any other folder is
+#                               refused and left untouched
 #
 # Needs: apt-get (for `apt-get download`), dpkg, ffmpeg, sha256sum.
-# Output: the audio files, ATTRIBUTION.md and SHA256SUMS in the out dir.
+# Output: the audio files, ATTRIBUTION.md, SHA256SUMS and the mark file in the
+# out dir. A rebuild replaces only the files an earlier build listed in its
+# SHA256SUMS: nothing this script did not create is ever removed.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +27,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --force) mode=force; shift ;;
     --check) mode=check; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "samples/build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +55,26 @@ if [ "$mode" = check ]; then
     exit 1
   fi
   exit 0
+fi
+
+# --- whose folder is it? -------------------------------------------------------
+mark=".chorus-sample-set"
+if [ -e "$out" ] && [ ! -f "$out/$mark" ]; then
+  # A sample set from before the mark file existed: the default folder inside
+  # samples/ holding exactly what its own SHA256SUMS lists, and nothing else.
+  legacy=no
+  if [ "$(cd "$out" 2>/dev/null && pwd -P)" = "$here/out" ] && [ -f "$out/SHA256SUMS" ]; then
+    listed=$( (awk '{print $2}' "$out/SHA256SUMS"; echo SHA256SUMS) | LC_ALL=C sort)
+    present=$(cd "$out" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | LC_ALL=C sort)
+    [ "$listed" = "$present" ] && legacy=yes
+  fi
+  if [ "$legacy" = yes ]; then
+    printf 'made by Chorus samples/build.sh; rebuilding replaces the files SHA256SUMS lists\n' >"$out/$mark"
+  else
+    echo "samples/build.sh: $out exists and is not a sample set this script built (no $mark in it);" >&2
+    echo "  refusing to write there. Name a new folder with --out, or leave --out out." >&2
+    exit 3
+  fi
 fi
 
 if [ "$mode" = build ] && [ -f "$out/SHA256SUMS" ] && (cd "$out" && sha256sum --quiet -c SHA256SUMS) 2>/dev/null; then
@@ -83,9 +108,14 @@ sing="$cache/singularity-music/usr/share/games/singularity/music"
 beat="$cache/golang-github-hjfreyer-taglib-go-dev/usr/share/gocode/src/github.com/hjfreyer/taglib-go/taglib/testdata/BeatThee.mp3"
 
 # --- transcode -----------------------------------------------------------------
-work="$out.tmp.$$"
-rm -rf "$work"
-mkdir -p "$work"
+# The out folder is new (made here, marked at once) or marked as ours. The
+# build goes to a scratch folder inside it, so nothing is written beside it.
+if [ ! -e "$out" ]; then
+  mkdir -p "$out"
+  printf 'made by Chorus samples/build.sh; rebuilding replaces the files SHA256SUMS lists\n' >"$out/$mark"
+fi
+work="$out/.build.$$"
+mkdir "$work"
 trap 'rm -rf "$work"' EXIT
 
 ALBUM="Endgame: Singularity"
@@ -125,11 +155,18 @@ sing_track "Deprecation.ogg" "Deprecation (excerpt)" 7 deprecation.wav -t 75 -c:
 cp "$here/ATTRIBUTION.md" "$work/ATTRIBUTION.md"
 (cd "$work" && sha256sum -- *.mp3 *.ogg *.flac *.m4a *.wav ATTRIBUTION.md | LC_ALL=C sort -k2 > SHA256SUMS)
 
-rm -rf "$out"
-mv "$work" "$out"
+# Swap in the new files; remove only files the previous build listed.
+if [ -f "$out/SHA256SUMS" ]; then
+  awk '{print $2}' "$out/SHA256SUMS" | while IFS= read -r old; do
+    case "$old" in */*|.*|"") continue ;; esac
+    [ -e "$work/$old" ] || rm -f -- "$out/$old"
+  done
+fi
+for f in "$work"/*; do mv -f -- "$f" "$out/"; done
+rmdir "$work"
 trap - EXIT
 if [ -f "$expected" ] && ! diff -q "$expected" "$out/SHA256SUMS" >/dev/null; then
   echo "warning: the sample set differs from samples/SHA256SUMS (ffmpeg: $(ffmpeg -version | head -n1));" >&2
   echo "         tests compare against local decodes, so they still hold" >&2
 fi
-echo "sample set ready: $(ls "$out" | grep -vc -e SHA256SUMS -e ATTRIBUTION) tracks, $(du -sh "$out" | cut -f1) in $out"
+echo "sample set ready: $(awk '{print $2}' "$out/SHA256SUMS" | grep -vc ATTRIBUTION) tracks, $(du -sh "$out" | cut -f1) in $out"

@@ -110,19 +110,22 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The sample set to seed [default: samples/out in the source tree, built if missing]
+    /// A folder of tracks to seed, read only: never written, renamed or deleted
+    /// [default: the sample set in samples/out of the source tree, built there if missing]
     #[arg(long, value_name = "DIR")]
     pub samples: Option<PathBuf>,
-    /// Which sample track to play (words of its title or file name)
-    #[arg(long, default_value = "apex aleph")]
-    pub track: String,
+    /// Which track to play (words of its title or file name)
+    /// [default: "apex aleph" from the sample set, else the first track found]
+    #[arg(long, value_name = "WORDS")]
+    pub track: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The sample set to seed [default: samples/out in the source tree, built if missing]
+    /// A folder of tracks to seed, read only: never written, renamed or deleted
+    /// [default: the sample set in samples/out of the source tree, built there if missing]
     #[arg(long, value_name = "DIR")]
     pub samples: Option<PathBuf>,
     /// Link profile: lan, broadband, transatlantic, 4g, lossy or all (repeat for several)

@@ -17,14 +17,28 @@ use crate::cli::{DemoArgs, Global, OutputArgs};
 use crate::peers::PeerAddr;
 use crate::{output, play};
 
-pub fn default_samples() -> PathBuf {
+/// The track the demo plays when none is named.
+const DEMO_TRACK: &str = "apex aleph";
+
+fn default_samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out")
 }
 
-/// Builds the sample set with samples/build.sh when it is missing.
-pub fn ensure_samples(dir: &Path) -> Result<()> {
+/// The folder of tracks to use. A folder the user names (`--samples DIR`) is
+/// input only: it is read, never written, renamed or deleted, and a folder
+/// without playable tracks is an error later, when it is scanned. With no
+/// folder named, the sample set in the source tree's `samples/out`, built by
+/// `samples/build.sh` the first time (into that folder only).
+pub fn sample_dir(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        if !dir.is_dir() {
+            bail!("--samples {}: no such folder", dir.display());
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let dir = default_samples();
     if dir.join("SHA256SUMS").exists() {
-        return Ok(());
+        return Ok(dir);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/build.sh");
     if !script.exists() {
@@ -33,12 +47,12 @@ pub fn ensure_samples(dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    eprintln!("building the sample set (once)…");
-    let status = std::process::Command::new("bash").arg(&script).arg("--out").arg(dir).status()?;
+    eprintln!("building the sample set (once) in {}…", dir.display());
+    let status = std::process::Command::new("bash").arg(&script).status()?;
     if !status.success() {
         bail!("samples/build.sh failed; run it by hand to see why");
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// Indexes `dir` and starts a node serving it on 127.0.0.1.
@@ -65,8 +79,7 @@ async fn start_node(dir: &Path, data: &Path) -> Result<Node> {
 }
 
 pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
-    let samples = args.samples.clone().unwrap_or_else(default_samples);
-    ensure_samples(&samples)?;
+    let samples = sample_dir(args.samples.as_deref())?;
     let work = tempfile::tempdir().context("making a temp dir")?;
     let say = |s: String| {
         if !global.quiet {
@@ -77,6 +90,10 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     let seed = start_node(&samples, &work.path().join("seed")).await?;
     let seed_addr = seed.transport().local_addr()?;
     let tracks = seed.with_library(|l| l.len()).unwrap_or(0);
+    if tracks == 0 {
+        seed.shutdown().await;
+        bail!("no playable tracks in {}", samples.display());
+    }
     say(format!(
         "seed   {} on {seed_addr}: {tracks} sample tracks",
         seed.transport().peer_id().fmt_short()
@@ -88,7 +105,15 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         &Default::default(),
     )?;
     let seed_peer = client.connect(seed_addr, Some(seed.transport().peer_id())).await?;
-    let (entry, _) = play::resolve(std::slice::from_ref(&seed_peer), &args.track).await?;
+    let seeds = std::slice::from_ref(&seed_peer);
+    let (entry, _) = match &args.track {
+        Some(words) => play::resolve(seeds, words).await?,
+        None => match play::resolve(seeds, DEMO_TRACK).await {
+            Ok(found) => found,
+            // A folder of the user's own: any track will do.
+            Err(_) => play::resolve(seeds, "").await?,
+        },
+    };
     let manifest = seed_peer.manifest(entry.track).await?;
     let mut nodes = vec![seed.clone()];
     for name in ["peer-a", "peer-b"] {

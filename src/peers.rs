@@ -91,10 +91,39 @@ pub async fn dial(global: &Global, peer: &PeerAddr) -> Result<(Transport, Peer)>
     }
 }
 
-/// The chunk cache in the data dir.
+/// This node's identity for a listener: from the data dir, or, where the
+/// data dir cannot hold one (read-only, say), a temporary one, said once.
+pub fn identity_for_play(global: &Global) -> Result<Arc<Identity>> {
+    match identity(global) {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            eprintln!("warning: {e:#}; using a temporary identity for this run");
+            Ok(Arc::new(Identity::ephemeral()?))
+        }
+    }
+}
+
+/// The chunk cache in the data dir. A cache that cannot be created or
+/// written is not an error: playback goes on without caching, said once.
 pub fn cache(global: &Global, max_mib: u64) -> Result<Arc<chorus_streamer::cache::ChunkCache>> {
+    use chorus_streamer::cache::ChunkCache;
     let dir = data_dir(global)?.join("cache");
-    let cache = chorus_streamer::cache::ChunkCache::open(&dir, max_mib.saturating_mul(1 << 20))
-        .with_context(|| format!("opening the chunk cache in {}", dir.display()))?;
+    let cache = match ChunkCache::open(&dir, max_mib.saturating_mul(1 << 20)) {
+        Ok(c) if c.stores() => c,
+        Ok(c) => {
+            eprintln!(
+                "warning: the chunk cache in {} is read-only: playing without caching",
+                dir.display()
+            );
+            c
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: cannot use a chunk cache in {} ({e}): playing without caching",
+                dir.display()
+            );
+            ChunkCache::disabled()
+        }
+    };
     Ok(Arc::new(cache))
 }

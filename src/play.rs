@@ -24,7 +24,7 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let file = crate::config::load(global)?;
     let settings = crate::config::PlaySettings::resolve(&file, Some(&args))?;
     let cache = peers::cache(global, settings.cache_mib.0)?;
-    let identity = peers::identity(global)?;
+    let identity = peers::identity_for_play(global)?;
     // With --listen, this node serves its cache to others while it plays,
     // from the same endpoint it fetches with.
     let node = match args.listen {

@@ -34,7 +34,7 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
         anyhow::bail!("no peer to ask: pass --peer HOST:PORT or set `peers` in the config file");
     }
     let transport = chorus_streamer::transport::Transport::client(
-        peers::identity(global)?,
+        peers::identity_for_play(global)?,
         &Default::default(),
     )?;
     let mut asked = crate::play::connect_all(&transport, &addrs).await?;

@@ -24,8 +24,7 @@ pub const SCENARIOS: [&str; 5] = ["single", "seek-storm", "flash-crowd", "churn"
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
-    let samples = args.samples.clone().unwrap_or_else(crate::demo::default_samples);
-    crate::demo::ensure_samples(&samples)?;
+    let samples = crate::demo::sample_dir(args.samples.as_deref())?;
     let profiles = pick_profiles(&args.profiles)?;
     let scenarios = pick_scenarios(&args.scenarios)?;
     let settings = Settings {

@@ -52,7 +52,7 @@ pub fn scan_samples(samples: &Path, data: &Path) -> Result<(Library, Vec<Track>)
         .collect();
     tracks.sort_by(|a, b| a.name.cmp(&b.name));
     if tracks.is_empty() {
-        bail!("no playable tracks in {}; build them with samples/build.sh", samples.display());
+        bail!("no playable tracks in {}", samples.display());
     }
     Ok((lib, tracks))
 }

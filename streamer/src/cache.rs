@@ -10,7 +10,13 @@
 //!
 //! Size is bounded: when a write would exceed [`ChunkCache::max_bytes`],
 //! whole tracks are evicted, least recently used first (never the track
-//! being written).
+//! being written). A temp file left by a write that failed (a full disk, a
+//! crash) is removed at once or, at the latest, when the cache next opens.
+//!
+//! The cache writes only inside its own directory. Where that directory
+//! cannot be written (a read-only data dir), the cache still serves what it
+//! holds but stores nothing ([`ChunkCache::stores`] is false), and playback
+//! goes on without it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -47,8 +53,13 @@ struct Index {
 pub struct ChunkCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// False where the directory cannot be written: puts are then no-ops.
+    writable: bool,
     index: Mutex<Index>,
 }
+
+/// The suffix of a file being written, renamed into place when whole.
+const TMP_SUFFIX: &str = ".tmp";
 
 fn io(context: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::io(context, path, e)
@@ -57,10 +68,17 @@ fn io(context: &'static str, path: &Path, e: std::io::Error) -> Error {
 impl ChunkCache {
     /// Opens (creating if needed) the cache in `dir`, bounded to
     /// `max_bytes`. Entries that do not check out (a manifest that does not
-    /// hash to its directory's name, a chunk file of the wrong size) are
-    /// removed; the rest is kept.
+    /// hash to its directory's name, a chunk file of the wrong size) and
+    /// temp files left by failed writes are removed; the rest is kept. A
+    /// directory that exists but cannot be written opens read-only.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io("creating cache dir", dir, e))?;
+        let writable = {
+            let probe = dir.join(format!(".probe{TMP_SUFFIX}"));
+            let ok = fs::write(&probe, b"").is_ok();
+            let _ = fs::remove_file(&probe);
+            ok
+        };
         let mut index = Index::default();
         let entries = fs::read_dir(dir).map_err(|e| io("reading cache dir", dir, e))?;
         for entry in entries.flatten() {
@@ -83,6 +101,11 @@ impl ChunkCache {
             let mut bytes = 0;
             for f in fs::read_dir(&path).into_iter().flatten().flatten() {
                 let name = f.file_name();
+                if name.to_str().is_some_and(|n| n.ends_with(TMP_SUFFIX)) {
+                    // Left by a write that did not finish.
+                    let _ = fs::remove_file(f.path());
+                    continue;
+                }
                 let Some(i) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
                 let ok = layout
                     .index(i)
@@ -97,7 +120,19 @@ impl ChunkCache {
             index.total += bytes;
             index.tracks.insert(id, CachedTrack { manifest, have, bytes, last_used: 0 });
         }
-        Ok(Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) })
+        Ok(Self { dir: dir.to_owned(), max_bytes, writable, index: Mutex::new(index) })
+    }
+
+    /// A cache that holds nothing and stores nothing: for playing when the
+    /// data dir cannot hold one.
+    pub fn disabled() -> Self {
+        Self { dir: PathBuf::new(), max_bytes: 0, writable: false, index: Mutex::default() }
+    }
+
+    /// False if this cache stores nothing (its directory is read-only, or it
+    /// is [`ChunkCache::disabled`]).
+    pub fn stores(&self) -> bool {
+        self.writable
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -133,6 +168,9 @@ impl ChunkCache {
     /// Remembers a (verified) manifest, so its chunks can be stored.
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = manifest.id();
+        if !self.writable {
+            return Ok(());
+        }
         if self.lock().tracks.contains_key(&id) {
             return Ok(());
         }
@@ -161,6 +199,9 @@ impl ChunkCache {
     /// cache would grow past its bound.
     pub fn put_chunk(&self, chunk: &VerifiedChunk) -> Result<()> {
         let (id, index, data) = (&chunk.track(), chunk.index(), &chunk.data()[..]);
+        if !self.writable {
+            return Ok(());
+        }
         if self.manifest(id).is_none() {
             return Err(Error::UnknownTrack(*id));
         }
@@ -272,9 +313,17 @@ impl ChunkCache {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).map_err(|e| io("writing cache", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io("writing cache", path, e))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let result = fs::write(&tmp, data)
+        .map_err(|e| io("writing cache", &tmp, e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io("writing cache", path, e)));
+    if result.is_err() {
+        // A full disk leaves a partial temp file: it must not stay.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -362,6 +411,37 @@ mod tests {
         assert!(c.is_complete(&a.id()));
         assert!(c.manifest(&b.id()).is_none(), "b was evicted");
         assert!(!dir.path().join(b.id().to_string()).exists());
+    }
+
+    #[test]
+    fn temp_files_left_by_failed_writes_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, chunks) = track(4, 3000);
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            c.put_manifest(&m).unwrap();
+            c.put_chunk(&m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+        }
+        let entry = dir.path().join(m.id().to_string());
+        fs::write(entry.join("1.tmp"), b"half a chunk").unwrap();
+        fs::write(entry.join("manifest.tmp"), b"half a manifest").unwrap();
+        fs::write(entry.join("notes"), b"not ours to judge").unwrap();
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(!entry.join("1.tmp").exists() && !entry.join("manifest.tmp").exists());
+        assert!(entry.join("notes").exists(), "only temp files are removed");
+        assert_eq!(c.have(&m.id()), vec![ChunkRun { start: 0, len: 1 }]);
+        assert!(c.stores());
+    }
+
+    #[test]
+    fn a_disabled_cache_stores_nothing_and_says_so() {
+        let (m, chunks) = track(6, 2000);
+        let c = ChunkCache::disabled();
+        assert!(!c.stores());
+        c.put_manifest(&m).unwrap();
+        c.put_chunk(&m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+        assert!(c.manifest(&m.id()).is_none());
+        assert_eq!(c.total_bytes(), 0);
     }
 
     #[test]
