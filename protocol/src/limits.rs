@@ -58,3 +58,7 @@ pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
 /// Most channels accepted in a manifest.
 pub const MAX_CHANNELS: u16 = 64;
+
+/// Most chunk bytes a start request may ask for: 1 MiB, far more than any
+/// first flight carries (the rest of the track is fetched by deadline).
+pub const MAX_START_BUDGET: u32 = 1024 * 1024;

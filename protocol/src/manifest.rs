@@ -312,11 +312,43 @@ impl Manifest {
     /// zero for chunks that hold headers, otherwise interpolated from the
     /// time index. A chunk's deadline is playback start + this − start time.
     pub fn chunk_media_time(&self, index: ChunkIndex) -> Duration {
-        let range = self.layout.byte_range(index);
-        if self.media.header_ranges.iter().any(|h| h.start < range.end && range.start < h.end) {
+        if self.is_header_chunk(index) {
             return Duration::ZERO;
         }
-        Duration::from_micros(self.time_at_offset(range.start))
+        Duration::from_micros(self.time_at_offset(self.layout.byte_range(index).start))
+    }
+
+    /// True if the chunk holds bytes of a header range (needed before any
+    /// audio, wherever playback starts).
+    pub fn is_header_chunk(&self, index: ChunkIndex) -> bool {
+        let range = self.layout.byte_range(index);
+        self.media.header_ranges.iter().any(|h| h.start < range.end && range.start < h.end)
+    }
+
+    /// The chunks a start response carries to begin playing at `at`, in
+    /// sending order: every header chunk, then the chunk at `at` and those
+    /// after it while their bytes stay within `budget` (audio only: the
+    /// headers are needed whatever the budget). The header chunks and the
+    /// first audio chunk are always included: without them the decoder
+    /// cannot produce a sample.
+    pub fn start_chunks(&self, at: Duration, budget: u64) -> Vec<ChunkIndex> {
+        let mut out: Vec<ChunkIndex> =
+            self.layout.indices().filter(|i| self.is_header_chunk(*i)).collect();
+        let mut bytes = 0;
+        let first = self.chunk_at_time(at);
+        for i in first.0..self.layout.count() {
+            let index = ChunkIndex(i);
+            if out.contains(&index) {
+                continue;
+            }
+            let len = self.layout.chunk_len(index);
+            if i != first.0 && bytes + len > budget {
+                break;
+            }
+            bytes += len;
+            out.push(index);
+        }
+        out
     }
 
     /// The media time in microseconds at which the decoder reaches `offset`.

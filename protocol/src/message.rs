@@ -196,6 +196,32 @@ pub struct WhoHasReply {
     pub peers: Vec<PeerInfo>,
 }
 
+/// What a [`StartRequest`] asks to play.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// This track.
+    Track(TrackId),
+    /// The responder's best match for these words (as in a search).
+    Query(String),
+}
+
+/// Asks for everything needed to start playing, in one response: for a
+/// query, the catalog entry of the best match (a [`SearchResponse`] of one);
+/// then the [`ManifestResponse`] (and [`Have`] from a cache); then
+/// [`ChunkData`] for the chunks holding the demuxer's headers and for those
+/// from media time `at_ms` on, in that order, up to `budget` bytes of chunk
+/// data. One round trip from request to the decoder's first packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRequest {
+    /// The track, or words to find it by.
+    pub want: Want,
+    /// Where playback starts, in milliseconds of media time.
+    pub at_ms: u32,
+    /// Chunk bytes wanted in the response, at most
+    /// [`limits::MAX_START_BUDGET`] (the responder may send less).
+    pub budget: u32,
+}
+
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -272,6 +298,7 @@ pub enum Message {
     PeerExchange(PeerExchange),
     WhoHas(WhoHas),
     WhoHasReply(WhoHasReply),
+    StartRequest(StartRequest),
     Error(ErrorReply),
 }
 
@@ -292,6 +319,7 @@ pub enum MessageKind {
     PeerExchange = 0x0a,
     WhoHas = 0x0b,
     WhoHasReply = 0x0c,
+    StartRequest = 0x0d,
     Error = 0x7f,
 }
 
@@ -312,6 +340,7 @@ impl TryFrom<u8> for MessageKind {
             0x0a => K::PeerExchange,
             0x0b => K::WhoHas,
             0x0c => K::WhoHasReply,
+            0x0d => K::StartRequest,
             0x7f => K::Error,
             c => return Err(ProtocolError::UnknownMessageType(c)),
         })
@@ -378,6 +407,7 @@ impl Message {
             Self::PeerExchange(_) => K::PeerExchange,
             Self::WhoHas(_) => K::WhoHas,
             Self::WhoHasReply(_) => K::WhoHasReply,
+            Self::StartRequest(_) => K::StartRequest,
             Self::Error(_) => K::Error,
         }
     }
@@ -425,6 +455,13 @@ impl Message {
             Self::PeerExchange(m) => peers_len(&m.peers),
             Self::WhoHas(m) => varint_len(m.query_id) + 32 + 1,
             Self::WhoHasReply(m) => varint_len(m.query_id) + 32 + peers_len(&m.peers),
+            Self::StartRequest(m) => {
+                1 + match &m.want {
+                    Want::Track(_) => 32,
+                    Want::Query(q) => str_len(q),
+                } + varint_len(u64::from(m.at_ms))
+                    + varint_len(u64::from(m.budget))
+            }
             Self::Error(m) => varint_len(u64::from(m.code.code())) + str_len(&m.message),
         }
     }
@@ -499,6 +536,20 @@ impl Message {
                 buf.put_varint(m.query_id);
                 buf.put_slice(m.track.as_bytes());
                 put_peers(buf, &m.peers);
+            }
+            Self::StartRequest(m) => {
+                match &m.want {
+                    Want::Track(t) => {
+                        buf.put_u8(0);
+                        buf.put_slice(t.as_bytes());
+                    }
+                    Want::Query(q) => {
+                        buf.put_u8(1);
+                        buf.put_str(q);
+                    }
+                }
+                buf.put_varint(u64::from(m.at_ms));
+                buf.put_varint(u64::from(m.budget));
             }
             Self::Error(m) => {
                 buf.put_varint(u64::from(m.code.code()));
@@ -609,6 +660,19 @@ impl Message {
                 track: track(r)?,
                 peers: read_peers(r)?,
             }),
+            MessageKind::StartRequest => {
+                let want = match r.u8()? {
+                    0 => Want::Track(track(r)?),
+                    1 => Want::Query(r.str("query", limits::MAX_QUERY_LEN)?),
+                    _ => return Err(ProtocolError::Invalid("start request kind")),
+                };
+                let at_ms = r.varint_u32("start time")?;
+                let budget = r.varint_u32("start budget")?;
+                if budget > limits::MAX_START_BUDGET {
+                    return Err(ProtocolError::Invalid("start budget (at most MAX_START_BUDGET)"));
+                }
+                Self::StartRequest(StartRequest { want, at_ms, budget })
+            }
             MessageKind::Error => {
                 let code = u16::try_from(r.varint("error code")?)
                     .map_err(|_| ProtocolError::Overflow("error code"))?;

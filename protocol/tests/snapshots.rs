@@ -69,6 +69,28 @@ fn chunk_data() {
 }
 
 #[test]
+fn start_requests() {
+    snapshot(
+        &Message::StartRequest(StartRequest {
+            want: Want::Query("ab".into()),
+            at_ms: 300,
+            budget: 49_152,
+        }),
+        "0000000b 01 0d 01 02 6162 ac02 808003",
+    );
+    snapshot(
+        &Message::StartRequest(StartRequest {
+            want: Want::Track(TrackId::from_bytes([0x44; 32])),
+            at_ms: 0,
+            budget: 1,
+        }),
+        "00000025 01 0d 00
+         4444444444444444444444444444444444444444444444444444444444444444
+         00 01",
+    );
+}
+
+#[test]
 fn error_reply() {
     snapshot(
         &Message::Error(ErrorReply { code: ErrorCode::UnknownTrack, message: "no".into() }),

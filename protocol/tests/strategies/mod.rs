@@ -152,6 +152,16 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), track_id(), vec(peer_info(), 0..5)).prop_map(|(query_id, track, peers)| {
             Message::WhoHasReply(WhoHasReply { query_id, track, peers })
         }),
+        (
+            prop_oneof![track_id().prop_map(Want::Track), text(40).prop_map(Want::Query)],
+            any::<u32>(),
+            0..=chorus_protocol::limits::MAX_START_BUDGET,
+        )
+            .prop_map(|(want, at_ms, budget)| Message::StartRequest(StartRequest {
+                want,
+                at_ms,
+                budget
+            })),
         (error_code(), text(60))
             .prop_map(|(code, message)| Message::Error(ErrorReply { code, message })),
     ]
