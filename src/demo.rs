@@ -3,18 +3,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chorus_player::play::PlayOptions;
 use chorus_player::sink::OutputSpec;
+use chorus_streamer::cache::ChunkCache;
 use chorus_streamer::identity::Identity;
 use chorus_streamer::library::{self, ScanConfig};
 use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::start::Pool;
 use chorus_streamer::transport::Transport;
 
 use crate::cli::{DemoArgs, Global, OutputArgs};
-use crate::peers::PeerAddr;
 use crate::{output, play};
 
 /// The track the demo plays when none is named.
@@ -131,20 +132,17 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         nodes.push(node);
     }
 
-    // The listener streams from all three; its clock starts now.
+    // The listener streams from all three, on the start path `chorus play`
+    // takes; its clock starts now.
     let started = Instant::now();
-    let addrs: Vec<PeerAddr> = nodes
+    let addrs: Vec<_> = nodes
         .iter()
-        .filter_map(|n| {
-            Some(PeerAddr {
-                id: Some(n.transport().peer_id()),
-                addr: n.transport().local_addr().ok()?,
-            })
-        })
+        .filter_map(|n| Some((n.transport().local_addr().ok()?, Some(n.transport().peer_id()))))
         .collect();
-    let peers = play::connect_all(&client, &addrs).await?;
-    let (manifest, sources) = play::sources_for(&peers, entry.track).await?;
-    say(format!("playing {} from {} peers", play::describe(&entry), sources.len()));
+    let pool = Pool::dial(&client, &addrs);
+    let cache = ChunkCache::disabled();
+    let prepared = play::prepare(&pool, &cache, &entry.track.to_string(), Duration::ZERO).await?;
+    say(format!("playing {} from {} peers", play::describe(&prepared.entry), addrs.len()));
     let mut out = OutputArgs {
         out: args.output.out.clone(),
         device: args.output.device.clone(),
@@ -158,8 +156,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         );
         out.out = Some("null".into());
     }
-    let report =
-        play::play_track(global, manifest, sources, &out, PlayOptions::default(), started).await?;
+    let report = play::play_track(global, prepared, &out, PlayOptions::default(), started).await?;
     play::print_report(global, &report);
     client.close().await;
     for n in nodes {

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chorus_player::play::{PlayOptions, Playback, PlaybackReport, Player};
 use chorus_player::sink::OutputSpec;
+use chorus_protocol::VerifiedChunk;
 use chorus_protocol::message::CatalogEntry;
+use chorus_protocol::message::Want;
 use chorus_protocol::{Manifest, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
 use chorus_streamer::fetch::{PREFETCH_AHEAD, PREFETCH_LEAD, Source, prefetch};
+use chorus_streamer::start::{Pool, Timeline};
 use chorus_streamer::transport::Transport;
 
 use crate::cli::{Global, OutputArgs, PlayArgs};
@@ -54,22 +57,13 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         Some(n) => n.transport().clone(),
         None => Transport::client(identity, &Default::default())?,
     };
+    let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
+    let pool = Pool::dial(&transport, &addrs);
     let result = async {
-        let peers = match connect_all(&transport, &settings.peers.0).await {
-            Ok(p) => p,
-            Err(e) if !cache.complete_tracks().is_empty() => {
-                if !settings.peers.0.is_empty() {
-                    eprintln!("warning: {e:#}; playing from the cache");
-                }
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
-        let queue = build_queue(&peers, &cache, &args).await?;
+        let queue = build_queue(&pool, &cache, &args).await?;
         let session = Session {
             global,
-            transport: transport.clone(),
-            peers,
+            pool: pool.clone(),
             cache: cache.clone(),
             settings: &settings,
             duration: args.output.duration.map(|s| Duration::from_secs_f64(s.max(0.0))),
@@ -85,12 +79,14 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
 /// The queue: the tracks asked for, or an album's tracks in order,
 /// shuffled if asked. Each entry is a query or a track id.
 async fn build_queue(
-    peers: &[Peer],
+    pool: &Pool,
     cache: &chorus_streamer::cache::ChunkCache,
     args: &PlayArgs,
 ) -> Result<Vec<String>> {
     let mut queue = args.what.clone();
     if let Some(album) = &args.album {
+        pool.settle(CONNECT_GRACE).await;
+        let peers = &pool.peers();
         let want = album.to_lowercase();
         let on_album = |e: &CatalogEntry| {
             e.tags.album.as_deref().is_some_and(|a| a.to_lowercase().contains(&want))
@@ -147,7 +143,7 @@ fn resolve_cached(cache: &chorus_streamer::cache::ChunkCache, query: &str) -> Op
                 })
             })
     })?;
-    Some(Prepared { entry: cached_entry(&hit), manifest: hit, sources: Vec::new(), prefetched: 0 })
+    Some(Prepared::new(cached_entry(&hit), hit, Vec::new()))
 }
 
 /// A track ready to play: what it is, its manifest, who serves it.
@@ -157,44 +153,131 @@ pub struct Prepared {
     pub sources: Vec<Source>,
     /// Chunks fetched ahead into the cache (0 if not prefetched).
     pub prefetched: usize,
+    /// The head of the track a start response carried.
+    pub head: Vec<VerifiedChunk>,
+    /// When the start's steps happened (empty without a start response).
+    pub timeline: Timeline,
+    /// More sources as they answer (other peers, holders found by who-has).
+    pub joins: Option<tokio::sync::mpsc::Receiver<Source>>,
 }
 
-/// Finds a track among the peers (and the holders they know of); with no
-/// peer that has it, in the cache.
-pub async fn prepare(
-    transport: &Transport,
-    peers: &[Peer],
-    cache: &chorus_streamer::cache::ChunkCache,
-    query: &str,
-) -> Result<Prepared> {
-    if peers.is_empty() {
-        return resolve_cached(cache, query).with_context(|| {
-            format!("no peer to ask and the cache holds no whole track matching '{query}'")
-        });
-    }
-    // A whole track id: ask for the manifest straight away (no search),
-    // and look further only if no peer given has the track.
-    if let Ok(id) = query.parse::<TrackId>() {
-        if let Ok((manifest, sources)) = sources_for(peers, id).await {
-            return Ok(Prepared {
-                entry: cached_entry(&manifest),
-                manifest,
-                sources,
-                prefetched: 0,
-            });
+impl Prepared {
+    fn new(entry: CatalogEntry, manifest: Manifest, sources: Vec<Source>) -> Self {
+        Self {
+            entry,
+            manifest,
+            sources,
+            prefetched: 0,
+            head: Vec::new(),
+            timeline: Timeline::default(),
+            joins: None,
         }
     }
-    let found = async {
-        let (entry, mut holders) = resolve(peers, query).await?;
-        holders.extend(discover(transport, peers, &holders, entry.track).await);
-        let (manifest, sources) = sources_for(&holders, entry.track).await?;
-        Ok::<_, anyhow::Error>(Prepared { entry, manifest, sources, prefetched: 0 })
+}
+
+/// Finds a track and what it takes to start it: one start request to the
+/// first peer of the pool that answers (by id or by query alike), whose
+/// response carries the manifest and the head of the track; the other
+/// peers, and the holders they know of, join while it plays. Peers that
+/// cannot answer a start request (an id prefix, an older node) are asked
+/// the long way: search, who-has, manifest. With no peer that has the
+/// track, the cache.
+pub async fn prepare(
+    pool: &Arc<Pool>,
+    cache: &chorus_streamer::cache::ChunkCache,
+    query: &str,
+    at: Duration,
+) -> Result<Prepared> {
+    let want = match query.parse::<TrackId>() {
+        Ok(id) => Some(Want::Track(id)),
+        Err(_) if is_id_prefix(query) => None,
+        Err(_) => Some(Want::Query(query.to_owned())),
+    };
+    let started = match &want {
+        Some(want) => pool.start(want, at).await,
+        None => Err(chorus_streamer::Error::NoPeer("an id prefix needs a search".into())),
+    };
+    match started {
+        Ok(s) => {
+            let track = s.answer.manifest.id();
+            let mut joins = pool.join_sources(track, s.source.peer.id());
+            // Holders the pool's peers know of join too, found meanwhile.
+            let (tx, rx) = tokio::sync::mpsc::channel(32);
+            let (p, first) = (pool.clone(), s.source.peer.clone());
+            tokio::spawn(async move {
+                let discovering = async {
+                    let asked = p.peers();
+                    let mut known = asked.clone();
+                    known.push(first);
+                    for peer in discover(p.transport(), &asked, &known, track).await {
+                        if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
+                            let _ = tx.send(Source { peer, is_seed, have }).await;
+                        }
+                    }
+                };
+                let forwarding = async {
+                    while let Some(src) = joins.recv().await {
+                        if tx.send(src).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::join!(discovering, forwarding);
+            });
+            if pool.dialling() {
+                tracing::warn!(
+                    "some peers have not answered yet; starting without them (they join when they do)"
+                );
+            }
+            let mut prepared = Prepared::new(s.answer.entry, s.answer.manifest, vec![s.source]);
+            prepared.head = s.answer.head;
+            prepared.timeline = s.timeline;
+            prepared.joins = Some(rx);
+            Ok(prepared)
+        }
+        Err(e) => {
+            tracing::debug!("no start response ({e}); asking the long way");
+            pool.settle(CONNECT_GRACE).await;
+            let peers = pool.peers();
+            if peers.is_empty() {
+                let failed = pool.failures();
+                if let (false, Some(p)) = (failed.is_empty(), resolve_cached(cache, query)) {
+                    eprintln!(
+                        "warning: no peer could be reached ({}); playing from the cache",
+                        failed.join("; ")
+                    );
+                    return Ok(p);
+                }
+                return resolve_cached(cache, query).with_context(|| {
+                    let why = pool.failures().join("; ");
+                    if why.is_empty() {
+                        format!("no peer to ask and the cache holds no whole track matching '{query}'")
+                    } else {
+                        format!(
+                            "no peer could be reached ({why}) and the cache holds no whole track \
+                             matching '{query}'; check the --peer addresses and that they run `chorus seed`"
+                        )
+                    }
+                });
+            }
+            let found = async {
+                let (entry, mut holders) = resolve(&peers, query).await?;
+                holders.extend(discover(pool.transport(), &peers, &holders, entry.track).await);
+                let (manifest, sources) = sources_for(&holders, entry.track).await?;
+                Ok::<_, anyhow::Error>(Prepared::new(entry, manifest, sources))
+            }
+            .await;
+            match found {
+                Ok(p) => Ok(p),
+                Err(e) => resolve_cached(cache, query).ok_or(e),
+            }
+        }
     }
-    .await;
-    match found {
-        Ok(p) => Ok(p),
-        Err(e) => resolve_cached(cache, query).ok_or(e),
-    }
+}
+
+/// Eight or more hex digits that are not a whole id: a track id prefix.
+fn is_id_prefix(query: &str) -> bool {
+    query.len() >= 8 && query.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// What a track's playback ended with.
@@ -209,8 +292,7 @@ enum Outcome {
 /// One `chorus play` run: the queue, the player, the keys.
 struct Session<'a> {
     global: &'a Global,
-    transport: Transport,
-    peers: Vec<Peer>,
+    pool: Arc<Pool>,
     cache: Arc<chorus_streamer::cache::ChunkCache>,
     settings: &'a crate::config::PlaySettings,
     duration: Option<Duration>,
@@ -242,7 +324,8 @@ impl Session<'_> {
                     if let Some((_, t)) = other {
                         t.abort();
                     }
-                    prepare(&self.transport, &self.peers, &self.cache, query).await
+                    let at = if first { self.first_start } else { Duration::ZERO };
+                    prepare(&self.pool, &self.cache, query, at).await
                 }
             };
             let prepared = match prepared {
@@ -279,12 +362,15 @@ impl Session<'_> {
             if first {
                 options.start = self.first_start;
             }
+            let mut prepared = prepared;
+            options.head = std::mem::take(&mut prepared.head);
             options.fetch.cache = Some(self.cache.clone());
             if self.settings.normalize.0 {
                 options.gain = replay_gain(prepared.manifest.tags());
             }
             first = false;
             let next = queue.get(i + 1).cloned();
+            let timeline = prepared.timeline.clone();
             let played = self
                 .play_one(
                     &mut player,
@@ -302,17 +388,19 @@ impl Session<'_> {
                 Err(e) => break Err(e),
             };
             if raw {
+                // The status line goes; what it measured stays.
                 crate::tui::clear_status();
-            }
-            if !raw {
+                crate::tui::line(raw, &summary(&report));
+            } else {
                 // Piped or --quiet: one line per track.
                 println!("{header}: {}", summary(&report));
-                if self.global.verbose > 0 {
-                    print_sources(&report);
-                }
+            }
+            if self.global.verbose > 0 {
+                print_sources(&report);
+                print_timeline(&timeline, &report, t0, self.pool.epoch());
             }
             for id in &report.banned {
-                self.transport.ban(*id);
+                self.pool.transport().ban(*id);
             }
             upcoming = prefetch;
             match outcome {
@@ -346,7 +434,8 @@ impl Session<'_> {
         next_index: usize,
     ) -> Result<(PlaybackReport, Outcome, Option<(usize, tokio::task::JoinHandle<Result<Prepared>>)>)>
     {
-        let Prepared { entry, manifest, sources, .. } = prepared;
+        let Prepared { entry, manifest, sources, joins, .. } = prepared;
+        let mut joins = joins;
         let total = manifest.duration();
         let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
         let h = handle.clone();
@@ -372,12 +461,23 @@ impl Session<'_> {
                     None => std::future::pending().await,
                 }
             };
+            let joined = async {
+                match joins.as_mut() {
+                    Some(j) => j.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = &mut playing => break r,
                 _ = tokio::signal::ctrl_c() => {
                     outcome = Outcome::Quit;
                     if let Some(p) = current() { p.stop(); }
                 }
+                source = joined => match (source, current()) {
+                    (Some(s), Some(p)) => p.add_source(s),
+                    (Some(_), None) => {}
+                    (None, _) => joins = None,
+                },
                 Some(k) = key => {
                     let Some(p) = current() else { continue };
                     match k {
@@ -433,10 +533,9 @@ impl Session<'_> {
     /// Looks the next track up and fetches what it needs to start into the
     /// cache.
     fn prefetch_next(&self, query: String) -> tokio::task::JoinHandle<Result<Prepared>> {
-        let (transport, peers, cache) =
-            (self.transport.clone(), self.peers.clone(), self.cache.clone());
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         tokio::spawn(async move {
-            let mut prepared = prepare(&transport, &peers, &cache, &query).await?;
+            let mut prepared = prepare(&pool, &cache, &query, Duration::ZERO).await?;
             if !prepared.sources.is_empty() {
                 prepared.prefetched =
                     prefetch(cache, &prepared.manifest, &prepared.sources, PREFETCH_LEAD).await?;
@@ -631,7 +730,10 @@ pub async fn resolve(peers: &[Peer], query: &str) -> Result<(CatalogEntry, Vec<P
         bail!("{} tracks start with {query}; give more digits", found.len());
     }
     found.sort_by_key(|(e, holders)| {
-        (std::cmp::Reverse(score(e, query)), std::cmp::Reverse(holders.len()))
+        (
+            std::cmp::Reverse(chorus_streamer::library::match_score(e, query)),
+            std::cmp::Reverse(holders.len()),
+        )
     });
     let (best, holders) = found.swap_remove(0);
     Ok((best, holders))
@@ -647,20 +749,6 @@ fn unlisted(track: TrackId) -> CatalogEntry {
         byte_len: 0,
         sample_rate: 0,
         channels: 0,
-    }
-}
-
-/// Higher is better: an exact title beats a title that contains the query,
-/// which beats a match elsewhere.
-fn score(e: &CatalogEntry, query: &str) -> u32 {
-    let q = query.to_lowercase();
-    let title = e.tags.title.as_deref().unwrap_or(&e.file_name).to_lowercase();
-    if title == q {
-        3
-    } else if title.contains(&q) {
-        2
-    } else {
-        1
     }
 }
 
@@ -725,15 +813,17 @@ pub fn output_spec(out: &OutputArgs) -> OutputSpec {
     }
 }
 
-/// Plays one track with Ctrl-C and --duration handled (for `chorus demo`).
+/// Plays one prepared track with Ctrl-C and --duration handled, sources
+/// joining as they answer (for `chorus demo`).
 pub async fn play_track(
     global: &Global,
-    manifest: Manifest,
-    sources: Vec<Source>,
+    prepared: Prepared,
     out: &OutputArgs,
-    options: PlayOptions,
+    mut options: PlayOptions,
     started: Instant,
 ) -> Result<PlaybackReport> {
+    let Prepared { manifest, sources, head, mut joins, .. } = prepared;
+    options.head = head;
     let mut player = Player::new(output_spec(out), false);
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
     let h = handle.clone();
@@ -747,12 +837,23 @@ pub async fn play_track(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let report = loop {
         let current = || handle.lock().ok().and_then(|h| h.clone());
+        let joined = async {
+            match joins.as_mut() {
+                Some(j) => j.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = &mut playing => break r?,
             _ = tokio::signal::ctrl_c() => {
                 if !global.quiet { eprintln!("\nstopping…"); }
                 if let Some(p) = current() { p.stop(); }
             }
+            source = joined => match (source, current()) {
+                (Some(s), Some(p)) => p.add_source(s),
+                (Some(_), None) => {}
+                (None, _) => joins = None,
+            },
             _ = tick.tick() => {
                 if let Some(p) = current().filter(|p| limit.is_some_and(|l| p.stats.played() >= l)) {
                     p.stop();
@@ -821,6 +922,24 @@ pub fn summary(r: &PlaybackReport) -> String {
         r.silent.as_secs_f64(),
         output::size(r.bytes_fetched),
     )
+}
+
+/// `-v`: where start-up time went, from the moment play was asked for.
+fn print_timeline(t: &Timeline, r: &PlaybackReport, asked: Instant, epoch: Instant) {
+    if r.joined {
+        return;
+    }
+    let shift = epoch.saturating_duration_since(asked);
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let mut line = format!("  start: dial {}", ms(shift));
+    for (step, at) in &t.steps {
+        line.push_str(&format!(", {step} {}", ms(shift + *at)));
+    }
+    line.push_str(&format!(", chunk requests before start {}", r.requests_before_start));
+    if let Some(first) = r.time_to_first_audio {
+        line.push_str(&format!(", first sample {}", ms(first)));
+    }
+    println!("{line}");
 }
 
 fn print_sources(r: &PlaybackReport) {

@@ -66,15 +66,23 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
 
     // Starts take at least the link's round trip (20 ms) – the emulator
     // adds it – and, on this link, well under the play's time limit.
-    for metric in ["start_cold_ms", "start_warm_ms", "start_replay_ms"] {
-        all_within(&samples_of(&json, "single", metric), 0.1, 20_000.0, metric);
+    for start in ["start_cold", "start_warm", "start_replay", "start_query"] {
+        let ms = format!("{start}_ms");
+        all_within(&samples_of(&json, "single", &ms), 0.1, 20_000.0, &ms);
+        // The same starts in round trips of the link: at least the request's.
+        let rtt = format!("{start}_rtt");
+        all_within(&samples_of(&json, "single", &rtt), 0.9, 1_000.0, &rtt);
     }
+    // On this path the start response carries everything the first note needs.
+    let before = samples_of(&json, "single", "requests_before_start");
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().filter(|n| **n == 0.0).count() >= 2, "{before:?}");
     all_within(&samples_of(&json, "single", "connect_cold_ms"), 20.0, 20_000.0, "connect");
     all_within(&samples_of(&json, "single", "manifest_warm_ms"), 20.0, 20_000.0, "manifest");
     all_within(&samples_of(&json, "single", "seek_ms"), 0.01, 20_000.0, "seek");
-    // Three plays (cold, warm, replay), each listening 1.5 s at most.
+    // Four plays (cold, warm, replay, by query), each listening 1.5 s at most.
     let underruns = samples_of(&json, "single", "underruns");
-    assert_eq!(underruns.len(), 3);
+    assert_eq!(underruns.len(), 4);
     all_within(&underruns, 0.0, 1000.0, "underruns");
     all_within(&samples_of(&json, "single", "silent_ms"), 0.0, 20_000.0, "silent");
     all_within(&samples_of(&json, "single", "stutter_plays_pct"), 0.0, 100.0, "stutter");

@@ -43,6 +43,9 @@ pub struct PlayOptions {
     /// The track's own gain (linear; from ReplayGain with `--normalize`),
     /// applied under the listener's volume.
     pub gain: f32,
+    /// Chunks already here (the head a start response carried): they go
+    /// into the store (and the cache) before anything is fetched.
+    pub head: Vec<chorus_protocol::VerifiedChunk>,
 }
 
 impl Default for PlayOptions {
@@ -53,6 +56,7 @@ impl Default for PlayOptions {
             max_wait: Duration::from_secs(30),
             fetch: FetchConfig::default(),
             gain: 1.0,
+            head: Vec::new(),
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct PlaybackReport {
     /// The track followed the previous one in the same open sink, without
     /// a gap.
     pub joined: bool,
+    /// Chunk requests the fetcher sent before playback was allowed to
+    /// start (0 when the head given in [`PlayOptions::head`] sufficed).
+    pub requests_before_start: u64,
 }
 
 /// A playback in progress: counters to show while it runs, and controls.
@@ -247,6 +254,22 @@ impl Player {
             Some(cache) => prefill_from_cache(cache, &store).await,
             None => 0,
         };
+        if !options.head.is_empty() {
+            let head = options.head.clone();
+            for chunk in &head {
+                let _ = store.insert(chunk.clone());
+            }
+            if let Some(cache) = options.fetch.cache.clone() {
+                tokio::task::spawn_blocking(move || {
+                    for chunk in &head {
+                        if let Err(e) = cache.put_chunk(chunk) {
+                            tracing::debug!("not caching chunk {}: {e}", chunk.index());
+                            break;
+                        }
+                    }
+                });
+            }
+        }
         let control = Arc::new(FetchControl::default());
         let media = manifest.media();
         let format = (media.sample_rate, usize::from(media.channels));
@@ -357,6 +380,7 @@ impl Player {
             banned: fetch_stats.banned.lock().map(|v| v.clone()).unwrap_or_default(),
             bytes_from_cache,
             joined: !new_sink,
+            requests_before_start: fetch_stats.requests_before_start.load(Relaxed),
         })
     }
 

@@ -23,6 +23,8 @@ pub enum Unit {
     Mbps,
     /// Mebibytes.
     Mib,
+    /// Round trips of the profile's link.
+    Rtt,
 }
 
 impl Unit {
@@ -33,6 +35,7 @@ impl Unit {
             Unit::Pct => "%",
             Unit::Mbps => "Mbit/s",
             Unit::Mib => "MiB",
+            Unit::Rtt => "RTT",
         }
     }
 }

@@ -8,6 +8,7 @@ use chorus_player::play::PlayOptions;
 use chorus_streamer::cache::ChunkCache;
 use chorus_streamer::fetch::FetchConfig;
 use chorus_streamer::node::Node;
+use chorus_streamer::start::Pool;
 use indicatif::ProgressBar;
 
 use super::report::{Recorder, Unit};
@@ -67,8 +68,44 @@ fn options(cache: Option<Arc<ChunkCache>>) -> PlayOptions {
     PlayOptions { fetch: FetchConfig { cache, ..FetchConfig::default() }, ..Default::default() }
 }
 
-/// `single`: one listener at a time. Per play: a cold start (new endpoint,
-/// no connection), a seek into the middle, a warm start of the next track
+/// Records a start in ms and in round trips of the profile.
+fn record_start(rec: &Recorder, swarm: &Swarm, metric: &str, r: &PlayResult) {
+    let (profile, rtt) = (swarm.profile.name, swarm.profile.rtt);
+    record_play(rec, "single", profile, &format!("{metric}_ms"), r);
+    if let (Some(t), false) = (r.report.time_to_first_audio, rtt.is_zero()) {
+        rec.add(
+            "single",
+            profile,
+            &format!("{metric}_rtt"),
+            Unit::Rtt,
+            t.as_secs_f64() / rtt.as_secs_f64(),
+        );
+    }
+    rec.add(
+        "single",
+        profile,
+        "requests_before_start",
+        Unit::Count,
+        r.report.requests_before_start as f64,
+    );
+}
+
+/// Plays what [`crate::play::prepare`] found, as `chorus play` does.
+async fn play_prepared(
+    prepared: crate::play::Prepared,
+    cache: Option<Arc<ChunkCache>>,
+    started: Instant,
+    plan: &PlayPlan,
+) -> Result<PlayResult> {
+    let mut opts = options(cache);
+    opts.head = prepared.head;
+    measured_play(prepared.manifest, prepared.sources, prepared.joins, opts, started, plan).await
+}
+
+/// `single`: one listener at a time, on the start path `chorus play` runs
+/// ([`Pool`] and [`crate::play::prepare`]). Per play: a cold start by id
+/// (new endpoint, peers never seen), a seek into the middle, a cold start
+/// by query (the title's words), a warm start of the next track
 /// (connections up), a replay of the first track (its start is in the
 /// listener's cache), and the baseline: the same track from the seed alone
 /// in plain file order.
@@ -76,51 +113,61 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
     let profile = swarm.profile.name;
     let listen = Duration::from_secs_f64(s.listen_s);
     let nodes = swarm.nodes();
+    let addrs = super::swarm::addrs(&nodes);
+    let no_cache = ChunkCache::disabled();
     for i in 0..s.plays {
         let track = &swarm.tracks[i % swarm.tracks.len()];
         let next = &swarm.tracks[(i + 1) % swarm.tracks.len()];
         let cache_dir = tempfile::tempdir()?;
         let cache = Arc::new(ChunkCache::open(cache_dir.path(), u64::MAX / 4)?);
+        let id = track.manifest.id().to_string();
 
-        // Cold: the clock starts before the endpoint exists; playback starts
-        // with the first node to answer, the others join as they answer.
+        // Cold, by id: the clock starts before the endpoint exists.
         let started = Instant::now();
         let listener = swarm.listener()?;
-        let (m, first, late) = super::swarm::first_sources(&listener, &nodes, track).await?;
+        let pool = Pool::dial(&listener, &addrs);
+        let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
-        let seek_to = m.duration().mul_f64(0.6);
+        let seek_to = prepared.manifest.duration().mul_f64(0.6);
         let plan = PlayPlan {
             listen,
             seeks: vec![seek_to],
             seek_after: listen,
             limit: Duration::from_secs(20),
         };
-        let first_peer = first.peer.clone();
-        let r =
-            measured_play(m, vec![first], Some(late), options(Some(cache.clone())), started, &plan)
-                .await?;
-        record_play(rec, "single", profile, "start_cold_ms", &r);
-        let peers: Vec<_> =
-            std::iter::once(first_peer).chain(r.joined.iter().map(|s| s.peer.clone())).collect();
+        let r = play_prepared(prepared, Some(cache.clone()), started, &plan).await?;
+        record_start(rec, swarm, "start_cold", &r);
         bar.inc(1);
 
         // Warm: connections up, a track never played.
         let started = Instant::now();
-        let (m, src) = sources(&peers, next).await?;
+        let next_id = next.manifest.id().to_string();
+        let prepared = crate::play::prepare(&pool, &no_cache, &next_id, Duration::ZERO).await?;
         rec.add("single", profile, "manifest_warm_ms", Unit::Ms, ms(started.elapsed()));
         let plan =
             PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
-        let r = measured_play(m, src, None, options(None), started, &plan).await?;
-        record_play(rec, "single", profile, "start_warm_ms", &r);
+        let r = play_prepared(prepared, None, started, &plan).await?;
+        record_start(rec, swarm, "start_warm", &r);
         bar.inc(1);
 
         // Replay: the first track again; its start is in the cache.
         let started = Instant::now();
-        let (m, src) = sources(&peers, track).await?;
-        let r = measured_play(m, src, None, options(Some(cache)), started, &plan).await?;
-        record_play(rec, "single", profile, "start_replay_ms", &r);
+        let prepared = crate::play::prepare(&pool, &cache, &id, Duration::ZERO).await?;
+        let r = play_prepared(prepared, Some(cache), started, &plan).await?;
+        record_start(rec, swarm, "start_replay", &r);
         bar.inc(1);
         listener.close().await;
+
+        // Cold, by query: the title's words instead of the id.
+        let started = Instant::now();
+        let listener = swarm.listener()?;
+        let pool = Pool::dial(&listener, &addrs);
+        let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
+        let prepared = crate::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
+        let r = play_prepared(prepared, None, started, &plan).await?;
+        record_start(rec, swarm, "start_query", &r);
+        listener.close().await;
+        bar.inc(1);
 
         // Baseline: the seed alone, file order, no start rule.
         let started = Instant::now();
@@ -149,7 +196,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
 }
 
 /// Plays per `single` play (for the progress bar).
-pub const SINGLE_STEPS: u64 = 4;
+pub const SINGLE_STEPS: u64 = 5;
 
 /// `seek-storm`: one listener seeks to a random place every half second
 /// while playing, `plays` × 8 times.
@@ -166,8 +213,8 @@ pub async fn seek_storm(
         let track = &swarm.tracks[i % swarm.tracks.len()];
         let started = Instant::now();
         let listener = swarm.listener()?;
-        let (m, first, late) = super::swarm::first_sources(&listener, &nodes, track).await?;
-        let len = m.duration().as_secs_f64();
+        let prepared = super::swarm::start(&listener, &nodes, track).await?;
+        let len = prepared.manifest.duration().as_secs_f64();
         let seeks = (0..8).map(|_| Duration::from_secs_f64(rng.unit() * len * 0.95)).collect();
         let plan = PlayPlan {
             listen: Duration::from_millis(500),
@@ -175,7 +222,7 @@ pub async fn seek_storm(
             seek_after: Duration::from_millis(500),
             limit: Duration::from_secs(40),
         };
-        let r = measured_play(m, vec![first], Some(late), options(None), started, &plan).await?;
+        let r = play_prepared(prepared, None, started, &plan).await?;
         record_play(rec, "seek-storm", profile, "start_cold_ms", &r);
         listener.close().await;
         bar.inc(1);
@@ -255,8 +302,7 @@ async fn crowd(
             known.extend(peers.lock().map(|p| p.clone()).unwrap_or_default());
             known.extend(crowd.lock().map(|c| c.clone()).unwrap_or_default());
             let refs: Vec<&Node> = known.iter().collect();
-            let (m, first, late) =
-                super::swarm::first_sources(node.transport(), &refs, &track).await?;
+            let prepared = super::swarm::start(node.transport(), &refs, &track).await?;
             if let Ok(mut c) = crowd.lock() {
                 c.push(node.clone());
             }
@@ -266,8 +312,7 @@ async fn crowd(
                 seek_after: listen,
                 limit: Duration::from_secs(60),
             };
-            let r = measured_play(m, vec![first], Some(late), options(Some(cache)), started, &plan)
-                .await;
+            let r = play_prepared(prepared, Some(cache), started, &plan).await;
             if let Ok(r) = &r {
                 record_play(rec, scenario, profile, "start_cold_ms", r);
                 rec.add(scenario, profile, "stalls", Unit::Count, r.report.stalls as f64);

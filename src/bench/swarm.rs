@@ -228,42 +228,27 @@ pub async fn connect(transport: &Transport, nodes: &[&Node]) -> Vec<Peer> {
     peers
 }
 
-/// Dials every node and asks each for the manifest, all at once. Returns
-/// with the first answer; the others arrive on the channel as they come, to
-/// join the playback. A listener starts with whoever answers first instead
-/// of waiting for the slowest handshake.
-pub async fn first_sources(
+/// Where to reach each node, with its id.
+pub fn addrs(nodes: &[&Node]) -> Vec<(std::net::SocketAddr, Option<chorus_protocol::PeerId>)> {
+    nodes
+        .iter()
+        .filter_map(|n| Some((n.transport().local_addr().ok()?, Some(n.transport().peer_id()))))
+        .collect()
+}
+
+/// Starts `track` from `nodes` on the path `chorus play` runs: a pool
+/// dialling every node at once, one start request to the first to answer,
+/// the others joining as they answer.
+pub async fn start(
     transport: &Transport,
     nodes: &[&Node],
     track: &Track,
-) -> Result<(Manifest, Source, tokio::sync::mpsc::Receiver<Source>)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
-    let id = track.manifest.id();
-    for n in nodes {
-        let Ok(addr) = n.transport().local_addr() else { continue };
-        let (t, peer_id, tx) = (transport.clone(), n.transport().peer_id(), tx.clone());
-        tokio::spawn(async move {
-            // The hello and the manifest request go out together.
-            let Ok((peer, answer)) = t.connect_asking(addr, Some(peer_id), id).await else {
-                return;
-            };
-            if let Ok((m, origin, have)) = answer {
-                let _ = tx.send((m, Source { peer, is_seed: origin, have })).await;
-            }
-        });
-    }
-    drop(tx);
-    let (manifest, first) =
-        rx.recv().await.with_context(|| format!("no node of the swarm serves {}", track.name))?;
-    let (late_tx, late_rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
-    tokio::spawn(async move {
-        while let Some((_, s)) = rx.recv().await {
-            if late_tx.send(s).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok((manifest, first, late_rx))
+) -> Result<crate::play::Prepared> {
+    let pool = chorus_streamer::start::Pool::dial(transport, &addrs(nodes));
+    let id = track.manifest.id().to_string();
+    crate::play::prepare(&pool, &ChunkCache::disabled(), &id, Duration::ZERO)
+        .await
+        .with_context(|| format!("no node of the swarm serves {}", track.name))
 }
 
 /// How one measured play should go.
@@ -287,8 +272,6 @@ pub struct PlayResult {
     pub seeks: Vec<Duration>,
     /// Bytes by kind of source.
     pub bytes: ByteCounts,
-    /// Sources that joined while playing.
-    pub joined: Vec<Source>,
 }
 
 /// Plays `manifest` from `sources` on the paced null sink following
@@ -316,15 +299,11 @@ pub async fn measured_play(
         },
     ));
     let playback = rx.await.context("the player did not start")?;
-    let joined = Arc::new(std::sync::Mutex::new(Vec::new()));
     let joiner = late.map(|mut late| {
-        let (p, joined) = (playback.clone(), joined.clone());
+        let p = playback.clone();
         tokio::spawn(async move {
             while let Some(s) = late.recv().await {
-                p.add_source(s.clone());
-                if let Ok(mut j) = joined.lock() {
-                    j.push(s);
-                }
+                p.add_source(s);
             }
         })
     });
@@ -366,7 +345,6 @@ pub async fn measured_play(
         j.abort();
     }
     let report = playing.await.context("the player failed")??;
-    let joined = joined.lock().map(|j| j.clone()).unwrap_or_default();
     let mut bytes = ByteCounts { cache: report.bytes_from_cache, ..Default::default() };
     for (_, _, b, is_seed) in &report.sources {
         if *is_seed {
@@ -375,7 +353,7 @@ pub async fn measured_play(
             bytes.peers += b;
         }
     }
-    Ok(PlayResult { report, seeks, bytes, joined })
+    Ok(PlayResult { report, seeks, bytes })
 }
 
 /// Asks every peer for the manifest at once; the holders become sources.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_protocol::message::{
     CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, PeerExchange, PeerInfo,
-    SearchRequest, WhoHas,
+    SearchRequest, StartRequest, Want, WhoHas,
 };
 use chorus_protocol::{
     ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
@@ -70,7 +70,7 @@ impl Peer {
     }
 
     /// A peer whose hello has not arrived: the lowest version, no listing.
-    fn before_hello(conn: Connection, id: PeerId, addr: SocketAddr) -> Self {
+    pub(crate) fn before_hello(conn: Connection, id: PeerId, addr: SocketAddr) -> Self {
         let hello = Hello {
             min_version: 0,
             max_version: 0,
@@ -170,13 +170,7 @@ impl Peer {
         }
         match next_reply(&mut recv).await? {
             Message::Have(h) if h.track == track => {
-                let count = manifest.layout().count();
-                let runs: Vec<ChunkRun> = h
-                    .runs
-                    .into_iter()
-                    .filter(|r| r.start < count)
-                    .map(|r| ChunkRun { start: r.start, len: r.len.min(count - r.start) })
-                    .collect();
+                let runs = clip_runs(h.runs, &manifest);
                 Ok((manifest, false, Some(runs)))
             }
             _ => Err(Error::UnexpectedReply("expected what the peer holds")),
@@ -308,6 +302,104 @@ impl Peer {
         out.flush().await.map_err(|e| Error::io("writing", "output file", e))?;
         Ok(written)
     }
+}
+
+/// Everything a start request brought back, verified.
+#[derive(Clone, Debug)]
+pub struct StartAnswer {
+    /// The track: the responder's best match for a query (its tags checked
+    /// against the manifest), or built from the manifest for a track id.
+    pub entry: CatalogEntry,
+    /// The manifest, verified against the track id.
+    pub manifest: Manifest,
+    /// True if the responder is an original seed.
+    pub origin: bool,
+    /// What a responder serving from its cache holds (`None`: all).
+    pub have: Option<Vec<ChunkRun>>,
+    /// The header chunks and the first chunks of audio, verified.
+    pub head: Vec<VerifiedChunk>,
+}
+
+/// Audio bytes a start request asks for, besides the header chunks. The
+/// response's first flight is capped by the server's initial congestion
+/// window ([`crate::tls::INITIAL_WINDOW`]): the manifest (12-50 KB for a
+/// 4-minute track), the headers (1-2 chunks, more for an MP4 index) and
+/// 48 KiB of audio (1.2 s at 320 kb/s, 0.3 s of lossless) fit it for
+/// compressed tracks, so the decoder starts on the first flight.
+pub const START_BUDGET: u32 = 48 * 1024;
+
+impl Peer {
+    /// One request for everything needed to start playing `want` at `at`:
+    /// the entry (for a query), the manifest and the head of the track.
+    /// Only verified data comes back; a chunk the request did not ask for
+    /// is bad data.
+    pub async fn start(&self, want: &Want, at: Duration, budget: u32) -> Result<StartAnswer> {
+        let at_ms = u32::try_from(at.as_millis()).unwrap_or(u32::MAX);
+        let req = StartRequest { want: want.clone(), at_ms, budget };
+        let mut recv = self.request(&Message::StartRequest(req)).await?;
+        let claimed = match want {
+            Want::Track(_) => None,
+            Want::Query(_) => match next_reply(&mut recv).await? {
+                Message::SearchResponse(r) if r.results.len() == 1 => r.results.into_iter().next(),
+                _ => return Err(Error::UnexpectedReply("expected the best match")),
+            },
+        };
+        let id = match (want, &claimed) {
+            (Want::Track(id), _) => *id,
+            (_, Some(e)) => e.track,
+            (_, None) => return Err(Error::UnexpectedReply("expected the best match")),
+        };
+        let (manifest, origin) = match next_reply(&mut recv).await? {
+            Message::ManifestResponse(r) if r.track == id => {
+                (Manifest::decode_verified(r.manifest, id)?, r.origin)
+            }
+            _ => return Err(Error::UnexpectedReply("expected the manifest")),
+        };
+        let entry = match claimed {
+            // The name a peer claims must be the one the track carries.
+            Some(e) if e.tags != *manifest.tags() => {
+                return Err(Error::UnexpectedReply("search entry does not match the manifest"));
+            }
+            Some(e) => crate::library::catalog_entry(&manifest, e.file_name),
+            None => crate::library::catalog_entry(&manifest, String::new()),
+        };
+        let have = if origin {
+            None
+        } else {
+            match next_reply(&mut recv).await? {
+                Message::Have(h) if h.track == id => Some(clip_runs(h.runs, &manifest)),
+                _ => return Err(Error::UnexpectedReply("expected what the peer holds")),
+            }
+        };
+        let mut expected = manifest.start_chunks(at, u64::from(budget));
+        let mut head = Vec::with_capacity(expected.len());
+        while !expected.is_empty() {
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut recv))
+                .await
+                .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
+            match frame.map(|f| f.message) {
+                // The responder sent what it had (a cache may lack some).
+                None | Some(Message::Error(_)) => break,
+                Some(Message::ChunkData(c)) if c.track == id => {
+                    let Some(pos) = expected.iter().position(|i| *i == c.index) else {
+                        return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
+                    };
+                    expected.swap_remove(pos);
+                    head.push(manifest.verify(c.index, c.data)?);
+                }
+                Some(_) => return Err(Error::UnexpectedReply("expected chunk data")),
+            }
+        }
+        Ok(StartAnswer { entry, manifest, origin, have, head })
+    }
+}
+
+fn clip_runs(runs: Vec<ChunkRun>, manifest: &Manifest) -> Vec<ChunkRun> {
+    let count = manifest.layout().count();
+    runs.into_iter()
+        .filter(|r| r.start < count)
+        .map(|r| ChunkRun { start: r.start, len: r.len.min(count - r.start) })
+        .collect()
 }
 
 /// Verified chunks arriving in answer to one request.

@@ -86,6 +86,9 @@ pub enum Error {
     /// The peer sent bad data before and is not dialled again.
     #[error("peer {0} sent bad data before; not dialling it again")]
     Banned(PeerId),
+    /// No peer of a pool could be asked (none given, or none reachable).
+    #[error("no peer to play from: {0}")]
+    NoPeer(String),
     /// The track is not in the library.
     #[error("unknown track {0}")]
     UnknownTrack(TrackId),

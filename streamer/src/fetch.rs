@@ -90,6 +90,10 @@ pub struct FetchStats {
     pub by_peer: std::sync::Mutex<Vec<(PeerId, std::net::SocketAddr, u64, bool)>>,
     /// Peers dropped for sending bad data: not to be dialled again.
     pub banned: std::sync::Mutex<Vec<PeerId>>,
+    /// Chunk requests sent.
+    pub requests: AtomicU64,
+    /// Chunk requests sent before the start rule was met.
+    pub requests_before_start: AtomicU64,
 }
 
 impl FetchStats {
@@ -279,18 +283,25 @@ pub async fn fetch_track(
             sources.push(s);
         }
         if sched.is_complete() {
-            control.ready.store(true, Ordering::Relaxed);
+            if !control.ready.swap(true, Ordering::Relaxed) {
+                let sent = stats.requests.load(Ordering::Relaxed);
+                stats.requests_before_start.store(sent, Ordering::Relaxed);
+            }
             break Ok(());
         }
-        // Where playback is: the audible playhead if playing, else the
-        // reader's chunk (it may have seeked).
+        // Where playback is: the audible playhead if playing. Before the
+        // first note or a seek's, where it will start (the player reports
+        // the target), unless the reader is still short of it (a demuxer
+        // scanning toward a seek's target): the decoder reading ahead into
+        // the ring is buffered audio, not a playhead that moved.
         let t = now();
         let playing = control.playing.load(Ordering::Relaxed);
         let audible = Duration::from_micros(control.position_us.load(Ordering::Relaxed));
         let reader = manifest.chunk_media_time(ChunkIndex(store.cursor()));
-        let position = if playing { audible } else { reader };
+        let position = if playing { audible } else { reader.min(audible) };
         sched.set_playhead(Playhead { position, at: t, playing });
         sched.set_blocked(store.blocked());
+
         let seeks = control.seeks.load(Ordering::Relaxed);
         if seeks != seen_seeks {
             seen_seeks = seeks;
@@ -299,11 +310,16 @@ pub async fn fetch_track(
         for (key, i) in &keys {
             sched.set_rtt(*key, sources[*i].peer.connection().rtt());
         }
+        // The start rule first: requests sent in the same instant would
+        // not delay the first note, but they are not needed for it either.
+        if !control.ready.load(Ordering::Relaxed) && sched.ready_to_start() {
+            stats
+                .requests_before_start
+                .store(stats.requests.load(Ordering::Relaxed), Ordering::Relaxed);
+            control.ready.store(true, Ordering::Relaxed);
+        }
         for action in sched.poll(t) {
             act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
-        }
-        if !control.ready.load(Ordering::Relaxed) && sched.ready_to_start() {
-            control.ready.store(true, Ordering::Relaxed);
         }
         if sched.live_peers() == 0 {
             break Err("no peers left to fetch from".to_owned());
@@ -384,6 +400,7 @@ fn act(
 ) {
     match action {
         Action::Request { peer: key, chunk, deadline } => {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
             if tasks.keys().any(|(_, c)| *c == chunk) {
                 stats.hedges.fetch_add(1, Ordering::Relaxed);
             }

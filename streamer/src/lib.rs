@@ -25,6 +25,7 @@ pub mod node;
 pub mod probe;
 pub mod scheduler;
 pub mod sim;
+pub mod start;
 pub mod store;
 pub mod tls;
 pub mod transport;

@@ -76,6 +76,21 @@ pub fn catalog_entry(m: &Manifest, file_name: String) -> CatalogEntry {
     }
 }
 
+/// How well a catalog entry matches a query, higher is better: an exact
+/// title beats a title that contains the query, which beats a match
+/// elsewhere (artist, album, file name).
+pub fn match_score(e: &CatalogEntry, query: &str) -> u32 {
+    let q = query.to_lowercase();
+    let title = e.tags.title.as_deref().unwrap_or(&e.file_name).to_lowercase();
+    if title == q {
+        3
+    } else if title.contains(&q) {
+        2
+    } else {
+        1
+    }
+}
+
 /// The tracks a node serves from its own files.
 #[derive(Debug, Default)]
 pub struct Library {
@@ -139,6 +154,19 @@ impl Library {
             .take(limit)
             .map(|t| t.catalog_entry())
             .collect()
+    }
+
+    /// The best match for a query ([`match_score`]; the first in library
+    /// order among equals), as a listener playing by query wants it.
+    pub fn best_match(&self, query: &str) -> Option<CatalogEntry> {
+        let mut best: Option<(u32, CatalogEntry)> = None;
+        for e in self.search(query, usize::MAX) {
+            let score = match_score(&e, query);
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, e));
+            }
+        }
+        best.map(|(_, e)| e)
     }
 
     /// Removes a track (its file changed under us); it comes back at the

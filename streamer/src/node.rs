@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::message::{
     ChunkRequest, ErrorCode, Have, Hello, ManifestResponse, NO_DEADLINE, PeerExchange, PeerInfo,
-    SearchResponse, WhoHasReply,
+    SearchResponse, StartRequest, Want, WhoHasReply,
 };
 use chorus_protocol::{Message, PeerId, ProtocolError, TrackId, frame, limits};
 use quinn::{Connection, RecvStream, SendStream};
@@ -75,6 +75,10 @@ pub struct NodeStats {
     pub chunks_served: AtomicUsize,
     /// Chunk bytes served.
     pub bytes_served: AtomicUsize,
+    /// Start requests answered.
+    pub starts: AtomicUsize,
+    /// Chunk requests answered (start requests not counted).
+    pub chunk_requests: AtomicUsize,
 }
 
 struct Shared {
@@ -344,6 +348,7 @@ async fn serve_stream(
             }
         },
         Message::ChunkRequest(r) => serve_chunks(shared, budget, &mut send, r).await?,
+        Message::StartRequest(r) => serve_start(shared, budget, &mut send, r).await?,
         Message::PeerExchange(px) => {
             let me = shared.transport.peer_id();
             let theirs: Vec<PeerInfo> = px
@@ -452,6 +457,7 @@ async fn serve_chunks(
     send: &mut SendStream,
     r: ChunkRequest,
 ) -> Result<()> {
+    shared.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
     let Some(track) = find(shared, &r.track) else {
         return serve_cached_chunks(shared, send, r).await;
     };
@@ -472,40 +478,133 @@ async fn serve_chunks(
     };
     for i in r.first.0..r.first.0 + r.count {
         let index = chorus_protocol::ChunkIndex(i);
-        let range = track.manifest.layout().byte_range(index);
-        let len = (range.end - range.start) as usize;
-        let permit = budget
-            .acquire_many(u32::try_from(len).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| Error::UnexpectedReply("budget closed"))?;
-        let (f, m) = (file.clone(), track.clone());
-        let read = tokio::task::spawn_blocking(move || -> std::result::Result<Bytes, String> {
-            let mut buf = BytesMut::zeroed(len);
-            f.read_exact_at(&mut buf, range.start).map_err(|e| e.to_string())?;
-            // Never send bytes that do not match the manifest: the file may
-            // have changed since it was indexed.
-            m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
-            Ok(buf.freeze())
-        })
+        if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one chunk of a library track, checks it against the manifest and
+/// sends it. Returns false (after an error frame) if the file changed
+/// since it was indexed: the track is then withdrawn.
+async fn send_library_chunk(
+    shared: &Shared,
+    budget: &Semaphore,
+    send: &mut SendStream,
+    track: &Arc<LibraryTrack>,
+    file: &Arc<File>,
+    index: chorus_protocol::ChunkIndex,
+) -> Result<bool> {
+    let range = track.manifest.layout().byte_range(index);
+    let len = (range.end - range.start) as usize;
+    let permit = budget
+        .acquire_many(u32::try_from(len).unwrap_or(u32::MAX))
         .await
-        .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
-        match read {
-            Ok(data) => {
-                write_chunk(send, r.track, index, data).await?;
-                shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
-            }
+        .map_err(|_| Error::UnexpectedReply("budget closed"))?;
+    let (f, m) = (file.clone(), track.clone());
+    let read = tokio::task::spawn_blocking(move || -> std::result::Result<Bytes, String> {
+        let mut buf = BytesMut::zeroed(len);
+        f.read_exact_at(&mut buf, range.start).map_err(|e| e.to_string())?;
+        // Never send bytes that do not match the manifest: the file may
+        // have changed since it was indexed.
+        m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+    match read {
+        Ok(data) => {
+            write_chunk(send, track.manifest.id(), index, data).await?;
+            shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+            shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+            drop(permit);
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{}: changed since it was indexed ({e}); no longer serving it until rescanned",
+                track.path.display()
+            );
+            drop_track(shared, track);
+            write_error(send, ErrorCode::Internal, "file changed on the server".into()).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Answers a start request: the best match's catalog entry (for a query),
+/// the manifest (and what a cache holds), then the header chunks and the
+/// chunks from the start point within the asker's budget, at the highest
+/// priority. Everything a decoder needs to start, in one response.
+async fn serve_start(
+    shared: &Shared,
+    budget: &Semaphore,
+    send: &mut SendStream,
+    r: StartRequest,
+) -> Result<()> {
+    let _ = send.set_priority(priority(0));
+    shared.stats.starts.fetch_add(1, Ordering::Relaxed);
+    let id = match &r.want {
+        Want::Track(id) => *id,
+        Want::Query(q) => {
+            let best = shared.library.read().ok().and_then(|l| l.best_match(q));
+            let Some(entry) = best else {
+                let msg = format!("no track matches '{q}'");
+                return write_error(send, ErrorCode::UnknownTrack, msg).await;
+            };
+            let id = entry.track;
+            let reply = SearchResponse { results: vec![entry] };
+            write_message(send, &Message::SearchResponse(reply)).await?;
+            id
+        }
+    };
+    let at = Duration::from_millis(u64::from(r.at_ms));
+    let want = u64::from(r.budget.min(limits::MAX_START_BUDGET));
+    if let Some(track) = find(shared, &id) {
+        let reply = ManifestResponse {
+            track: id,
+            manifest: track.manifest.encoded().clone(),
+            origin: true,
+        };
+        write_message(send, &Message::ManifestResponse(reply)).await?;
+        let file = match shared.open_file(&track).await {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(
-                    "{}: changed since it was indexed ({e}); no longer serving it until rescanned",
-                    track.path.display()
-                );
+                tracing::warn!("{}: cannot open ({e}); no longer serving it", track.path.display());
                 drop_track(shared, &track);
-                return write_error(send, ErrorCode::Internal, "file changed on the server".into())
-                    .await;
+                return write_error(send, ErrorCode::Internal, "file unavailable".into()).await;
+            }
+        };
+        for index in track.manifest.start_chunks(at, want) {
+            if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+                break;
             }
         }
-        drop(permit);
+        return Ok(());
+    }
+    let Some((cache, manifest)) =
+        shared.cache.as_ref().and_then(|c| c.manifest(&id).map(|m| (c.clone(), m)))
+    else {
+        return unknown_track(send, &id).await;
+    };
+    let reply = ManifestResponse { track: id, manifest: manifest.encoded().clone(), origin: false };
+    write_message(send, &Message::ManifestResponse(reply)).await?;
+    write_message(send, &Message::Have(Have { track: id, runs: cache.have(&id) })).await?;
+    for index in manifest.start_chunks(at, want) {
+        let c = cache.clone();
+        let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
+            .await
+            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        // What the cache lacks the asker fetches by deadline (it has the
+        // Have list).
+        if let Some(chunk) = chunk {
+            let data = chunk.into_data();
+            let len = data.len();
+            write_chunk(send, id, index, data).await?;
+            shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+            shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+        }
     }
     Ok(())
 }

@@ -46,6 +46,12 @@ impl Default for TransportLimits {
     }
 }
 
+/// The congestion window a connection starts with, in bytes: 96 KiB holds
+/// a start response's manifest and [`crate::client::START_BUDGET`] of
+/// chunks, so the decoder starts on the first flight. (RFC 9002 suggests
+/// ~14 KB; large content servers start at 10-64 packets and more.)
+pub const INITIAL_WINDOW: u64 = 96 * 1024;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -60,6 +66,13 @@ fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>> {
     // the first note back by that second. 100 ms is a typical internet
     // round trip; a longer real one only costs a spurious small resend.
     t.initial_rtt(Duration::from_millis(100));
+    // The first flight of a start response carries the manifest (12-30 KB
+    // for a 4-minute track) and the head of the track: with quinn's default
+    // window (~12 KB) it took 2-3 round trips. Sends are paced over the
+    // RTT, so the larger burst does not hit a bottleneck queue at once.
+    let mut cc = quinn::congestion::CubicConfig::default();
+    cc.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cc));
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive))
         .max_concurrent_bidi_streams(limits.max_streams_per_connection.into())

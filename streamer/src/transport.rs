@@ -219,7 +219,7 @@ impl Transport {
     }
 
     /// The QUIC handshake, with the peer id and ban checks.
-    async fn dial(
+    pub(crate) async fn dial(
         &self,
         addr: SocketAddr,
         expected: Option<PeerId>,

@@ -1,0 +1,278 @@
+//! The start path every listener takes (`chorus play`, `demo`, `bench`):
+//! a [`Pool`] of connections keyed by peer id, dialled in parallel, and
+//! [`Pool::start`], which asks the first peer whose QUIC handshake
+//! completes for everything needed to start ([`Peer::start`]) on the same
+//! flight as the hello. Nothing waits for a slow or dead peer: the first
+//! answer starts playback, and the others join the running fetch as
+//! sources ([`Pool::join_sources`]).
+//!
+//! Round trips to the first note, to a peer never seen: the QUIC handshake,
+//! then one request whose response carries the manifest and the head of the
+//! track on the first flight (the server's initial congestion window is
+//! sized for it, [`crate::tls::INITIAL_WINDOW`]). With a connection already
+//! up (the next track, a replay) only the request remains.
+//!
+//! Tasks: one dial task per address (handshake, then hello), reporting to
+//! the pool; [`Pool::join_sources`] runs one task that asks each other
+//! peer for the manifest and what it holds.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_protocol::message::Want;
+use chorus_protocol::{PeerId, TrackId};
+use tokio::sync::{Notify, mpsc};
+
+use crate::client::{Peer, START_BUDGET, StartAnswer};
+use crate::error::{Error, Result};
+use crate::fetch::Source;
+use crate::transport::Transport;
+
+/// When the steps of a start happened, from the pool's creation: for `-v`
+/// and the benchmark.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    /// `(step, offset)` in the order they happened.
+    pub steps: Vec<(&'static str, Duration)>,
+}
+
+impl Timeline {
+    fn mark(&mut self, step: &'static str, since: Instant) {
+        self.steps.push((step, since.elapsed()));
+    }
+}
+
+/// A track ready to play: the start answer and the peer that gave it.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// What came back.
+    pub answer: StartAnswer,
+    /// The peer that answered, as a fetch source.
+    pub source: Source,
+    /// When each step happened.
+    pub timeline: Timeline,
+}
+
+#[derive(Default)]
+struct State {
+    /// Peers whose QUIC handshake completed (their hello may still be on
+    /// its way), in that order.
+    handshaken: Vec<Peer>,
+    /// Peers whose hello arrived: they replace their handshaken entry.
+    ready: Vec<Peer>,
+    /// Dials still running.
+    pending: usize,
+    /// Why dials failed, for the error when none succeeds.
+    failures: Vec<String>,
+}
+
+/// Connections to the peers a listener knows, dialled at once.
+pub struct Pool {
+    transport: Transport,
+    epoch: Instant,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("transport", &self.transport).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Dials every address at once (each with the transport's connect
+    /// timeout) and returns at once.
+    pub fn dial(transport: &Transport, addrs: &[(SocketAddr, Option<PeerId>)]) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            transport: transport.clone(),
+            epoch: Instant::now(),
+            state: Mutex::new(State { pending: addrs.len(), ..State::default() }),
+            changed: Notify::new(),
+        });
+        for &(addr, id) in addrs {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.dial_one(addr, id).await });
+        }
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update is a push or a counter change: a poisoned state is
+        // still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>) {
+        let result = async {
+            let (conn, actual) = self.transport.dial(addr, id).await?;
+            let provisional = Peer::before_hello(conn.clone(), actual, addr);
+            {
+                let mut s = self.lock();
+                if s.handshaken.iter().all(|p| p.id() != actual) {
+                    s.handshaken.push(provisional);
+                }
+            }
+            self.changed.notify_waiters();
+            let hello = self.transport.hello(self.transport.listen_addrs());
+            Peer::handshake(conn, actual, addr, chorus_protocol::Message::Hello(hello)).await
+        }
+        .await;
+        let mut s = self.lock();
+        s.pending -= 1;
+        match result {
+            Ok(peer) => {
+                if s.ready.iter().all(|p| p.id() != peer.id()) {
+                    s.ready.push(peer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("skipping peer {addr}: {e}");
+                s.handshaken.retain(|p| p.addr() != addr);
+                s.failures.push(format!("{addr}: {e}"));
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// When the pool began dialling: the epoch of every [`Timeline`].
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// The transport the pool dials with.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Peers whose hello has arrived.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.lock().ready.clone()
+    }
+
+    /// True while some dial has not ended.
+    pub fn dialling(&self) -> bool {
+        self.lock().pending > 0
+    }
+
+    /// Why dials failed so far.
+    pub fn failures(&self) -> Vec<String> {
+        self.lock().failures.clone()
+    }
+
+    /// Waits until every dial has ended, or `grace` after the first peer
+    /// answered, whichever comes first.
+    pub async fn settle(&self, grace: Duration) {
+        let mut until = None;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.pending == 0 {
+                    return;
+                }
+                if !s.ready.is_empty() && until.is_none() {
+                    until = Some(tokio::time::Instant::now() + grace);
+                }
+            }
+            match until {
+                Some(t) => {
+                    if tokio::time::timeout_at(t, notified).await.is_err() {
+                        return;
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// A handshaken peer not in `tried` (the earliest first), waiting for
+    /// one while dials are running; `None` once none is left.
+    async fn next_untried(&self, tried: &[PeerId]) -> Option<Peer> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                // A peer whose hello arrived is the better handle.
+                let fresh = |p: &&Peer| !tried.contains(&p.id());
+                if let Some(p) =
+                    s.ready.iter().find(fresh).or_else(|| s.handshaken.iter().find(fresh))
+                {
+                    return Some(p.clone());
+                }
+                if s.pending == 0 {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Asks for everything needed to start `want` at `at`, from the first
+    /// peer whose handshake completes; if it cannot serve it, from the
+    /// next. One request, on the same flight as that peer's hello.
+    pub async fn start(&self, want: &Want, at: Duration) -> Result<Started> {
+        let mut timeline = Timeline::default();
+        let mut tried = Vec::new();
+        let mut last = None;
+        while let Some(peer) = self.next_untried(&tried).await {
+            tried.push(peer.id());
+            if timeline.steps.is_empty() {
+                timeline.mark("handshake done", self.epoch);
+            }
+            timeline.mark("start request sent", self.epoch);
+            match peer.start(want, at, START_BUDGET).await {
+                Ok(answer) => {
+                    timeline.mark("manifest and head received", self.epoch);
+                    let source = Source { peer, is_seed: answer.origin, have: answer.have.clone() };
+                    return Ok(Started { answer, source, timeline });
+                }
+                Err(e) => {
+                    tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            let why = self.failures().join("; ");
+            Error::NoPeer(if why.is_empty() {
+                "no peer to ask".to_owned()
+            } else {
+                format!("none could be reached ({why})")
+            })
+        }))
+    }
+
+    /// The other peers of the pool that hold `track` (asked for its
+    /// manifest and what they hold), as they answer, including peers whose
+    /// dial completes later. `skip` is the source already in use. Bounded:
+    /// one answer per peer of the pool.
+    pub fn join_sources(self: &Arc<Self>, track: TrackId, skip: PeerId) -> mpsc::Receiver<Source> {
+        let (tx, rx) = mpsc::channel(16);
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut asked = vec![skip];
+            while let Some(peer) = pool.next_untried(&asked).await {
+                asked.push(peer.id());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match peer.manifest_and_origin(track).await {
+                        Ok((_, is_seed, have)) => {
+                            let _ = tx.send(Source { peer, is_seed, have }).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!("{} has no {}: {e}", peer.addr(), track.fmt_short())
+                        }
+                    }
+                });
+            }
+        });
+        rx
+    }
+}
