@@ -211,7 +211,7 @@ pub async fn prepare(
                     known.push(first);
                     for peer in discover(p.transport(), &asked, &known, track).await {
                         if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
-                            let _ = tx.send(Source { peer, is_seed, have }).await;
+                            let _ = tx.send(Source { peer, is_seed, have, head_rest: None }).await;
                         }
                     }
                 };
@@ -787,7 +787,7 @@ pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, 
         match ask.await {
             Ok((Ok((m, origin, have)), peer)) => {
                 manifest.get_or_insert(m);
-                sources.push(Source { peer, is_seed: origin, have });
+                sources.push(Source { peer, is_seed: origin, have, head_rest: None });
             }
             Ok((Err(e), peer)) => {
                 tracing::warn!("{} cannot serve {}: {e}", peer.addr(), track.fmt_short());

@@ -36,7 +36,7 @@ async fn a_played_track_replays_offline_and_is_served_on_from_the_cache() {
     let listener = client();
     let peer = listener.connect(seed.addr, Some(seed.id)).await.unwrap();
     let first = out.path().join("first.wav");
-    let source = Source { peer, is_seed: true, have: None };
+    let source = Source { peer, is_seed: true, have: None, head_rest: None };
     play(
         manifest.clone(),
         vec![source],
@@ -97,7 +97,7 @@ async fn a_played_track_replays_offline_and_is_served_on_from_the_cache() {
     let third_cache = tempfile::tempdir().unwrap();
     let mut opts = PlayOptions::default();
     opts.fetch.cache = Some(Arc::new(ChunkCache::open(third_cache.path(), 1 << 30).unwrap()));
-    let source = Source { peer, is_seed: false, have };
+    let source = Source { peer, is_seed: false, have, head_rest: None };
     play(
         manifest.clone(),
         vec![source],

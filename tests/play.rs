@@ -37,7 +37,12 @@ async fn swarm(names: &[&str]) -> Swarm {
 }
 
 fn source(peer: &chorus_streamer::client::Peer) -> chorus_streamer::fetch::Source {
-    chorus_streamer::fetch::Source { peer: peer.clone(), is_seed: true, have: None }
+    chorus_streamer::fetch::Source {
+        peer: peer.clone(),
+        is_seed: true,
+        have: None,
+        head_rest: None,
+    }
 }
 
 /// Streams `name` to a WAV file and decodes that file back.

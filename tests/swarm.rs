@@ -66,7 +66,7 @@ async fn a_listener_survives_losing_two_of_five_sources_and_the_seed_serves_a_mi
     for (i, n) in nodes.iter().enumerate() {
         let relay = UdpRelay::start(n.addr, 3_000_000).await;
         let peer = client.connect(relay.addr, Some(n.id)).await.unwrap();
-        sources.push(Source { peer, is_seed: i == 0, have: None });
+        sources.push(Source { peer, is_seed: i == 0, have: None, head_rest: None });
         relays.push(relay);
     }
 
@@ -225,8 +225,8 @@ async fn a_lying_peer_is_dropped_banned_and_not_one_corrupt_byte_is_played() {
     assert_eq!(m, manifest);
     let honest = client.connect(seed.addr, Some(seed.id)).await.unwrap();
     let sources = vec![
-        Source { peer: lying, is_seed: origin, have },
-        Source { peer: honest, is_seed: true, have: None },
+        Source { peer: lying, is_seed: origin, have, head_rest: None },
+        Source { peer: honest, is_seed: true, have: None, head_rest: None },
     ];
     let out = tempfile::tempdir().unwrap();
     let wav = out.path().join("out.wav");

@@ -128,6 +128,12 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let pool = Pool::dial(&listener, &addrs);
         let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
+        // Where the time went: the pool's steps, from when the play was asked.
+        let shift = pool.epoch().saturating_duration_since(started);
+        for (step, at) in &prepared.timeline.steps {
+            let metric = format!("cold_{}_ms", step.replace(' ', "_"));
+            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
+        }
         let seek_to = prepared.manifest.duration().mul_f64(0.6);
         let plan = PlayPlan {
             listen,

@@ -371,7 +371,7 @@ pub async fn sources(peers: &[Peer], track: &Track) -> Result<(Manifest, Vec<Sou
     for a in asks {
         if let Ok((Ok((m, origin, have)), peer)) = a.await {
             manifest.get_or_insert(m);
-            out.push(Source { peer, is_seed: origin, have });
+            out.push(Source { peer, is_seed: origin, have, head_rest: None });
         }
     }
     match manifest {

@@ -305,7 +305,7 @@ impl Peer {
 }
 
 /// Everything a start request brought back, verified.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StartAnswer {
     /// The track: the responder's best match for a query (its tags checked
     /// against the manifest), or built from the manifest for a track id.
@@ -316,8 +316,54 @@ pub struct StartAnswer {
     pub origin: bool,
     /// What a responder serving from its cache holds (`None`: all).
     pub have: Option<Vec<ChunkRun>>,
-    /// The header chunks and the first chunks of audio, verified.
+    /// The header chunks and the first chunk of audio, verified: what the
+    /// decoder needs to start.
     pub head: Vec<VerifiedChunk>,
+    /// The rest of the response (more chunks of audio), still arriving:
+    /// the fetcher takes it over ([`crate::fetch::Source::head_rest`]).
+    pub rest: Option<HeadRest>,
+    /// When the manifest and the first chunk arrived.
+    pub arrivals: (Option<std::time::Instant>, Option<std::time::Instant>),
+}
+
+/// The chunks of a start response still on their way.
+#[derive(Debug)]
+pub struct HeadRest {
+    recv: RecvStream,
+    manifest: Manifest,
+    expected: Vec<ChunkIndex>,
+}
+
+impl HeadRest {
+    /// The chunks still expected.
+    pub fn expected(&self) -> &[ChunkIndex] {
+        &self.expected
+    }
+
+    /// The next chunk, verified; `None` once the response has ended (a
+    /// responder serving from a cache may send fewer than asked).
+    pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
+        if self.expected.is_empty() {
+            return Ok(None);
+        }
+        let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
+            .await
+            .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
+        match frame.map(|f| f.message) {
+            None | Some(Message::Error(_)) => {
+                self.expected.clear();
+                Ok(None)
+            }
+            Some(Message::ChunkData(c)) if c.track == self.manifest.id() => {
+                let Some(pos) = self.expected.iter().position(|i| *i == c.index) else {
+                    return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
+                };
+                self.expected.swap_remove(pos);
+                Ok(Some(self.manifest.verify(c.index, c.data)?))
+            }
+            Some(_) => Err(Error::UnexpectedReply("expected chunk data")),
+        }
+    }
 }
 
 /// Audio bytes a start request asks for, besides the header chunks. The
@@ -355,6 +401,7 @@ impl Peer {
             }
             _ => return Err(Error::UnexpectedReply("expected the manifest")),
         };
+        let mut arrivals = (Some(std::time::Instant::now()), None);
         let entry = match claimed {
             // The name a peer claims must be the one the track carries.
             Some(e) if e.tags != *manifest.tags() => {
@@ -371,26 +418,26 @@ impl Peer {
                 _ => return Err(Error::UnexpectedReply("expected what the peer holds")),
             }
         };
-        let mut expected = manifest.start_chunks(at, u64::from(budget));
-        let mut head = Vec::with_capacity(expected.len());
-        while !expected.is_empty() {
-            let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut recv))
-                .await
-                .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
-            match frame.map(|f| f.message) {
-                // The responder sent what it had (a cache may lack some).
-                None | Some(Message::Error(_)) => break,
-                Some(Message::ChunkData(c)) if c.track == id => {
-                    let Some(pos) = expected.iter().position(|i| *i == c.index) else {
-                        return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
-                    };
-                    expected.swap_remove(pos);
-                    head.push(manifest.verify(c.index, c.data)?);
-                }
-                Some(_) => return Err(Error::UnexpectedReply("expected chunk data")),
-            }
+        // Return as soon as the decoder can start (the header chunks and
+        // the first audio chunk); the rest streams on. A cache may lack
+        // some of them: then the response ends early.
+        let expected = manifest.start_chunks(at, u64::from(budget));
+        let first = manifest.chunk_at_time(at);
+        let mut needed: Vec<ChunkIndex> = expected
+            .iter()
+            .copied()
+            .filter(|i| *i == first || manifest.is_header_chunk(*i))
+            .collect();
+        let mut rest = HeadRest { recv, manifest: manifest.clone(), expected: expected.clone() };
+        let mut head = Vec::with_capacity(needed.len());
+        while !needed.is_empty() {
+            let Some(chunk) = rest.next().await? else { break };
+            arrivals.1.get_or_insert_with(std::time::Instant::now);
+            needed.retain(|i| *i != chunk.index());
+            head.push(chunk);
         }
-        Ok(StartAnswer { entry, manifest, origin, have, head })
+        let rest = (!rest.expected.is_empty()).then_some(rest);
+        Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
     }
 }
 

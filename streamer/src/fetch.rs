@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cache::ChunkCache;
-use crate::client::Peer;
+use crate::client::{HeadRest, Peer};
 use crate::error::Error;
 use crate::scheduler::{Action, Failure, PeerInfo, PeerKey, Playhead, Scheduler, SchedulerConfig};
 use crate::store::TrackStore;
@@ -73,6 +73,9 @@ pub struct Source {
     pub is_seed: bool,
     /// The chunks it holds, or `None` for all of them.
     pub have: Option<Vec<ChunkRun>>,
+    /// The rest of a start response this peer is still sending: the
+    /// fetcher takes it over (once) and counts its chunks as in flight.
+    pub head_rest: Option<Arc<std::sync::Mutex<Option<HeadRest>>>>,
 }
 
 /// Counters of a fetch.
@@ -92,7 +95,8 @@ pub struct FetchStats {
     pub banned: std::sync::Mutex<Vec<PeerId>>,
     /// Chunk requests sent.
     pub requests: AtomicU64,
-    /// Chunk requests sent before the start rule was met.
+    /// Chunk requests sent before the start rule was first met (seeks
+    /// not counted).
     pub requests_before_start: AtomicU64,
 }
 
@@ -256,8 +260,18 @@ pub async fn fetch_track(
     // (playback stopped): a request left running would go on pulling
     // bytes nobody wants through the peers' uplinks.
     let mut tasks = AbortOnDrop::default();
+    // The rest of a start response: its chunks are in flight already.
+    for (key, i) in &keys {
+        let pump = adopt_head(&sources[*i], *key, &mut sched, now(), &store, &config, &stats, &tx);
+        if let Some(pump) = pump {
+            tasks.insert((*key, u32::MAX), pump);
+        }
+    }
     let mut sources = sources;
     let mut seen_seeks = control.seeks.load(Ordering::Relaxed);
+    // The first start (a seek raises `ready` again): what the count of
+    // requests before the first note refers to.
+    let mut started = control.ready.load(Ordering::Relaxed);
     let result = loop {
         if store.is_closed() {
             break Ok(());
@@ -279,14 +293,19 @@ pub async fn fetch_track(
                     runs.iter().flat_map(|r| r.start..r.start.saturating_add(r.len)),
                 );
             }
+            if let Some(pump) = adopt_head(&s, key, &mut sched, now(), &store, &config, &stats, &tx)
+            {
+                tasks.insert((key, u32::MAX), pump);
+            }
             keys.insert(key, sources.len());
             sources.push(s);
         }
         if sched.is_complete() {
-            if !control.ready.swap(true, Ordering::Relaxed) {
+            if !started {
                 let sent = stats.requests.load(Ordering::Relaxed);
                 stats.requests_before_start.store(sent, Ordering::Relaxed);
             }
+            control.ready.store(true, Ordering::Relaxed);
             break Ok(());
         }
         // Where playback is: the audible playhead if playing. Before the
@@ -313,9 +332,11 @@ pub async fn fetch_track(
         // The start rule first: requests sent in the same instant would
         // not delay the first note, but they are not needed for it either.
         if !control.ready.load(Ordering::Relaxed) && sched.ready_to_start() {
-            stats
-                .requests_before_start
-                .store(stats.requests.load(Ordering::Relaxed), Ordering::Relaxed);
+            if !started {
+                let sent = stats.requests.load(Ordering::Relaxed);
+                stats.requests_before_start.store(sent, Ordering::Relaxed);
+                started = true;
+            }
             control.ready.store(true, Ordering::Relaxed);
         }
         for action in sched.poll(t) {
@@ -463,21 +484,7 @@ async fn request(
             .map_err(|_| Error::Timeout(stall, "chunk data"))??;
         // Verified by the stream (once); the store and the cache take only
         // verified chunks.
-        let verified = next.ok_or(Error::StreamEnded)?;
-        let len = verified.data().len() as u64;
-        if store.insert(verified.clone())? {
-            if let Some(cache) = cache {
-                tokio::task::spawn_blocking(move || {
-                    // A full disk must not stop playback: the cache is a bonus.
-                    if let Err(e) = cache.put_chunk(&verified) {
-                        tracing::debug!("not caching chunk {}: {e}", verified.index());
-                    }
-                });
-            }
-        }
-        stats.bytes.fetch_add(len, Ordering::Relaxed);
-        stats.chunks.fetch_add(1, Ordering::Relaxed);
-        Ok::<u64, Error>(len)
+        land(&store, &stats, cache, next.ok_or(Error::StreamEnded)?)
     }
     .await;
     let ev = match result {
@@ -492,6 +499,84 @@ async fn request(
 
 /// How a failed request counts against its peer, and whether the peer's
 /// connection is gone.
+/// A verified chunk arrived: into the store, the cache, the counters.
+/// Returns its length.
+fn land(
+    store: &TrackStore,
+    stats: &FetchStats,
+    cache: Option<Arc<ChunkCache>>,
+    verified: chorus_protocol::VerifiedChunk,
+) -> Result<u64, Error> {
+    let len = verified.data().len() as u64;
+    if store.insert(verified.clone())? {
+        if let Some(cache) = cache {
+            tokio::task::spawn_blocking(move || {
+                // A full disk must not stop playback: the cache is a bonus.
+                if let Err(e) = cache.put_chunk(&verified) {
+                    tracing::debug!("not caching chunk {}: {e}", verified.index());
+                }
+            });
+        }
+    }
+    stats.bytes.fetch_add(len, Ordering::Relaxed);
+    stats.chunks.fetch_add(1, Ordering::Relaxed);
+    Ok(len)
+}
+
+/// Takes over the rest of a start response `source` is sending, if any:
+/// its chunks count as in flight from that peer, and a task reads them
+/// as they arrive, reporting like a request would. Chunks the response
+/// ends without are reported missing, so they are asked for again.
+#[allow(clippy::too_many_arguments)]
+fn adopt_head(
+    source: &Source,
+    key: PeerKey,
+    sched: &mut Scheduler,
+    now: Duration,
+    store: &Arc<TrackStore>,
+    config: &FetchConfig,
+    stats: &Arc<FetchStats>,
+    tx: &mpsc::Sender<Event>,
+) -> Option<JoinHandle<()>> {
+    let slot = source.head_rest.as_ref()?;
+    let mut rest = slot.lock().ok()?.take()?;
+    let mut pending: Vec<u32> = rest.expected().iter().map(|i| i.0).collect();
+    for &i in &pending {
+        sched.expect(key, i, now);
+    }
+    let (store, stats, cache, tx) =
+        (store.clone(), stats.clone(), config.cache.clone(), tx.clone());
+    Some(tokio::spawn(async move {
+        let ended = loop {
+            match rest.next().await {
+                Ok(Some(chunk)) => {
+                    let i = chunk.index().0;
+                    pending.retain(|p| *p != i);
+                    let ev = match land(&store, &stats, cache.clone(), chunk) {
+                        Ok(bytes) => Event::Received { key, chunk: i, bytes },
+                        Err(error) => {
+                            let (failure, gone) = classify(&error);
+                            Event::Failed { key, chunk: i, failure, gone, error }
+                        }
+                    };
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break Failure::Missing,
+                Err(e) => break classify(&e).0,
+            }
+        };
+        for chunk in pending {
+            let error = Error::UnexpectedReply("the start response ended without this chunk");
+            let ev = Event::Failed { key, chunk, failure: ended, gone: false, error };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
 fn classify(error: &Error) -> (Failure, bool) {
     match error {
         Error::Remote { code: ErrorCode::UnknownTrack | ErrorCode::UnknownChunk, .. } => {

@@ -469,6 +469,18 @@ impl Scheduler {
         }
     }
 
+    /// Records a chunk already on its way from `peer` without a request
+    /// of ours (the rest of a start response): it is in flight like a
+    /// request, so it is not asked for again unless it is late.
+    pub fn expect(&mut self, peer: PeerKey, chunk: u32, now: Duration) {
+        let Some(ChunkState::Missing) = self.state.get(chunk as usize) else { return };
+        let Some(p) = self.peers.get(peer.0) else { return };
+        let expected = self.expected_completion(p, chunk, now);
+        self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
+        self.state[chunk as usize] =
+            ChunkState::Requested(vec![InFlight { peer, sent: now, expected }]);
+    }
+
     fn request(
         &mut self,
         chunk: u32,

@@ -41,10 +41,16 @@ impl Timeline {
     fn mark(&mut self, step: &'static str, since: Instant) {
         self.steps.push((step, since.elapsed()));
     }
+
+    fn mark_at(&mut self, step: &'static str, since: Instant, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.steps.push((step, at.saturating_duration_since(since)));
+        }
+    }
 }
 
 /// A track ready to play: the start answer and the peer that gave it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Started {
     /// What came back.
     pub answer: StartAnswer,
@@ -229,8 +235,17 @@ impl Pool {
             timeline.mark("start request sent", self.epoch);
             match peer.start(want, at, START_BUDGET).await {
                 Ok(answer) => {
-                    timeline.mark("manifest and head received", self.epoch);
-                    let source = Source { peer, is_seed: answer.origin, have: answer.have.clone() };
+                    timeline.mark_at("manifest received", self.epoch, answer.arrivals.0);
+                    timeline.mark_at("first chunk received", self.epoch, answer.arrivals.1);
+                    timeline.mark("head received", self.epoch);
+                    let mut answer = answer;
+                    let head_rest = answer.rest.take().map(|r| Arc::new(Mutex::new(Some(r))));
+                    let source = Source {
+                        peer,
+                        is_seed: answer.origin,
+                        have: answer.have.clone(),
+                        head_rest,
+                    };
                     return Ok(Started { answer, source, timeline });
                 }
                 Err(e) => {
@@ -264,7 +279,7 @@ impl Pool {
                 tokio::spawn(async move {
                     match peer.manifest_and_origin(track).await {
                         Ok((_, is_seed, have)) => {
-                            let _ = tx.send(Source { peer, is_seed, have }).await;
+                            let _ = tx.send(Source { peer, is_seed, have, head_rest: None }).await;
                         }
                         Err(e) => {
                             tracing::debug!("{} has no {}: {e}", peer.addr(), track.fmt_short())
