@@ -39,6 +39,12 @@ pub struct ChunkSource {
     max_wait: Duration,
     /// Called once per stall with the chunk waited for.
     on_stall: Box<dyn Fn(u32) + Send + Sync>,
+    /// The length is hidden until the first read: symphonia's probe then
+    /// skips its scan of the file's end for trailing tags (it runs before
+    /// anything else is read; the tags are in the manifest), so the first
+    /// note needs only what the indexer recorded as headers. Format
+    /// readers see the length as usual, for seeking.
+    read_once: bool,
 }
 
 impl ChunkSource {
@@ -49,12 +55,13 @@ impl ChunkSource {
         on_stall: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Self {
         let len = store.manifest().layout().byte_len();
-        Self { store, pos: 0, len, max_wait, on_stall }
+        Self { store, pos: 0, len, max_wait, on_stall, read_once: false }
     }
 }
 
 impl Read for ChunkSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_once = true;
         if buf.is_empty() || self.pos >= self.len {
             return Ok(0);
         }
@@ -96,6 +103,6 @@ impl MediaSource for ChunkSource {
     }
 
     fn byte_len(&self) -> Option<u64> {
-        Some(self.len)
+        self.read_once.then_some(self.len)
     }
 }

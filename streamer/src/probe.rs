@@ -42,16 +42,24 @@ struct ReadLog {
     reads: Vec<Range<u64>>,
 }
 
-/// A file that logs the ranges read from it.
+/// A file that logs the ranges read from it. Its length is hidden until
+/// the first read: symphonia's probe then skips its scan of the file's end
+/// for trailing tags (it runs before anything else is read), as the
+/// player's `ChunkSource` does, so the end is not a
+/// header range a listener must fetch before the first note; the tags are
+/// read apart ([`trailing_tags`]) into the manifest. Format readers see the
+/// length as usual.
 struct LoggingSource {
     file: File,
     pos: u64,
     len: u64,
     log: Arc<Mutex<ReadLog>>,
+    read_once: bool,
 }
 
 impl Read for LoggingSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_once = true;
         let n = self.file.read(buf)?;
         if n > 0 {
             if let Ok(mut log) = self.log.lock() {
@@ -75,7 +83,26 @@ impl MediaSource for LoggingSource {
         true
     }
     fn byte_len(&self) -> Option<u64> {
-        Some(self.len)
+        self.read_once.then_some(self.len)
+    }
+}
+
+/// Tags at the file's end (ID3v1, APEv2) that the streaming probe skips:
+/// read with a plain probe, filling only what the leading tags left empty.
+fn trailing_tags(path: &Path, tags: &mut Tags) {
+    let Ok(file) = File::open(path) else { return };
+    let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    if let Ok(mut format) = symphonia::default::get_probe().probe(
+        &hint,
+        mss,
+        FormatOptions::default(),
+        MetadataOptions::default(),
+    ) {
+        collect_all_tags(format.as_mut(), tags);
     }
 }
 
@@ -108,7 +135,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         return Err(not_audio(path, "empty file"));
     }
     let log = Arc::new(Mutex::new(ReadLog::default()));
-    let source = LoggingSource { file, pos: 0, len, log: log.clone() };
+    let source = LoggingSource { file, pos: 0, len, log: log.clone(), read_once: false };
     let mss = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -187,6 +214,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         return Err(not_audio(path, "no audio packets"));
     }
     collect_all_tags(format.as_mut(), &mut tags);
+    trailing_tags(path, &mut tags);
 
     // Frames from the packets actually present; a file whose header promises
     // noticeably more than it holds was cut short.
