@@ -660,8 +660,18 @@ pub async fn connect_all(transport: &Transport, addrs: &[PeerAddr]) -> Result<Ve
     Ok(peers)
 }
 
+/// Holders heard of through who-has that are dialled for one track: each
+/// costs a handshake, and their addresses are only a stranger's word.
+const MAX_DISCOVERED_DIALS: usize = 8;
+
+/// How long dialling a holder heard of may take: a dead or made-up address
+/// costs this, in parallel with the others, never the first note.
+const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Asks the peers we know who else holds `track` (the query travels two
-/// hops) and dials the new holders. Failures only cost those peers.
+/// hops) and dials up to [`MAX_DISCOVERED_DIALS`] new holders at once, each
+/// with a short timeout; a holder counts only once its certificate proves
+/// the id it was announced with. Failures only cost those peers.
 pub async fn discover(
     transport: &Transport,
     asked: &[Peer],
@@ -677,16 +687,33 @@ pub async fn discover(
     }
     let me = transport.peer_id();
     let mut seen: Vec<_> = known.iter().map(Peer::id).collect();
-    let mut new = Vec::new();
+    let mut dials = Vec::new();
     for info in found {
-        if info.id == me || seen.contains(&info.id) {
+        if info.id == me || seen.contains(&info.id) || transport.is_banned(&info.id) {
             continue;
         }
         seen.push(info.id);
-        let Some(addr) = info.addrs.first() else { continue };
-        match transport.connect(*addr, Some(info.id)).await {
-            Ok(peer) => new.push(peer),
-            Err(e) => tracing::debug!("cannot reach discovered peer {addr}: {e}"),
+        let Some(addr) = info.addrs.first().copied() else { continue };
+        if dials.len() == MAX_DISCOVERED_DIALS {
+            break;
+        }
+        let t = transport.clone();
+        dials.push(tokio::spawn(async move {
+            let dial = t.connect(addr, Some(info.id));
+            match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, dial).await {
+                Ok(Ok(peer)) => Some(peer),
+                Ok(Err(e)) => {
+                    tracing::debug!("cannot reach discovered peer {addr}: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        }));
+    }
+    let mut new = Vec::new();
+    for d in dials {
+        if let Ok(Some(peer)) = d.await {
+            new.push(peer);
         }
     }
     if !new.is_empty() {

@@ -155,7 +155,8 @@ impl FrameDecoder {
         }
         let len = read_header([buf[0], buf[1], buf[2], buf[3]])?;
         if buf.len() < LEN_PREFIX + len {
-            buf.reserve(LEN_PREFIX + len - buf.len());
+            // No reserve for the announced length: the buffer grows only
+            // with bytes that arrive.
             return Ok(None);
         }
         buf.advance(LEN_PREFIX);

@@ -62,3 +62,9 @@ pub const MAX_CHANNELS: u16 = 64;
 /// Most chunk bytes a start request may ask for: 1 MiB, far more than any
 /// first flight carries (the rest of the track is fetched by deadline).
 pub const MAX_START_BUDGET: u32 = 1024 * 1024;
+
+/// Largest request frame a node reads: the largest request, a
+/// `PeerExchange` of [`MAX_PEERS`] peers with [`MAX_ADDRS`] addresses each,
+/// is about 86 KiB; everything else is far smaller. Replies (manifests,
+/// chunk data, search pages) may use up to [`MAX_FRAME_LEN`].
+pub const MAX_REQUEST_FRAME_LEN: u32 = 128 * 1024;

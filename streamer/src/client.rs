@@ -472,7 +472,7 @@ impl ChunkStream {
                 self.next += 1;
                 Ok(Some(chunk))
             }
-            Message::ChunkData(_) => Err(Error::UnexpectedReply("chunk out of order")),
+            Message::ChunkData(c) => Err(Error::WrongChunk { expected: self.next, got: c.index.0 }),
             _ => Err(Error::UnexpectedReply("expected chunk data")),
         }
     }

@@ -40,22 +40,33 @@ pub fn complete_addrs(addrs: &[SocketAddr], seen_from: IpAddr) -> Vec<SocketAddr
         .collect()
 }
 
-/// The peers a node knows, bounded, oldest forgotten first.
+/// The peers a node knows, bounded, oldest forgotten first. An entry is
+/// *verified* when a connection proved the id (the peer connected to us, or
+/// we dialled it); addresses heard from others stay unverified: they never
+/// replace a verified entry's, and are neither passed on nor dialled in bulk.
 #[derive(Debug, Default)]
 pub struct PeerTable {
-    peers: HashMap<PeerId, Vec<SocketAddr>>,
+    peers: HashMap<PeerId, (Vec<SocketAddr>, bool)>,
     order: VecDeque<PeerId>,
     seen: HashSet<u64>,
     seen_order: VecDeque<u64>,
 }
 
 impl PeerTable {
-    /// Records (or refreshes) a peer.
+    /// Records (or refreshes) a peer a connection proved: verified.
     pub fn insert(&mut self, id: PeerId, addrs: Vec<SocketAddr>) {
+        self.put(id, addrs, true);
+    }
+
+    fn put(&mut self, id: PeerId, addrs: Vec<SocketAddr>, verified: bool) {
         if addrs.is_empty() {
             return;
         }
-        if self.peers.insert(id, addrs).is_none() {
+        if !verified && self.peers.get(&id).is_some_and(|(_, v)| *v) {
+            // A stranger's word does not move a peer we have seen.
+            return;
+        }
+        if self.peers.insert(id, (addrs, verified)).is_none() {
             self.order.push_back(id);
             while self.order.len() > MAX_KNOWN {
                 if let Some(old) = self.order.pop_front() {
@@ -65,24 +76,32 @@ impl PeerTable {
         }
     }
 
-    /// Records every peer in `infos` except `me`.
+    /// Records every peer in `infos` except `me`, unverified (heard from
+    /// another peer).
     pub fn merge(&mut self, infos: &[PeerInfo], me: PeerId) {
         for p in infos.iter().filter(|p| p.id != me) {
-            self.insert(p.id, p.addrs.clone());
+            self.put(p.id, p.addrs.clone(), false);
         }
     }
 
-    /// Up to `n` known peers other than `except`, newest first.
+    /// Up to `n` verified peers other than `except`, newest first: what a
+    /// node passes on.
     pub fn sample(&self, n: usize, except: &[PeerId]) -> Vec<PeerInfo> {
         self.order
             .iter()
             .rev()
             .filter(|id| !except.contains(id))
-            .filter_map(|id| {
-                self.peers.get(id).map(|addrs| PeerInfo { id: *id, addrs: addrs.clone() })
+            .filter_map(|id| match self.peers.get(id) {
+                Some((addrs, true)) => Some(PeerInfo { id: *id, addrs: addrs.clone() }),
+                _ => None,
             })
             .take(n.min(MAX_PEERS))
             .collect()
+    }
+
+    /// True if a connection proved this peer's id.
+    pub fn is_verified(&self, id: &PeerId) -> bool {
+        self.peers.get(id).is_some_and(|(_, v)| *v)
     }
 
     /// Number of peers known.
@@ -153,6 +172,23 @@ mod tests {
         assert!(t.sample(1, &[id(7)])[0].id != id(7));
         t.insert(id(8), vec![]);
         assert!(t.sample(MAX_KNOWN, &[]).iter().all(|p| p.id != id(8)), "no address, not kept");
+    }
+
+    #[test]
+    fn heard_addresses_are_not_passed_on_nor_replace_verified_ones() {
+        let mut t = PeerTable::default();
+        let real: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let fake: SocketAddr = ([127, 0, 0, 9], 9).into();
+        t.insert(id(1), vec![real]);
+        t.merge(
+            &[PeerInfo { id: id(1), addrs: vec![fake] }, PeerInfo { id: id(2), addrs: vec![fake] }],
+            id(0),
+        );
+        assert_eq!(t.sample(10, &[]), vec![PeerInfo { id: id(1), addrs: vec![real] }]);
+        assert!(t.is_verified(&id(1)) && !t.is_verified(&id(2)));
+        assert_eq!(t.len(), 2, "heard of, remembered, not passed on");
+        t.insert(id(2), vec![real]);
+        assert!(t.is_verified(&id(2)), "a connection proves it");
     }
 
     #[test]

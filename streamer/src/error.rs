@@ -86,6 +86,15 @@ pub enum Error {
     /// The peer sent bad data before and is not dialled again.
     #[error("peer {0} sent bad data before; not dialling it again")]
     Banned(PeerId),
+    /// The peer sent a chunk other than the one asked for (bytes that may
+    /// well verify as that other chunk): bad data, like a failed hash.
+    #[error("peer sent chunk {got} when chunk {expected} was asked")]
+    WrongChunk {
+        /// The chunk asked for.
+        expected: u32,
+        /// The chunk sent.
+        got: u32,
+    },
     /// No peer of a pool could be asked (none given, or none reachable).
     #[error("no peer to play from: {0}")]
     NoPeer(String),

@@ -372,7 +372,7 @@ pub async fn fetch_track(
                                 if let Ok(mut b) = stats.banned.lock() {
                                     b.push(peer.id());
                                 }
-                                peer.connection().close(quinn::VarInt::from_u32(3), b"bad data");
+                                crate::close::Closed::BadData.close(peer.connection());
                             }
                             actions
                         }
@@ -584,7 +584,8 @@ fn classify(error: &Error) -> (Failure, bool) {
         }
         Error::Protocol(
             ProtocolError::ChunkHashMismatch { .. } | ProtocolError::ChunkLength { .. },
-        ) => (Failure::Corrupt, false),
+        )
+        | Error::WrongChunk { .. } => (Failure::Corrupt, false),
         Error::Connection(_) => (Failure::Timeout, true),
         _ => (Failure::Timeout, false),
     }
@@ -672,4 +673,22 @@ pub async fn prefetch(
         wanted = missed;
     }
     Ok(fetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wrong_chunk_is_bad_data_not_a_timeout() {
+        let wrong = Error::WrongChunk { expected: 3, got: 4 };
+        assert_eq!(classify(&wrong), (Failure::Corrupt, false));
+        let hash = Error::Protocol(ProtocolError::ChunkHashMismatch {
+            track: chorus_protocol::TrackId::from_bytes([0; 32]),
+            index: ChunkIndex(1),
+        });
+        assert_eq!(classify(&hash), (Failure::Corrupt, false));
+        let slow = Error::Timeout(Duration::from_secs(5), "chunk data");
+        assert_eq!(classify(&slow), (Failure::Timeout, false));
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod close;
 pub mod discovery;
 pub mod error;
 pub mod fetch;

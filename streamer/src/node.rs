@@ -26,13 +26,14 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use crate::cache::ChunkCache;
+use crate::close::Closed;
 use crate::discovery::{self, MAX_KNOWN, PeerTable};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::library::{Library, LibraryTrack};
 use crate::tls::{self, TransportLimits};
 use crate::transport::{Transport, peer_id_from_connection};
-use crate::wire::{read_frame, write_chunk, write_error, write_message};
+use crate::wire::{read_frame_max, write_chunk, write_error, write_message};
 
 /// The UDP port a node listens on when none is given.
 pub const DEFAULT_PORT: u16 = 47_800;
@@ -49,6 +50,20 @@ pub struct NodeLimits {
     pub max_outstanding_bytes_per_peer: usize,
     /// How long a peer may take to send its request after opening a stream.
     pub request_timeout: Duration,
+    /// Connections (open or in their handshake) from one IP address: 8
+    /// covers a household behind one NAT; a flood of handshakes from one
+    /// address then costs nobody else a slot.
+    pub max_connections_per_ip: usize,
+    /// Handshakes under way at once before new peers must prove their
+    /// address first (a QUIC Retry, one round trip): a spoofed flood then
+    /// holds no state.
+    pub max_handshakes: usize,
+    /// How long a QUIC handshake may take: 5 s is dozens of round trips
+    /// on any real path.
+    pub handshake_timeout: Duration,
+    /// How long a peer may hold a connection before opening its first
+    /// stream: a connection that asks nothing is given up.
+    pub first_request_timeout: Duration,
     /// QUIC-level limits.
     pub transport: TransportLimits,
 }
@@ -59,6 +74,10 @@ impl Default for NodeLimits {
             max_connections: 512,
             max_outstanding_bytes_per_peer: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 8,
+            max_handshakes: 64,
+            handshake_timeout: Duration::from_secs(5),
+            first_request_timeout: Duration::from_secs(5),
             transport: TransportLimits::default(),
         }
     }
@@ -69,8 +88,15 @@ impl Default for NodeLimits {
 pub struct NodeStats {
     /// Connections open now.
     pub connections: AtomicUsize,
-    /// Connections refused at the limit.
+    /// Connections refused at a limit (in all, or per address).
     pub refused: AtomicUsize,
+    /// Handshakes under way.
+    pub handshaking: AtomicUsize,
+    /// New peers asked to prove their address first (QUIC Retry).
+    pub retries: AtomicUsize,
+    /// Connections closed for asking nothing in time, or for failing their
+    /// handshake in time.
+    pub idle_closed: AtomicUsize,
     /// Chunks served.
     pub chunks_served: AtomicUsize,
     /// Chunk bytes served.
@@ -91,6 +117,77 @@ struct Shared {
     limits: NodeLimits,
     stats: NodeStats,
     hello: Hello,
+    /// Connections (open or handshaking) by remote IP address.
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Connections this node dialled (the peer serves on them), by the
+    /// peer id their handshake proved: who-has queries are forwarded over
+    /// them, and new ones are dialled only to verified table entries, at a
+    /// bounded rate ([`FORWARD_DIALS`]).
+    outbound: std::sync::Mutex<std::collections::HashMap<PeerId, crate::client::Peer>>,
+    /// Tokens for forwarding dials.
+    dial_budget: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+/// Forwarding dials: a burst of 8, then one a second. A who-has never
+/// dials an address a stranger merely named (only peers whose id and IP a
+/// connection proved), and a flood of queries costs at most this many
+/// handshakes.
+pub const FORWARD_DIALS: (f64, f64) = (8.0, 1.0);
+
+impl Shared {
+    /// Takes a forwarding-dial token, if one is left.
+    fn take_dial(&self) -> bool {
+        let Ok(mut b) = self.dial_budget.lock() else { return false };
+        let (burst, per_sec) = FORWARD_DIALS;
+        let now = std::time::Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * per_sec).min(burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A connection to `id` to forward over: one this node dialled and
+    /// still holds, else a new dial if the budget allows.
+    async fn forward_peer(&self, id: PeerId, addr: SocketAddr) -> Option<crate::client::Peer> {
+        let held = self.outbound.lock().ok()?.get(&id).cloned();
+        if let Some(p) = held.filter(|p| p.connection().close_reason().is_none()) {
+            return Some(p);
+        }
+        if !self.take_dial() {
+            return None;
+        }
+        let peer = self.transport.connect(addr, Some(id)).await.ok()?;
+        if let Ok(mut o) = self.outbound.lock() {
+            o.retain(|_, p| p.connection().close_reason().is_none());
+            o.insert(id, peer.clone());
+        }
+        Some(peer)
+    }
+}
+
+/// One accepted connection's claim on the node's limits, given back when
+/// dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.shared.per_ip.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
 }
 
 /// A serving node.
@@ -151,6 +248,9 @@ impl Node {
             limits,
             stats: NodeStats::default(),
             hello,
+            per_ip: Default::default(),
+            outbound: Default::default(),
+            dial_budget: std::sync::Mutex::new((FORWARD_DIALS.0, std::time::Instant::now())),
         });
         Ok(Self { transport, shared })
     }
@@ -184,6 +284,9 @@ impl Node {
         for (addr, id) in addrs {
             match self.transport.connect(*addr, *id).await {
                 Ok(peer) => {
+                    if let Ok(mut o) = self.shared.outbound.lock() {
+                        o.insert(peer.id(), peer.clone());
+                    }
                     let mut mine = vec![me.clone()];
                     mine.extend(self.known_peers());
                     mine.truncate(chorus_protocol::limits::MAX_PEERS);
@@ -207,23 +310,52 @@ impl Node {
         PeerInfo { id: self.transport.peer_id(), addrs: self.transport.listen_addrs() }
     }
 
-    /// Accepts connections until the endpoint is closed.
+    /// Accepts connections until the endpoint is closed, within the
+    /// limits of [`NodeLimits`]: in all, per address, handshakes under way
+    /// (past which new peers must prove their address), and deadlines for
+    /// the handshake and the first request.
     pub async fn serve(&self) {
         while let Some(incoming) = self.transport.endpoint().accept().await {
-            let stats = &self.shared.stats;
-            if stats.connections.load(Ordering::Relaxed) >= self.shared.limits.max_connections {
+            let shared = &self.shared;
+            let (stats, limits) = (&shared.stats, &shared.limits);
+            let ip = incoming.remote_address().ip();
+            let from_ip = shared.per_ip.lock().map_or(0, |m| m.get(&ip).copied().unwrap_or(0));
+            if stats.connections.load(Ordering::Relaxed) >= limits.max_connections
+                || from_ip >= limits.max_connections_per_ip
+            {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 incoming.refuse();
                 continue;
             }
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                match incoming.await {
-                    Ok(conn) => serve_connection(shared.clone(), conn).await,
-                    Err(e) => tracing::debug!("handshake failed: {e}"),
+            if stats.handshaking.load(Ordering::Relaxed) >= limits.max_handshakes
+                && !incoming.remote_address_validated()
+            {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
                 }
-                shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut m) = shared.per_ip.lock() {
+                *m.entry(ip).or_default() += 1;
+            }
+            let slot = Slot { shared: shared.clone(), ip };
+            stats.handshaking.fetch_add(1, Ordering::Relaxed);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let deadline = shared.limits.handshake_timeout;
+                let handshake = tokio::time::timeout(deadline, incoming).await;
+                shared.stats.handshaking.fetch_sub(1, Ordering::Relaxed);
+                match handshake {
+                    Ok(Ok(conn)) => serve_connection(shared.clone(), conn).await,
+                    Ok(Err(e)) => tracing::debug!("handshake failed: {e}"),
+                    Err(_) => {
+                        shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("handshake from {ip} took over {deadline:?}");
+                    }
+                }
+                drop(slot);
             });
         }
     }
@@ -239,14 +371,37 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         Ok(id) => id,
         Err(e) => {
             tracing::debug!("refusing {}: {e}", conn.remote_address());
-            conn.close(quinn::VarInt::from_u32(2), b"bad certificate");
+            Closed::BadCertificate.close(&conn);
             return;
         }
     };
+    if shared.transport.is_banned(&peer) {
+        Closed::Banned.close(&conn);
+        return;
+    }
     tracing::debug!("peer {} connected from {}", peer.fmt_short(), conn.remote_address());
+    serve_streams(&shared, &conn, peer).await;
+}
+
+async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId) {
     let budget = Arc::new(Semaphore::new(shared.limits.max_outstanding_bytes_per_peer));
+    let mut first = true;
     loop {
-        let (send, recv) = match conn.accept_bi().await {
+        let accepted = if first {
+            let deadline = shared.limits.first_request_timeout;
+            match tokio::time::timeout(deadline, conn.accept_bi()).await {
+                Ok(a) => a,
+                Err(_) => {
+                    shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    Closed::Idle.close(conn);
+                    return;
+                }
+            }
+        } else {
+            conn.accept_bi().await
+        };
+        first = false;
+        let (send, recv) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("peer {} gone: {e}", peer.fmt_short());
@@ -264,34 +419,43 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 }
 
 async fn serve_stream(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     budget: &Semaphore,
     (asker, remote): (PeerId, SocketAddr),
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
-    let request =
-        match tokio::time::timeout(shared.limits.request_timeout, read_frame(&mut recv)).await {
-            Err(_) => return Err(Error::Timeout(shared.limits.request_timeout, "a request")),
-            Ok(Ok(Some(f))) => f.message,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e @ (Error::Protocol(_) | Error::StreamEnded))) => {
-                let code = match e {
-                    Error::Protocol(ProtocolError::UnsupportedVersion { .. }) => {
-                        ErrorCode::UnsupportedVersion
-                    }
-                    _ => ErrorCode::BadRequest,
-                };
-                write_error(&mut send, code, e.to_string()).await?;
-                let _ = send.finish();
-                return Ok(());
-            }
-            Ok(Err(e)) => return Err(e),
-        };
+    let request = match tokio::time::timeout(
+        shared.limits.request_timeout,
+        read_frame_max(&mut recv, limits::MAX_REQUEST_FRAME_LEN as usize),
+    )
+    .await
+    {
+        Err(_) => return Err(Error::Timeout(shared.limits.request_timeout, "a request")),
+        Ok(Ok(Some(f))) => f.message,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e @ (Error::Protocol(_) | Error::StreamEnded))) => {
+            let code = match e {
+                Error::Protocol(ProtocolError::UnsupportedVersion { .. }) => {
+                    ErrorCode::UnsupportedVersion
+                }
+                _ => ErrorCode::BadRequest,
+            };
+            write_error(&mut send, code, e.to_string()).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+        Ok(Err(e)) => return Err(e),
+    };
     match request {
         Message::Hello(h) => {
-            // A peer that serves is worth remembering (and telling others).
-            let addrs = discovery::complete_addrs(&h.listen_addrs, remote.ip());
+            // A peer that serves is worth remembering (and telling others),
+            // at the IP its connection came from: the handshake proved its
+            // id and that IP, not any other address it names.
+            let addrs: Vec<SocketAddr> = discovery::complete_addrs(&h.listen_addrs, remote.ip())
+                .into_iter()
+                .filter(|a| a.ip().to_canonical() == remote.ip().to_canonical())
+                .collect();
             if let Ok(mut t) = shared.peers.lock() {
                 t.insert(asker, addrs);
             }
@@ -386,7 +550,7 @@ async fn serve_stream(
 /// Answers a who-has: this node if it holds the track, plus what up to
 /// [`discovery::FORWARD_FANOUT`] known peers answer with one hop less.
 async fn who_has(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     asker: PeerId,
     query_id: u64,
     track: TrackId,
@@ -405,6 +569,9 @@ async fn who_has(
         found.push(PeerInfo { id: me, addrs: listen });
     }
     if hops_left > 0 {
+        // Only to peers whose id and IP a connection proved (never an
+        // address a stranger named), over a connection this node holds or,
+        // within the dial budget, a new one.
         let targets = shared
             .peers
             .lock()
@@ -414,10 +581,10 @@ async fn who_has(
             .into_iter()
             .filter_map(|p| p.addrs.first().map(|a| (*a, p.id)))
             .map(|(addr, id)| {
-                let transport = shared.transport.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     let ask = async {
-                        let peer = transport.connect(addr, Some(id)).await.ok()?;
+                        let peer = shared.forward_peer(id, addr).await?;
                         peer.who_has_with_id(query_id, track, hops_left - 1).await.ok()
                     };
                     tokio::time::timeout(discovery::FORWARD_TIMEOUT, ask).await.ok().flatten()

@@ -650,12 +650,30 @@ impl Scheduler {
             }
             p.last_done = now;
         }
+        let mut stalled = Vec::new();
         if let ChunkState::Requested(list) = &self.state[chunk as usize] {
             for f in list.clone() {
                 actions.push(Action::Cancel { peer: f.peer, chunk });
                 let p = &mut self.peers[f.peer.0];
                 p.queued = p.queued.saturating_sub(size);
+                if f.peer != peer && !p.dead {
+                    // Overtaken by a hedge: slower than thought; and if it
+                    // delivered nothing since this request went out, a
+                    // stall, counted like a timeout (two in a row and it
+                    // is out).
+                    p.rate /= 2.0;
+                    if p.last_done <= f.sent {
+                        p.timeouts_in_row += 1;
+                        if p.timeouts_in_row >= 2 {
+                            stalled.push(f.peer);
+                        }
+                    }
+                }
             }
+        }
+        for slow in stalled {
+            self.kill(slow);
+            actions.push(Action::Drop { peer: slow });
         }
         if !matches!(self.state[chunk as usize], ChunkState::Here) {
             self.state[chunk as usize] = ChunkState::Here;
@@ -895,6 +913,24 @@ mod tests {
             r.iter().any(|(_, c)| *c == bad_chunks[0]),
             "the lost chunks are asked again: {bad_chunks:?} {r:?}"
         );
+    }
+
+    #[test]
+    fn a_peer_overtaken_by_hedges_without_delivering_loses_its_place() {
+        let mut s = track();
+        let stalling = s.add_peer(PeerInfo { rtt: ms(1), is_seed: false, has_all: true });
+        let honest = s.add_peer(PeerInfo { rtt: ms(50), is_seed: false, has_all: true });
+        let r = requests(&s.poll(ms(0)));
+        let stuck: Vec<u32> = r.iter().filter(|(p, _)| *p == stalling.0).map(|(_, c)| *c).collect();
+        assert!(stuck.len() >= 2, "{r:?}");
+        // The honest peer wins the stalling peer's chunks (as hedges would).
+        let first = s.on_received(honest, stuck[0], ms(300));
+        assert!(!first.contains(&Action::Drop { peer: stalling }));
+        assert!(!s.is_dead(stalling), "one overtaken request is only slowness");
+        let second = s.on_received(honest, stuck[1], ms(310));
+        assert!(second.contains(&Action::Drop { peer: stalling }), "{second:?}");
+        assert!(s.is_dead(stalling));
+        assert!(requests(&s.poll(ms(320))).iter().all(|(p, _)| *p == honest.0));
     }
 
     #[test]

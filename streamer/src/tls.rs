@@ -56,7 +56,30 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>> {
+/// Bytes a peer may have in flight to us on one stream of a connection it
+/// opened (a request), and on the whole connection: requests are at most
+/// [`chorus_protocol::limits::MAX_REQUEST_FRAME_LEN`], so a stream window
+/// of that size never stalls an honest peer, and 1 MiB across its streams
+/// bounds what one connection can make a node buffer.
+pub const SERVING_STREAM_WINDOW: u32 = chorus_protocol::limits::MAX_REQUEST_FRAME_LEN;
+/// See [`SERVING_STREAM_WINDOW`].
+pub const SERVING_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Bytes in flight to us on a connection we dialled (replies: chunk data):
+/// 8 MiB fills a 100 Mbit/s link at 600 ms RTT, and bounds what a peer we
+/// chose can make us buffer. Per stream, quinn's default (1.25 MB, a
+/// 100 Mbit/s link at 100 ms) stands.
+pub const DIALLED_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Which side of a connection a config is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Connections peers open to us: they send requests.
+    Serving,
+    /// Connections we open: peers send replies.
+    Dialling,
+}
+
+fn transport(limits: &TransportLimits, role: Role) -> Result<Arc<quinn::TransportConfig>> {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|_| Error::Identity("idle timeout out of range".into()))?;
@@ -76,7 +99,18 @@ fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>> {
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive))
         .max_concurrent_bidi_streams(limits.max_streams_per_connection.into())
-        .max_concurrent_uni_streams(16u32.into());
+        // Every request and reply travels on a bidirectional stream: a
+        // unidirectional one would only be bytes nobody reads.
+        .max_concurrent_uni_streams(0u32.into());
+    match role {
+        Role::Serving => {
+            t.stream_receive_window(SERVING_STREAM_WINDOW.into())
+                .receive_window(SERVING_CONNECTION_WINDOW.into());
+        }
+        Role::Dialling => {
+            t.receive_window(DIALLED_CONNECTION_WINDOW.into());
+        }
+    }
     Ok(Arc::new(t))
 }
 
@@ -93,7 +127,7 @@ pub fn server_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| Error::Identity(format!("QUIC server TLS: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport(limits)?);
+    config.transport_config(transport(limits, Role::Serving)?);
     Ok(config)
 }
 
@@ -110,7 +144,7 @@ pub fn client_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Identity(format!("QUIC client TLS: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport(limits)?);
+    config.transport_config(transport(limits, Role::Dialling)?);
     Ok(config)
 }
 

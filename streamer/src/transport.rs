@@ -15,6 +15,7 @@ use quinn::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client::{ManifestAnswer, Peer};
+use crate::close::Closed;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, peer_id_of_cert};
 use crate::tls::{self, TransportLimits};
@@ -233,12 +234,12 @@ impl Transport {
             .map_err(|_| Error::Timeout(CONNECT_TIMEOUT, "the QUIC handshake"))??;
         let actual = peer_id_from_connection(&conn)?;
         if self.is_banned(&actual) {
-            conn.close(quinn::VarInt::from_u32(3), b"banned");
+            Closed::Banned.close(&conn);
             return Err(Error::Banned(actual));
         }
         if let Some(expected) = expected {
             if expected != actual {
-                conn.close(quinn::VarInt::from_u32(1), b"unexpected peer id");
+                Closed::UnexpectedPeer.close(&conn);
                 return Err(Error::PeerIdMismatch { expected, actual });
             }
         }
@@ -248,7 +249,7 @@ impl Transport {
     /// Stops accepting, closes every connection, and waits (bounded) for
     /// peers to be told.
     pub async fn close(&self) {
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.endpoint.close(Closed::Normal.code(), Closed::Normal.reason().as_bytes());
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }

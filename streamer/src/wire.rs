@@ -1,17 +1,28 @@
 //! Reading and writing protocol frames on QUIC streams.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::frame::{self, Frame};
 use chorus_protocol::message::{ErrorCode, ErrorReply};
-use chorus_protocol::{ChunkIndex, Message, TrackId};
+use chorus_protocol::{ChunkIndex, Message, ProtocolError, TrackId, limits};
 use quinn::{RecvStream, SendStream};
 
 use crate::error::{Error, Result};
 
-/// Reads one frame, or `None` if the stream ended cleanly between frames.
-/// The length is checked before the body is read, so an oversized frame
-/// costs four bytes.
+/// Reads one frame of at most [`limits::MAX_FRAME_LEN`] bytes (a reply),
+/// or `None` if the stream ended cleanly between frames. See
+/// [`read_frame_max`].
 pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>> {
+    read_frame_max(recv, limits::MAX_FRAME_LEN as usize).await
+}
+
+/// Reads one frame whose body is at most `max` bytes, or `None` if the
+/// stream ended cleanly between frames. The length is checked before the
+/// body is read, so an oversized frame costs four bytes; the body grows
+/// only with bytes received (a length prefix alone makes us hold nothing),
+/// and a body that arrives in one piece is kept without a copy.
+pub async fn read_frame_max(recv: &mut RecvStream, max: usize) -> Result<Option<Frame>> {
     let mut prefix = [0u8; frame::LEN_PREFIX];
     let mut got = 0;
     while got < prefix.len() {
@@ -22,19 +33,41 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>> {
         }
     }
     let len = frame::read_header(prefix)?;
-    let mut body = BytesMut::zeroed(len);
-    recv.read_exact(&mut body).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(_) => Error::StreamEnded,
-        quinn::ReadExactError::ReadError(e) => Error::Read(e),
-    })?;
+    if len > max {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        return Err(ProtocolError::FrameTooLarge { len: len as u64, max }.into());
+    }
+    let mut body = BytesMut::new();
+    while body.len() < len {
+        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+            return Err(Error::StreamEnded);
+        };
+        if body.is_empty() && chunk.bytes.len() == len {
+            return Ok(Some(frame::decode_body(chunk.bytes)?));
+        }
+        body.extend_from_slice(&chunk.bytes);
+    }
     Ok(Some(frame::decode_body(body.freeze())?))
+}
+
+/// How long a write may wait for the peer to take data (QUIC flow control)
+/// before the stream is given up: a peer that grants no credit must not pin
+/// a task, a stream or a send budget for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn timed<T>(
+    write: impl std::future::Future<Output = std::result::Result<T, quinn::WriteError>>,
+) -> Result<T> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| Error::Timeout(WRITE_TIMEOUT, "the peer to take data"))?
+        .map_err(Error::from)
 }
 
 /// Writes one message as a frame.
 pub async fn write_message(send: &mut SendStream, message: &Message) -> Result<()> {
     let bytes = frame::encode(message)?;
-    send.write_all(&bytes).await?;
-    Ok(())
+    timed(send.write_all(&bytes)).await
 }
 
 /// Writes a chunk-data frame: the header, then the chunk's own `Bytes`
@@ -46,8 +79,7 @@ pub async fn write_chunk(
     data: Bytes,
 ) -> Result<()> {
     let header = frame::chunk_data_header(track, index, data.len())?;
-    send.write_all_chunks(&mut [header, data]).await?;
-    Ok(())
+    timed(send.write_all_chunks(&mut [header, data])).await
 }
 
 /// Writes an error reply.

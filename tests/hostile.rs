@@ -1,0 +1,248 @@
+//! A seed facing strangers: a hostile client on its own QUIC endpoint
+//! (quinn and the protocol crate, able to send anything) attacks a live
+//! node while an honest listener fetches beside it. Each test bounds what
+//! the attack could make the seed hold or send, and fails on the code
+//! before these limits.
+//!
+//! The attacker sits on 127.0.0.2, the honest listener on 127.0.0.1: two
+//! addresses on this machine's loopback.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BufMut;
+use chorus_protocol::message::{PeerInfo, WhoHas};
+use chorus_protocol::{Message, PeerId, TrackId};
+use chorus_streamer::identity::Identity;
+use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::transport::Transport;
+use common::*;
+
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+
+struct Target {
+    node: Node,
+    addr: SocketAddr,
+    track: TrackId,
+    _lib: tempfile::TempDir,
+}
+
+fn target(limits: NodeLimits) -> Target {
+    let lib = library_dir(&["apex-aleph.ogg"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let track = library.tracks().next().unwrap().manifest.id();
+    let node = Node::bind(
+        Arc::new(Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        library,
+        limits,
+    )
+    .unwrap();
+    let n = node.clone();
+    tokio::spawn(async move { n.serve().await });
+    let addr = node.transport().local_addr().unwrap();
+    Target { node, addr, track, _lib: lib }
+}
+
+fn attacker() -> Transport {
+    Transport::bind(
+        Arc::new(Identity::ephemeral().unwrap()),
+        (ATTACKER, 0).into(),
+        None,
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+/// An honest listener fetches the whole track and checks every byte.
+async fn honest_fetch(t: &Target) {
+    let client = client();
+    let peer = client.connect(t.addr, Some(t.node.transport().peer_id())).await.unwrap();
+    let manifest = peer.manifest(t.track).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let n = peer.fetch_to_file(&manifest, &out.path().join("t.ogg"), &|_| {}).await.unwrap();
+    assert_eq!(n, manifest.layout().byte_len());
+    client.close().await;
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Raw QUIC connections to the seed, no hello.
+async fn raw_connections(from: &Transport, to: SocketAddr, n: usize) -> Vec<quinn::Connection> {
+    let config =
+        chorus_streamer::tls::client_config(&Identity::ephemeral().unwrap(), &Default::default())
+            .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let connecting = from.endpoint().connect_with(config.clone(), to, "chorus").unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(5), connecting).await {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_prefixes_without_bodies_make_the_seed_hold_nothing() {
+    let t = target(NodeLimits::default());
+    let a = attacker();
+    let before = rss_kib();
+    // 8 connections × 64 streams, each announcing a 4 MiB frame (and, on
+    // half of them, one just under the request cap), then silence: 2 GiB
+    // if the seed allocated what was announced.
+    let conns = raw_connections(&a, t.addr, 8).await;
+    assert_eq!(conns.len(), 8);
+    let mut streams = Vec::new();
+    for c in &conns {
+        for i in 0..64u32 {
+            let (mut send, recv) = c.open_bi().await.unwrap();
+            let claim: u32 = if i % 2 == 0 { 4 << 20 } else { 120 << 10 };
+            send.write_all(&claim.to_be_bytes()).await.unwrap();
+            streams.push((send, recv));
+        }
+    }
+    honest_fetch(&t).await;
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 100, "the seed grew by {grown_mib} MiB for 2 KB of attack");
+    drop(streams);
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidirectional_streams_are_not_granted() {
+    let t = target(NodeLimits::default());
+    let a = attacker();
+    let conns = raw_connections(&a, t.addr, 1).await;
+    let opened = tokio::time::timeout(Duration::from_secs(1), conns[0].open_uni()).await;
+    assert!(opened.is_err(), "the seed granted a unidirectional stream nobody reads");
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_handshakes_from_one_address_lock_nobody_else_out() {
+    let limits =
+        NodeLimits { first_request_timeout: Duration::from_millis(300), ..NodeLimits::default() };
+    let per_ip = limits.max_connections_per_ip;
+    let t = target(limits);
+    let a = attacker();
+    // 600 handshakes that never ask anything, from one address.
+    let conns = raw_connections(&a, t.addr, 600).await;
+    assert!(conns.len() <= per_ip, "{} connections from one address", conns.len());
+    assert!(t.node.stats().refused.load(Relaxed) >= 600 - per_ip);
+    honest_fetch(&t).await;
+    // The idle ones are given up at their deadline (bounded wait).
+    for _ in 0..100 {
+        if t.node.stats().idle_closed.load(Relaxed) >= conns.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(t.node.stats().idle_closed.load(Relaxed) >= conns.len());
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_has_after_a_poisoned_peer_exchange_sends_nothing_to_strangers() {
+    let t = target(NodeLimits::default());
+    // The victim: an address (not the attacker's) it names as 256 peers.
+    let victim = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let v = victim.local_addr().unwrap();
+    let a = attacker();
+    let peer = a.connect(t.addr, None).await.unwrap();
+    let fakes: Vec<PeerInfo> = (0..256u32)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            PeerInfo { id: PeerId::from_bytes(id), addrs: vec![v] }
+        })
+        .collect();
+    let answer = peer.exchange_peers(fakes).await.unwrap();
+    assert!(answer.iter().all(|p| p.addrs != vec![v]), "heard addresses were passed on");
+    // A second stranger, its id proven by its certificate, names the victim
+    // as its own listening address in its hello.
+    let liar = raw_connections(&attacker(), t.addr, 1).await.remove(0);
+    let (mut send, mut recv) = liar.open_bi().await.unwrap();
+    let hello = Message::Hello(chorus_protocol::message::Hello {
+        min_version: 1,
+        max_version: 1,
+        peer_id: PeerId::from_bytes([7; 32]),
+        listen_addrs: vec![v],
+        agent: "liar".into(),
+    });
+    send.write_all(&chorus_protocol::frame::encode(&hello).unwrap()).await.unwrap();
+    send.finish().unwrap();
+    assert!(chorus_streamer::wire::read_frame(&mut recv).await.unwrap().is_some());
+    for _ in 0..64 {
+        let found = peer.who_has(TrackId::from_bytes([9; 32]), 2).await.unwrap();
+        assert!(found.is_empty());
+    }
+    // Anything the seed sent to the victim would be there by now: the
+    // queries were answered.
+    let mut buf = [0u8; 2048];
+    let mut got = 0;
+    while victim.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 0, "the seed sent {got} packets to an address a stranger named");
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_peer_is_refused_on_accept_too() {
+    let t = target(NodeLimits::default());
+    let identity = Arc::new(Identity::ephemeral().unwrap());
+    t.node.transport().ban(identity.peer_id());
+    let a = Transport::bind(identity, (ATTACKER, 0).into(), None, &Default::default()).unwrap();
+    let result = a.connect(t.addr, None).await;
+    let err = result.expect_err("a banned peer got a hello");
+    let code = match &err {
+        chorus_streamer::Error::Read(quinn::ReadError::ConnectionLost(
+            quinn::ConnectionError::ApplicationClosed(c),
+        ))
+        | chorus_streamer::Error::Connection(quinn::ConnectionError::ApplicationClosed(c)) => {
+            Some(c.error_code)
+        }
+        _ => None,
+    };
+    assert_eq!(code, Some(chorus_streamer::close::Closed::Banned.code()), "{err:?}");
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_silent_requests_get_an_error_or_a_deadline() {
+    let t =
+        target(NodeLimits { request_timeout: Duration::from_millis(300), ..Default::default() });
+    let a = attacker();
+    let conns = raw_connections(&a, t.addr, 1).await;
+    // A request frame over the request cap: refused at once with an error.
+    let (mut send, mut recv) = conns[0].open_bi().await.unwrap();
+    let mut frame = Vec::new();
+    frame.put_u32(200 << 10);
+    send.write_all(&frame).await.unwrap();
+    let reply = chorus_streamer::wire::read_frame(&mut recv).await.unwrap().unwrap();
+    assert!(matches!(reply.message, Message::Error(_)), "{:?}", reply.message);
+    // A WhoHas with its body cut short, then silence: the stream ends at
+    // the request deadline.
+    let (mut send, mut recv) = conns[0].open_bi().await.unwrap();
+    let whole = chorus_protocol::frame::encode(&Message::WhoHas(WhoHas {
+        query_id: 1,
+        track: TrackId::from_bytes([1; 32]),
+        hops_left: 0,
+    }))
+    .unwrap();
+    send.write_all(&whole[..whole.len() - 3]).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20)).await;
+    assert!(ended.is_ok(), "the seed held a silent request past its deadline");
+    t.node.shutdown().await;
+}
