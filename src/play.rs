@@ -264,6 +264,16 @@ pub async fn prepare(
                 let (entry, mut holders) = resolve(&peers, query).await?;
                 holders.extend(discover(pool.transport(), &peers, &holders, entry.track).await);
                 let (manifest, sources) = sources_for(&holders, entry.track).await?;
+                // A peer's word for a track's name counts only if the
+                // verified manifest carries the same tags.
+                let listed = !entry.file_name.is_empty() || entry.duration_ms > 0;
+                if listed && entry.tags != *manifest.tags() {
+                    bail!(
+                        "a peer listed track {} as {}, but its manifest says otherwise; not playing it",
+                        entry.track.fmt_short(),
+                        describe(&entry)
+                    );
+                }
                 Ok::<_, anyhow::Error>(Prepared::new(entry, manifest, sources))
             }
             .await;

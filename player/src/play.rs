@@ -478,7 +478,15 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 let track = Track { store, stats, cancel, options, hint, discard };
                 let spec = numbered(output, opened);
                 let was_open = open.is_some();
-                let result = decode_track(&track, &spec, &mut open);
+                // A panic inside the decoder ends this track with an error;
+                // the thread, the player and the queue go on.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decode_track(&track, &spec, &mut open)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!("the decoder crashed on this track; skipping it");
+                    Err(Error::NotPlayable("the decoder crashed on this track"))
+                });
                 if !was_open && open.is_some() {
                     opened += 1;
                 }

@@ -534,7 +534,18 @@ pub fn scan(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((path, _, _)) = to_index.get(i) else { break };
-                        out.push((i, index_file(path, config.chunk_size)));
+                        // A panic inside the demuxer costs that file only.
+                        let indexed =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                index_file(path, config.chunk_size)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(Error::NotAudio {
+                                    path: path.clone(),
+                                    reason: "the demuxer crashed on it".into(),
+                                })
+                            });
+                        out.push((i, indexed));
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                         progress(ScanProgress { done: d, total });
                     }
