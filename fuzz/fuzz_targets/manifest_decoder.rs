@@ -2,12 +2,7 @@
 //! canonical (its encoding is the input).
 #![no_main]
 
-use bytes::Bytes;
-use chorus_protocol::Manifest;
-use libfuzzer_sys::fuzz_target;
+#[path = "../props.rs"]
+mod props;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = Manifest::decode(Bytes::copy_from_slice(data)) {
-        assert_eq!(&m.encoded()[..], data);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| props::manifests(data));
