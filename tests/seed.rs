@@ -231,6 +231,41 @@ async fn a_file_changed_under_the_seed_is_never_served_as_the_old_track() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_under_the_seed_is_indexed_again_and_served_as_what_it_is() {
+    let lib_dir = library_dir(&["inevitable.mp3"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib_dir.path(), data.path());
+    let old = library.tracks().next().unwrap().manifest.clone();
+    let seed = Seed::start(library);
+    // Another song written over it (a tag editor, a re-rip).
+    let path = lib_dir.path().join("inevitable.mp3");
+    std::fs::copy(sample("beat-thee.mp3"), &path).unwrap();
+
+    let client = client();
+    let peer = client.connect(seed.addr, None).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let refused = peer.fetch_to_file(&old, &out.path().join("x.mp3"), &|_| {}).await;
+    assert!(refused.is_err(), "the old track's bytes are gone");
+    // Indexed again shortly after (bounded wait): the new song is served.
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = peer.search("", 10).await.unwrap();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found.len(), 1, "the replaced file is served again");
+    assert_eq!(found[0].tags.title.as_deref(), Some("Beat Thee"));
+    assert_ne!(found[0].track, old.id());
+    let fresh = peer.manifest(found[0].track).await.unwrap();
+    let n = peer.fetch_to_file(&fresh, &out.path().join("y.mp3"), &|_| {}).await.unwrap();
+    assert_eq!(n, std::fs::metadata(sample("beat-thee.mp3")).unwrap().len());
+    client.close().await;
+    seed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifest_can_be_asked_for_with_the_hello() {
     let lib_dir = library_dir(&["apex-aleph.ogg"]);
     let data = tempfile::tempdir().unwrap();

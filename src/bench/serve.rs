@@ -129,9 +129,16 @@ impl Throughput {
     }
 }
 
-fn client_endpoint(limits: &TransportLimits) -> Result<quinn::Endpoint> {
+/// The loopback address of the `i`th client: listeners come from their own
+/// addresses, as on a network (a seed takes at most a few connections from
+/// one address).
+fn client_ip(i: usize) -> [u8; 4] {
+    [127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8]
+}
+
+fn client_endpoint(limits: &TransportLimits, i: usize) -> Result<quinn::Endpoint> {
     let identity = Identity::ephemeral()?;
-    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+    let mut endpoint = quinn::Endpoint::client((client_ip(i), 0).into())?;
     endpoint.set_default_client_config(tls::client_config(&identity, limits)?);
     Ok(endpoint)
 }
@@ -146,25 +153,22 @@ async fn run_load(
     let bytes = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    // A few client endpoints, so the client side is not one socket's worth.
+    // One client endpoint per connection, each on its own loopback address.
     let mut conns = Vec::new();
     match protocol {
         Protocol::Chorus => {
             // Real chorus clients (the hello exchanged); the requests then
             // go on the raw connection.
-            let transports: Vec<_> = (0..4)
-                .map(|_| Transport::client(Arc::new(Identity::ephemeral()?), limits))
-                .collect::<Result<_, _>>()?;
             for i in 0..load.connections {
-                let peer = transports[i % transports.len()].connect(addr, None).await?;
+                let identity = Arc::new(Identity::ephemeral()?);
+                let t = Transport::bind(identity, (client_ip(i), 0).into(), None, limits)?;
+                let peer = t.connect(addr, None).await?;
                 conns.push(peer.connection().clone());
             }
         }
         Protocol::Bare => {
-            let endpoints: Vec<quinn::Endpoint> =
-                (0..4).map(|_| client_endpoint(limits)).collect::<Result<_>>()?;
             for i in 0..load.connections {
-                let e = &endpoints[i % endpoints.len()];
+                let e = client_endpoint(limits, i)?;
                 conns.push(e.connect(addr, "chorus")?.await.context("connecting to the server")?);
             }
         }

@@ -138,7 +138,7 @@ impl Swarm {
         let identity = Arc::new(Identity::ephemeral()?);
         Ok(Transport::bind_emulated(
             identity,
-            ([127, 0, 0, 1], 0).into(),
+            next_addr(),
             None,
             &Default::default(),
             Some((self.profile.clone(), self.link_seed())),
@@ -168,6 +168,15 @@ impl Swarm {
 
 const LINK_SEED_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// A loopback address of its own for each node and listener of a bench
+/// swarm (127.1.0.1, 127.1.0.2, …): peers on a network come from their own
+/// addresses, and a seed takes only a few connections from one.
+fn next_addr() -> std::net::SocketAddr {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (250 * 250);
+    ([127, 1, 1 + (i / 250) as u8, 1 + (i % 250) as u8], 0).into()
+}
+
 fn hash_name(name: &str) -> u64 {
     name.bytes()
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
@@ -181,14 +190,8 @@ fn start_node(
 ) -> Result<Node> {
     std::fs::create_dir_all(dir)?;
     let identity = Arc::new(Identity::load_or_create(dir)?);
-    let node = Node::bind_emulated(
-        identity,
-        ([127, 0, 0, 1], 0).into(),
-        library,
-        cache,
-        NodeLimits::default(),
-        link,
-    )?;
+    let node =
+        Node::bind_emulated(identity, next_addr(), library, cache, NodeLimits::default(), link)?;
     let n = node.clone();
     tokio::spawn(async move { n.serve().await });
     Ok(node)

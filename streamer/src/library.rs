@@ -177,6 +177,13 @@ impl Library {
         self.tracks.remove(id)
     }
 
+    /// Adds a track indexed on its own (a file indexed again after it
+    /// changed), keeping the library's order.
+    pub fn add(&mut self, track: LibraryTrack) {
+        self.insert(track);
+        self.sort();
+    }
+
     fn insert(&mut self, track: LibraryTrack) {
         let id = track.manifest.id();
         if self.tracks.contains_key(&id) {

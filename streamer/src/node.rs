@@ -126,6 +126,8 @@ struct Shared {
     outbound: std::sync::Mutex<std::collections::HashMap<PeerId, crate::client::Peer>>,
     /// Tokens for forwarding dials.
     dial_budget: std::sync::Mutex<(f64, std::time::Instant)>,
+    /// Library files being indexed again after they changed.
+    reindexing: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 /// Forwarding dials: a burst of 8, then one a second. A who-has never
@@ -251,6 +253,7 @@ impl Node {
             per_ip: Default::default(),
             outbound: Default::default(),
             dial_budget: std::sync::Mutex::new((FORWARD_DIALS.0, std::time::Instant::now())),
+            reindexing: Default::default(),
         });
         Ok(Self { transport, shared })
     }
@@ -619,7 +622,7 @@ fn priority(deadline_ms: u32) -> i32 {
 }
 
 async fn serve_chunks(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     budget: &Semaphore,
     send: &mut SendStream,
     r: ChunkRequest,
@@ -656,7 +659,7 @@ async fn serve_chunks(
 /// sends it. Returns false (after an error frame) if the file changed
 /// since it was indexed: the track is then withdrawn.
 async fn send_library_chunk(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     budget: &Semaphore,
     send: &mut SendStream,
     track: &Arc<LibraryTrack>,
@@ -705,7 +708,7 @@ async fn send_library_chunk(
 /// chunks from the start point within the asker's budget, at the highest
 /// priority. Everything a decoder needs to start, in one response.
 async fn serve_start(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     budget: &Semaphore,
     send: &mut SendStream,
     r: StartRequest,
@@ -864,9 +867,46 @@ impl Shared {
     }
 }
 
-fn drop_track(shared: &Shared, track: &LibraryTrack) {
+/// Withdraws a track whose file changed or vanished under the node, and
+/// indexes the file again a moment later: what it holds now is served as
+/// the new track it is (a file still being written is left for the next
+/// scan).
+fn drop_track(shared: &Arc<Shared>, track: &LibraryTrack) {
     shared.forget_file(&track.manifest.id());
     if let Ok(mut l) = shared.library.write() {
         l.remove(&track.manifest.id());
     }
+    let path = track.path.clone();
+    let fresh = shared.reindexing.lock().is_ok_and(|mut r| r.insert(path.clone()));
+    if !fresh {
+        return;
+    }
+    let (shared, chunk_size) = (shared.clone(), track.manifest.layout().chunk_size());
+    tokio::spawn(async move {
+        tokio::time::sleep(REINDEX_AFTER).await;
+        let p = path.clone();
+        let indexed =
+            tokio::task::spawn_blocking(move || crate::library::index_file(&p, chunk_size)).await;
+        match indexed {
+            Ok(Ok(t)) => {
+                tracing::info!(
+                    "{}: indexed again as {}",
+                    path.display(),
+                    t.manifest.id().fmt_short()
+                );
+                if let Ok(mut l) = shared.library.write() {
+                    l.add(t);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("{}: not served until the next scan: {e}", path.display()),
+            Err(e) => tracing::warn!("{}: indexing failed: {e}", path.display()),
+        }
+        if let Ok(mut r) = shared.reindexing.lock() {
+            r.remove(&path);
+        }
+    });
 }
+
+/// How long after a library file changed under the node it is indexed
+/// again: a program rewriting it has usually finished by then.
+const REINDEX_AFTER: Duration = Duration::from_millis(500);
