@@ -16,10 +16,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BufMut;
-use chorus_protocol::message::{PeerInfo, WhoHas};
+use chorus_protocol::message::{
+    CatalogEntry, ManifestResponse, PeerInfo, SearchResponse, Want, WhoHas,
+};
 use chorus_protocol::{Message, PeerId, TrackId};
 use chorus_streamer::identity::Identity;
 use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::start::Pool;
 use chorus_streamer::transport::Transport;
 use common::*;
 
@@ -245,4 +248,81 @@ async fn oversized_and_silent_requests_get_an_error_or_a_deadline() {
     let ended = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20)).await;
     assert!(ended.is_ok(), "the seed held a silent request past its deadline");
     t.node.shutdown().await;
+}
+
+/// A hostile server: answers hellos, and answers every start request with
+/// `entry` (a name it makes up) and the manifest of another track.
+async fn lying_server(
+    entry: CatalogEntry,
+    manifest: chorus_protocol::Manifest,
+) -> (SocketAddr, PeerId) {
+    let identity = Identity::ephemeral().unwrap();
+    let id = identity.peer_id();
+    let config = chorus_streamer::tls::server_config(&identity, &Default::default()).unwrap();
+    let endpoint = quinn::Endpoint::server(config, SocketAddr::from((ATTACKER, 0))).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(conn) = incoming.await else { continue };
+            let (entry, manifest) = (entry.clone(), manifest.clone());
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else {
+                        continue;
+                    };
+                    let replies = match f.message {
+                        Message::Hello(mut h) => {
+                            h.peer_id = id;
+                            vec![Message::Hello(h)]
+                        }
+                        Message::StartRequest(_) => vec![
+                            Message::SearchResponse(SearchResponse {
+                                results: vec![entry.clone()],
+                            }),
+                            Message::ManifestResponse(ManifestResponse {
+                                track: manifest.id(),
+                                manifest: manifest.encoded().clone(),
+                                origin: true,
+                            }),
+                        ],
+                        _ => vec![],
+                    };
+                    for m in replies {
+                        let _ = chorus_streamer::wire::write_message(&mut send, &m).await;
+                    }
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    (addr, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_named_like_the_query_by_a_liar_is_not_played_under_that_name() {
+    // The honest seed holds "Inevitable"; the liar serves "Apex Aleph" but
+    // lists it as "Inevitable".
+    let lib = library_dir(&["inevitable.mp3"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let honest = Seed::start(library);
+    let other = library_dir(&["apex-aleph.ogg"]);
+    let (apex, _, _) = scan(other.path(), data.path());
+    let apex = apex.tracks().next().unwrap().manifest.clone();
+    let mut entry = chorus_streamer::library::catalog_entry(&apex, "inevitable.mp3".into());
+    entry.tags.title = Some("Inevitable".into());
+    let (liar, liar_id) = lying_server(entry, apex.clone()).await;
+
+    let want = Want::Query("inevitable".into());
+    let listener = client();
+    // The liar alone: refused, not played.
+    let alone = Pool::dial(&listener, &[(liar, Some(liar_id))]);
+    let refused = alone.start(&want, Duration::ZERO).await;
+    assert!(refused.is_err(), "a made-up name was believed");
+    // The liar and the honest seed: the start ends up with the real track.
+    let both = Pool::dial(&listener, &[(liar, Some(liar_id)), (honest.addr, Some(honest.id))]);
+    let started = both.start(&want, Duration::ZERO).await.unwrap();
+    assert_eq!(started.answer.manifest.tags().title.as_deref(), Some("Inevitable"));
+    assert_ne!(started.answer.manifest.id(), apex.id());
+    honest.stop().await;
 }
