@@ -16,7 +16,7 @@ use chorus_protocol::Manifest;
 use chorus_streamer::fetch::{
     FetchConfig, FetchControl, FetchStats, Source, fetch_in_order, fetch_track,
 };
-use chorus_streamer::store::TrackStore;
+use chorus_streamer::store::{MEMORY_WINDOW, TrackStore};
 
 use crate::convert::Converter;
 use crate::decode::{Decoder, extension_hint};
@@ -249,7 +249,10 @@ impl Player {
         started: Instant,
         on_start: impl FnOnce(&Playback),
     ) -> Result<PlaybackReport> {
-        let store = Arc::new(TrackStore::new(manifest.clone()));
+        let store = Arc::new(match &options.fetch.cache {
+            Some(cache) => TrackStore::with_cache(manifest.clone(), cache.clone(), MEMORY_WINDOW),
+            None => TrackStore::new(manifest.clone()),
+        });
         let bytes_from_cache = match &options.fetch.cache {
             Some(cache) => prefill_from_cache(cache, &store).await,
             None => 0,
@@ -422,9 +425,10 @@ impl Counters {
     }
 }
 
-/// Loads what the cache holds of the track into the store (each chunk is
-/// verified on the way), and registers the track with the cache. Returns
-/// the bytes loaded.
+/// Registers the track with the cache and marks what the cache holds of
+/// it as present in the store, without reading it: the reader loads each
+/// chunk from the cache (verified again) when it gets there. Returns those
+/// chunks' bytes.
 async fn prefill_from_cache(
     cache: &Arc<chorus_streamer::cache::ChunkCache>,
     store: &Arc<TrackStore>,
@@ -436,15 +440,18 @@ async fn prefill_from_cache(
             tracing::warn!("cache unavailable: {e}");
             return 0;
         }
+        let held = cache.have(&id).into_iter().flat_map(|r| r.start..r.start + r.len);
+        if cache.stores() {
+            return store.adopt_cached(held);
+        }
+        // A read-only cache cannot take chunks back after the store drops
+        // them: read what it holds into the store.
         let mut bytes = 0;
-        for run in cache.have(&id) {
-            for i in run.start..run.start + run.len {
-                let index = chorus_protocol::ChunkIndex(i);
-                if let Some(chunk) = cache.get_chunk(&id, index) {
-                    let len = chunk.data().len() as u64;
-                    if store.insert(chunk).is_ok() {
-                        bytes += len;
-                    }
+        for i in held {
+            if let Some(chunk) = cache.get_chunk(&id, chorus_protocol::ChunkIndex(i)) {
+                let len = chunk.data().len() as u64;
+                if store.insert(chunk).is_ok() {
+                    bytes += len;
                 }
             }
         }

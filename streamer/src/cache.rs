@@ -306,6 +306,11 @@ impl ChunkCache {
         runs
     }
 
+    /// True if the chunk is held.
+    pub fn holds(&self, id: &TrackId, index: ChunkIndex) -> bool {
+        self.lock().tracks.get(id).is_some_and(|t| t.have.get(index.as_usize()) == Some(&true))
+    }
+
     /// True if every chunk of the track is held.
     pub fn is_complete(&self, id: &TrackId) -> bool {
         self.lock().tracks.get(id).is_some_and(|t| t.have.iter().all(|h| *h))

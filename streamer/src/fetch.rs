@@ -300,6 +300,9 @@ pub async fn fetch_track(
             keys.insert(key, sources.len());
             sources.push(s);
         }
+        for lost in store.take_lost() {
+            sched.forget(lost);
+        }
         if sched.is_complete() {
             if !started {
                 let sent = stats.requests.load(Ordering::Relaxed);

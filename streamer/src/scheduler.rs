@@ -469,6 +469,15 @@ impl Scheduler {
         }
     }
 
+    /// A chunk that was here is missing again (the cache it was kept in
+    /// lost it): it will be asked for like any missing chunk.
+    pub fn forget(&mut self, chunk: u32) {
+        if let Some(ChunkState::Here) = self.state.get(chunk as usize) {
+            self.state[chunk as usize] = ChunkState::Missing;
+            self.here -= 1;
+        }
+    }
+
     /// Records a chunk already on its way from `peer` without a request
     /// of ours (the rest of a start response): it is in flight like a
     /// request, so it is not asked for again unless it is late.

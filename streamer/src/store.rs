@@ -6,16 +6,34 @@
 //! and blocks until the chunk arrives, the store is closed, or the fetcher
 //! gives up ([`TrackStore::fail`]); it never hands out unverified bytes.
 //!
-//! Locking: one `std::sync::Mutex` held only for bookkeeping (no I/O, no
-//! await while held); the reader waits on a `Condvar`, the fetcher on a
-//! `tokio::sync::Notify`.
+//! Memory is bounded when the store has a cache to spill to
+//! ([`TrackStore::with_cache`]): at most [`MEMORY_WINDOW`] bytes of chunks
+//! stay in memory; those farthest from the reader are dropped once the
+//! cache holds them, and read back (verified again) when the reader comes
+//! back to them. A chunk the cache has lost meanwhile is reported to the
+//! fetcher ([`TrackStore::take_lost`]) and fetched again.
+//!
+//! Locking: one `std::sync::Mutex` held only for bookkeeping (no await while
+//! held; the cache's own lock may be taken inside it, never the other way
+//! round); disk reads happen outside it. The reader waits on a `Condvar`,
+//! the fetcher on a `tokio::sync::Notify`.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chorus_protocol::{ChunkIndex, Manifest, ProtocolError, VerifiedChunk};
+
+use crate::cache::ChunkCache;
+
+/// Chunk bytes a store with a cache keeps in memory: 8 MiB is over three
+/// minutes of 320 kb/s audio and a minute of lossless, around the reader;
+/// the rest lives in the cache files. (Without a cache, the whole track
+/// stays in memory: it has nowhere else to be.)
+pub const MEMORY_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// Why a blocking read could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +52,12 @@ pub enum ReadError {
 #[derive(Debug)]
 struct Inner {
     chunks: Vec<Option<Bytes>>,
+    /// Present, but only in the cache (dropped from memory).
+    spilled: Vec<bool>,
+    /// Bytes of `chunks` held in memory.
+    held: u64,
+    /// Spilled chunks the cache no longer had: for the fetcher.
+    lost: Vec<u32>,
     present: u32,
     urgent: VecDeque<u32>,
     /// The chunk the reader read last: where the playhead's data is.
@@ -48,6 +72,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct TrackStore {
     manifest: Manifest,
+    /// Where chunks beyond the memory window live, and the window.
+    spill: Option<(Arc<ChunkCache>, u64)>,
     inner: Mutex<Inner>,
     arrived: Condvar,
     wake_fetcher: tokio::sync::Notify,
@@ -56,11 +82,26 @@ pub struct TrackStore {
 impl TrackStore {
     /// An empty store for `manifest`'s track.
     pub fn new(manifest: Manifest) -> Self {
+        Self::build(manifest, None)
+    }
+
+    /// An empty store that keeps at most `window` bytes of chunks in
+    /// memory and the rest in `cache` (when the cache stores anything).
+    pub fn with_cache(manifest: Manifest, cache: Arc<ChunkCache>, window: u64) -> Self {
+        let spill = cache.stores().then_some((cache, window));
+        Self::build(manifest, spill)
+    }
+
+    fn build(manifest: Manifest, spill: Option<(Arc<ChunkCache>, u64)>) -> Self {
         let n = manifest.layout().count() as usize;
         Self {
             manifest,
+            spill,
             inner: Mutex::new(Inner {
                 chunks: vec![None; n],
+                spilled: vec![false; n],
+                held: 0,
+                lost: Vec::new(),
                 present: 0,
                 urgent: VecDeque::new(),
                 cursor: 0,
@@ -97,21 +138,87 @@ impl TrackStore {
         let index = chunk.index();
         let data = chunk.into_data();
         let mut inner = self.lock();
-        let slot = &mut inner.chunks[index.as_usize()];
-        if slot.is_some() {
+        let i = index.as_usize();
+        if inner.chunks[i].is_some() || inner.spilled[i] {
             return Ok(false);
         }
-        *slot = Some(data);
+        inner.held += data.len() as u64;
+        inner.chunks[i] = Some(data);
         inner.present += 1;
         inner.urgent.retain(|&u| u != index.0);
+        self.trim(&mut inner);
         drop(inner);
         self.arrived.notify_all();
         Ok(true)
     }
 
-    /// True if the chunk is present.
+    /// Records chunks the cache holds as present without reading them (a
+    /// replay): they are read from the cache when the reader gets there.
+    /// Returns their bytes. Without a cache to spill to, does nothing.
+    pub fn adopt_cached(&self, chunks: impl IntoIterator<Item = u32>) -> u64 {
+        if self.spill.is_none() {
+            return 0;
+        }
+        let layout = *self.manifest.layout();
+        let mut inner = self.lock();
+        let mut bytes = 0;
+        for c in chunks {
+            let Ok(index) = layout.index(c) else { continue };
+            let i = index.as_usize();
+            if inner.chunks[i].is_none() && !inner.spilled[i] {
+                inner.spilled[i] = true;
+                inner.present += 1;
+                bytes += layout.chunk_len(index);
+            }
+        }
+        drop(inner);
+        self.arrived.notify_all();
+        bytes
+    }
+
+    /// Keeps the bytes in memory within the window: the chunks farthest
+    /// from the reader go first, and only those the cache holds.
+    fn trim(&self, inner: &mut Inner) {
+        let Some((cache, window)) = &self.spill else { return };
+        if inner.held <= *window {
+            return;
+        }
+        let id = self.manifest.id();
+        let cursor = inner.cursor;
+        let mut candidates: Vec<u32> = (0..inner.chunks.len() as u32)
+            .filter(|&c| inner.chunks[c as usize].is_some() && c.abs_diff(cursor) > 1)
+            .collect();
+        candidates.sort_by_key(|&c| std::cmp::Reverse(c.abs_diff(cursor)));
+        // Down to three quarters, so trimming is not redone every insert.
+        for c in candidates {
+            if inner.held <= window - window / 4 {
+                break;
+            }
+            if cache.holds(&id, ChunkIndex(c)) {
+                if let Some(data) = inner.chunks[c as usize].take() {
+                    inner.held -= data.len() as u64;
+                    inner.spilled[c as usize] = true;
+                }
+            }
+        }
+    }
+
+    /// Chunk bytes held in memory now.
+    pub fn held_bytes(&self) -> u64 {
+        self.lock().held
+    }
+
+    /// Chunks that were present but that the cache lost (evicted, or rot):
+    /// they are missing again and must be fetched again.
+    pub fn take_lost(&self) -> Vec<u32> {
+        std::mem::take(&mut self.lock().lost)
+    }
+
+    /// True if the chunk is present (in memory or in the cache).
     pub fn has(&self, index: u32) -> bool {
-        self.lock().chunks.get(index as usize).is_some_and(Option::is_some)
+        let inner = self.lock();
+        let i = index as usize;
+        inner.chunks.get(i).is_some_and(Option::is_some) || inner.spilled.get(i) == Some(&true)
     }
 
     /// Chunks present.
@@ -134,6 +241,9 @@ impl TrackStore {
         let mut inner = self.lock();
         inner.cursor = index.0;
         loop {
+            if inner.spilled[index.as_usize()] {
+                inner = self.unspill(inner, index);
+            }
             if let Some(data) = &inner.chunks[index.as_usize()] {
                 let start = layout.byte_range(index).start;
                 let within = (offset - start) as usize;
@@ -161,6 +271,38 @@ impl TrackStore {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
+    }
+
+    /// Reads a spilled chunk back from the cache (outside the lock). A
+    /// chunk the cache no longer has is missing again: reported lost.
+    fn unspill<'a>(
+        &'a self,
+        inner: MutexGuard<'a, Inner>,
+        index: ChunkIndex,
+    ) -> MutexGuard<'a, Inner> {
+        let Some((cache, _)) = &self.spill else { return inner };
+        drop(inner);
+        let chunk = cache.get_chunk(&self.manifest.id(), index);
+        let mut inner = self.lock();
+        let i = index.as_usize();
+        if !inner.spilled[i] {
+            return inner;
+        }
+        inner.spilled[i] = false;
+        match chunk {
+            Some(c) => {
+                let data = c.into_data();
+                inner.held += data.len() as u64;
+                inner.chunks[i] = Some(data);
+                self.trim(&mut inner);
+            }
+            None => {
+                inner.present -= 1;
+                inner.lost.push(index.0);
+                self.wake_fetcher.notify_one();
+            }
+        }
+        inner
     }
 
     /// Tells the fetcher that a seek to `chunk` is coming.
@@ -202,7 +344,7 @@ impl TrackStore {
             .urgent
             .iter()
             .copied()
-            .filter(|&u| inner.chunks[u as usize].is_none())
+            .filter(|&u| inner.chunks[u as usize].is_none() && !inner.spilled[u as usize])
             .chain(inner.hint)
             .collect()
     }
@@ -271,6 +413,59 @@ mod tests {
         let got = reader.join().unwrap().unwrap();
         assert_eq!(got, chunks[2][52..152].to_vec());
         assert!(s.blocked().is_empty());
+    }
+
+    #[test]
+    fn with_a_cache_memory_stays_in_the_window_and_spilled_chunks_read_back() {
+        let (s0, chunks) = store(16 * 1024, 0..10);
+        let m = s0.manifest().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+        cache.put_manifest(&m).unwrap();
+        let s = TrackStore::with_cache(m.clone(), cache.clone(), 4 * 1024);
+        let mut most = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            let v = m.verify(ChunkIndex(i as u32), c.clone()).unwrap();
+            cache.put_chunk(&v).unwrap();
+            s.insert(v).unwrap();
+            most = most.max(s.held_bytes());
+        }
+        assert!(most <= 4 * 1024, "held {most} bytes, window 4096");
+        assert!(s.is_complete() && (0..16).all(|i| s.has(i)));
+        // The reader goes back to the start: read from the cache, verified.
+        let mut buf = [0u8; 1024];
+        assert_eq!(s.read_at(0, &mut buf, Duration::from_secs(1)), Ok(1024));
+        assert_eq!(&buf[..], &chunks[0][..]);
+        assert!(s.held_bytes() <= 4 * 1024);
+        // A chunk the cache lost is missing again, and the fetcher is told.
+        let gone = (1..16).find(|&i| s.lock().chunks[i as usize].is_none()).unwrap();
+        std::fs::remove_file(dir.path().join(m.id().to_string()).join(gone.to_string())).unwrap();
+        let offset = u64::from(gone) * 1024;
+        assert_eq!(
+            s.read_at(offset, &mut buf, Duration::from_millis(20)),
+            Err(ReadError::TimedOut(gone))
+        );
+        assert_eq!(s.take_lost(), vec![gone]);
+        assert!(!s.has(gone) && s.blocked().contains(&gone));
+    }
+
+    #[test]
+    fn a_replay_adopts_cached_chunks_without_reading_them() {
+        let (s0, chunks) = store(8 * 1024, 0..10);
+        let m = s0.manifest().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+        cache.put_manifest(&m).unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            cache.put_chunk(&m.verify(ChunkIndex(i as u32), c.clone()).unwrap()).unwrap();
+        }
+        let s = TrackStore::with_cache(m, cache, 2 * 1024);
+        assert_eq!(s.adopt_cached(0..8), 8 * 1024);
+        assert!(s.is_complete());
+        assert_eq!(s.held_bytes(), 0, "nothing read yet");
+        let mut buf = [0u8; 1024];
+        assert_eq!(s.read_at(5 * 1024, &mut buf, Duration::from_secs(1)), Ok(1024));
+        assert_eq!(&buf[..], &chunks[5][..]);
     }
 
     #[test]
