@@ -206,6 +206,9 @@ pub async fn prepare(
             let (p, first) = (pool.clone(), s.source.peer.clone());
             tokio::spawn(async move {
                 let discovering = async {
+                    // In the background: let every dial answer (bounded)
+                    // so each peer is asked.
+                    p.settle(CONNECT_GRACE).await;
                     let asked = p.peers();
                     let mut known = asked.clone();
                     known.push(first);
@@ -446,6 +449,8 @@ impl Session<'_> {
     {
         let Prepared { entry, manifest, sources, joins, .. } = prepared;
         let mut joins = joins;
+        // Sources that joined before the player handed back its handle.
+        let mut early_joins: Vec<Source> = Vec::new();
         let total = manifest.duration();
         let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
         let h = handle.clone();
@@ -484,8 +489,14 @@ impl Session<'_> {
                     if let Some(p) = current() { p.stop(); }
                 }
                 source = joined => match (source, current()) {
-                    (Some(s), Some(p)) => p.add_source(s),
-                    (Some(_), None) => {}
+                    (Some(s), Some(p)) => {
+                        for early in early_joins.drain(..) {
+                            p.add_source(early);
+                        }
+                        p.add_source(s);
+                    }
+                    // Before the player handed back its handle: kept.
+                    (Some(s), None) => early_joins.push(s),
                     (None, _) => joins = None,
                 },
                 Some(k) = key => {
@@ -511,6 +522,9 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     let Some(p) = current() else { continue };
+                    for early in early_joins.drain(..) {
+                        p.add_source(early);
+                    }
                     let played = p.stats.played();
                     let base = *played_before.get_or_insert(played);
                     let pos = p.stats.position();
@@ -860,6 +874,8 @@ pub async fn play_track(
     started: Instant,
 ) -> Result<PlaybackReport> {
     let Prepared { manifest, sources, head, mut joins, .. } = prepared;
+    // Sources that joined before the player handed back its handle.
+    let mut early_joins: Vec<Source> = Vec::new();
     options.head = head;
     let mut player = Player::new(output_spec(out), false);
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
@@ -887,11 +903,22 @@ pub async fn play_track(
                 if let Some(p) = current() { p.stop(); }
             }
             source = joined => match (source, current()) {
-                (Some(s), Some(p)) => p.add_source(s),
-                (Some(_), None) => {}
+                (Some(s), Some(p)) => {
+                    for early in early_joins.drain(..) {
+                        p.add_source(early);
+                    }
+                    p.add_source(s);
+                }
+                // Before the player handed back its handle: kept.
+                (Some(s), None) => early_joins.push(s),
                 (None, _) => joins = None,
             },
             _ = tick.tick() => {
+                if let Some(p) = current() {
+                    for early in early_joins.drain(..) {
+                        p.add_source(early);
+                    }
+                }
                 if let Some(p) = current().filter(|p| limit.is_some_and(|l| p.stats.played() >= l)) {
                     p.stop();
                 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use chorus_protocol::message::{
-    CatalogEntry, ManifestResponse, PeerInfo, SearchResponse, Want, WhoHas,
+    CatalogEntry, ManifestResponse, PeerInfo, SearchResponse, Want, WhoHas, WhoHasReply,
 };
 use chorus_protocol::{Message, PeerId, TrackId};
 use chorus_streamer::identity::Identity;
@@ -250,11 +250,13 @@ async fn oversized_and_silent_requests_get_an_error_or_a_deadline() {
     t.node.shutdown().await;
 }
 
-/// A hostile server: answers hellos, and answers every start request with
-/// `entry` (a name it makes up) and the manifest of another track.
+/// A hostile server: answers hellos, answers every start request with
+/// `entry` (a name it makes up) and the manifest of another track, and
+/// every who-has with `fakes`.
 async fn lying_server(
     entry: CatalogEntry,
     manifest: chorus_protocol::Manifest,
+    fakes: Vec<PeerInfo>,
 ) -> (SocketAddr, PeerId) {
     let identity = Identity::ephemeral().unwrap();
     let id = identity.peer_id();
@@ -264,7 +266,7 @@ async fn lying_server(
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let Ok(conn) = incoming.await else { continue };
-            let (entry, manifest) = (entry.clone(), manifest.clone());
+            let (entry, manifest, fakes) = (entry.clone(), manifest.clone(), fakes.clone());
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                     let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else {
@@ -285,6 +287,11 @@ async fn lying_server(
                                 origin: true,
                             }),
                         ],
+                        Message::WhoHas(q) => vec![Message::WhoHasReply(WhoHasReply {
+                            query_id: q.query_id,
+                            track: q.track,
+                            peers: fakes.clone(),
+                        })],
                         _ => vec![],
                     };
                     for m in replies {
@@ -311,7 +318,7 @@ async fn a_track_named_like_the_query_by_a_liar_is_not_played_under_that_name() 
     let apex = apex.tracks().next().unwrap().manifest.clone();
     let mut entry = chorus_streamer::library::catalog_entry(&apex, "inevitable.mp3".into());
     entry.tags.title = Some("Inevitable".into());
-    let (liar, liar_id) = lying_server(entry, apex.clone()).await;
+    let (liar, liar_id) = lying_server(entry, apex.clone(), vec![]).await;
 
     let want = Want::Query("inevitable".into());
     let listener = client();
@@ -324,5 +331,61 @@ async fn a_track_named_like_the_query_by_a_liar_is_not_played_under_that_name() 
     let started = both.start(&want, Duration::ZERO).await.unwrap();
     assert_eq!(started.answer.manifest.tags().title.as_deref(), Some("Inevitable"));
     assert_ne!(started.answer.manifest.id(), apex.id());
+    honest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_naming_256_dead_holders_neither_stalls_playback_nor_gets_them_dialled() {
+    let lib = library_dir(&["inevitable.mp3"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    let entry = chorus_streamer::library::catalog_entry(&manifest, "inevitable.mp3".into());
+    let honest = Seed::start(library);
+    // 256 "holders": sockets of ours that never answer, each counting.
+    let dead: Vec<UdpSocket> =
+        (0..256).map(|_| UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap()).collect();
+    let fakes: Vec<PeerInfo> = dead
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut id = [0xd0u8; 32];
+            id[..4].copy_from_slice(&(i as u32).to_be_bytes());
+            PeerInfo { id: PeerId::from_bytes(id), addrs: vec![s.local_addr().unwrap()] }
+        })
+        .collect();
+    // The liar serves the real track (its manifest verifies) and names the
+    // dead sockets as holders of anything.
+    let (liar, liar_id) = lying_server(entry, manifest, fakes).await;
+    let client_dir = tempfile::tempdir().unwrap();
+    let (seed_arg, liar_arg) =
+        (format!("{}@{}", honest.id, honest.addr), format!("{liar_id}@{liar}"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("--data-dir")
+            .arg(client_dir.path())
+            .args(["-q", "play", "inevitable", "--out", "null", "--duration", "1"])
+            .args(["--peer", &seed_arg, "--peer", &liar_arg])
+            .env_remove("CHORUS_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("played 0:01"), "{said}");
+    let mut buf = [0u8; 2048];
+    let dialled = dead
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            s.recv(&mut buf).is_ok()
+        })
+        .count();
+    // The listener did act on what it heard (so the bound is what this
+    // measures), but dialled a bounded few.
+    assert!((1..=8).contains(&dialled), "{dialled} of 256 announced holders were dialled");
     honest.stop().await;
 }

@@ -272,6 +272,8 @@ pub async fn fetch_track(
     // The first start (a seek raises `ready` again): what the count of
     // requests before the first note refers to.
     let mut started = control.ready.load(Ordering::Relaxed);
+    // When the last live peer was lost (a joining one may still come).
+    let mut alone_since: Option<Duration> = None;
     let result = loop {
         if store.is_closed() {
             break Ok(());
@@ -345,8 +347,16 @@ pub async fn fetch_track(
         for action in sched.poll(t) {
             act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
         }
+        // No live peer: others may still be joining (their handshake or
+        // manifest answer came later than a source that failed at once), so
+        // wait up to the stall timeout for one before giving up.
         if sched.live_peers() == 0 {
-            break Err("no peers left to fetch from".to_owned());
+            let since = *alone_since.get_or_insert(t);
+            if t.saturating_sub(since) >= config.stall_timeout {
+                break Err("no peers left to fetch from".to_owned());
+            }
+        } else {
+            alone_since = None;
         }
         tokio::select! {
             ev = rx.recv() => {
