@@ -1,6 +1,7 @@
 //! `chorus play`: find a track among peers, stream it and play it.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use chorus_player::sink::OutputSpec;
 use chorus_protocol::VerifiedChunk;
 use chorus_protocol::message::CatalogEntry;
 use chorus_protocol::message::Want;
-use chorus_protocol::{Manifest, TrackId};
+use chorus_protocol::{Manifest, PeerId, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
 use chorus_streamer::fetch::{PREFETCH_AHEAD, PREFETCH_LEAD, Source, prefetch};
 use chorus_streamer::start::{Pool, Timeline};
@@ -711,35 +712,17 @@ pub async fn discover(
     }
     let me = transport.peer_id();
     let mut seen: Vec<_> = known.iter().map(Peer::id).collect();
-    let mut dials = Vec::new();
+    let mut heard = Vec::new();
     for info in found {
         if info.id == me || seen.contains(&info.id) || transport.is_banned(&info.id) {
             continue;
         }
         seen.push(info.id);
-        let Some(addr) = info.addrs.first().copied() else { continue };
-        if dials.len() == MAX_DISCOVERED_DIALS {
-            break;
-        }
-        let t = transport.clone();
-        dials.push(tokio::spawn(async move {
-            let dial = t.connect(addr, Some(info.id));
-            match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, dial).await {
-                Ok(Ok(peer)) => Some(peer),
-                Ok(Err(e)) => {
-                    tracing::debug!("cannot reach discovered peer {addr}: {e}");
-                    None
-                }
-                Err(_) => None,
-            }
-        }));
-    }
-    let mut new = Vec::new();
-    for d in dials {
-        if let Ok(Some(peer)) = d.await {
-            new.push(peer);
+        if let Some(addr) = info.addrs.first() {
+            heard.push((*addr, info.id));
         }
     }
+    let new = dial_heard(transport, heard).await;
     if !new.is_empty() {
         tracing::info!("found {} more peer(s) holding the track", new.len());
     }
@@ -935,18 +918,50 @@ pub async fn play_track(
 pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
     let me = transport.peer_id();
     let mut seen: Vec<_> = peers.iter().map(Peer::id).collect();
-    let mut found = Vec::new();
+    let mut heard = Vec::new();
     for p in peers {
-        let Ok(list) = p.exchange_peers(Vec::new()).await else { continue };
+        let exchange = tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, p.exchange_peers(Vec::new()));
+        let Ok(Ok(list)) = exchange.await else { continue };
         for info in list {
-            if info.id == me || seen.contains(&info.id) {
+            if info.id == me || seen.contains(&info.id) || transport.is_banned(&info.id) {
                 continue;
             }
             seen.push(info.id);
-            let Some(addr) = info.addrs.first() else { continue };
-            if let Ok(peer) = transport.connect(*addr, Some(info.id)).await {
-                found.push(peer);
+            if let Some(addr) = info.addrs.first() {
+                heard.push((*addr, info.id));
             }
+        }
+    }
+    dial_heard(transport, heard).await
+}
+
+/// Dials peers heard of from others (their word only): at most
+/// [`MAX_DISCOVERED_DIALS`], at once, each within
+/// [`DISCOVERED_DIAL_TIMEOUT`]; a peer counts once its certificate proves
+/// the id it was announced with.
+async fn dial_heard(transport: &Transport, heard: Vec<(SocketAddr, PeerId)>) -> Vec<Peer> {
+    let dials: Vec<_> = heard
+        .into_iter()
+        .take(MAX_DISCOVERED_DIALS)
+        .map(|(addr, id)| {
+            let t = transport.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, t.connect(addr, Some(id))).await
+                {
+                    Ok(Ok(peer)) => Some(peer),
+                    Ok(Err(e)) => {
+                        tracing::debug!("cannot reach {addr}, heard of from a peer: {e}");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            })
+        })
+        .collect();
+    let mut found = Vec::new();
+    for d in dials {
+        if let Ok(Some(peer)) = d.await {
+            found.push(peer);
         }
     }
     found

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use chorus_protocol::message::{
-    CatalogEntry, ManifestResponse, PeerInfo, SearchResponse, Want, WhoHas, WhoHasReply,
+    CatalogEntry, ManifestResponse, PeerExchange, PeerInfo, SearchResponse, Want, WhoHas,
+    WhoHasReply,
 };
 use chorus_protocol::{Message, PeerId, TrackId};
 use chorus_streamer::identity::Identity;
@@ -287,6 +288,9 @@ async fn lying_server(
                                 origin: true,
                             }),
                         ],
+                        Message::PeerExchange(_) => {
+                            vec![Message::PeerExchange(PeerExchange { peers: fakes.clone() })]
+                        }
                         Message::WhoHas(q) => vec![Message::WhoHasReply(WhoHasReply {
                             query_id: q.query_id,
                             track: q.track,
@@ -342,18 +346,7 @@ async fn a_liar_naming_256_dead_holders_neither_stalls_playback_nor_gets_them_di
     let manifest = library.tracks().next().unwrap().manifest.clone();
     let entry = chorus_streamer::library::catalog_entry(&manifest, "inevitable.mp3".into());
     let honest = Seed::start(library);
-    // 256 "holders": sockets of ours that never answer, each counting.
-    let dead: Vec<UdpSocket> =
-        (0..256).map(|_| UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap()).collect();
-    let fakes: Vec<PeerInfo> = dead
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut id = [0xd0u8; 32];
-            id[..4].copy_from_slice(&(i as u32).to_be_bytes());
-            PeerInfo { id: PeerId::from_bytes(id), addrs: vec![s.local_addr().unwrap()] }
-        })
-        .collect();
+    let (dead, fakes) = dead_peers();
     // The liar serves the real track (its manifest verifies) and names the
     // dead sockets as holders of anything.
     let (liar, liar_id) = lying_server(entry, manifest, fakes).await;
@@ -376,16 +369,70 @@ async fn a_liar_naming_256_dead_holders_neither_stalls_playback_nor_gets_them_di
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{said}");
     assert!(said.contains("played 0:01"), "{said}");
-    let mut buf = [0u8; 2048];
-    let dialled = dead
+    // The listener did act on what it heard (so the bound is what this
+    // measures), but dialled a bounded few.
+    let dialled = reached(&dead);
+    assert!((1..=8).contains(&dialled), "{dialled} of 256 announced holders were dialled");
+    honest.stop().await;
+}
+
+/// 256 peers that do not exist: sockets of ours that never answer, each
+/// able to tell whether anything reached it.
+fn dead_peers() -> (Vec<UdpSocket>, Vec<PeerInfo>) {
+    let dead: Vec<UdpSocket> =
+        (0..256).map(|_| UdpSocket::bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap()).collect();
+    let fakes = dead
         .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut id = [0xd0u8; 32];
+            id[..4].copy_from_slice(&(i as u32).to_be_bytes());
+            PeerInfo { id: PeerId::from_bytes(id), addrs: vec![s.local_addr().unwrap()] }
+        })
+        .collect();
+    (dead, fakes)
+}
+
+/// How many of the dead peers were sent anything.
+fn reached(dead: &[UdpSocket]) -> usize {
+    let mut buf = [0u8; 2048];
+    dead.iter()
         .filter(|s| {
             s.set_nonblocking(true).unwrap();
             s.recv(&mut buf).is_ok()
         })
-        .count();
-    // The listener did act on what it heard (so the bound is what this
-    // measures), but dialled a bounded few.
-    assert!((1..=8).contains(&dialled), "{dialled} of 256 announced holders were dialled");
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_telling_of_256_dead_peers_neither_stalls_search_nor_gets_them_dialled() {
+    let lib = library_dir(&["inevitable.mp3"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    let entry = chorus_streamer::library::catalog_entry(&manifest, "inevitable.mp3".into());
+    let honest = Seed::start(library);
+    let (dead, fakes) = dead_peers();
+    let (liar, liar_id) = lying_server(entry, manifest, fakes).await;
+    let client_dir = tempfile::tempdir().unwrap();
+    let (seed_arg, liar_arg) =
+        (format!("{}@{}", honest.id, honest.addr), format!("{liar_id}@{liar}"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("--data-dir")
+            .arg(client_dir.path())
+            .args(["search", "inevitable", "--peer", &seed_arg, "--peer", &liar_arg])
+            .env_remove("CHORUS_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Inevitable"), "{said}");
+    let dialled = reached(&dead);
+    assert!((1..=8).contains(&dialled), "{dialled} of 256 peers heard of were dialled");
     honest.stop().await;
 }
