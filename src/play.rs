@@ -294,6 +294,46 @@ fn is_id_prefix(query: &str) -> bool {
     query.len() >= 8 && query.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// Sources joining a running playback, as they answer; those that come
+/// before the player has handed back its handle are kept until it has.
+struct Joins {
+    rx: Option<tokio::sync::mpsc::Receiver<Source>>,
+    early: Vec<Source>,
+}
+
+impl Joins {
+    fn new(rx: Option<tokio::sync::mpsc::Receiver<Source>>) -> Self {
+        Self { rx, early: Vec::new() }
+    }
+
+    /// The next joining source; pending for ever once there are no more.
+    async fn next(&mut self) -> Option<Source> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes the answer of [`Joins::next`] (`None`: no more will come) and
+    /// hands what is kept to the playback, if it exists yet.
+    fn deliver(&mut self, joined: Option<Source>, playback: Option<Playback>) {
+        match joined {
+            Some(s) => self.early.push(s),
+            None => self.rx = None,
+        }
+        if let Some(p) = playback {
+            self.flush(&p);
+        }
+    }
+
+    /// Hands the kept sources to the playback.
+    fn flush(&mut self, playback: &Playback) {
+        for s in self.early.drain(..) {
+            playback.add_source(s);
+        }
+    }
+}
+
 /// What a track's playback ended with.
 enum Outcome {
     /// Played to the end (or its --duration).
@@ -449,9 +489,7 @@ impl Session<'_> {
     ) -> Result<(PlaybackReport, Outcome, Option<(usize, tokio::task::JoinHandle<Result<Prepared>>)>)>
     {
         let Prepared { entry, manifest, sources, joins, .. } = prepared;
-        let mut joins = joins;
-        // Sources that joined before the player handed back its handle.
-        let mut early_joins: Vec<Source> = Vec::new();
+        let mut joins = Joins::new(joins);
         let total = manifest.duration();
         let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
         let h = handle.clone();
@@ -477,29 +515,13 @@ impl Session<'_> {
                     None => std::future::pending().await,
                 }
             };
-            let joined = async {
-                match joins.as_mut() {
-                    Some(j) => j.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 r = &mut playing => break r,
                 _ = tokio::signal::ctrl_c() => {
                     outcome = Outcome::Quit;
                     if let Some(p) = current() { p.stop(); }
                 }
-                source = joined => match (source, current()) {
-                    (Some(s), Some(p)) => {
-                        for early in early_joins.drain(..) {
-                            p.add_source(early);
-                        }
-                        p.add_source(s);
-                    }
-                    // Before the player handed back its handle: kept.
-                    (Some(s), None) => early_joins.push(s),
-                    (None, _) => joins = None,
-                },
+                source = joins.next() => joins.deliver(source, current()),
                 Some(k) = key => {
                     let Some(p) = current() else { continue };
                     match k {
@@ -523,9 +545,7 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     let Some(p) = current() else { continue };
-                    for early in early_joins.drain(..) {
-                        p.add_source(early);
-                    }
+                    joins.flush(&p);
                     let played = p.stats.played();
                     let base = *played_before.get_or_insert(played);
                     let pos = p.stats.position();
@@ -856,9 +876,8 @@ pub async fn play_track(
     mut options: PlayOptions,
     started: Instant,
 ) -> Result<PlaybackReport> {
-    let Prepared { manifest, sources, head, mut joins, .. } = prepared;
-    // Sources that joined before the player handed back its handle.
-    let mut early_joins: Vec<Source> = Vec::new();
+    let Prepared { manifest, sources, head, joins, .. } = prepared;
+    let mut joins = Joins::new(joins);
     options.head = head;
     let mut player = Player::new(output_spec(out), false);
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
@@ -873,34 +892,16 @@ pub async fn play_track(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let report = loop {
         let current = || handle.lock().ok().and_then(|h| h.clone());
-        let joined = async {
-            match joins.as_mut() {
-                Some(j) => j.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             r = &mut playing => break r?,
             _ = tokio::signal::ctrl_c() => {
                 if !global.quiet { eprintln!("\nstopping…"); }
                 if let Some(p) = current() { p.stop(); }
             }
-            source = joined => match (source, current()) {
-                (Some(s), Some(p)) => {
-                    for early in early_joins.drain(..) {
-                        p.add_source(early);
-                    }
-                    p.add_source(s);
-                }
-                // Before the player handed back its handle: kept.
-                (Some(s), None) => early_joins.push(s),
-                (None, _) => joins = None,
-            },
+            source = joins.next() => joins.deliver(source, current()),
             _ = tick.tick() => {
                 if let Some(p) = current() {
-                    for early in early_joins.drain(..) {
-                        p.add_source(early);
-                    }
+                    joins.flush(&p);
                 }
                 if let Some(p) = current().filter(|p| limit.is_some_and(|l| p.stats.played() >= l)) {
                     p.stop();

@@ -340,6 +340,22 @@ async fn a_track_named_like_the_query_by_a_liar_is_not_played_under_that_name() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_naming_256_dead_holders_neither_stalls_playback_nor_gets_them_dialled() {
+    let (honest, dead, (said, ok)) =
+        beside_a_liar(&["-q", "play", "inevitable", "--out", "null", "--duration", "1"]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("played 0:01"), "{said}");
+    // The listener did act on what it heard (so the bound is what this
+    // measures), but dialled a bounded few.
+    let dialled = reached(&dead);
+    assert!((1..=8).contains(&dialled), "{dialled} of 256 announced holders were dialled");
+    honest.stop().await;
+}
+
+/// Runs `chorus ARGS --peer SEED --peer LIAR`: an honest seed holding
+/// "Inevitable", and a liar that serves its manifest (no chunks) and tells
+/// of 256 dead peers. Returns the seed, the dead peers' sockets, and what
+/// the run said and whether it succeeded.
+async fn beside_a_liar(args: &[&str]) -> (Seed, Vec<UdpSocket>, (String, bool)) {
     let lib = library_dir(&["inevitable.mp3"]);
     let data = tempfile::tempdir().unwrap();
     let (library, _, _) = scan(lib.path(), data.path());
@@ -347,33 +363,16 @@ async fn a_liar_naming_256_dead_holders_neither_stalls_playback_nor_gets_them_di
     let entry = chorus_streamer::library::catalog_entry(&manifest, "inevitable.mp3".into());
     let honest = Seed::start(library);
     let (dead, fakes) = dead_peers();
-    // The liar serves the real track (its manifest verifies) and names the
-    // dead sockets as holders of anything.
     let (liar, liar_id) = lying_server(entry, manifest, fakes).await;
     let client_dir = tempfile::tempdir().unwrap();
-    let (seed_arg, liar_arg) =
-        (format!("{}@{}", honest.id, honest.addr), format!("{liar_id}@{liar}"));
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
-            .arg("--data-dir")
-            .arg(client_dir.path())
-            .args(["-q", "play", "inevitable", "--out", "null", "--duration", "1"])
-            .args(["--peer", &seed_arg, "--peer", &liar_arg])
-            .env_remove("CHORUS_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
+    command.arg("--data-dir").arg(client_dir.path()).args(args).env_remove("CHORUS_LOG");
+    command.args(["--peer", &format!("{}@{}", honest.id, honest.addr)]);
+    command.args(["--peer", &format!("{liar_id}@{liar}")]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
     let said =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("played 0:01"), "{said}");
-    // The listener did act on what it heard (so the bound is what this
-    // measures), but dialled a bounded few.
-    let dialled = reached(&dead);
-    assert!((1..=8).contains(&dialled), "{dialled} of 256 announced holders were dialled");
-    honest.stop().await;
+    (honest, dead, (said, out.status.success()))
 }
 
 /// 256 peers that do not exist: sockets of ours that never answer, each
@@ -406,31 +405,8 @@ fn reached(dead: &[UdpSocket]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_telling_of_256_dead_peers_neither_stalls_search_nor_gets_them_dialled() {
-    let lib = library_dir(&["inevitable.mp3"]);
-    let data = tempfile::tempdir().unwrap();
-    let (library, _, _) = scan(lib.path(), data.path());
-    let manifest = library.tracks().next().unwrap().manifest.clone();
-    let entry = chorus_streamer::library::catalog_entry(&manifest, "inevitable.mp3".into());
-    let honest = Seed::start(library);
-    let (dead, fakes) = dead_peers();
-    let (liar, liar_id) = lying_server(entry, manifest, fakes).await;
-    let client_dir = tempfile::tempdir().unwrap();
-    let (seed_arg, liar_arg) =
-        (format!("{}@{}", honest.id, honest.addr), format!("{liar_id}@{liar}"));
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
-            .arg("--data-dir")
-            .arg(client_dir.path())
-            .args(["search", "inevitable", "--peer", &seed_arg, "--peer", &liar_arg])
-            .env_remove("CHORUS_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let said =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{said}");
+    let (honest, dead, (said, ok)) = beside_a_liar(&["search", "inevitable"]).await;
+    assert!(ok, "{said}");
     assert!(said.contains("Inevitable"), "{said}");
     let dialled = reached(&dead);
     assert!((1..=8).contains(&dialled), "{dialled} of 256 peers heard of were dialled");
