@@ -58,7 +58,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit."
+    after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit.\n\nExit status: 0 when the queue played (or q was pressed); 1 on an error; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP (the terminal closed) stopped playback, which ends cleanly within a fraction of a second, terminal and cache intact."
 )]
 pub struct PlayArgs {
     /// What to play, in order: each argument is one track, as words to search
@@ -97,13 +97,15 @@ pub struct PlayArgs {
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Where the sound goes: `default` (the audio device), `null` (real-time pace,
-    /// no sound) or a FILE.wav (written as fast as possible) [default: default]
-    #[arg(long, value_name = "default|null|FILE.wav")]
+    /// no sound), a FILE.wav (32-bit float, written as fast as possible; a FIFO
+    /// works too) or `-` (a WAV stream of unknown length on standard output;
+    /// text then goes to stderr) [default: default]
+    #[arg(long, value_name = "default|null|FILE.wav|-")]
     pub out: Option<String>,
     /// The output device to use with --out default (see `chorus devices`)
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
-    /// Stop each track after this many seconds of audio
+    /// Play exactly this many seconds of audio of each track (to the sample)
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
 }

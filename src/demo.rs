@@ -117,17 +117,28 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     };
     let manifest = seed_peer.manifest(entry.track).await?;
     let mut nodes = vec![seed.clone()];
+    // Two listeners played the track before: its chunks are in their caches,
+    // and they serve what they cached (their libraries are empty). They are
+    // peers, not seeds: the swarm the listener below streams from.
     for name in ["peer-a", "peer-b"] {
-        let lib = work.path().join(name).join("music");
-        std::fs::create_dir_all(&lib)?;
-        let file = lib.join(if entry.file_name.is_empty() { "track" } else { &entry.file_name });
-        seed_peer.fetch_to_file(&manifest, &file, &|_| {}).await?;
-        let node = start_node(&lib, &work.path().join(name)).await?;
+        let data = work.path().join(name);
+        let cache = Arc::new(ChunkCache::open(&data.join("cache"), 1 << 30)?);
+        let bytes = fetch_into_cache(&seed_peer, &manifest, &cache).await?;
+        let identity = Arc::new(Identity::load_or_create(&data)?);
+        let node = Node::bind_with_cache(
+            identity,
+            ([127, 0, 0, 1], 0).into(),
+            Default::default(),
+            Some(cache),
+            NodeLimits::default(),
+        )?;
+        let n = node.clone();
+        tokio::spawn(async move { n.serve().await });
         say(format!(
-            "{name} {} on {}: fetched {} from the seed, serving it",
+            "{name} {} on {}: played the track before ({} in its cache), serving its cache",
             node.transport().peer_id().fmt_short(),
             node.transport().local_addr()?,
-            output::size(manifest.layout().byte_len())
+            output::size(bytes)
         ));
         nodes.push(node);
     }
@@ -163,6 +174,30 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
         n.shutdown().await;
     }
     Ok(())
+}
+
+/// Fetches every chunk of `manifest` from `from` into `cache`, verified, as
+/// a listener's playback leaves it. Returns the bytes cached.
+async fn fetch_into_cache(
+    from: &chorus_streamer::client::Peer,
+    manifest: &chorus_protocol::Manifest,
+    cache: &Arc<ChunkCache>,
+) -> Result<u64> {
+    cache.put_manifest(manifest)?;
+    let count = manifest.layout().count();
+    let mut bytes = 0u64;
+    let mut first = 0u32;
+    while first < count {
+        let n = (count - first).min(256);
+        let mut stream =
+            from.chunks(manifest, chorus_protocol::ChunkIndex(first), n, 10_000).await?;
+        while let Some(chunk) = stream.next().await? {
+            bytes += chunk.data().len() as u64;
+            cache.put_chunk(&chunk)?;
+        }
+        first += n;
+    }
+    Ok(bytes)
 }
 
 /// True if the output device opens (checked without playing anything).

@@ -14,6 +14,7 @@ mod play;
 mod resources;
 mod search;
 mod seed;
+mod signals;
 mod tui;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     // The bench reports stalls and dropped peers in its table; their
     // warnings would only bury the progress bar.
     let bench = matches!(cli.command, cli::Command::Bench(_));
+    let seeding = matches!(cli.command, cli::Command::Seed(_));
     let default_level = match (cli.global.quiet || bench, cli.global.verbose) {
         (true, 0) => "error",
         (true, _) if cli.global.quiet => "error",
@@ -72,6 +74,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // Commands that stop cleanly on signals; the others end at once.
+        if matches!(
+            cli.command,
+            cli::Command::Seed(_) | cli::Command::Play(_) | cli::Command::Demo(_)
+        ) {
+            signals::listen();
+        }
         match cli.command {
             cli::Command::Seed(args) => seed::run(&cli.global, args).await,
             cli::Command::Search(args) => search::run(&cli.global, args).await,
@@ -85,7 +94,9 @@ fn main() -> ExitCode {
     });
     resources::report_if_asked();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // A daemon asked to stop has done its job.
+        Ok(()) if seeding => ExitCode::SUCCESS,
+        Ok(()) => signals::exit_code().unwrap_or(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,8 +1,48 @@
 //! Formatting for people: durations, sizes, progress bars.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Set when standard output carries audio (`--out -`): text goes to
+/// standard error instead.
+static STDOUT_IS_AUDIO: AtomicBool = AtomicBool::new(false);
+
+/// Standard output carries audio from now on: text goes to stderr.
+pub fn stdout_is_audio() {
+    STDOUT_IS_AUDIO.store(true, Relaxed);
+}
+
+/// Whether standard output carries audio.
+pub fn audio_on_stdout() -> bool {
+    STDOUT_IS_AUDIO.load(Relaxed)
+}
+
+/// Prints a line for the listener: to stdout, or to stderr when stdout
+/// carries audio. Never panics: a terminal that went away (a closed
+/// window, a broken pipe) loses the line, not the process.
+pub fn say_line(args: std::fmt::Arguments<'_>) {
+    if audio_on_stdout() {
+        let _ = writeln!(std::io::stderr().lock(), "{args}");
+    } else {
+        let _ = writeln!(std::io::stdout().lock(), "{args}");
+    }
+}
+
+/// Prints to stderr without a newline; never panics (see [`say`]).
+pub fn note_inline(args: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "{args}");
+    let _ = e.flush();
+}
+
+/// `println!` that never panics and keeps off stdout when it carries audio.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::output::say_line(format_args!($($t)*)) };
+}
+pub(crate) use say;
 
 /// `3:05` or `1:02:03`.
 pub fn clock(d: Duration) -> String {

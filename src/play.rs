@@ -1,6 +1,6 @@
 //! `chorus play`: find a track among peers, stream it and play it.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,9 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let started = Instant::now();
     let file = crate::config::load(global)?;
     let settings = crate::config::PlaySettings::resolve(&file, Some(&args))?;
+    if settings.out.0 == "-" {
+        output::stdout_is_audio();
+    }
     let cache = peers::cache(global, settings.cache_mib.0)?;
     let identity = peers::identity_for_play(global)?;
     // With --listen, this node serves its cache to others while it plays,
@@ -44,7 +47,7 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
             let n = node.clone();
             tokio::spawn(async move { n.serve().await });
             if !global.quiet {
-                println!(
+                output::say!(
                     "serving the cache on {} as peer {}",
                     node.transport().local_addr()?,
                     identity.peer_id()
@@ -61,7 +64,10 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
     let pool = Pool::dial(&transport, &addrs);
     let result = async {
-        let queue = build_queue(&pool, &cache, &args).await?;
+        let queue = tokio::select! {
+            q = build_queue(&pool, &cache, &args) => q?,
+            () = crate::signals::stop_requested() => return Ok(()),
+        };
         let session = Session {
             global,
             pool: pool.clone(),
@@ -74,7 +80,21 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     }
     .await;
     transport.close().await;
-    result
+    match result {
+        // Whoever read the audio from our stdout has gone: nothing is wrong.
+        Err(e) if output::audio_on_stdout() && is_broken_pipe(&e) => Ok(()),
+        r => r,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<chorus_player::Error>(),
+            Some(chorus_player::Error::Write { err, .. })
+                if err.kind() == std::io::ErrorKind::BrokenPipe
+        )
+    })
 }
 
 /// The queue: the tracks asked for, or an album's tracks in order,
@@ -164,6 +184,10 @@ pub struct Prepared {
 
 impl Prepared {
     fn new(entry: CatalogEntry, manifest: Manifest, sources: Vec<Source>) -> Self {
+        // What is known of the track comes from its verified manifest (tags,
+        // length, codec), whatever the peer listed; only the file name is
+        // the peer's own.
+        let entry = chorus_streamer::library::catalog_entry(&manifest, entry.file_name);
         Self {
             entry,
             manifest,
@@ -228,7 +252,7 @@ pub async fn prepare(
                 };
                 tokio::join!(discovering, forwarding);
             });
-            if pool.dialling() {
+            if pool.unreached() > 0 {
                 tracing::warn!(
                     "some peers have not answered yet; starting without them (they join when they do)"
                 );
@@ -379,7 +403,10 @@ impl Session<'_> {
                         t.abort();
                     }
                     let at = if first { self.first_start } else { Duration::ZERO };
-                    prepare(&self.pool, &self.cache, query, at).await
+                    tokio::select! {
+                        p = prepare(&self.pool, &self.cache, query, at) => p,
+                        () = crate::signals::stop_requested() => break Ok(()),
+                    }
                 }
             };
             let prepared = match prepared {
@@ -416,6 +443,7 @@ impl Session<'_> {
             if first {
                 options.start = self.first_start;
             }
+            options.duration = self.duration;
             let mut prepared = prepared;
             options.head = std::mem::take(&mut prepared.head);
             options.fetch.cache = Some(self.cache.clone());
@@ -447,7 +475,7 @@ impl Session<'_> {
                 crate::tui::line(raw, &summary(&report));
             } else {
                 // Piped or --quiet: one line per track.
-                println!("{header}: {}", summary(&report));
+                output::say!("{header}: {}", summary(&report));
             }
             if self.global.verbose > 0 {
                 print_sources(&report);
@@ -506,7 +534,7 @@ impl Session<'_> {
         let mut outcome = Outcome::Ended;
         let mut upcoming = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut played_before = None;
+        let mut input_ended = false;
         let current = || handle.lock().ok().and_then(|h| h.clone());
         let result = loop {
             let key = async {
@@ -516,13 +544,29 @@ impl Session<'_> {
                 }
             };
             tokio::select! {
-                r = &mut playing => break r,
-                _ = tokio::signal::ctrl_c() => {
+                r = &mut playing => {
+                    // Its last sample is in the sink (a short --duration
+                    // gets there at once): get the next track ready now.
+                    if upcoming.is_none() && matches!(outcome, Outcome::Ended) {
+                        if let Some(q) = &next {
+                            upcoming = Some((next_index, self.prefetch_next(q.clone())));
+                        }
+                    }
+                    break r;
+                }
+                () = crate::signals::stop_requested(), if !matches!(outcome, Outcome::Quit) => {
                     outcome = Outcome::Quit;
                     if let Some(p) = current() { p.stop(); }
                 }
                 source = joins.next() => joins.deliver(source, current()),
-                Some(k) = key => {
+                k = key, if !input_ended => {
+                    let Some(k) = k else {
+                        // The terminal went away: nobody is listening.
+                        input_ended = true;
+                        outcome = Outcome::Quit;
+                        if let Some(p) = current() { p.stop(); }
+                        continue;
+                    };
                     let Some(p) = current() else { continue };
                     match k {
                         Key::Pause => {
@@ -546,12 +590,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let Some(p) = current() else { continue };
                     joins.flush(&p);
-                    let played = p.stats.played();
-                    let base = *played_before.get_or_insert(played);
                     let pos = p.stats.position();
-                    if self.duration.is_some_and(|l| played.saturating_sub(base) >= l) {
-                        p.stop();
-                    }
                     // Near the end: look up the next track and fetch its start.
                     if pos + PREFETCH_AHEAD >= total && upcoming.is_none() {
                         if let Some(q) = &next {
@@ -561,15 +600,14 @@ impl Session<'_> {
                     if show {
                         let line = status_line(&entry, &p, total, *volume);
                         if raw { crate::tui::status(&line) } else {
-                            eprint!("\r\x1b[2K{line}");
-                            let _ = std::io::stderr().flush();
+                            output::note_inline(format_args!("\r\x1b[2K{line}"));
                         }
                     }
                 }
             }
         };
         if show && !raw {
-            eprint!("\r\x1b[2K");
+            output::note_inline(format_args!("\r\x1b[2K"));
         }
         let report = result?;
         Ok((report, outcome, upcoming))
@@ -603,10 +641,10 @@ pub fn replay_gain(tags: &chorus_protocol::Tags) -> f32 {
 
 /// `▶ Title – Artist  1:23 / 4:05  buffered 12.3 s  3 peers (92% peers, 8% seed)  0 underruns  vol 100%`
 fn status_line(entry: &CatalogEntry, p: &Playback, total: Duration, volume: f32) -> String {
-    let title = entry.tags.title.as_deref().unwrap_or(&entry.file_name);
+    let title = title(entry);
     let who = match &entry.tags.artist {
         Some(a) => format!("{title} – {a}"),
-        None => title.to_owned(),
+        None => title,
     };
     let pos = p.stats.position();
     // Audio here, contiguous from the playhead.
@@ -647,10 +685,10 @@ fn status_line(entry: &CatalogEntry, p: &Playback, total: Duration, volume: f32)
 pub fn devices() -> Result<()> {
     let list = chorus_player::sink::device::list_devices()?;
     if list.is_empty() {
-        println!("no audio output devices; use --out null or --out FILE.wav");
+        output::say!("no audio output devices; use --out null or --out FILE.wav");
     }
     for d in list {
-        println!("{d}");
+        output::say!("{d}");
     }
     Ok(())
 }
@@ -806,9 +844,17 @@ fn unlisted(track: TrackId) -> CatalogEntry {
     }
 }
 
+/// A track's name: its title tag, else its file name, else its short id.
+pub fn title(e: &CatalogEntry) -> String {
+    match (&e.tags.title, e.file_name.is_empty()) {
+        (Some(t), _) if !t.trim().is_empty() => t.clone(),
+        (_, false) => e.file_name.clone(),
+        _ => format!("track {}", e.track.fmt_short()),
+    }
+}
+
 pub fn describe(e: &CatalogEntry) -> String {
-    let title = e.tags.title.as_deref().unwrap_or(&e.file_name);
-    let mut s = format!("\"{title}\"");
+    let mut s = format!("\"{}\"", title(e));
     if let Some(a) = &e.tags.artist {
         s.push_str(&format!(" by {a}"));
     }
@@ -879,10 +925,10 @@ pub async fn play_track(
     let Prepared { manifest, sources, head, joins, .. } = prepared;
     let mut joins = Joins::new(joins);
     options.head = head;
+    options.duration = out.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let mut player = Player::new(output_spec(out), false);
     let handle: Arc<Mutex<Option<Playback>>> = Arc::new(Mutex::new(None));
     let h = handle.clone();
-    let limit = out.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let playing = player.play(manifest, sources, options, started, move |p| {
         if let Ok(mut slot) = h.lock() {
             *slot = Some(p.clone());
@@ -890,21 +936,20 @@ pub async fn play_track(
     });
     let mut playing = Box::pin(playing);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut stopping = false;
     let report = loop {
         let current = || handle.lock().ok().and_then(|h| h.clone());
         tokio::select! {
             r = &mut playing => break r?,
-            _ = tokio::signal::ctrl_c() => {
-                if !global.quiet { eprintln!("\nstopping…"); }
+            () = crate::signals::stop_requested(), if !stopping => {
+                stopping = true;
+                if !global.quiet { output::note_inline(format_args!("\nstopping…\n")); }
                 if let Some(p) = current() { p.stop(); }
             }
             source = joins.next() => joins.deliver(source, current()),
             _ = tick.tick() => {
                 if let Some(p) = current() {
                     joins.flush(&p);
-                }
-                if let Some(p) = current().filter(|p| limit.is_some_and(|l| p.stats.played() >= l)) {
-                    p.stop();
                 }
             }
         }
@@ -972,7 +1017,7 @@ pub fn print_report(global: &Global, r: &PlaybackReport) {
     if global.quiet {
         return;
     }
-    println!("{}", summary(r));
+    output::say!("{}", summary(r));
     print_sources(r);
 }
 
@@ -989,10 +1034,18 @@ pub fn summary(r: &PlaybackReport) -> String {
         String::new()
     };
     let seed: u64 = r.sources.iter().filter(|s| s.3).map(|s| s.2).sum();
-    let share = if r.bytes_fetched > 0 {
-        format!(" ({:.0}% from the seed)", seed as f64 * 100.0 / r.bytes_fetched as f64)
-    } else {
-        String::new()
+    let peers = r.sources.iter().filter(|s| !s.3 && s.2 > 0).count();
+    let plural = if peers == 1 { "" } else { "s" };
+    let share = match (r.bytes_fetched, seed) {
+        (0, _) => String::new(),
+        (_, 0) => format!(" (all from {peers} peer{plural}, none from the seed)"),
+        (all, s) if s >= all => " (all from the seed)".to_owned(),
+        (all, s) => format!(
+            " ({} from {peers} peer{plural}, {} from the seed: {:.0}%)",
+            output::size(all - s),
+            output::size(s),
+            s as f64 * 100.0 / all as f64
+        ),
     };
     format!(
         "played {} from {}; {first}; {} underruns ({:.2}s silent); {} fetched{share}{resampled}",
@@ -1019,13 +1072,13 @@ fn print_timeline(t: &Timeline, r: &PlaybackReport, asked: Instant, epoch: Insta
     if let Some(first) = r.time_to_first_audio {
         line.push_str(&format!(", first sample {}", ms(first)));
     }
-    println!("{line}");
+    output::say!("{line}");
 }
 
 fn print_sources(r: &PlaybackReport) {
     let total = r.bytes_fetched.max(1) as f64;
     for (id, addr, bytes, seed) in &r.sources {
-        println!(
+        output::say!(
             "  {:>9} ({:>3.0}%) from {} at {addr}{}",
             output::size(*bytes),
             *bytes as f64 * 100.0 / total,

@@ -97,7 +97,7 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
             );
         }
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    crate::signals::stop_requested().await;
     eprintln!("shutting down…");
     node.shutdown().await;
     serving.abort();

@@ -56,12 +56,23 @@ impl Keys {
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("chorus-keys".into()).spawn(move || {
             while !s.load(Relaxed) {
-                match event::poll(Duration::from_millis(100)) {
+                // Keys crossterm has already read come first.
+                match event::poll(Duration::ZERO) {
                     Ok(true) => {}
-                    Ok(false) => continue,
+                    Ok(false) => {
+                        match wait_for_input(Duration::from_millis(100)) {
+                            Input::Ready => {}
+                            Input::Idle => continue,
+                            // The terminal is gone: input has ended (the
+                            // channel closes, which reads as "quit").
+                            Input::Ended => break,
+                        }
+                        continue;
+                    }
                     Err(_) => break,
                 }
-                let Ok(Event::Key(k)) = event::read() else { continue };
+                let Ok(event) = event::read() else { break };
+                let Event::Key(k) = event else { continue };
                 if k.kind == KeyEventKind::Release {
                     continue;
                 }
@@ -74,7 +85,7 @@ impl Keys {
         Ok(Self { rx, stop, thread: Some(thread) })
     }
 
-    /// The next key.
+    /// The next key; `None` once input has ended (the terminal closed).
     pub async fn next(&mut self) -> Option<Key> {
         self.rx.recv().await
     }
@@ -83,21 +94,71 @@ impl Keys {
 impl Drop for Keys {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
+        // The thread notices within one wait (100 ms); never hang on it.
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         let _ = crossterm::terminal::disable_raw_mode();
     }
 }
 
+/// What waiting on the terminal found.
+enum Input {
+    /// Bytes to read.
+    Ready,
+    /// Nothing within the wait.
+    Idle,
+    /// The terminal hung up or failed: no more input will come.
+    Ended,
+}
+
+/// Blocks until standard input has bytes, hangs up, or `limit` passes.
+/// (crossterm's own wait spins on a hung-up terminal: it would eat a core
+/// after the window closed.)
+#[cfg(unix)]
+fn wait_for_input(limit: Duration) -> Input {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let timeout = Timespec { tv_sec: limit.as_secs() as _, tv_nsec: limit.subsec_nanos() as _ };
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(0) => Input::Idle,
+        Ok(_) => {
+            let r = fds[0].revents();
+            if r.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                Input::Ended
+            } else {
+                Input::Ready
+            }
+        }
+        Err(rustix::io::Errno::INTR) => Input::Idle,
+        Err(_) => Input::Ended,
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_for_input(limit: Duration) -> Input {
+    match event::poll(limit) {
+        Ok(true) => Input::Ready,
+        Ok(false) => Input::Idle,
+        Err(_) => Input::Ended,
+    }
+}
+
 /// Prints a line above the status line (raw mode needs the `\r`).
 pub fn line(raw: bool, text: &str) {
-    let mut out = std::io::stdout().lock();
-    if raw {
-        let _ = write!(out, "\r\x1b[2K{text}\r\n");
-    } else {
-        let _ = writeln!(out, "{text}");
+    if !raw {
+        crate::output::say!("{text}");
+        return;
     }
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "\r\x1b[2K{text}\r\n");
     let _ = out.flush();
 }
 

@@ -17,7 +17,10 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Self {
-        let socket = format!("chorus-test-{}", std::process::id());
+        // One server per test: tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("chorus-test-{}-{n}", std::process::id());
         Self { socket }
     }
 
@@ -125,4 +128,117 @@ fn keys_pause_seek_change_volume_skip_and_quit_and_the_status_line_follows() {
     let s = tmux.wait_for("the exit", long, |s| s.contains("EXITED"));
     assert!(s.contains("EXITED 0"), "{s}");
     rt.block_on(seed.stop());
+}
+
+/// CPU time (user + system, in clock ticks) a live process has used;
+/// `None` once it has exited (gone, or a zombie nobody reaped yet).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// How a terminal session of `chorus play` is ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The terminal goes away: the tmux server is killed under the pane.
+    CloseTerminal,
+    /// `kill -TERM`.
+    Term,
+    /// `kill -HUP`.
+    Hup,
+}
+
+/// Plays a long track on a terminal, ends it as `ending` says, and returns
+/// how long the process took to go, the CPU it used meanwhile, and its
+/// exit status (when the pane could report it).
+fn end_a_playing_terminal(ending: Ending) -> (Duration, u64, Option<i32>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["awakening.flac"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let seed = rt.block_on(async { Seed::start(library) });
+    let client = tempfile::tempdir().unwrap();
+    let pid_file = client.path().join("pid");
+    let rc_file = client.path().join("rc");
+    let command = format!(
+        "sh -c 'echo $$ > {pid}; env XDG_CONFIG_HOME={cfg} CHORUS_LOG=error {bin} --data-dir {data} play awakening --peer {id}@{addr} --out null --duration 600; echo $? > {rc}; sleep 60'",
+        pid = pid_file.display(),
+        rc = rc_file.display(),
+        cfg = client.path().join("config").display(),
+        bin = env!("CARGO_BIN_EXE_chorus"),
+        data = client.path().display(),
+        id = seed.id,
+        addr = seed.addr,
+    );
+    let tmux = Tmux::new();
+    tmux.run(&["new-session", "-d", "-s", "play", "-x", "200", "-y", "12", &command]);
+    tmux.wait_for("the status line", Duration::from_secs(30), |s| {
+        position(s, "Awakening").is_some()
+    });
+    // The shell's one child is chorus.
+    let shell: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let before = cpu_ticks(pid).expect("playing");
+    let t = Instant::now();
+    match ending {
+        Ending::CloseTerminal => {
+            tmux.run(&["kill-server"]);
+        }
+        Ending::Term | Ending::Hup => {
+            let sig = if matches!(ending, Ending::Term) { "-TERM" } else { "-HUP" };
+            assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+        }
+    }
+    // Polled every 10 ms, for at most 5 s.
+    let mut last = before;
+    while let Some(ticks) = cpu_ticks(pid) {
+        last = ticks;
+        if t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed();
+    let status = match ending {
+        Ending::CloseTerminal => None,
+        _ => {
+            // The shell writes it once chorus has exited (polled, ≤ 5 s).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let rc = std::fs::read_to_string(&rc_file).unwrap_or_default();
+                if let Ok(code) = rc.trim().parse() {
+                    break Some(code);
+                }
+                assert!(Instant::now() < deadline, "no exit status: {rc:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    rt.block_on(seed.stop());
+    (took, last - before, status)
+}
+
+#[test]
+fn closing_the_terminal_ends_playback_at_once_without_spinning() {
+    let (took, cpu, _) = end_a_playing_terminal(Ending::CloseTerminal);
+    assert!(took < Duration::from_secs(2), "still running {took:?} after the terminal closed");
+    // A key thread spinning on the dead terminal would burn a core.
+    assert!(cpu < 50, "{cpu} ticks of CPU while ending");
+}
+
+#[test]
+fn sigterm_and_sighup_end_playback_cleanly_with_their_exit_codes() {
+    for (ending, code) in [(Ending::Term, 143), (Ending::Hup, 129)] {
+        let (took, cpu, status) = end_a_playing_terminal(ending);
+        assert!(took < Duration::from_secs(2), "{ending:?}: still running after {took:?}");
+        assert!(cpu < 50, "{ending:?}: {cpu} ticks of CPU while ending");
+        assert_eq!(status, Some(code), "{ending:?}");
+    }
 }

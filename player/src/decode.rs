@@ -106,8 +106,8 @@ impl Decoder {
 
     /// Opens a local file (for reference decodes and tests).
     pub fn open_file(path: &std::path::Path) -> Result<Self> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::Read { path: path.to_owned(), source: e })?;
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::Read { path: path.to_owned(), err: e })?;
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
         Self::open(Box::new(file), ext.as_deref())
     }
@@ -156,6 +156,11 @@ impl Decoder {
                 Err(SymError::ResetRequired) => {
                     self.decoder.reset();
                     continue;
+                }
+                // The end of a stream whose header did not know its length
+                // (a WAV written to a pipe says "to the end").
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(None);
                 }
                 Err(e) => return Err(map_err(e)),
             };

@@ -16,22 +16,20 @@ pub enum Error {
     #[error("audio device: {0}")]
     Device(String),
     /// Reading a local file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {err}")]
     Read {
         /// The file.
         path: std::path::PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message, not repeated as a cause).
+        err: std::io::Error,
     },
     /// Writing the output file failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {err}")]
     Write {
         /// The file.
         path: std::path::PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message, not repeated as a cause).
+        err: std::io::Error,
     },
     /// The resampler could not be built or failed.
     #[error("resampler: {0}")]

@@ -46,6 +46,9 @@ pub struct PlayOptions {
     /// Chunks already here (the head a start response carried): they go
     /// into the store (and the cache) before anything is fetched.
     pub head: Vec<chorus_protocol::VerifiedChunk>,
+    /// Play at most this much audio of the track (exact to the output
+    /// sample, for every sink).
+    pub duration: Option<Duration>,
 }
 
 impl Default for PlayOptions {
@@ -57,6 +60,7 @@ impl Default for PlayOptions {
             fetch: FetchConfig::default(),
             gain: 1.0,
             head: Vec::new(),
+            duration: None,
         }
     }
 }
@@ -348,9 +352,18 @@ impl Player {
             Ok(()) => result.await.unwrap_or_else(|_| Err(thread_failed())),
             Err(_) => Err(thread_failed()),
         };
+        // Every sample of the track is in the sink: nothing is left for
+        // the start rule to wait for (a short --duration can end decoding
+        // before the fetcher has judged it).
+        if decoded.is_ok() {
+            control.ready.store(true, Relaxed);
+        }
         store.close();
         fetcher.abort();
         playhead.abort();
+        if new_sink && decoded.is_ok() {
+            wait_for_first_audio(&stats, &cancel).await;
+        }
         self.skipped = cancel.load(Relaxed);
         self.current = match (&decoded, self.gapless) {
             (Ok(_), true) => Some((format.0, format.1, stats.clone())),
@@ -401,6 +414,20 @@ impl Player {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         r
+    }
+}
+
+/// Waits (bounded) until a sink that plays in real time has played the
+/// first sample of what it was given, so the report can say when it did.
+/// A track shorter than the sink's buffer is all written before that.
+async fn wait_for_first_audio(stats: &PlaybackStats, cancel: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.time_to_first_audio().is_none()
+        && !stats.stop.load(Relaxed)
+        && !cancel.load(Relaxed)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -571,13 +598,26 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let sink = &mut out.sink;
     sink.begin_segment(started_at, t.discard);
     let mut converter = Converter::new(rate, channels, sink.format())?;
-    let mut gain = Gain::new(sink.format(), t.options.gain);
+    let mut gain = Gain::new(t.options.gain);
     let format = sink.format();
+    let ch = format.channels.max(1);
     // Where the last sample written is: the segment's base plus its frames.
     let (mut base, mut frames) = (started_at, 0u64);
+    // --duration, in output frames: counted over every segment.
+    let limit =
+        t.options.duration.map(|d| (d.as_secs_f64() * f64::from(format.rate)).round() as u64);
+    let mut written = 0u64;
+    // How many of `n` frames fit under the limit (counting them).
+    let mut room = move |n: usize| -> usize {
+        let left = limit.map_or(u64::MAX, |l| l.saturating_sub(written));
+        let k = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        written += k as u64;
+        k
+    };
     let result = (|| -> Result<()> {
+        let mut full = false;
         loop {
-            if stopped() {
+            if stopped() || full {
                 return Ok(());
             }
             if let Some(to) = t.stats.take_seek() {
@@ -594,16 +634,17 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
                 }
                 break;
             };
-            let target = t.stats.volume();
             converter.push(block, &mut |s| {
-                frames += (s.len() / format.channels.max(1)) as u64;
-                sink.write(gain.apply(s, target))
+                let n = room(s.len() / ch);
+                full |= n * ch < s.len();
+                frames += n as u64;
+                sink.write(gain.apply(&s[..n * ch]))
             })?;
         }
-        let target = t.stats.volume();
         converter.finish(&mut |s| {
-            frames += (s.len() / format.channels.max(1)) as u64;
-            sink.write(gain.apply(s, target))
+            let n = room(s.len() / ch);
+            frames += n as u64;
+            sink.write(gain.apply(&s[..n * ch]))
         })
     })();
     match result {
@@ -615,47 +656,27 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     Ok((rate, format.rate, started_at, end))
 }
 
-/// Volume in the decode thread: a linear ramp of 20 ms towards the gain
-/// asked for, so a change never clicks. `base` is the track's own gain
-/// (ReplayGain), applied under the listener's volume.
+/// The track's own gain (ReplayGain), applied in the decode thread: it
+/// never changes during a track. The listener's volume is applied later,
+/// at the sink's consumer end, where a change is heard at once.
 struct Gain {
-    current: f32,
     base: f32,
-    step: f32,
-    channels: usize,
     scratch: Vec<f32>,
 }
 
 impl Gain {
-    fn new(format: sink::SinkFormat, base: f32) -> Self {
-        let ramp_frames = (format.rate as f32 * 0.02).max(1.0);
-        Self {
-            current: f32::NAN,
-            base,
-            step: 1.0 / ramp_frames,
-            channels: format.channels.max(1),
-            scratch: Vec::new(),
-        }
+    fn new(base: f32) -> Self {
+        let base = if base.is_finite() { base.max(0.0) } else { 1.0 };
+        Self { base, scratch: Vec::new() }
     }
 
     /// `samples` with the gain applied; untouched (no copy) at unity.
-    fn apply<'a>(&'a mut self, samples: &'a [f32], volume: f32) -> &'a [f32] {
-        let target = volume * self.base;
-        if self.current.is_nan() {
-            // The track starts at its level: no ramp from silence.
-            self.current = target;
-        }
-        if self.current == target && target == 1.0 {
+    fn apply<'a>(&'a mut self, samples: &'a [f32]) -> &'a [f32] {
+        if self.base == 1.0 {
             return samples;
         }
         self.scratch.clear();
-        self.scratch.reserve(samples.len());
-        for frame in samples.chunks(self.channels) {
-            let d = target - self.current;
-            self.current += d.clamp(-self.step, self.step);
-            let g = self.current;
-            self.scratch.extend(frame.iter().map(|s| s * g));
-        }
+        self.scratch.extend(samples.iter().map(|s| s * self.base));
         &self.scratch
     }
 }
@@ -665,18 +686,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volume_changes_ramp_without_a_jump() {
-        let format = sink::SinkFormat { rate: 1000, channels: 2 };
-        let mut g = Gain::new(format, 1.0);
+    fn a_tracks_gain_applies_from_its_start_and_unity_copies_nothing() {
         let ones = [1.0f32; 200];
-        assert_eq!(g.apply(&ones, 1.0).as_ptr(), ones.as_ptr(), "unity gain copies nothing");
-        let out = g.apply(&ones, 0.0).to_vec();
-        // 20 ms at 1 kHz: 20 frames to reach silence, each a small step.
-        let steps: Vec<f32> = out.chunks(2).map(|f| f[0]).collect();
-        assert!(steps.windows(2).all(|w| w[1] <= w[0] && w[0] - w[1] <= 0.051));
-        assert_eq!(steps[19], 0.0);
-        assert!(steps[0] > 0.9);
-        let normalized = Gain::new(format, 0.5).apply(&ones, 1.0).to_vec();
-        assert!(normalized.iter().all(|&s| s == 0.5), "a track's gain applies from its start");
+        assert_eq!(Gain::new(1.0).apply(&ones).as_ptr(), ones.as_ptr());
+        let mut g = Gain::new(0.5);
+        assert!(g.apply(&ones).iter().all(|&s| s == 0.5));
     }
 }

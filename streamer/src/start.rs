@@ -163,6 +163,15 @@ impl Pool {
         self.lock().pending > 0
     }
 
+    /// Dials still waiting for their QUIC handshake (peers not heard from
+    /// at all yet, as opposed to ones whose hello is on its way).
+    pub fn unreached(&self) -> usize {
+        let s = self.lock();
+        let greeting =
+            s.handshaken.iter().filter(|p| s.ready.iter().all(|r| r.id() != p.id())).count();
+        s.pending.saturating_sub(greeting)
+    }
+
     /// Why dials failed so far.
     pub fn failures(&self) -> Vec<String> {
         self.lock().failures.clone()

@@ -171,3 +171,37 @@ impl Drop for UdpRelay {
         }
     }
 }
+
+/// The `chorus` binary with its own data dir and no user config or log
+/// settings leaking in.
+pub fn chorus_cmd(data_dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
+    c.arg("--data-dir")
+        .arg(data_dir)
+        .env("XDG_CONFIG_HOME", data_dir.join("config-home"))
+        .env_remove("CHORUS_CONFIG")
+        .env_remove("CHORUS_LOG");
+    c
+}
+
+/// A float WAV stream's header fields: rate, channels, data size field,
+/// and the samples after the 44-byte header.
+pub fn parse_float_wav(bytes: &[u8]) -> (u32, u16, u32, Vec<f32>) {
+    assert!(bytes.len() >= 44, "no WAV header: {} bytes", bytes.len());
+    assert_eq!(&bytes[0..4], b"RIFF");
+    assert_eq!(&bytes[8..16], b"WAVEfmt ");
+    assert_eq!(u16::from_le_bytes([bytes[20], bytes[21]]), 3, "IEEE float");
+    assert_eq!(&bytes[36..40], b"data");
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let channels = u16::from_le_bytes([bytes[22], bytes[23]]);
+    let samples =
+        bytes[44..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (u32_at(24), channels, u32_at(40), samples)
+}
+
+/// Makes a FIFO at `path` (with `mkfifo`).
+pub fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(ok.success(), "mkfifo {}", path.display());
+}

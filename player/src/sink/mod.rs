@@ -8,6 +8,7 @@
 //! logging, no blocking.
 
 pub mod device;
+pub mod envelope;
 pub mod null;
 pub mod ring;
 pub mod wav;
@@ -26,8 +27,10 @@ pub enum OutputSpec {
     /// Consume at real-time pace, by our own clock, and discard.
     Null,
     /// Write a 32-bit float WAV file at the track's own rate, as fast as
-    /// decoding goes.
+    /// decoding goes (a FIFO or device path is written as a stream).
     Wav(PathBuf),
+    /// Write a WAV stream of unknown length to standard output (`-`).
+    Stdout,
 }
 
 impl std::str::FromStr for OutputSpec {
@@ -36,6 +39,7 @@ impl std::str::FromStr for OutputSpec {
         Ok(match s {
             "default" => Self::Device(None),
             "null" => Self::Null,
+            "-" => Self::Stdout,
             path => Self::Wav(PathBuf::from(path)),
         })
     }
@@ -80,5 +84,6 @@ pub fn open(
         }
         OutputSpec::Null => Box::new(null::NullSink::open(rate, channels, prebuffer, stats)),
         OutputSpec::Wav(path) => Box::new(wav::WavSink::create(path, rate, channels, stats)?),
+        OutputSpec::Stdout => Box::new(wav::WavSink::stdout(rate, channels, stats)?),
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
+use super::envelope::Envelope;
 use crate::stats::PlaybackStats;
 
 /// Ring capacity: 2 s of audio absorbs scheduling hiccups of the decode
@@ -24,6 +25,7 @@ pub fn ring(
     let (prod, cons) = HeapRb::<f32>::new(cap).split();
     let prebuffer = ((prebuffer.as_secs_f64() * f64::from(rate)) as usize * channels).min(cap / 2);
     stats.rate.store(u64::from(rate), Relaxed);
+    let env = Envelope::new(rate, channels, stats.volume());
     (
         RingWriter { prod, stats: stats.clone(), pushed: 0 },
         RingReader {
@@ -36,6 +38,7 @@ pub fn ring(
             read: 0,
             seen_gen: 0,
             awaiting: false,
+            env,
         },
     )
 }
@@ -136,25 +139,72 @@ pub struct RingReader {
     /// wait for the prebuffer again, and do not count the wait as an
     /// underrun.
     awaiting: bool,
+    /// Volume and fades.
+    env: Envelope,
 }
 
 impl RingReader {
     /// Fills `out` from the ring; missing samples become silence. Real-time
     /// safe: atomics only, no allocation, lock, log or blocking (the one
-    /// clock read happens once, on the first sample).
+    /// clock read happens once, on the first sample). The listener's volume
+    /// and the fades around pause, seek and skip are applied here, so they
+    /// are heard at once, not after the ring plays out.
     pub fn fill(&mut self, out: &mut [f32]) {
-        if self.stats.paused.load(Relaxed) {
+        let s = &self.stats;
+        let hold = s.paused.load(Relaxed) || s.stop.load(Relaxed) || s.skip.load(Relaxed);
+        let volume = s.volume();
+        if (hold || s.seek_pending.load(Relaxed)) && self.env.level() > 0.0 {
+            // Fade out over what would have played next, then silence.
+            let tail = (self.env.frames_to_silence() * self.channels).min(out.len());
+            let n = self.take(&mut out[..tail], true);
+            out[n..].fill(0.0);
+            self.env.apply(&mut out[..n], false, volume);
+            if n < tail {
+                self.env.close();
+            }
+            return;
+        }
+        if hold {
             out.fill(0.0);
             return;
         }
         let eos = self.stats.end_of_stream.load(Relaxed);
+        let filled = self.take(out, false);
+        self.env.apply(&mut out[..filled], true, volume);
+        if filled < out.len() {
+            out[filled..].fill(0.0);
+            if self.started && !self.awaiting && !eos && !self.stats.seek_pending.load(Relaxed) {
+                if !self.in_underrun {
+                    self.in_underrun = true;
+                    self.stats.underruns.fetch_add(1, Relaxed);
+                }
+                self.stats
+                    .silent_frames
+                    .fetch_add(((out.len() - filled) / self.channels) as u64, Relaxed);
+                // Audio that comes back after a gap fades in.
+                self.env.close();
+            }
+        } else {
+            self.in_underrun = false;
+        }
+    }
+
+    /// Takes what may play now into `out`; returns how many samples. With
+    /// `fading`, takes the audio before a pending seek (to fade it out)
+    /// instead of dropping it, and stops at the seek's segment.
+    fn take(&mut self, out: &mut [f32], fading: bool) -> usize {
+        let eos = self.stats.end_of_stream.load(Relaxed);
         let mut filled = 0;
         // At most two passes: the end of one segment, then the next.
         for _ in 0..2 {
-            let limit = self.segment_edge(out.len() - filled);
-            // A seek was asked for: what is buffered from before it is not
-            // played (it is dropped when its segment begins).
-            if self.stats.seek_pending.load(Relaxed) {
+            let limit = self.segment_edge(out.len() - filled, fading);
+            if fading {
+                if self.awaiting {
+                    break;
+                }
+            } else if self.stats.seek_pending.load(Relaxed) {
+                // A seek was asked for: what is buffered from before it is
+                // not played (it is dropped when its segment begins).
                 break;
             }
             let waiting =
@@ -180,32 +230,20 @@ impl RingReader {
                 break;
             }
         }
-        if filled < out.len() {
-            out[filled..].fill(0.0);
-            if self.started && !self.awaiting && !eos && !self.stats.seek_pending.load(Relaxed) {
-                if !self.in_underrun {
-                    self.in_underrun = true;
-                    self.stats.underruns.fetch_add(1, Relaxed);
-                }
-                self.stats
-                    .silent_frames
-                    .fetch_add(((out.len() - filled) / self.channels) as u64, Relaxed);
-            }
-        } else {
-            self.in_underrun = false;
-        }
+        filled
     }
 
     /// Handles a new segment the producer has begun: drops what a seek
-    /// discards, enters the segment once reached, and returns how many of
-    /// the `want` samples may be taken before its edge.
-    fn segment_edge(&mut self, want: usize) -> usize {
+    /// discards (unless `fading`: then it is taken up to the edge, to fade
+    /// out), enters the segment once reached, and returns how many of the
+    /// `want` samples may be taken before its edge.
+    fn segment_edge(&mut self, want: usize, fading: bool) -> usize {
         let generation = self.stats.segment_gen.load(Acquire);
         if generation == self.seen_gen {
             return want;
         }
         let at = self.stats.segment_at.load(Relaxed);
-        if self.stats.segment_discard.load(Relaxed) && self.read < at {
+        if !fading && self.stats.segment_discard.load(Relaxed) && self.read < at {
             let avail = self.cons.occupied_len() as u64;
             let k = (at - self.read).min(avail) as usize;
             self.read += self.cons.skip(k) as u64;
@@ -276,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seek_drops_what_was_buffered_and_waits_for_the_prebuffer() {
+    fn a_seek_fades_out_drops_what_was_buffered_and_waits_for_the_prebuffer() {
         let stats = Arc::new(PlaybackStats::new(Instant::now()));
         let (mut w, mut r) = ring(1000, 1, Duration::from_millis(4), stats.clone());
         w.push_all(&[0.1; 20], &|| true);
@@ -285,10 +323,13 @@ mod tests {
         assert_eq!(out, [0.1; 5]);
         stats.request_seek(Duration::from_secs(30));
         assert_eq!(stats.target_position(), stats.position(), "no segment begun yet");
-        // Asked, not begun: the old audio stops at once, and the wait is not
-        // an underrun.
-        r.fill(&mut out);
-        assert_eq!(out, [0.0; 5]);
+        // Asked, not begun: the old audio fades out over 5 ms (5 frames at
+        // 1 kHz) instead of stopping dead, and the wait is not an underrun.
+        let mut fade = [9.0f32; 8];
+        r.fill(&mut fade);
+        assert!(fade[0] < 0.1 && fade[0] > 0.07, "{fade:?}");
+        assert!(fade.windows(2).all(|p| p[1] <= p[0]), "{fade:?}");
+        assert_eq!(&fade[4..], &[0.0; 4]);
         assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
         r.fill(&mut out);
         assert_eq!(out, [0.0; 5]);
@@ -302,7 +343,9 @@ mod tests {
         assert!(stats.last_seek_latency().is_none());
         w.push_all(&[0.7; 8], &|| true);
         r.fill(&mut out);
-        assert_eq!(out, [0.7; 5]);
+        // The new place fades in.
+        let expect = [0.14f32, 0.28, 0.42, 0.56, 0.7];
+        assert!(out.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
         assert!(stats.last_seek_latency().is_some());
         assert_eq!(stats.position(), Duration::from_millis(30_005));
     }
@@ -323,18 +366,40 @@ mod tests {
     }
 
     #[test]
-    fn paused_plays_silence_and_keeps_the_samples() {
+    fn pause_fades_out_keeps_the_rest_and_resume_fades_in() {
         let stats = Arc::new(PlaybackStats::new(Instant::now()));
         let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
-        w.push_all(&[0.3; 4], &|| true);
-        stats.paused.store(true, Relaxed);
-        let mut out = [9.0f32; 4];
+        w.push_all(&[0.5; 20], &|| true);
+        let mut out = [9.0f32; 2];
         r.fill(&mut out);
-        assert_eq!(out, [0.0; 4]);
+        assert_eq!(out, [0.5; 2]);
+        stats.paused.store(true, Relaxed);
+        let mut out = [9.0f32; 8];
+        r.fill(&mut out);
+        let expect = [0.4f32, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0];
+        assert!(out.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
+        r.fill(&mut out);
+        assert_eq!(out, [0.0; 8], "paused: silence, nothing taken");
+        assert_eq!(r.buffered(), 13);
         stats.paused.store(false, Relaxed);
         r.fill(&mut out);
-        assert_eq!(out, [0.3; 4]);
+        let expect = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5];
+        assert!(out.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
         assert_eq!(stats.underruns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn volume_is_applied_at_the_consumer_at_once() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        w.push_all(&[0.5; 100], &|| true);
+        let mut out = [9.0f32; 30];
+        stats.set_volume(0.5);
+        r.fill(&mut out);
+        // Samples already in the ring follow the new volume within the
+        // 20 ms ramp, not after the ring plays out.
+        assert!(out.windows(2).all(|p| p[1] <= p[0]));
+        assert!((out[19] - 0.25).abs() < 1e-5, "{out:?}");
     }
 
     #[test]
