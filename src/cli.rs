@@ -34,6 +34,19 @@ pub struct Global {
     /// ~/.config/chorus/config.toml]
     #[arg(long, global = true, env = "CHORUS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Local network discovery (mDNS): `seed` announces itself, `play` and
+    /// `search` find the nodes on the LAN without addresses
+    #[arg(long, global = true, env = "CHORUS_LAN", value_name = "on|off", default_value = "on")]
+    pub lan: Switch,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

@@ -127,3 +127,29 @@ pub fn cache(global: &Global, max_mib: u64) -> Result<Arc<chorus_streamer::cache
     };
     Ok(Arc::new(cache))
 }
+
+/// Browses the LAN for nodes (unless `--lan off`) in the background and
+/// adds each found to `pool`; a start with no peer yet waits for the
+/// browse (one [`chorus_streamer::lan::BROWSE_WINDOW`] at most).
+pub fn browse_lan(global: &Global, pool: &Arc<chorus_streamer::start::Pool>) {
+    if global.lan == crate::cli::Switch::Off {
+        return;
+    }
+    let searching = pool.searching();
+    let pool = pool.clone();
+    let me = pool.transport().peer_id();
+    tokio::task::spawn_blocking(move || {
+        let _searching = searching;
+        let result =
+            chorus_streamer::lan::browse(me, chorus_streamer::lan::BROWSE_WINDOW, &mut |peer| {
+                tracing::info!("found {} on the LAN at {:?}", peer.id.fmt_short(), peer.addrs);
+                if let Some(addr) = peer.addrs.first() {
+                    pool.add(*addr, Some(peer.id));
+                }
+                true
+            });
+        if let Err(e) = result {
+            tracing::debug!("{e}");
+        }
+    });
+}

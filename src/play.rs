@@ -20,7 +20,7 @@ use chorus_streamer::transport::Transport;
 
 use crate::cli::{Global, OutputArgs, PlayArgs};
 use crate::output;
-use crate::peers::{self, PeerAddr};
+use crate::peers;
 use crate::tui::Key;
 
 pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
@@ -63,6 +63,7 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     };
     let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
     let pool = Pool::dial(&transport, &addrs);
+    peers::browse_lan(global, &pool);
     let result = async {
         let queue = tokio::select! {
             q = build_queue(&pool, &cache, &args) => q?,
@@ -695,53 +696,7 @@ pub fn devices() -> Result<()> {
 
 /// How long the other peers get once the first has answered: a peer that is
 /// down must not hold playback back for the whole connect timeout.
-const CONNECT_GRACE: Duration = Duration::from_secs(1);
-
-/// Dials every peer at once; unreachable ones are reported and skipped.
-/// Returns once all have answered, or [`CONNECT_GRACE`] after the first.
-pub async fn connect_all(transport: &Transport, addrs: &[PeerAddr]) -> Result<Vec<Peer>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(addrs.len().max(1));
-    for a in addrs {
-        let (t, a, tx) = (transport.clone(), a.clone(), tx.clone());
-        tokio::spawn(async move {
-            let _ = tx.send((a.addr, t.connect(a.addr, a.id).await)).await;
-        });
-    }
-    drop(tx);
-    let mut peers = Vec::new();
-    let mut answered = 0;
-    let mut grace: Option<tokio::time::Instant> = None;
-    while answered < addrs.len() {
-        let next = match grace {
-            Some(until) => match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    tracing::warn!(
-                        "{} peer(s) did not answer within {CONNECT_GRACE:?} of the first; going on without them",
-                        addrs.len() - answered
-                    );
-                    break;
-                }
-            },
-            None => rx.recv().await,
-        };
-        let Some((addr, result)) = next else { break };
-        answered += 1;
-        match result {
-            Ok(p) => {
-                peers.push(p);
-                grace.get_or_insert_with(|| tokio::time::Instant::now() + CONNECT_GRACE);
-            }
-            Err(e) => tracing::warn!("skipping peer {addr}: {e}"),
-        }
-    }
-    if peers.is_empty() {
-        bail!(
-            "none of the peers could be reached; check the --peer addresses and that they are running `chorus seed`"
-        );
-    }
-    Ok(peers)
-}
+pub const CONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// Holders heard of through who-has that are dialled for one track: each
 /// costs a handshake, and their addresses are only a stranger's word.

@@ -30,14 +30,28 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
     if addrs.is_empty() {
         addrs = crate::config::PlaySettings::resolve(&file, None)?.peers.0;
     }
-    if addrs.is_empty() {
-        anyhow::bail!("no peer to ask: pass --peer HOST:PORT or set `peers` in the config file");
-    }
     let transport = chorus_streamer::transport::Transport::client(
         peers::identity_for_play(global)?,
         &Default::default(),
     )?;
-    let mut asked = crate::play::connect_all(&transport, &addrs).await?;
+    let dial: Vec<_> = addrs.iter().map(|a| (a.addr, a.id)).collect();
+    let pool = chorus_streamer::start::Pool::dial(&transport, &dial);
+    peers::browse_lan(global, &pool);
+    pool.settle(crate::play::CONNECT_GRACE).await;
+    let mut asked = pool.peers();
+    if asked.is_empty() {
+        let why = pool.failures().join("; ");
+        transport.close().await;
+        match (addrs.is_empty(), why.is_empty()) {
+            (true, _) => anyhow::bail!(
+                "no peer to ask: none found on the local network; pass --peer HOST:PORT or set `peers` in the config file"
+            ),
+            (false, true) => anyhow::bail!("none of the peers answered"),
+            (false, false) => anyhow::bail!(
+                "none of the peers could be reached ({why}); check the --peer addresses and that they are running `chorus seed`"
+            ),
+        }
+    }
     // Every known peer: the ones given, and the ones they know.
     asked.extend(crate::play::known_by(&transport, &asked).await);
     let results = search_all(&asked, &args.query, args.limit).await;
@@ -71,12 +85,11 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
             holders,
         );
     }
-    println!(
-        "{} tracks on {} peer(s); play one with: chorus play TRACK --peer {}",
-        results.len(),
-        asked.len(),
-        addrs[0]
-    );
+    let hint = match addrs.first() {
+        Some(a) => format!("chorus play TRACK --peer {a}"),
+        None => "chorus play TRACK".to_owned(),
+    };
+    println!("{} tracks on {} peer(s); play one with: {hint}", results.len(), asked.len());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `chorus seed`: index music directories and serve them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chorus_protocol::ChunkSize;
@@ -85,6 +86,33 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     let serving = {
         let node = node.clone();
         tokio::spawn(async move { node.serve().await })
+    };
+    // On the LAN, with no configuration: announced while serving (not for a
+    // node only this machine can reach).
+    let _announced = match (global.lan, addr.ip().is_loopback()) {
+        (crate::cli::Switch::On, false) => {
+            match chorus_streamer::lan::Announcer::start(identity.peer_id(), addr.port()) {
+                Ok(a) => {
+                    let a = Arc::new(a);
+                    let (announcer, quiet) = (a.clone(), global.quiet);
+                    tokio::task::spawn_blocking(move || {
+                        let on_lan = announcer.wait_announced(Duration::from_secs(5));
+                        if on_lan && !quiet {
+                            println!(
+                                "announced on the local network (mDNS {})",
+                                chorus_streamer::lan::SERVICE
+                            );
+                        }
+                    });
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; peers on the LAN must be given this node's address");
+                    None
+                }
+            }
+        }
+        _ => None,
     };
     if !args.peers.is_empty() {
         let addrs: Vec<_> = args.peers.iter().map(|p| (p.addr, p.id)).collect();

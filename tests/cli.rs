@@ -12,9 +12,7 @@ use std::time::Duration;
 use common::*;
 
 fn chorus(data_dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chorus"));
-    c.arg("--data-dir").arg(data_dir).env_remove("CHORUS_LOG");
-    c
+    chorus_cmd(data_dir)
 }
 
 /// Kills the seed if the test fails before it stops it.

@@ -88,6 +88,7 @@ async fn who_has_finds_holders_two_hops_away_and_no_further() {
     let a_addr = format!("{}@{}", a.transport().peer_id(), a.transport().local_addr().unwrap());
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .env("CHORUS_LAN", "off")
             .arg("--data-dir")
             .arg(out.path().join("data"))
             .args(["play", &track.to_string(), "--peer", &a_addr, "--out"])

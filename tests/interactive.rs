@@ -83,7 +83,7 @@ fn keys_pause_seek_change_volume_skip_and_quit_and_the_status_line_follows() {
     let seed = rt.block_on(async { Seed::start(library) });
     let client = tempfile::tempdir().unwrap();
     let command = format!(
-        "env XDG_CONFIG_HOME={cfg} CHORUS_LOG=error {bin} --data-dir {data} play 'apex aleph' inevitable --peer {id}@{addr} --out null; echo EXITED $?; sleep 60",
+        "env XDG_CONFIG_HOME={cfg} CHORUS_LOG=error CHORUS_LAN=off {bin} --data-dir {data} play 'apex aleph' inevitable --peer {id}@{addr} --out null; echo EXITED $?; sleep 60",
         cfg = client.path().join("config").display(),
         bin = env!("CARGO_BIN_EXE_chorus"),
         data = client.path().display(),
@@ -167,7 +167,7 @@ fn end_a_playing_terminal(ending: Ending) -> (Duration, u64, Option<i32>) {
     let pid_file = client.path().join("pid");
     let rc_file = client.path().join("rc");
     let command = format!(
-        "sh -c 'echo $$ > {pid}; env XDG_CONFIG_HOME={cfg} CHORUS_LOG=error {bin} --data-dir {data} play awakening --peer {id}@{addr} --out null --duration 600; echo $? > {rc}; sleep 60'",
+        "sh -c 'echo $$ > {pid}; env XDG_CONFIG_HOME={cfg} CHORUS_LOG=error CHORUS_LAN=off {bin} --data-dir {data} play awakening --peer {id}@{addr} --out null --duration 600; echo $? > {rc}; sleep 60'",
         pid = pid_file.display(),
         rc = rc_file.display(),
         cfg = client.path().join("config").display(),

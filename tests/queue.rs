@@ -6,21 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use chorus_player::decode::decode_file;
 use common::*;
 
-fn chorus(data_dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chorus"));
-    c.arg("--data-dir")
-        .arg(data_dir)
-        // No user config file leaks in.
-        .env("XDG_CONFIG_HOME", data_dir.join("config-home"))
-        .env_remove("CHORUS_CONFIG")
-        .env_remove("CHORUS_LOG");
-    c
+fn chorus(data_dir: &std::path::Path) -> Command {
+    chorus_cmd(data_dir)
 }
 
 fn ok(o: &Output) -> String {

@@ -14,10 +14,8 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn chorus(data_dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chorus"));
-    c.arg("--data-dir").arg(data_dir).env_remove("CHORUS_LOG");
-    c
+fn chorus(data_dir: &std::path::Path) -> Command {
+    chorus_cmd(data_dir)
 }
 
 /// Every file and folder under `dir`: relative path → contents (None for a

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod identity;
+pub mod lan;
 pub mod library;
 pub mod netem;
 pub mod node;

@@ -69,8 +69,23 @@ struct State {
     ready: Vec<Peer>,
     /// Dials still running.
     pending: usize,
+    /// Searches still running that may add peers (a LAN browse).
+    searching: usize,
     /// Why dials failed, for the error when none succeeds.
     failures: Vec<String>,
+}
+
+/// A search for peers under way (see [`Pool::searching`]).
+#[derive(Debug)]
+pub struct Searching(Arc<Pool>);
+
+impl Drop for Searching {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.searching = s.searching.saturating_sub(1);
+        drop(s);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Connections to the peers a listener knows, dialled at once.
@@ -143,6 +158,29 @@ impl Pool {
         self.changed.notify_waiters();
     }
 
+    /// Dials one more peer, found after the pool began (on the LAN, say),
+    /// unless the pool has it already.
+    pub fn add(self: &Arc<Self>, addr: SocketAddr, id: Option<PeerId>) {
+        {
+            let mut s = self.lock();
+            let known = |p: &Peer| Some(p.id()) == id || p.addr() == addr;
+            if s.handshaken.iter().any(known) || s.ready.iter().any(known) {
+                return;
+            }
+            s.pending += 1;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move { pool.dial_one(addr, id).await });
+    }
+
+    /// Marks a search for more peers under way: while the guard lives, a
+    /// start with no peer yet waits for what it finds (each found peer is
+    /// [`Pool::add`]ed).
+    pub fn searching(self: &Arc<Self>) -> Searching {
+        self.lock().searching += 1;
+        Searching(self.clone())
+    }
+
     /// When the pool began dialling: the epoch of every [`Timeline`].
     pub fn epoch(&self) -> Instant {
         self.epoch
@@ -187,7 +225,7 @@ impl Pool {
             notified.as_mut().enable();
             {
                 let s = self.lock();
-                if s.pending == 0 {
+                if s.pending + s.searching == 0 {
                     return;
                 }
                 if !s.ready.is_empty() && until.is_none() {
@@ -221,7 +259,7 @@ impl Pool {
                 {
                     return Some(p.clone());
                 }
-                if s.pending == 0 {
+                if s.pending + s.searching == 0 {
                     return None;
                 }
             }

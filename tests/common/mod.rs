@@ -172,15 +172,17 @@ impl Drop for UdpRelay {
     }
 }
 
-/// The `chorus` binary with its own data dir and no user config or log
-/// settings leaking in.
+/// The `chorus` binary with its own data dir, no user config or log
+/// settings leaking in, and no LAN discovery (tests stay on loopback; the
+/// LAN test turns it on inside its own network namespaces).
 pub fn chorus_cmd(data_dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
     c.arg("--data-dir")
         .arg(data_dir)
         .env("XDG_CONFIG_HOME", data_dir.join("config-home"))
         .env_remove("CHORUS_CONFIG")
-        .env_remove("CHORUS_LOG");
+        .env_remove("CHORUS_LOG")
+        .env("CHORUS_LAN", "off");
     c
 }
 
