@@ -38,6 +38,21 @@ pub struct Global {
     /// `search` find the nodes on the LAN without addresses
     #[arg(long, global = true, env = "CHORUS_LAN", value_name = "on|off", default_value = "on")]
     pub lan: Switch,
+    /// The BitTorrent Mainline DHT: `seed` announces its tracks and their
+    /// words, `play` and `search` look them up to find peers nobody named.
+    /// Off unless asked: `on` joins the public DHT
+    #[arg(long, global = true, env = "CHORUS_DHT", value_name = "on|off", default_value = "off")]
+    pub dht: Switch,
+    /// Join the DHT through these nodes instead of the public bootstrap
+    /// nodes (a private or local DHT; implies --dht on)
+    #[arg(
+        long,
+        global = true,
+        env = "CHORUS_DHT_BOOTSTRAP",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// On or off.

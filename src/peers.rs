@@ -153,3 +153,56 @@ pub fn browse_lan(global: &Global, pool: &Arc<chorus_streamer::start::Pool>) {
         }
     });
 }
+
+/// The DHT node, when the user asked for one (`--dht on`, or bootstrap
+/// nodes given). Failing to start it is a warning, not an error.
+pub fn dht(global: &Global) -> Option<chorus_streamer::dht::Dht> {
+    let bootstrap = (!global.dht_bootstrap.is_empty()).then_some(global.dht_bootstrap.as_slice());
+    if global.dht == crate::cli::Switch::Off && bootstrap.is_none() {
+        return None;
+    }
+    match chorus_streamer::dht::Dht::start(bootstrap) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!("{e}; going on without the DHT");
+            None
+        }
+    }
+}
+
+/// Looks `queries` up in the DHT in the background (track ids by id, the
+/// rest by their words) and adds the holders found to `pool`; a start with
+/// no peer yet waits for it (bounded by the lookup timeout).
+pub fn lookup_dht(
+    dht: Option<chorus_streamer::dht::Dht>,
+    pool: &Arc<chorus_streamer::start::Pool>,
+    queries: &[String],
+) {
+    let Some(dht) = dht else { return };
+    let searching = pool.searching();
+    let pool = pool.clone();
+    let queries: Vec<String> = queries.iter().take(4).cloned().collect();
+    tokio::spawn(async move {
+        let _searching = searching;
+        let lookups = queries.into_iter().map(|q| {
+            let dht = dht.clone();
+            tokio::spawn(async move {
+                match q.parse::<chorus_protocol::TrackId>() {
+                    Ok(id) => dht.holders(&id).await,
+                    Err(_) => dht.holders_of_words(&q).await,
+                }
+            })
+        });
+        let lookups: Vec<_> = lookups.collect();
+        let mut added = 0;
+        for l in lookups {
+            for addr in l.await.unwrap_or_default() {
+                if added < chorus_streamer::dht::MAX_DHT_DIALS {
+                    tracing::info!("found {addr} in the DHT");
+                    pool.add(addr, None);
+                    added += 1;
+                }
+            }
+        }
+    });
+}

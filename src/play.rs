@@ -64,6 +64,7 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
     let pool = Pool::dial(&transport, &addrs);
     peers::browse_lan(global, &pool);
+    peers::lookup_dht(peers::dht(global), &pool, &args.what);
     let result = async {
         let queue = tokio::select! {
             q = build_queue(&pool, &cache, &args) => q?,

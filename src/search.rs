@@ -37,6 +37,7 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
     let dial: Vec<_> = addrs.iter().map(|a| (a.addr, a.id)).collect();
     let pool = chorus_streamer::start::Pool::dial(&transport, &dial);
     peers::browse_lan(global, &pool);
+    peers::lookup_dht(peers::dht(global), &pool, std::slice::from_ref(&args.query));
     pool.settle(crate::play::CONNECT_GRACE).await;
     let mut asked = pool.peers();
     if asked.is_empty() {

@@ -74,7 +74,7 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         identity.clone(),
         args.listen,
         library,
-        Some(cache),
+        Some(cache.clone()),
         NodeLimits::default(),
     )
     .with_context(|| {
@@ -114,6 +114,41 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         }
         _ => None,
     };
+    // On the DHT, when asked: every track served or cached whole, and the
+    // words of their tags, renewed before the DHT forgets them.
+    let announcing = peers::dht(global).map(|dht| {
+        let (node, quiet, port) = (node.clone(), global.quiet, addr.port());
+        tokio::spawn(async move {
+            if !dht.bootstrapped().await {
+                tracing::warn!("the DHT bootstrap nodes did not answer; announcing anyway");
+            }
+            let mut first = true;
+            loop {
+                let mut tracks: Vec<_> = node
+                    .with_library(|l| {
+                        l.tracks().map(|t| (t.manifest.id(), t.manifest.tags().clone())).collect()
+                    })
+                    .unwrap_or_default();
+                let cached = {
+                    let cache = cache.clone();
+                    tokio::task::spawn_blocking(move || cache.complete_tracks())
+                        .await
+                        .unwrap_or_default()
+                };
+                for m in cached {
+                    if tracks.iter().all(|(id, _)| *id != m.id()) {
+                        tracks.push((m.id(), m.tags().clone()));
+                    }
+                }
+                let keys = dht.announce(&tracks, port).await;
+                if first && !quiet {
+                    output::say!("announced {} tracks on the DHT ({keys} keys)", tracks.len());
+                }
+                first = false;
+                tokio::time::sleep(chorus_streamer::dht::REANNOUNCE).await;
+            }
+        })
+    });
     if !args.peers.is_empty() {
         let addrs: Vec<_> = args.peers.iter().map(|p| (p.addr, p.id)).collect();
         let joined = node.join(&addrs).await;
@@ -126,6 +161,9 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         }
     }
     crate::signals::stop_requested().await;
+    if let Some(a) = announcing {
+        a.abort();
+    }
     eprintln!("shutting down…");
     node.shutdown().await;
     serving.abort();

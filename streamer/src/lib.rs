@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod client;
 pub mod close;
+pub mod dht;
 pub mod discovery;
 pub mod error;
 pub mod fetch;

@@ -1,0 +1,243 @@
+//! The BitTorrent Mainline DHT (through `mainline`) as Chorus's
+//! internet-scale directory: a node announces its QUIC port under a key
+//! for every track it serves and under a key for every word of each
+//! track's title, artist and album (a keyword index in the style of
+//! eMule's Kad); a listener that knows no peer looks up the words of its
+//! query (or a track id) and asks the holders it finds.
+//!
+//! Keys are the first 20 bytes of BLAKE3 over a domain tag and the track id
+//! or the normalised word, so Chorus keys never collide with torrents'.
+//! What the DHT returns is a stranger's word: addresses only, dialled at
+//! most [`MAX_DHT_DIALS`] per lookup, without a peer id (the certificate
+//! then names the peer, and everything it sends is verified as usual).
+//!
+//! The public DHT is opt-in: with no bootstrap list given, `mainline`'s
+//! default (public) bootstrap nodes are used, so callers only start a
+//! [`Dht`] when the user asked for one.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use chorus_protocol::{Tags, TrackId};
+use futures_lite::StreamExt;
+use mainline::Id;
+
+/// Addresses one lookup hands back to be dialled.
+pub const MAX_DHT_DIALS: usize = 8;
+/// How long a lookup may take before its answers so far are used.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Words of a query looked up (the longest first: the rarest, usually).
+pub const MAX_QUERY_WORDS: usize = 3;
+/// Keys one node announces at most (tracks and words together).
+pub const MAX_ANNOUNCED_KEYS: usize = 4096;
+/// How often announcements are renewed: DHT nodes forget a peer after
+/// about 30 minutes.
+pub const REANNOUNCE: Duration = Duration::from_secs(25 * 60);
+/// Announcements in flight at once.
+const ANNOUNCE_CONCURRENCY: usize = 16;
+
+/// Errors of the DHT.
+#[derive(Debug, thiserror::Error)]
+#[error("DHT: {0}")]
+pub struct DhtError(String);
+
+/// A running DHT node.
+#[derive(Clone, Debug)]
+pub struct Dht {
+    dht: mainline::async_dht::AsyncDht,
+}
+
+impl Dht {
+    /// Joins the DHT through `bootstrap` (`HOST:PORT` each); with `None`,
+    /// through the public bootstrap nodes. When every bootstrap address is
+    /// on loopback, the node binds 127.0.0.1 too (a local testnet: nothing
+    /// leaves this machine).
+    pub fn start(bootstrap: Option<&[String]>) -> Result<Self, DhtError> {
+        let mut builder = mainline::Dht::builder();
+        if let Some(list) = bootstrap {
+            builder.bootstrap(list);
+            let local = list.iter().all(|a| {
+                a.parse::<SocketAddr>().is_ok_and(|s| s.ip().is_loopback())
+                    || a.starts_with("localhost:")
+            });
+            if local {
+                builder.bind_address(Ipv4Addr::LOCALHOST);
+            }
+        }
+        let dht = builder.build().map_err(|e| DhtError(e.to_string()))?;
+        Ok(Self { dht: dht.as_async() })
+    }
+
+    /// The UDP address the node sends from.
+    pub async fn local_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.dht.info().await.local_addr())
+    }
+
+    /// Waits until the node has found its place in the DHT.
+    pub async fn bootstrapped(&self) -> bool {
+        self.dht.bootstrapped().await
+    }
+
+    /// Announces `port` under the key of each track and of each word of its
+    /// tags; returns how many keys were announced. Bounded: at most
+    /// [`MAX_ANNOUNCED_KEYS`] keys, [`ANNOUNCE_CONCURRENCY`] at a time.
+    pub async fn announce(&self, tracks: &[(TrackId, Tags)], port: u16) -> usize {
+        let mut keys: Vec<Id> = Vec::new();
+        for (id, _) in tracks {
+            keys.push(track_key(id));
+        }
+        let mut words: Vec<String> = tracks.iter().flat_map(|(_, t)| tag_words(t)).collect();
+        words.sort();
+        words.dedup();
+        keys.extend(words.iter().map(|w| word_key(w)));
+        keys.truncate(MAX_ANNOUNCED_KEYS);
+        let mut done = 0;
+        for batch in keys.chunks(ANNOUNCE_CONCURRENCY) {
+            let puts = batch.iter().map(|k| {
+                let dht = self.dht.clone();
+                let k = *k;
+                tokio::spawn(async move { dht.announce_peer(k, Some(port)).await })
+            });
+            let puts: Vec<_> = puts.collect();
+            for p in puts {
+                match p.await {
+                    Ok(Ok(_)) => done += 1,
+                    Ok(Err(e)) => tracing::debug!("DHT announce: {e}"),
+                    Err(_) => {}
+                }
+            }
+        }
+        done
+    }
+
+    /// Peers announced for `track`.
+    pub async fn holders(&self, track: &TrackId) -> Vec<SocketAddr> {
+        ranked(vec![self.lookup(track_key(track)).await])
+    }
+
+    /// Peers announced for the words of `query` (the rarest few looked
+    /// up at once), those under more of the words first.
+    pub async fn holders_of_words(&self, query: &str) -> Vec<SocketAddr> {
+        let mut words = words(query);
+        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        words.truncate(MAX_QUERY_WORDS);
+        let lookups = words.iter().map(|w| {
+            let this = self.clone();
+            let key = word_key(w);
+            tokio::spawn(async move { this.lookup(key).await })
+        });
+        let lookups: Vec<_> = lookups.collect();
+        let mut found = Vec::new();
+        for l in lookups {
+            found.push(l.await.unwrap_or_default());
+        }
+        ranked(found)
+    }
+
+    /// Every address announced under `key`, within [`LOOKUP_TIMEOUT`].
+    async fn lookup(&self, key: Id) -> Vec<SocketAddr> {
+        let mut stream = self.dht.get_peers(key);
+        let mut out: Vec<SocketAddr> = Vec::new();
+        let collect = async {
+            while let Some(batch) = stream.next().await {
+                for a in batch {
+                    let a = SocketAddr::V4(a);
+                    if a.port() != 0 && !a.ip().is_unspecified() && !out.contains(&a) {
+                        out.push(a);
+                    }
+                    if out.len() >= 256 {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LOOKUP_TIMEOUT, collect).await;
+        out
+    }
+}
+
+/// Addresses found under several keys first, at most [`MAX_DHT_DIALS`].
+fn ranked(lists: Vec<Vec<SocketAddr>>) -> Vec<SocketAddr> {
+    let mut count: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut order = Vec::new();
+    for list in lists {
+        for a in list {
+            let c = count.entry(a).or_insert(0);
+            if *c == 0 {
+                order.push(a);
+            }
+            *c += 1;
+        }
+    }
+    order.sort_by_key(|a| std::cmp::Reverse(count[a]));
+    order.truncate(MAX_DHT_DIALS);
+    order
+}
+
+fn key(tag: &[u8], value: &[u8]) -> Id {
+    let mut h = blake3::Hasher::new();
+    h.update(tag);
+    h.update(value);
+    let bytes = h.finalize();
+    // 20 of 32 bytes: always the right length.
+    Id::from_bytes(&bytes.as_bytes()[..20]).unwrap_or_else(|_| Id::random())
+}
+
+/// The DHT key of a track.
+pub fn track_key(track: &TrackId) -> Id {
+    key(b"chorus/track/v1\0", track.as_bytes())
+}
+
+/// The DHT key of a normalised word.
+pub fn word_key(word: &str) -> Id {
+    key(b"chorus/word/v1\0", word.as_bytes())
+}
+
+/// The words of `text` as the index keeps them: lowercase letters and
+/// digits, two characters or more, each once, at most 16.
+pub fn words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let w = w.to_lowercase();
+        if w.chars().count() >= 2 && !out.contains(&w) {
+            out.push(w);
+        }
+        if out.len() >= 16 {
+            break;
+        }
+    }
+    out
+}
+
+/// The words a track is found by: its title, artist and album.
+pub fn tag_words(tags: &Tags) -> Vec<String> {
+    let text = [tags.title.as_deref(), tags.artist.as_deref(), tags.album.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    words(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_normalised_and_keys_are_stable_and_distinct() {
+        assert_eq!(words("Apex ALEPH – Max McCracken!"), ["apex", "aleph", "max", "mccracken"]);
+        assert_eq!(words("a b cd cd"), ["cd"]);
+        assert_eq!(word_key("apex"), word_key("apex"));
+        assert_ne!(word_key("apex"), word_key("aleph"));
+        let id = TrackId::from_bytes([7; 32]);
+        assert_ne!(track_key(&id), word_key("apex"));
+    }
+
+    #[test]
+    fn addresses_under_more_words_rank_first() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(ranked(vec![vec![a, b], vec![b]]), vec![b, a]);
+    }
+}
