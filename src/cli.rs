@@ -53,6 +53,11 @@ pub struct Global {
         value_delimiter = ','
     )]
     pub dht_bootstrap: Vec<String>,
+    /// Be a member of the private swarm with this key (`chorus swarm new`):
+    /// only members are accepted or dialled, and the LAN and DHT
+    /// announcements are the swarm's own
+    #[arg(long, global = true, env = "CHORUS_SWARM", value_name = "KEY", hide_env_values = true)]
+    pub swarm: Option<String>,
 }
 
 /// On or off.
@@ -82,6 +87,20 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the settings in effect (config file, defaults) and where each comes from
     Config,
+    /// Private swarms: `chorus swarm new` makes a key to share with friends
+    Swarm(SwarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    #[command(subcommand)]
+    pub action: SwarmAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SwarmAction {
+    /// Make a new swarm key and print it
+    New,
 }
 
 #[derive(Debug, Args)]

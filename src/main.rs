@@ -22,6 +22,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// `chorus swarm new`: a fresh key, and how to use it.
+fn swarm_new() -> anyhow::Result<()> {
+    let key = chorus_streamer::identity::SwarmKey::generate()?;
+    println!("{}", key.to_hex());
+    eprintln!(
+        "share this key only with the swarm's members; each node uses it with\n  --swarm KEY   (or CHORUS_SWARM=KEY)\non seed, play and search alike"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut cli = cli::Cli::parse();
     // The bench reports stalls and dropped peers in its table; their
@@ -90,6 +100,9 @@ fn main() -> ExitCode {
             cli::Command::Demo(args) => demo::run(&cli.global, args).await,
             cli::Command::Bench(args) => bench::run(&cli.global, args).await,
             cli::Command::Config => config::show(&cli.global),
+            cli::Command::Swarm(args) => match args.action {
+                cli::SwarmAction::New => swarm_new(),
+            },
         }
     });
     resources::report_if_asked();

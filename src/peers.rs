@@ -69,12 +69,30 @@ pub fn data_dir(global: &Global) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/chorus"))
 }
 
-/// This node's identity from the data dir.
+/// This node's identity from the data dir (a member of the private swarm
+/// `--swarm` names, if any).
 pub fn identity(global: &Global) -> Result<Arc<Identity>> {
     let dir = data_dir(global)?;
     let id = Identity::load_or_create(&dir)
         .with_context(|| format!("loading the node identity from {}", dir.display()))?;
-    Ok(Arc::new(id))
+    Ok(Arc::new(join_swarm(global, id)?))
+}
+
+/// The private swarm key given with `--swarm` (or CHORUS_SWARM).
+pub fn swarm(global: &Global) -> Result<Option<chorus_streamer::identity::SwarmKey>> {
+    global
+        .swarm
+        .as_deref()
+        .map(chorus_streamer::identity::SwarmKey::from_hex)
+        .transpose()
+        .context("--swarm")
+}
+
+fn join_swarm(global: &Global, id: Identity) -> Result<Identity> {
+    Ok(match swarm(global)? {
+        Some(k) => id.in_swarm(k)?,
+        None => id,
+    })
 }
 
 /// Dials one peer from a client-only endpoint.
@@ -94,11 +112,12 @@ pub async fn dial(global: &Global, peer: &PeerAddr) -> Result<(Transport, Peer)>
 /// This node's identity for a listener: from the data dir, or, where the
 /// data dir cannot hold one (read-only, say), a temporary one, said once.
 pub fn identity_for_play(global: &Global) -> Result<Arc<Identity>> {
+    swarm(global)?;
     match identity(global) {
         Ok(id) => Ok(id),
         Err(e) => {
             eprintln!("warning: {e:#}; using a temporary identity for this run");
-            Ok(Arc::new(Identity::ephemeral()?))
+            Ok(Arc::new(join_swarm(global, Identity::ephemeral()?)?))
         }
     }
 }
@@ -138,16 +157,17 @@ pub fn browse_lan(global: &Global, pool: &Arc<chorus_streamer::start::Pool>) {
     let searching = pool.searching();
     let pool = pool.clone();
     let me = pool.transport().peer_id();
+    let swarm = swarm(global).ok().flatten();
+    let window = chorus_streamer::lan::BROWSE_WINDOW;
     tokio::task::spawn_blocking(move || {
         let _searching = searching;
-        let result =
-            chorus_streamer::lan::browse(me, chorus_streamer::lan::BROWSE_WINDOW, &mut |peer| {
-                tracing::info!("found {} on the LAN at {:?}", peer.id.fmt_short(), peer.addrs);
-                if let Some(addr) = peer.addrs.first() {
-                    pool.add(*addr, Some(peer.id));
-                }
-                true
-            });
+        let result = chorus_streamer::lan::browse(me, swarm.as_ref(), window, &mut |peer| {
+            tracing::info!("found {} on the LAN at {:?}", peer.id.fmt_short(), peer.addrs);
+            if let Some(addr) = peer.addrs.first() {
+                pool.add(*addr, Some(peer.id));
+            }
+            true
+        });
         if let Err(e) = result {
             tracing::debug!("{e}");
         }
@@ -161,7 +181,8 @@ pub fn dht(global: &Global) -> Option<chorus_streamer::dht::Dht> {
     if global.dht == crate::cli::Switch::Off && bootstrap.is_none() {
         return None;
     }
-    match chorus_streamer::dht::Dht::start(bootstrap) {
+    let swarm = swarm(global).ok().flatten();
+    match chorus_streamer::dht::Dht::start(bootstrap, swarm.as_ref()) {
         Ok(d) => Some(d),
         Err(e) => {
             tracing::warn!("{e}; going on without the DHT");

@@ -91,7 +91,11 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     // node only this machine can reach).
     let _announced = match (global.lan, addr.ip().is_loopback()) {
         (crate::cli::Switch::On, false) => {
-            match chorus_streamer::lan::Announcer::start(identity.peer_id(), addr.port()) {
+            match chorus_streamer::lan::Announcer::start(
+                identity.peer_id(),
+                addr.port(),
+                identity.swarm(),
+            ) {
                 Ok(a) => {
                     let a = Arc::new(a);
                     let (announcer, quiet) = (a.clone(), global.quiet);

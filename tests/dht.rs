@@ -7,21 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
 use common::*;
-
-/// Kills the seeds when the test ends.
-struct Seeds(Vec<Child>);
-impl Drop for Seeds {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 const SAMPLES: [&str; 6] = [
     "apex-aleph.ogg",
@@ -39,24 +25,20 @@ fn a_listener_given_only_a_dht_bootstrap_finds_searches_and_plays() {
     assert!(testnet.bootstrap.iter().all(|b| b.starts_with("127.0.0.1:")), "{bootstrap}");
 
     // A dozen seeds, two per sample track, each serving one track.
-    let mut seeds = Seeds(Vec::new());
+    let mut seeds = Vec::new();
     let mut dirs = Vec::new();
     for i in 0..12 {
         let lib = library_dir(&[SAMPLES[i % SAMPLES.len()]]);
         let data = tempfile::tempdir().unwrap();
-        let child = chorus_cmd(data.path())
-            .args(["seed", "--listen", "127.0.0.1:0", "--dht-bootstrap", &bootstrap])
-            .arg(lib.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        seeds.0.push(child);
+        seeds.push(spawn_lines(
+            chorus_cmd(data.path())
+                .args(["seed", "--listen", "127.0.0.1:0", "--dht-bootstrap", &bootstrap])
+                .arg(lib.path()),
+        ));
         dirs.push((lib, data));
     }
-    for seed in &mut seeds.0 {
-        let out = BufReader::new(seed.stdout.take().unwrap());
-        let line = out.lines().map_while(Result::ok).find(|l| l.starts_with("announced"));
+    for (_, lines) in &mut seeds {
+        let line = lines.find(|l| l.starts_with("announced"));
         let line = line.expect("every seed announces on the DHT");
         assert!(line.contains("announced 1 tracks"), "{line}");
     }
@@ -112,7 +94,7 @@ fn a_dht_joined_through_loopback_nodes_sends_from_loopback_only() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let testnet = mainline::Testnet::builder(3).build().unwrap();
     rt.block_on(async {
-        let dht = chorus_streamer::dht::Dht::start(Some(&testnet.bootstrap)).unwrap();
+        let dht = chorus_streamer::dht::Dht::start(Some(&testnet.bootstrap), None).unwrap();
         // A socket bound to 127.0.0.1 cannot reach any other host: no
         // public bootstrap node can be contacted from it.
         assert!(dht.local_addr().await.ip().is_loopback());

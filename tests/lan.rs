@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -58,15 +57,6 @@ fn link() -> Option<(Netns, Netns)> {
     Some((a, b))
 }
 
-/// Kills the seed if the test ends early.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn chorus_in(ns: &Netns, data: &std::path::Path) -> Command {
     let mut c = ns.exec();
     c.arg(env!("CARGO_BIN_EXE_chorus"))
@@ -84,16 +74,12 @@ fn a_node_on_the_lan_is_found_by_mdns_with_no_configuration_and_played_from() {
     let Some((seed_ns, listener_ns)) = link() else { return };
     let lib = library_dir(&["apex-aleph.ogg"]);
     let seed_data = tempfile::tempdir().unwrap();
-    let child = chorus_in(&seed_ns, seed_data.path())
-        .args(["seed", "--listen", "0.0.0.0:0"])
-        .arg(lib.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seed = Guard(child);
-    let mut lines = BufReader::new(seed.0.stdout.take().unwrap()).lines();
-    let announced = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("announced"));
+    let (seed, mut lines) = spawn_lines(
+        chorus_in(&seed_ns, seed_data.path())
+            .args(["seed", "--listen", "0.0.0.0:0"])
+            .arg(lib.path()),
+    );
+    let announced = lines.find(|l| l.starts_with("announced"));
     assert!(announced.is_some(), "the seed did not announce itself");
 
     let data = tempfile::tempdir().unwrap();

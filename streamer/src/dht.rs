@@ -46,6 +46,9 @@ pub struct DhtError(String);
 #[derive(Clone, Debug)]
 pub struct Dht {
     dht: mainline::async_dht::AsyncDht,
+    /// A private swarm's key for its DHT keys (outsiders can neither find
+    /// nor recognise them).
+    salt: Option<[u8; 32]>,
 }
 
 impl Dht {
@@ -53,7 +56,10 @@ impl Dht {
     /// through the public bootstrap nodes. When every bootstrap address is
     /// on loopback, the node binds 127.0.0.1 too (a local testnet: nothing
     /// leaves this machine).
-    pub fn start(bootstrap: Option<&[String]>) -> Result<Self, DhtError> {
+    pub fn start(
+        bootstrap: Option<&[String]>,
+        swarm: Option<&crate::identity::SwarmKey>,
+    ) -> Result<Self, DhtError> {
         let mut builder = mainline::Dht::builder();
         if let Some(list) = bootstrap {
             builder.bootstrap(list);
@@ -66,7 +72,8 @@ impl Dht {
             }
         }
         let dht = builder.build().map_err(|e| DhtError(e.to_string()))?;
-        Ok(Self { dht: dht.as_async() })
+        let salt = swarm.map(|k| k.derive(b"chorus/dht/v1"));
+        Ok(Self { dht: dht.as_async(), salt })
     }
 
     /// The UDP address the node sends from.
@@ -85,12 +92,12 @@ impl Dht {
     pub async fn announce(&self, tracks: &[(TrackId, Tags)], port: u16) -> usize {
         let mut keys: Vec<Id> = Vec::new();
         for (id, _) in tracks {
-            keys.push(track_key(id));
+            keys.push(self.track_key(id));
         }
         let mut words: Vec<String> = tracks.iter().flat_map(|(_, t)| tag_words(t)).collect();
         words.sort();
         words.dedup();
-        keys.extend(words.iter().map(|w| word_key(w)));
+        keys.extend(words.iter().map(|w| self.word_key(w)));
         keys.truncate(MAX_ANNOUNCED_KEYS);
         let mut done = 0;
         for batch in keys.chunks(ANNOUNCE_CONCURRENCY) {
@@ -113,7 +120,7 @@ impl Dht {
 
     /// Peers announced for `track`.
     pub async fn holders(&self, track: &TrackId) -> Vec<SocketAddr> {
-        ranked(vec![self.lookup(track_key(track)).await])
+        ranked(vec![self.lookup(self.track_key(track)).await])
     }
 
     /// Peers announced for the words of `query` (the rarest few looked
@@ -124,7 +131,7 @@ impl Dht {
         words.truncate(MAX_QUERY_WORDS);
         let lookups = words.iter().map(|w| {
             let this = self.clone();
-            let key = word_key(w);
+            let key = this.word_key(w);
             tokio::spawn(async move { this.lookup(key).await })
         });
         let lookups: Vec<_> = lookups.collect();
@@ -133,6 +140,16 @@ impl Dht {
             found.push(l.await.unwrap_or_default());
         }
         ranked(found)
+    }
+
+    /// The key of a track (in a private swarm, the swarm's own).
+    pub fn track_key(&self, track: &TrackId) -> Id {
+        key(self.salt.as_ref(), b"chorus/track/v1\0", track.as_bytes())
+    }
+
+    /// The key of a normalised word (in a private swarm, the swarm's own).
+    pub fn word_key(&self, word: &str) -> Id {
+        key(self.salt.as_ref(), b"chorus/word/v1\0", word.as_bytes())
     }
 
     /// Every address announced under `key`, within [`LOOKUP_TIMEOUT`].
@@ -175,23 +192,16 @@ fn ranked(lists: Vec<Vec<SocketAddr>>) -> Vec<SocketAddr> {
     order
 }
 
-fn key(tag: &[u8], value: &[u8]) -> Id {
-    let mut h = blake3::Hasher::new();
+fn key(salt: Option<&[u8; 32]>, tag: &[u8], value: &[u8]) -> Id {
+    let mut h = match salt {
+        Some(k) => blake3::Hasher::new_keyed(k),
+        None => blake3::Hasher::new(),
+    };
     h.update(tag);
     h.update(value);
     let bytes = h.finalize();
     // 20 of 32 bytes: always the right length.
     Id::from_bytes(&bytes.as_bytes()[..20]).unwrap_or_else(|_| Id::random())
-}
-
-/// The DHT key of a track.
-pub fn track_key(track: &TrackId) -> Id {
-    key(b"chorus/track/v1\0", track.as_bytes())
-}
-
-/// The DHT key of a normalised word.
-pub fn word_key(word: &str) -> Id {
-    key(b"chorus/word/v1\0", word.as_bytes())
 }
 
 /// The words of `text` as the index keeps them: lowercase letters and
@@ -228,10 +238,14 @@ mod tests {
     fn words_are_normalised_and_keys_are_stable_and_distinct() {
         assert_eq!(words("Apex ALEPH – Max McCracken!"), ["apex", "aleph", "max", "mccracken"]);
         assert_eq!(words("a b cd cd"), ["cd"]);
-        assert_eq!(word_key("apex"), word_key("apex"));
-        assert_ne!(word_key("apex"), word_key("aleph"));
+        let word = |salt: Option<&[u8; 32]>, w: &str| key(salt, b"chorus/word/v1\0", w.as_bytes());
+        assert_eq!(word(None, "apex"), word(None, "apex"));
+        assert_ne!(word(None, "apex"), word(None, "aleph"));
         let id = TrackId::from_bytes([7; 32]);
-        assert_ne!(track_key(&id), word_key("apex"));
+        assert_ne!(key(None, b"chorus/track/v1\0", id.as_bytes()), word(None, "apex"));
+        // A private swarm's keys are its own.
+        assert_ne!(word(Some(&[1; 32]), "apex"), word(None, "apex"));
+        assert_ne!(word(Some(&[1; 32]), "apex"), word(Some(&[2; 32]), "apex"));
     }
 
     #[test]

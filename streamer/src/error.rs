@@ -114,6 +114,25 @@ impl Error {
     ) -> Self {
         Self::Io { context, path: path.into(), source }
     }
+
+    /// True when the peer ended the TLS handshake with an alert: it did not
+    /// accept our certificate (it is in a private swarm we are not in, or
+    /// we are in one and it is not).
+    pub fn refused_by_tls(&self) -> bool {
+        let conn = match self {
+            Error::Connection(c)
+            | Error::Read(quinn::ReadError::ConnectionLost(c))
+            | Error::Write(quinn::WriteError::ConnectionLost(c)) => c,
+            _ => return false,
+        };
+        // QUIC carries a TLS alert as error code 0x100 + the alert.
+        let code = match conn {
+            quinn::ConnectionError::ConnectionClosed(c) => u64::from(c.error_code),
+            quinn::ConnectionError::TransportError(t) => u64::from(t.code),
+            _ => return false,
+        };
+        (0x100..0x200).contains(&code)
+    }
 }
 
 /// Shorthand for results of this crate.

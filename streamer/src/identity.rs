@@ -18,11 +18,75 @@ use crate::error::{Error, Result};
 /// The file in the data dir that holds the node's private key (PKCS#8 DER).
 pub const KEY_FILE: &str = "identity.key";
 
+/// A private swarm's shared secret (`chorus swarm new`). A node with one
+/// accepts and dials only nodes that prove they hold it: each member's
+/// certificate names it by a MAC of the swarm key over the member's own
+/// public key ([`SwarmKey::member_name`]). The TLS handshake proves the
+/// member holds that public key's private key, so the proof is bound to
+/// the session: copying another member's certificate does not help, and
+/// nobody without the key can make one for their own key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SwarmKey([u8; 32]);
+
+impl std::fmt::Debug for SwarmKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwarmKey(..)")
+    }
+}
+
+impl SwarmKey {
+    /// A new random key.
+    pub fn generate() -> Result<Self> {
+        let mut k = [0u8; 32];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut k)
+            .map_err(|_| Error::Identity("no randomness for a swarm key".into()))?;
+        Ok(Self(k))
+    }
+
+    /// The key's text form (64 hex digits).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads the text form.
+    pub fn from_hex(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let bad =
+            || Error::Identity("a swarm key is 64 hex digits (from `chorus swarm new`)".into());
+        if s.len() != 64 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Self(k))
+    }
+
+    /// Derives a 32-byte value for `purpose` (DHT keys, the mDNS service
+    /// name): outsiders can neither compute nor recognise it.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.0, purpose).as_bytes()
+    }
+
+    /// The name a member's certificate carries: a MAC over its public key.
+    pub fn member_name(&self, spki_der: &[u8]) -> String {
+        let mut input = b"chorus swarm member v1\0".to_vec();
+        input.extend_from_slice(spki_der);
+        let mac = blake3::keyed_hash(&self.0, &input);
+        let hex: String = mac.as_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("m{hex}.swarm.chorus")
+    }
+}
+
 /// A node's key pair and certificate.
 pub struct Identity {
     key_der: Vec<u8>,
     cert: CertificateDer<'static>,
     peer_id: PeerId,
+    swarm: Option<SwarmKey>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -65,11 +129,32 @@ impl Identity {
     }
 
     fn from_key(key: KeyPair) -> Result<Self> {
-        let peer_id = PeerId::from_public_key_der(&key.subject_public_key_info());
-        let params = CertificateParams::new(vec!["chorus".to_owned()])
-            .map_err(|e| Error::Identity(e.to_string()))?;
+        Self::certified(key, None)
+    }
+
+    fn certified(key: KeyPair, swarm: Option<SwarmKey>) -> Result<Self> {
+        let spki = key.subject_public_key_info();
+        let peer_id = PeerId::from_public_key_der(&spki);
+        let mut names = vec!["chorus".to_owned()];
+        if let Some(s) = &swarm {
+            names.push(s.member_name(&spki));
+        }
+        let params = CertificateParams::new(names).map_err(|e| Error::Identity(e.to_string()))?;
         let cert = params.self_signed(&key).map_err(|e| Error::Identity(e.to_string()))?;
-        Ok(Self { key_der: key.serialize_der(), cert: cert.der().clone(), peer_id })
+        Ok(Self { key_der: key.serialize_der(), cert: cert.der().clone(), peer_id, swarm })
+    }
+
+    /// The same node as a member of the private swarm `swarm`: its
+    /// certificate proves it, and it accepts only members.
+    pub fn in_swarm(self, swarm: SwarmKey) -> Result<Self> {
+        let key = KeyPair::try_from(self.key_der.as_slice())
+            .map_err(|e| Error::Identity(e.to_string()))?;
+        Self::certified(key, Some(swarm))
+    }
+
+    /// The private swarm this node belongs to, if any.
+    pub fn swarm(&self) -> Option<&SwarmKey> {
+        self.swarm.as_ref()
     }
 
     /// This node's id.

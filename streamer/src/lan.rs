@@ -39,14 +39,19 @@ pub struct Announcer {
 impl Announcer {
     /// Announces the node `id` serving on UDP `port` of every address of
     /// this host's interfaces.
-    pub fn start(id: PeerId, port: u16) -> Result<Self, LanError> {
+    pub fn start(
+        id: PeerId,
+        port: u16,
+        swarm: Option<&crate::identity::SwarmKey>,
+    ) -> Result<Self, LanError> {
         let daemon = ServiceDaemon::new().map_err(err)?;
+        let service = service_type(swarm);
         let hex = id.to_string();
         // An instance name must be unique on the link: the id's start is.
         let instance = format!("chorus-{}", &hex[..16.min(hex.len())]);
         let host = format!("{instance}.local.");
         let info =
-            ServiceInfo::new(SERVICE, &instance, &host, "", port, &[("id", hex.as_str())][..])
+            ServiceInfo::new(&service, &instance, &host, "", port, &[("id", hex.as_str())][..])
                 .map_err(err)?
                 .enable_addr_auto();
         let fullname = info.get_fullname().to_owned();
@@ -98,6 +103,20 @@ pub struct LanPeer {
     pub addrs: Vec<SocketAddr>,
 }
 
+/// The service type: [`SERVICE`], or in a private swarm one derived from
+/// its key (outsiders neither find it nor can tell whose it is).
+pub fn service_type(swarm: Option<&crate::identity::SwarmKey>) -> String {
+    match swarm {
+        None => SERVICE.to_owned(),
+        Some(k) => {
+            let tag: String =
+                k.derive(b"chorus/mdns/v1")[..4].iter().map(|b| format!("{b:02x}")).collect();
+            // A service name is at most 15 characters: "chorus-" and 8 more.
+            format!("_chorus-{tag}._udp.local.")
+        }
+    }
+}
+
 /// An address a QUIC dial can use: not unspecified, and not an IPv6
 /// link-local one (it would need the interface's scope).
 fn usable(ip: std::net::IpAddr) -> bool {
@@ -112,11 +131,13 @@ fn usable(ip: std::net::IpAddr) -> bool {
 /// times. Returns early when `found` returns false.
 pub fn browse(
     me: PeerId,
+    swarm: Option<&crate::identity::SwarmKey>,
     window: Duration,
     found: &mut dyn FnMut(LanPeer) -> bool,
 ) -> Result<(), LanError> {
     let daemon = ServiceDaemon::new().map_err(err)?;
-    let events = daemon.browse(SERVICE).map_err(err)?;
+    let service = service_type(swarm);
+    let events = daemon.browse(&service).map_err(err)?;
     let deadline = Instant::now() + window;
     let mut seen: Vec<PeerId> = Vec::new();
     while seen.len() < MAX_LAN_PEERS {
@@ -149,7 +170,25 @@ pub fn browse(
             break;
         }
     }
-    let _ = daemon.stop_browse(SERVICE);
+    let _ = daemon.stop_browse(&service);
     let _ = daemon.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_swarm_has_a_service_of_its_own() {
+        let a = crate::identity::SwarmKey::from_hex(&"ab".repeat(32)).unwrap();
+        let b = crate::identity::SwarmKey::from_hex(&"cd".repeat(32)).unwrap();
+        assert_eq!(service_type(None), SERVICE);
+        let (sa, sb) = (service_type(Some(&a)), service_type(Some(&b)));
+        assert_ne!(sa, sb);
+        assert_ne!(sa, SERVICE);
+        // DNS-SD service names are at most 15 characters.
+        let name = sa.trim_start_matches('_').split('.').next().unwrap();
+        assert!(name.len() <= 15, "{name}");
+    }
 }

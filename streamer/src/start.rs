@@ -149,9 +149,16 @@ impl Pool {
                 }
             }
             Err(e) => {
-                tracing::warn!("skipping peer {addr}: {e}");
+                let why = if e.refused_by_tls() {
+                    "the TLS handshake failed: one of us is in a private swarm the other \
+                     is not (same --swarm KEY on both?)"
+                        .to_owned()
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!("skipping peer {addr}: {why}");
                 s.handshaken.retain(|p| p.addr() != addr);
-                s.failures.push(format!("{addr}: {e}"));
+                s.failures.push(format!("{addr}: {why}"));
             }
         }
         drop(s);

@@ -117,7 +117,7 @@ fn transport(limits: &TransportLimits, role: Role) -> Result<Arc<quinn::Transpor
 /// The QUIC server configuration of a node.
 pub fn server_config(identity: &Identity, limits: &TransportLimits) -> Result<quinn::ServerConfig> {
     let provider = provider();
-    let verifier = Arc::new(PeerCertVerifier::new(&provider));
+    let verifier = Arc::new(PeerCertVerifier::new(&provider, identity.swarm().cloned()));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -134,7 +134,7 @@ pub fn server_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
 /// The QUIC client configuration of a node.
 pub fn client_config(identity: &Identity, limits: &TransportLimits) -> Result<quinn::ClientConfig> {
     let provider = provider();
-    let verifier = Arc::new(PeerCertVerifier::new(&provider));
+    let verifier = Arc::new(PeerCertVerifier::new(&provider, identity.swarm().cloned()));
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -148,15 +148,30 @@ pub fn client_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
     Ok(config)
 }
 
-/// Accepts any well-formed certificate whose key signs the handshake.
+/// Accepts any well-formed certificate whose key signs the handshake; in
+/// a private swarm, only one that names its key as a member's.
 #[derive(Debug)]
 struct PeerCertVerifier {
     algs: WebPkiSupportedAlgorithms,
+    swarm: Option<crate::identity::SwarmKey>,
 }
 
 impl PeerCertVerifier {
-    fn new(provider: &CryptoProvider) -> Self {
-        Self { algs: provider.signature_verification_algorithms }
+    fn new(provider: &CryptoProvider, swarm: Option<crate::identity::SwarmKey>) -> Self {
+        Self { algs: provider.signature_verification_algorithms, swarm }
+    }
+
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let parsed = ParsedCertificate::try_from(cert)?;
+        let Some(swarm) = &self.swarm else { return Ok(()) };
+        let name = swarm.member_name(parsed.subject_public_key_info().as_ref());
+        let name = ServerName::try_from(name)
+            .map_err(|_| rustls::Error::General("swarm member name".into()))?;
+        rustls::client::verify_server_name(&parsed, &name).map_err(|_| {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
+        })
     }
 }
 
@@ -169,7 +184,7 @@ impl ServerCertVerifier for PeerCertVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        ParsedCertificate::try_from(end_entity)?;
+        self.check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -207,7 +222,7 @@ impl ClientCertVerifier for PeerCertVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        ParsedCertificate::try_from(end_entity)?;
+        self.check(end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 

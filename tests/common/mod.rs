@@ -207,3 +207,29 @@ pub fn mkfifo(path: &Path) {
     let ok = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo");
     assert!(ok.success(), "mkfifo {}", path.display());
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// leaves nothing running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` with stdout piped and stderr dropped; returns the child
+/// and its stdout, line by line.
+pub fn spawn_lines(
+    cmd: &mut std::process::Command,
+) -> (Running, impl Iterator<Item = String> + use<>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    (Running(child), std::io::BufReader::new(out).lines().map_while(Result::ok))
+}
