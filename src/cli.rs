@@ -87,6 +87,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the settings in effect (config file, defaults) and where each comes from
     Config,
+    /// List the peers this node remembers: how it learned of each, RTT, bytes served
+    Peers,
     /// Private swarms: `chorus swarm new` makes a key to share with friends
     Swarm(SwarmArgs),
 }

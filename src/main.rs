@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod demo;
 mod fetch;
+mod memory;
 mod output;
 mod peers;
 mod play;
@@ -100,6 +101,7 @@ fn main() -> ExitCode {
             cli::Command::Demo(args) => demo::run(&cli.global, args).await,
             cli::Command::Bench(args) => bench::run(&cli.global, args).await,
             cli::Command::Config => config::show(&cli.global),
+            cli::Command::Peers => memory::show(&cli.global),
             cli::Command::Swarm(args) => match args.action {
                 cli::SwarmAction::New => swarm_new(),
             },

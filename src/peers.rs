@@ -164,7 +164,7 @@ pub fn browse_lan(global: &Global, pool: &Arc<chorus_streamer::start::Pool>) {
         let result = chorus_streamer::lan::browse(me, swarm.as_ref(), window, &mut |peer| {
             tracing::info!("found {} on the LAN at {:?}", peer.id.fmt_short(), peer.addrs);
             if let Some(addr) = peer.addrs.first() {
-                pool.add(*addr, Some(peer.id));
+                pool.add(*addr, Some(peer.id), "lan");
             }
             true
         });
@@ -220,7 +220,7 @@ pub fn lookup_dht(
             for addr in l.await.unwrap_or_default() {
                 if added < chorus_streamer::dht::MAX_DHT_DIALS {
                     tracing::info!("found {addr} in the DHT");
-                    pool.add(addr, None);
+                    pool.add(addr, None, "dht");
                     added += 1;
                 }
             }

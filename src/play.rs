@@ -63,8 +63,13 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     };
     let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
     let pool = Pool::dial(&transport, &addrs);
+    let mut memory = crate::memory::Memory::load(global);
+    if addrs.is_empty() {
+        crate::memory::dial_remembered(&memory, &pool);
+    }
     peers::browse_lan(global, &pool);
     peers::lookup_dht(peers::dht(global), &pool, &args.what);
+    let served = Mutex::new(Vec::new());
     let result = async {
         let queue = tokio::select! {
             q = build_queue(&pool, &cache, &args) => q?,
@@ -77,10 +82,14 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
             settings: &settings,
             duration: args.output.duration.map(|s| Duration::from_secs_f64(s.max(0.0))),
             first_start: Duration::from_secs_f64(args.start.max(0.0)),
+            served: &served,
         };
         session.run(queue, started).await
     }
     .await;
+    let given = if settings.peers.1 == crate::config::Origin::Flag { "flag" } else { "config" };
+    let served = served.into_inner().unwrap_or_default();
+    crate::memory::remember(&mut memory, &pool, given, &served);
     transport.close().await;
     match result {
         // Whoever read the audio from our stdout has gone: nothing is wrong.
@@ -377,6 +386,8 @@ struct Session<'a> {
     settings: &'a crate::config::PlaySettings,
     duration: Option<Duration>,
     first_start: Duration,
+    /// Verified bytes each peer served, over the queue.
+    served: &'a Mutex<Vec<(PeerId, SocketAddr, u64)>>,
 }
 
 impl Session<'_> {
@@ -485,6 +496,9 @@ impl Session<'_> {
             }
             for id in &report.banned {
                 self.pool.transport().ban(*id);
+            }
+            if let Ok(mut served) = self.served.lock() {
+                served.extend(report.sources.iter().map(|s| (s.0, s.1, s.2)));
             }
             upcoming = prefetch;
             match outcome {

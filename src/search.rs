@@ -36,9 +36,15 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
     )?;
     let dial: Vec<_> = addrs.iter().map(|a| (a.addr, a.id)).collect();
     let pool = chorus_streamer::start::Pool::dial(&transport, &dial);
+    let mut memory = crate::memory::Memory::load(global);
+    if dial.is_empty() {
+        crate::memory::dial_remembered(&memory, &pool);
+    }
     peers::browse_lan(global, &pool);
     peers::lookup_dht(peers::dht(global), &pool, std::slice::from_ref(&args.query));
     pool.settle(crate::play::CONNECT_GRACE).await;
+    let given = if args.peers.is_empty() { "config" } else { "flag" };
+    crate::memory::remember(&mut memory, &pool, given, &[]);
     let mut asked = pool.peers();
     if asked.is_empty() {
         let why = pool.failures().join("; ");

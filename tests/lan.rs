@@ -106,8 +106,9 @@ fn a_node_on_the_lan_is_found_by_mdns_with_no_configuration_and_played_from() {
     assert_eq!(played.len(), 2 * 48_000 * 2);
     assert!(played.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample-exact");
 
-    // With discovery off, the same listener finds nobody.
-    let o = chorus_in(&listener_ns, data.path())
+    // With discovery off, a new listener finds nobody.
+    let fresh = tempfile::tempdir().unwrap();
+    let o = chorus_in(&listener_ns, fresh.path())
         .env("CHORUS_LAN", "off")
         .args(["search", "apex"])
         .output()

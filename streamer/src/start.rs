@@ -71,6 +71,8 @@ struct State {
     pending: usize,
     /// Searches still running that may add peers (a LAN browse).
     searching: usize,
+    /// How each address came to be dialled ("given", "lan", "dht"…).
+    origins: Vec<(SocketAddr, &'static str)>,
     /// Why dials failed, for the error when none succeeds.
     failures: Vec<String>,
 }
@@ -109,12 +111,16 @@ impl Pool {
         let pool = Arc::new(Self {
             transport: transport.clone(),
             epoch: Instant::now(),
-            state: Mutex::new(State { pending: addrs.len(), ..State::default() }),
+            state: Mutex::new(State {
+                pending: addrs.len(),
+                origins: addrs.iter().map(|(a, _)| (*a, "given")).collect(),
+                ..State::default()
+            }),
             changed: Notify::new(),
         });
         for &(addr, id) in addrs {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.dial_one(addr, id).await });
+            tokio::spawn(async move { pool.dial_one(addr, id, true).await });
         }
         pool
     }
@@ -125,7 +131,9 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>) {
+    /// Dials `addr`; `counted` dials hold a start with no peer yet until
+    /// they end.
+    async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>, counted: bool) {
         let result = async {
             let (conn, actual) = self.transport.dial(addr, id).await?;
             let provisional = Peer::before_hello(conn.clone(), actual, addr);
@@ -141,7 +149,9 @@ impl Pool {
         }
         .await;
         let mut s = self.lock();
-        s.pending -= 1;
+        if counted {
+            s.pending -= 1;
+        }
         match result {
             Ok(peer) => {
                 if s.ready.iter().all(|p| p.id() != peer.id()) {
@@ -165,19 +175,69 @@ impl Pool {
         self.changed.notify_waiters();
     }
 
-    /// Dials one more peer, found after the pool began (on the LAN, say),
-    /// unless the pool has it already.
-    pub fn add(self: &Arc<Self>, addr: SocketAddr, id: Option<PeerId>) {
-        {
-            let mut s = self.lock();
-            let known = |p: &Peer| Some(p.id()) == id || p.addr() == addr;
-            if s.handshaken.iter().any(known) || s.ready.iter().any(known) {
-                return;
-            }
-            s.pending += 1;
+    /// Dials one more peer, found after the pool began (`how`: "lan",
+    /// "dht"…), unless the pool has it already.
+    pub fn add(self: &Arc<Self>, addr: SocketAddr, id: Option<PeerId>, how: &'static str) {
+        if !self.claim(addr, id, how, true) {
+            return;
         }
         let pool = self.clone();
-        tokio::spawn(async move { pool.dial_one(addr, id).await });
+        tokio::spawn(async move { pool.dial_one(addr, id, true).await });
+    }
+
+    /// Dials a peer that may well be gone (one remembered from an earlier
+    /// run): a start with no peer yet waits for it at most `wait`, not the
+    /// whole connect timeout; it joins whenever it answers.
+    pub fn add_hopeful(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        id: Option<PeerId>,
+        how: &'static str,
+        wait: Duration,
+    ) {
+        if !self.claim(addr, id, how, false) {
+            return;
+        }
+        let guard = self.searching();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let dial = pool.dial_one(addr, id, false);
+            tokio::pin!(dial);
+            tokio::select! {
+                () = &mut dial => return,
+                () = tokio::time::sleep(wait) => drop(guard),
+            }
+            dial.await;
+        });
+    }
+
+    /// Records `addr` as dialled (counted in `pending` or not); false if
+    /// the pool has that peer already.
+    fn claim(
+        &self,
+        addr: SocketAddr,
+        id: Option<PeerId>,
+        how: &'static str,
+        counted: bool,
+    ) -> bool {
+        let mut s = self.lock();
+        let known = |p: &Peer| Some(p.id()) == id || p.addr() == addr;
+        if s.handshaken.iter().any(known)
+            || s.ready.iter().any(known)
+            || s.origins.iter().any(|(a, _)| *a == addr)
+        {
+            return false;
+        }
+        s.origins.push((addr, how));
+        if counted {
+            s.pending += 1;
+        }
+        true
+    }
+
+    /// How the peer at `addr` came to be dialled.
+    pub fn origin(&self, addr: SocketAddr) -> Option<&'static str> {
+        self.lock().origins.iter().find(|(a, _)| *a == addr).map(|(_, how)| *how)
     }
 
     /// Marks a search for more peers under way: while the guard lives, a
