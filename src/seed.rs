@@ -162,6 +162,15 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
                 addrs.len(),
                 node.known_peers().len()
             );
+            if let Some(seen) = node.transport().observed() {
+                let nat = match seen.mapping {
+                    chorus_streamer::transport::Mapping::Stable => "the same port for every peer",
+                    chorus_streamer::transport::Mapping::PerDestination => {
+                        "a different port per peer: a symmetric NAT"
+                    }
+                };
+                println!("seen by {} peers at {} ({nat})", seen.agreeing, seen.addr);
+            }
         }
     }
     crate::signals::stop_requested().await;

@@ -183,6 +183,7 @@ async fn who_has_after_a_poisoned_peer_exchange_sends_nothing_to_strangers() {
         peer_id: PeerId::from_bytes([7; 32]),
         listen_addrs: vec![v],
         agent: "liar".into(),
+        observed: None,
     });
     send.write_all(&chorus_protocol::frame::encode(&hello).unwrap()).await.unwrap();
     send.finish().unwrap();

@@ -31,6 +31,10 @@ pub struct Hello {
     pub listen_addrs: Vec<SocketAddr>,
     /// Free-form software name and version, for logs.
     pub agent: String,
+    /// In a reply: the address the replying node sees the other at (its
+    /// public address, behind a NAT). Absent from the asker's hello, and
+    /// on the wire only when present (older peers send and expect none).
+    pub observed: Option<SocketAddr>,
 }
 
 impl Hello {
@@ -415,7 +419,12 @@ impl Message {
     /// The payload's encoded length (without the frame header).
     pub fn encoded_len(&self) -> usize {
         match self {
-            Self::Hello(m) => 2 + 32 + addrs_len(&m.listen_addrs) + str_len(&m.agent),
+            Self::Hello(m) => {
+                2 + 32
+                    + addrs_len(&m.listen_addrs)
+                    + str_len(&m.agent)
+                    + m.observed.as_ref().map_or(0, |a| 1 + socket_addr_len(a))
+            }
             Self::SearchRequest(m) => str_len(&m.query) + varint_len(u64::from(m.limit)),
             Self::SearchResponse(m) => {
                 varint_len(m.results.len() as u64)
@@ -478,6 +487,10 @@ impl Message {
                     buf.put_socket_addr(a);
                 }
                 buf.put_str(&m.agent);
+                if let Some(a) = &m.observed {
+                    buf.put_u8(1);
+                    buf.put_socket_addr(a);
+                }
             }
             Self::SearchRequest(m) => {
                 buf.put_str(&m.query);
@@ -576,6 +589,11 @@ impl Message {
                     peer_id: PeerId::from_bytes(r.array32()?),
                     listen_addrs: read_addrs(r)?,
                     agent: r.str("agent", limits::MAX_TAG_LEN)?,
+                    observed: match r.remaining() {
+                        0 => None,
+                        _ if r.u8()? == 1 => Some(r.socket_addr()?),
+                        _ => return Err(ProtocolError::Invalid("hello observed address")),
+                    },
                 })
             }
             MessageKind::SearchRequest => Self::SearchRequest(SearchRequest {

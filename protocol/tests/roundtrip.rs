@@ -116,6 +116,7 @@ fn hello() -> Message {
         peer_id: PeerId::from_bytes([7; 32]),
         listen_addrs: vec![],
         agent: String::new(),
+        observed: None,
     })
 }
 
@@ -208,6 +209,7 @@ fn version_negotiation_picks_the_highest_common_version() {
         peer_id: PeerId::from_bytes([0; 32]),
         listen_addrs: vec![],
         agent: String::new(),
+        observed: None,
     };
     assert_eq!(h(1, 3).negotiate(1, 2), Some(2));
     assert_eq!(h(1, 1).negotiate(1, 4), Some(1));

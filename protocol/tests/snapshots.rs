@@ -30,6 +30,7 @@ fn hello() {
             peer_id: PeerId::from_bytes([0x11; 32]),
             listen_addrs: vec![addr],
             agent: "chorus/0.1".into(),
+            observed: None,
         }),
         "00000037 01 01
          01 01

@@ -77,6 +77,7 @@ impl Peer {
             peer_id: id,
             listen_addrs: Vec::new(),
             agent: String::new(),
+            observed: None,
         };
         Self { conn, id, addr, hello, version: frame::MIN_VERSION }
     }

@@ -463,7 +463,10 @@ async fn serve_stream(
                 t.insert(asker, addrs);
             }
             if h.negotiate(frame::MIN_VERSION, frame::VERSION).is_some() {
-                write_message(&mut send, &Message::Hello(shared.hello.clone())).await?;
+                // Tell the peer where we see it: behind a NAT, that is its
+                // public address (it believes it only when others agree).
+                let reply = Hello { observed: Some(remote), ..shared.hello.clone() };
+                write_message(&mut send, &Message::Hello(reply)).await?;
             } else {
                 let msg = format!(
                     "this node speaks versions {}..={}",

@@ -154,6 +154,7 @@ impl Pool {
         }
         match result {
             Ok(peer) => {
+                self.transport.learn_from(&peer);
                 if s.ready.iter().all(|p| p.id() != peer.id()) {
                     s.ready.push(peer);
                 }

@@ -41,6 +41,62 @@ pub struct Transport {
     banned: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
     /// The emulated link's counters, when sends go through one.
     link: Option<Arc<crate::netem::LinkStats>>,
+    /// Where peers say they see this node: (the reporter's address, what it
+    /// saw), the latest per reporter IP, at most [`MAX_OBSERVATIONS`].
+    observations: Arc<std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>>>,
+}
+
+/// Reports of this node's address kept (one per reporting IP).
+pub const MAX_OBSERVATIONS: usize = 32;
+
+/// How whatever stands between this node and its peers (a NAT) maps its
+/// port, as the peers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// Every peer sees the same address and port: no NAT, or one that keeps
+    /// a mapping for all destinations (cone-like: hole punching works).
+    Stable,
+    /// Peers see different ports: a new mapping per destination (a
+    /// symmetric NAT: peers must relay).
+    PerDestination,
+}
+
+/// This node's address as its peers see it, once at least two peers at
+/// different IPs agree on the IP (one peer's word is not believed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// The address most of them see.
+    pub addr: SocketAddr,
+    /// How many peers (distinct IPs) see this IP.
+    pub agreeing: usize,
+    /// What the ports they see say about the NAT.
+    pub mapping: Mapping,
+}
+
+/// The consensus of `reports` (reporter, seen): see [`Observed`].
+pub fn consensus(reports: &[(SocketAddr, SocketAddr)]) -> Option<Observed> {
+    let mut by_ip: Vec<(std::net::IpAddr, Vec<u16>)> = Vec::new();
+    for (_, seen) in reports {
+        let ip = seen.ip().to_canonical();
+        match by_ip.iter_mut().find(|(i, _)| *i == ip) {
+            Some((_, ports)) => ports.push(seen.port()),
+            None => by_ip.push((ip, vec![seen.port()])),
+        }
+    }
+    let (ip, ports) = by_ip.into_iter().max_by_key(|(_, p)| p.len())?;
+    if ports.len() < 2 {
+        return None;
+    }
+    let mut counted: Vec<(u16, usize)> = Vec::new();
+    for p in &ports {
+        match counted.iter_mut().find(|(q, _)| q == p) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((*p, 1)),
+        }
+    }
+    let port = counted.iter().max_by_key(|(_, n)| *n).map(|(p, _)| *p)?;
+    let mapping = if counted.len() == 1 { Mapping::Stable } else { Mapping::PerDestination };
+    Some(Observed { addr: SocketAddr::new(ip, port), agreeing: ports.len(), mapping })
 }
 
 impl std::fmt::Debug for Transport {
@@ -135,7 +191,16 @@ impl Transport {
         };
         let client_config = tls::client_config(&identity, limits)?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
-        Ok(Self { endpoint, identity, client_config, agent, serving, banned: Arc::default(), link })
+        Ok(Self {
+            endpoint,
+            identity,
+            client_config,
+            agent,
+            serving,
+            banned: Arc::default(),
+            link,
+            observations: Arc::default(),
+        })
     }
 
     /// A dial-only endpoint on an ephemeral port (for one-shot clients).
@@ -176,6 +241,7 @@ impl Transport {
             peer_id: self.peer_id(),
             listen_addrs,
             agent: self.agent.to_string(),
+            observed: None,
         }
     }
 
@@ -191,6 +257,32 @@ impl Transport {
         }
     }
 
+    /// Notes where the peer at `reporter` says it sees this node.
+    pub fn note_observed(&self, reporter: SocketAddr, seen: SocketAddr) {
+        if seen.port() == 0 || seen.ip().is_unspecified() {
+            return;
+        }
+        if let Ok(mut o) = self.observations.lock() {
+            o.retain(|(r, _)| r.ip() != reporter.ip());
+            if o.len() >= MAX_OBSERVATIONS {
+                o.remove(0);
+            }
+            o.push((reporter, seen));
+        }
+    }
+
+    /// This node's address as its peers see it (see [`Observed`]).
+    pub fn observed(&self) -> Option<Observed> {
+        self.observations.lock().ok().and_then(|o| consensus(&o))
+    }
+
+    /// Notes what a peer's hello says it sees of us.
+    pub(crate) fn learn_from(&self, peer: &Peer) {
+        if let Some(seen) = peer.hello().observed {
+            self.note_observed(peer.addr(), seen);
+        }
+    }
+
     /// True if the peer is banned.
     pub fn is_banned(&self, id: &PeerId) -> bool {
         self.banned.lock().is_ok_and(|b| b.contains(id))
@@ -202,7 +294,9 @@ impl Transport {
     pub async fn connect(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<Peer> {
         let (conn, actual) = self.dial(addr, expected).await?;
         let listen = self.listen_addrs();
-        Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await
+        let peer = Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await?;
+        self.learn_from(&peer);
+        Ok(peer)
     }
 
     /// [`Transport::connect`], asking for `track`'s manifest along with the
@@ -216,7 +310,9 @@ impl Transport {
     ) -> Result<(Peer, Result<ManifestAnswer>)> {
         let (conn, actual) = self.dial(addr, expected).await?;
         let hello = Message::Hello(self.hello(self.listen_addrs()));
-        Peer::handshake_asking(conn, actual, addr, hello, track).await
+        let (peer, answer) = Peer::handshake_asking(conn, actual, addr, hello, track).await?;
+        self.learn_from(&peer);
+        Ok((peer, answer))
     }
 
     /// The QUIC handshake, with the peer id and ban checks.

@@ -113,15 +113,24 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u8>(), any::<u8>(), peer_id(), vec(socket_addr(), 0..5), text(20)).prop_map(
-            |(a, b, peer_id, listen_addrs, agent)| Message::Hello(Hello {
-                min_version: a.min(b),
-                max_version: a.max(b),
-                peer_id,
-                listen_addrs,
-                agent,
-            })
-        ),
+        (
+            any::<u8>(),
+            any::<u8>(),
+            peer_id(),
+            vec(socket_addr(), 0..5),
+            text(20),
+            proptest::option::of(socket_addr())
+        )
+            .prop_map(|(a, b, peer_id, listen_addrs, agent, observed)| Message::Hello(
+                Hello {
+                    min_version: a.min(b),
+                    max_version: a.max(b),
+                    peer_id,
+                    listen_addrs,
+                    agent,
+                    observed,
+                }
+            )),
         (text(50), any::<u32>())
             .prop_map(|(query, limit)| Message::SearchRequest(SearchRequest { query, limit })),
         vec(catalog_entry(), 0..5)
