@@ -35,7 +35,12 @@ pub fn extension_hint(container: Container) -> Option<&'static str> {
 
 /// Demuxes and decodes one audio track.
 pub struct Decoder {
-    format: Box<dyn FormatReader>,
+    /// Always present; taken only while the reader is opened again.
+    format: Option<Box<dyn FormatReader>>,
+    /// The probe's hint, kept for opening the reader again.
+    hint: Option<String>,
+    /// The reader was opened again (at most once).
+    reopened: bool,
     decoder: Box<dyn AudioDecoder>,
     track_id: u32,
     time_base: TimeBase,
@@ -93,7 +98,9 @@ impl Decoder {
             })
             .map_err(map_err)?;
         Ok(Self {
-            format,
+            format: Some(format),
+            hint: hint_ext.map(str::to_owned),
+            reopened: false,
             decoder,
             track_id,
             time_base,
@@ -128,14 +135,46 @@ impl Decoder {
     pub fn seek(&mut self, t: Duration) -> Result<Duration> {
         let time =
             Time::try_from_secs_f64(t.as_secs_f64()).ok_or(Error::NotPlayable("seek time"))?;
-        let seeked = self
-            .format
-            .seek(SeekMode::Accurate, SeekTo::Time { time, track_id: Some(self.track_id) })
-            .map_err(map_err)?;
+        let track_id = self.track_id;
+        let to = || SeekTo::Time { time, track_id: Some(track_id) };
+        let seeked = match self.reader()?.seek(SeekMode::Accurate, to()) {
+            // A reader opened while the source hid its length (so it did
+            // not scan the file's end before the first note; Ogg does) may
+            // need what that scan finds to seek: open it again, now seeing
+            // the length, and retry once.
+            Err(e) if !self.reopened && !matches!(e, SymError::IoError(_)) => {
+                self.reopen()?;
+                self.reader()?.seek(SeekMode::Accurate, to())
+            }
+            r => r,
+        }
+        .map_err(map_err)?;
         self.decoder.reset();
         let required = self.ts_to_frames(seeked.required_ts.get());
         self.skip_frames = required.saturating_sub(self.ts_to_frames(seeked.actual_ts.get()));
         Ok(Duration::from_secs_f64(required as f64 / f64::from(self.sample_rate)))
+    }
+
+    fn reader(&mut self) -> Result<&mut Box<dyn FormatReader>> {
+        self.format.as_mut().ok_or(Error::NotPlayable("the demuxer could not be reopened"))
+    }
+
+    /// Opens the format reader again over the same source, from its start.
+    fn reopen(&mut self) -> Result<()> {
+        self.reopened = true;
+        let Some(format) = self.format.take() else { return Ok(()) };
+        let mut mss = format.into_inner();
+        std::io::Seek::seek(&mut mss, std::io::SeekFrom::Start(0))
+            .map_err(|e| map_err(SymError::IoError(e)))?;
+        let mut hint = Hint::new();
+        if let Some(ext) = &self.hint {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(map_err)?;
+        self.format = Some(format);
+        Ok(())
     }
 
     fn ts_to_frames(&self, ts: i64) -> u64 {
@@ -150,7 +189,7 @@ impl Decoder {
     /// stops delivering is an error.
     pub fn next_block(&mut self) -> Result<Option<&[f32]>> {
         loop {
-            let packet = match self.format.next_packet() {
+            let packet = match self.reader()?.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
                 Err(SymError::ResetRequired) => {

@@ -581,10 +581,12 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     });
     let stopped = || t.stats.stop.load(Relaxed) || t.cancel.load(Relaxed);
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
+    let shown = source.length_shown();
     let mut decoder = match Decoder::open(Box::new(source), t.hint) {
         Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO, Duration::ZERO)),
         d => d?,
     };
+    shown.store(true, Relaxed);
     let started_at =
         if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());

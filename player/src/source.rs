@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chorus_streamer::store::{ReadError, TrackStore};
@@ -32,6 +33,9 @@ impl std::error::Error for SourceError {}
 /// Reads a track from its [`TrackStore`].
 pub struct ChunkSource {
     store: Arc<TrackStore>,
+    /// Where the stream the decoder sees starts in the file.
+    base: u64,
+    /// Position and length, in the stream's offsets.
     pos: u64,
     len: u64,
     /// Give up on a chunk after this long with no progress (the fetcher
@@ -39,12 +43,14 @@ pub struct ChunkSource {
     max_wait: Duration,
     /// Called once per stall with the chunk waited for.
     on_stall: Box<dyn Fn(u32) + Send + Sync>,
-    /// The length is hidden until the first read: symphonia's probe then
-    /// skips its scan of the file's end for trailing tags (it runs before
-    /// anything else is read; the tags are in the manifest), so the first
-    /// note needs only what the indexer recorded as headers. Format
-    /// readers see the length as usual, for seeking.
-    read_once: bool,
+    /// The length is hidden while the decoder opens (until this is
+    /// raised, see [`ChunkSource::length_shown`]): symphonia's probe then
+    /// skips its scan of the file's end for trailing tags, and readers
+    /// their scans of the end for a duration (Ogg's last page): the tags
+    /// and the duration are in the manifest, so the first note needs only
+    /// what the indexer recorded as headers, read the same way. Seeking
+    /// sees the length as usual.
+    len_shown: Arc<AtomicBool>,
 }
 
 impl ChunkSource {
@@ -54,23 +60,40 @@ impl ChunkSource {
         max_wait: Duration,
         on_stall: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Self {
-        let len = store.manifest().layout().byte_len();
-        Self { store, pos: 0, len, max_wait, on_stall, read_once: false }
+        let m = store.manifest();
+        // MPEG audio is read from where its stream starts, past a leading
+        // ID3v2 tag (its first header range; the indexer read it the same
+        // way), so cover art in the tag is not fetched before the first
+        // note. Its tags are in the manifest.
+        let base = match m.media().container {
+            chorus_protocol::Container::Mpeg => {
+                m.media().header_ranges.first().map_or(0, |r| r.start)
+            }
+            _ => 0,
+        };
+        let len = m.layout().byte_len().saturating_sub(base);
+        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown: Arc::default() }
+    }
+
+    /// Raise this once the decoder is open: from then on the source shows
+    /// its length.
+    pub fn length_shown(&self) -> Arc<AtomicBool> {
+        self.len_shown.clone()
     }
 }
 
 impl Read for ChunkSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_once = true;
         if buf.is_empty() || self.pos >= self.len {
             return Ok(0);
         }
-        let n = match self.store.read_at(self.pos, buf, REPORT_AFTER) {
+        let at = self.base + self.pos;
+        let n = match self.store.read_at(at, buf, REPORT_AFTER) {
             Ok(n) => n,
             Err(ReadError::TimedOut(chunk)) => {
                 (self.on_stall)(chunk);
                 self.store
-                    .read_at(self.pos, buf, self.max_wait)
+                    .read_at(at, buf, self.max_wait)
                     .map_err(|e| io::Error::other(SourceError(e)))?
             }
             Err(e) => return Err(io::Error::other(SourceError(e))),
@@ -103,6 +126,6 @@ impl MediaSource for ChunkSource {
     }
 
     fn byte_len(&self) -> Option<u64> {
-        self.read_once.then_some(self.len)
+        self.len_shown.load(Ordering::Relaxed).then_some(self.len)
     }
 }

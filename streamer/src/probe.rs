@@ -42,28 +42,32 @@ struct ReadLog {
     reads: Vec<Range<u64>>,
 }
 
-/// A file that logs the ranges read from it. Its length is hidden until
-/// the first read: symphonia's probe then skips its scan of the file's end
-/// for trailing tags (it runs before anything else is read), as the
-/// player's `ChunkSource` does, so the end is not a
-/// header range a listener must fetch before the first note; the tags are
-/// read apart ([`trailing_tags`]) into the manifest. Format readers see the
-/// length as usual.
+/// A file that logs the ranges read from it. Its length is hidden while
+/// the probe opens it, as the player's `ChunkSource` hides it while its
+/// decoder opens: symphonia's probe then skips its scan of the file's end
+/// for trailing tags, and readers their scans of the end for a duration,
+/// so the end is not a header range a listener must fetch before the first
+/// note; the tags are read apart ([`trailing_tags`]) and the duration is
+/// counted from the packets, into the manifest.
 struct LoggingSource {
     file: File,
+    /// Where the stream the reader sees starts in the file (after a
+    /// leading ID3v2 tag, see [`mpeg_audio_start`]); positions are the
+    /// stream's, reads are logged in the file's offsets.
+    base: u64,
     pos: u64,
     len: u64,
     log: Arc<Mutex<ReadLog>>,
-    read_once: bool,
+    len_shown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Read for LoggingSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.read_once = true;
         let n = self.file.read(buf)?;
         if n > 0 {
             if let Ok(mut log) = self.log.lock() {
-                log.reads.push(self.pos..self.pos + n as u64);
+                let at = self.base + self.pos;
+                log.reads.push(at..at + n as u64);
             }
             self.pos += n as u64;
         }
@@ -73,7 +77,16 @@ impl Read for LoggingSource {
 
 impl Seek for LoggingSource {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.pos = self.file.seek(to)?;
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start")
+        })?;
+        self.file.seek(SeekFrom::Start(self.base + target))?;
+        self.pos = target;
         Ok(self.pos)
     }
 }
@@ -83,8 +96,35 @@ impl MediaSource for LoggingSource {
         true
     }
     fn byte_len(&self) -> Option<u64> {
-        self.read_once.then_some(self.len)
+        self.len_shown.load(std::sync::atomic::Ordering::Relaxed).then_some(self.len)
     }
+}
+
+/// Where an MPEG audio stream starts after a leading ID3v2 tag (0 if the
+/// file has none, or if an MPEG frame does not follow it). Players read
+/// MPEG audio from there (`Manifest` header ranges start there), so a tag
+/// holding cover art is not fetched before the first note: its text is in
+/// the manifest ([`trailing_tags`] reads the whole file's tags).
+pub fn mpeg_audio_start(file: &mut File, len: u64) -> u64 {
+    let mut head = [0u8; 10];
+    if file.seek(SeekFrom::Start(0)).is_err() || file.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    let Some(size) = id3v2_len(&head) else { return 0 };
+    let mut sync = [0u8; 2];
+    let after = file.seek(SeekFrom::Start(size)).is_ok() && file.read_exact(&mut sync).is_ok();
+    // An MPEG audio frame header starts with 11 set bits.
+    if size < len && after && sync[0] == 0xFF && sync[1] & 0xE0 == 0xE0 { size } else { 0 }
+}
+
+/// The whole length of an ID3v2 tag from its 10-byte header.
+fn id3v2_len(h: &[u8; 10]) -> Option<u64> {
+    if &h[..3] != b"ID3" || h[6..10].iter().any(|b| b & 0x80 != 0) {
+        return None;
+    }
+    let size = h[6..10].iter().fold(0u64, |a, b| (a << 7) | u64::from(*b));
+    let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
+    Some(10 + size + footer)
 }
 
 /// Tags at the file's end (ID3v1, APEv2) that the streaming probe skips:
@@ -135,7 +175,18 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         return Err(not_audio(path, "empty file"));
     }
     let log = Arc::new(Mutex::new(ReadLog::default()));
-    let source = LoggingSource { file, pos: 0, len, log: log.clone(), read_once: false };
+    let len_shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut file = file;
+    let base = mpeg_audio_start(&mut file, len);
+    file.seek(SeekFrom::Start(base)).map_err(|e| Error::io("reading", path, e))?;
+    let source = LoggingSource {
+        file,
+        base,
+        pos: 0,
+        len: len - base,
+        log: log.clone(),
+        len_shown: len_shown.clone(),
+    };
     let mss = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -145,6 +196,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
         .map_err(|e| not_audio(path, format!("not a supported audio file ({e})")))?;
     let header_reads = take_reads(&log);
+    len_shown.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let track =
         format.default_track(TrackType::Audio).ok_or_else(|| not_audio(path, "no audio track"))?;
