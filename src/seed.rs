@@ -128,23 +128,30 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
             }
             let mut first = true;
             loop {
-                let mut tracks: Vec<_> = node
+                let tracks: Vec<_> = node
                     .with_library(|l| {
-                        l.tracks().map(|t| (t.manifest.id(), t.manifest.tags().clone())).collect()
+                        l.tracks()
+                            .map(|t| {
+                                let text = chorus_streamer::dht::index_text(
+                                    t.manifest.tags(),
+                                    &t.file_name,
+                                );
+                                (t.manifest.id(), text)
+                            })
+                            .collect()
                     })
                     .unwrap_or_default();
-                let cached = {
+                let cached: Vec<_> = {
                     let cache = cache.clone();
                     tokio::task::spawn_blocking(move || cache.complete_tracks())
                         .await
                         .unwrap_or_default()
+                        .iter()
+                        .map(|m| m.id())
+                        .filter(|id| tracks.iter().all(|(t, _)| t != id))
+                        .collect()
                 };
-                for m in cached {
-                    if tracks.iter().all(|(id, _)| *id != m.id()) {
-                        tracks.push((m.id(), m.tags().clone()));
-                    }
-                }
-                let keys = dht.announce(&tracks, port).await;
+                let keys = dht.announce(&tracks, &cached, port).await;
                 if first && !quiet {
                     output::say!("announced {} tracks on the DHT ({keys} keys)", tracks.len());
                 }

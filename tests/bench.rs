@@ -46,7 +46,7 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
         .arg("--samples")
         .arg(samples())
         .args(["--profile", "broadband", "--plays", "1", "--peers", "2"])
-        .args(["--scenario", "single", "--scenario", "serve"])
+        .args(["--scenario", "single", "--scenario", "discovery", "--scenario", "serve"])
         .args(["--connections", "4", "--streams", "16", "--serve-seconds", "0.5"])
         .arg("--json")
         .arg(&json_path)
@@ -91,6 +91,11 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     // A listener process: some CPU, memory between 1 MiB and 1 GiB.
     all_within(&samples_of(&json, "single", "listener_cpu_ms"), 1.0, 60_000.0, "cpu");
     all_within(&samples_of(&json, "single", "listener_peak_mib"), 1.0, 1024.0, "memory");
+    // Discovery through the local DHT testnet: the holder was found by the
+    // title's words and the track played, after at least a round trip.
+    assert_eq!(samples_of(&json, "discovery", "dht_holders"), vec![1.0]);
+    all_within(&samples_of(&json, "discovery", "dht_lookup_ms"), 0.01, 20_000.0, "lookup");
+    all_within(&samples_of(&json, "discovery", "start_discovery_ms"), 20.0, 20_000.0, "found");
     // Serving: both servers moved bytes; over 1000 streams is not asked of
     // this small run, but the count is reported.
     let seed = samples_of(&json, "serve", "chorus_seed_mbps");

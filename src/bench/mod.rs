@@ -20,7 +20,8 @@ use report::{Recorder, Unit};
 use scenarios::Settings;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 5] = ["single", "seek-storm", "flash-crowd", "churn", "serve"];
+pub const SCENARIOS: [&str; 6] =
+    ["single", "seek-storm", "flash-crowd", "churn", "discovery", "serve"];
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
@@ -52,6 +53,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         .iter()
         .map(|s| match *s {
             "single" => settings.plays as u64 * scenarios::SINGLE_STEPS + 1,
+            "discovery" => settings.plays as u64,
             "seek-storm" => settings.plays as u64,
             "flash-crowd" | "churn" => settings.listeners as u64,
             _ => 0,
@@ -95,6 +97,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                             scenarios::flash_crowd(&swarm, &settings, &rec, &bar).await?;
                         }
                         "churn" => scenarios::churn(&swarm, &settings, &rec, &bar).await?,
+                        "discovery" => scenarios::discovery(&swarm, &settings, &rec, &bar).await?,
                         _ => {}
                     }
                 }

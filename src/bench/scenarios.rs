@@ -206,6 +206,72 @@ pub const SINGLE_STEPS: u64 = 5;
 
 /// `seek-storm`: one listener seeks to a random place every half second
 /// while playing, `plays` × 8 times.
+/// Discovery: a listener that knows only a DHT bootstrap node finds the
+/// swarm by the words of a title and plays. The DHT is `mainline`'s
+/// testnet of 16 nodes on 127.0.0.1, joined by every swarm node from its
+/// own address: its hops are not behind the emulated link (on the
+/// internet each costs a round trip), so `dht_lookup_ms` is a lower bound;
+/// everything after the lookup is behind it.
+pub async fn discovery(
+    swarm: &Swarm,
+    s: &Settings,
+    rec: &Recorder,
+    bar: &ProgressBar,
+) -> Result<()> {
+    use chorus_streamer::dht::Dht;
+    let profile = swarm.profile.name;
+    let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(16).build())
+        .await?
+        .context("starting a local DHT testnet")?;
+    let bootstrap = testnet.bootstrap.clone();
+    // The seed lists the tracks (found by their words); the peers hold
+    // them in their caches (found by id), as `chorus seed` announces.
+    let listed: Vec<_> = swarm
+        .tracks
+        .iter()
+        .map(|t| (t.manifest.id(), chorus_streamer::dht::index_text(t.manifest.tags(), &t.name)))
+        .collect();
+    let ids: Vec<_> = swarm.tracks.iter().map(|t| t.manifest.id()).collect();
+    let mut announcers = Vec::new();
+    for (i, node) in swarm.nodes().into_iter().enumerate() {
+        let addr = node.transport().local_addr()?;
+        let std::net::IpAddr::V4(ip) = addr.ip() else { continue };
+        let dht = Dht::start_at(Some(&bootstrap), None, Some(ip))?;
+        dht.bootstrapped().await;
+        let keys = match i {
+            0 => dht.announce(&listed, &[], addr.port()).await,
+            _ => dht.announce(&[], &ids, addr.port()).await,
+        };
+        tracing::debug!("discovery: node {i} at {addr} announced {keys} keys");
+        announcers.push(dht);
+    }
+    let no_cache = ChunkCache::disabled();
+    let listen = Duration::from_secs_f64(s.listen_s);
+    for i in 0..s.plays {
+        let track = &swarm.tracks[i % swarm.tracks.len()];
+        let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
+        let started = Instant::now();
+        let listener = swarm.listener()?;
+        let pool = Pool::dial(&listener, &[]);
+        let dht = Dht::start(Some(&bootstrap), None)?;
+        let holders = dht.holders_of_words(&words).await;
+        rec.add("discovery", profile, "dht_lookup_ms", Unit::Ms, ms(started.elapsed()));
+        rec.add("discovery", profile, "dht_holders", Unit::Count, holders.len() as f64);
+        for a in holders {
+            pool.add(a, None, "dht");
+        }
+        let prepared = crate::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
+        let plan =
+            PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
+        let r = play_prepared(prepared, None, started, &plan).await?;
+        record_play(rec, "discovery", profile, "start_discovery_ms", &r);
+        listener.close().await;
+        bar.inc(1);
+    }
+    drop(announcers);
+    Ok(())
+}
+
 pub async fn seek_storm(
     swarm: &Swarm,
     s: &Settings,

@@ -27,6 +27,8 @@ use mainline::Id;
 pub const MAX_DHT_DIALS: usize = 8;
 /// How long a lookup may take before its answers so far are used.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a lookup goes on collecting after its first answer.
+pub const FIRST_ANSWER_GRACE: Duration = Duration::from_millis(50);
 /// Words of a query looked up (the longest first: the rarest, usually).
 pub const MAX_QUERY_WORDS: usize = 3;
 /// Keys one node announces at most (tracks and words together).
@@ -60,6 +62,17 @@ impl Dht {
         bootstrap: Option<&[String]>,
         swarm: Option<&crate::identity::SwarmKey>,
     ) -> Result<Self, DhtError> {
+        Self::start_at(bootstrap, swarm, None)
+    }
+
+    /// [`Dht::start`], sending from `bind` (a node announces the IP its
+    /// queries come from: a node serving on one loopback address among
+    /// several announces from that one).
+    pub fn start_at(
+        bootstrap: Option<&[String]>,
+        swarm: Option<&crate::identity::SwarmKey>,
+        bind: Option<Ipv4Addr>,
+    ) -> Result<Self, DhtError> {
         let mut builder = mainline::Dht::builder();
         if let Some(list) = bootstrap {
             builder.bootstrap(list);
@@ -70,6 +83,9 @@ impl Dht {
             if local {
                 builder.bind_address(Ipv4Addr::LOCALHOST);
             }
+        }
+        if let Some(ip) = bind {
+            builder.bind_address(ip);
         }
         let dht = builder.build().map_err(|e| DhtError(e.to_string()))?;
         let salt = swarm.map(|k| k.derive(b"chorus/dht/v1"));
@@ -86,34 +102,58 @@ impl Dht {
         self.dht.bootstrapped().await
     }
 
-    /// Announces `port` under the key of each track and of each word of its
-    /// tags; returns how many keys were announced. Bounded: at most
+    /// Announces `port` under the key of each track (`listed` ones in the
+    /// library, with the text a search of this node matches: see
+    /// [`index_text`]; `cached` ones held whole, found by id) and of each
+    /// word of the listed ones' text. Returns how many keys were announced. Bounded: at most
     /// [`MAX_ANNOUNCED_KEYS`] keys, [`ANNOUNCE_CONCURRENCY`] at a time.
-    pub async fn announce(&self, tracks: &[(TrackId, Tags)], port: u16) -> usize {
+    pub async fn announce(
+        &self,
+        listed: &[(TrackId, String)],
+        cached: &[TrackId],
+        port: u16,
+    ) -> usize {
         let mut keys: Vec<Id> = Vec::new();
-        for (id, _) in tracks {
+        for id in listed.iter().map(|(id, _)| id).chain(cached) {
             keys.push(self.track_key(id));
         }
-        let mut words: Vec<String> = tracks.iter().flat_map(|(_, t)| tag_words(t)).collect();
+        let mut words: Vec<String> = listed.iter().flat_map(|(_, t)| words(t)).collect();
         words.sort();
         words.dedup();
         keys.extend(words.iter().map(|w| self.word_key(w)));
         keys.truncate(MAX_ANNOUNCED_KEYS);
+        // A node that has just joined may not know the nodes close to a
+        // key yet: what fails is tried again, twice, a moment later.
         let mut done = 0;
-        for batch in keys.chunks(ANNOUNCE_CONCURRENCY) {
-            let puts = batch.iter().map(|k| {
-                let dht = self.dht.clone();
-                let k = *k;
-                tokio::spawn(async move { dht.announce_peer(k, Some(port)).await })
-            });
-            let puts: Vec<_> = puts.collect();
-            for p in puts {
-                match p.await {
-                    Ok(Ok(_)) => done += 1,
-                    Ok(Err(e)) => tracing::debug!("DHT announce: {e}"),
-                    Err(_) => {}
+        let mut left = keys;
+        for round in 0..3 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut failed = Vec::new();
+            for batch in left.chunks(ANNOUNCE_CONCURRENCY) {
+                let puts: Vec<_> = batch
+                    .iter()
+                    .map(|k| {
+                        let (dht, k) = (self.dht.clone(), *k);
+                        (k, tokio::spawn(async move { dht.announce_peer(k, Some(port)).await }))
+                    })
+                    .collect();
+                for (k, p) in puts {
+                    match p.await {
+                        Ok(Ok(_)) => done += 1,
+                        Ok(Err(e)) => {
+                            tracing::debug!("DHT announce: {e}");
+                            failed.push(k);
+                        }
+                        Err(_) => failed.push(k),
+                    }
                 }
             }
+            if failed.is_empty() {
+                break;
+            }
+            left = failed;
         }
         done
     }
@@ -152,24 +192,33 @@ impl Dht {
         key(self.salt.as_ref(), b"chorus/word/v1\0", word.as_bytes())
     }
 
-    /// Every address announced under `key`, within [`LOOKUP_TIMEOUT`].
+    /// The addresses announced under `key`: the lookup ends
+    /// [`FIRST_ANSWER_GRACE`] after the first holders are found (more
+    /// rarely come from farther nodes, and a lookup otherwise waits on the
+    /// slowest node it asked), or at [`LOOKUP_TIMEOUT`].
     async fn lookup(&self, key: Id) -> Vec<SocketAddr> {
         let mut stream = self.dht.get_peers(key);
         let mut out: Vec<SocketAddr> = Vec::new();
-        let collect = async {
-            while let Some(batch) = stream.next().await {
-                for a in batch {
-                    let a = SocketAddr::V4(a);
-                    if a.port() != 0 && !a.ip().is_unspecified() && !out.contains(&a) {
-                        out.push(a);
-                    }
-                    if out.len() >= 256 {
-                        return;
-                    }
+        let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+        loop {
+            let until = if out.is_empty() {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + FIRST_ANSWER_GRACE)
+            };
+            let Ok(Some(batch)) = tokio::time::timeout_at(until, stream.next()).await else {
+                break;
+            };
+            for a in batch {
+                let a = SocketAddr::V4(a);
+                if a.port() != 0 && !a.ip().is_unspecified() && !out.contains(&a) {
+                    out.push(a);
                 }
             }
-        };
-        let _ = tokio::time::timeout(LOOKUP_TIMEOUT, collect).await;
+            if out.len() >= 256 {
+                break;
+            }
+        }
         out
     }
 }
@@ -220,14 +269,14 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// The words a track is found by: its title, artist and album.
-pub fn tag_words(tags: &Tags) -> Vec<String> {
-    let text = [tags.title.as_deref(), tags.artist.as_deref(), tags.album.as_deref()]
+/// The text a track is found by, as a node's search matches it: title,
+/// artist, album and file name.
+pub fn index_text(tags: &Tags, file_name: &str) -> String {
+    [tags.title.as_deref(), tags.artist.as_deref(), tags.album.as_deref(), Some(file_name)]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()
-        .join(" ");
-    words(&text)
+        .join(" ")
 }
 
 #[cfg(test)]
