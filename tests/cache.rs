@@ -115,3 +115,32 @@ async fn a_played_track_replays_offline_and_is_served_on_from_the_cache() {
     cached_node.shutdown().await;
     serving.abort();
 }
+
+#[test]
+fn an_mp3_whose_cover_art_the_player_skips_is_still_cached_whole() {
+    // beat-thee.mp3 starts with a 143 KB ID3 tag (cover art) that the
+    // player never reads; once played, the cache must still hold all of
+    // the file, so it plays again with no peer at all.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["beat-thee.mp3"]);
+    let index = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), index.path());
+    let seed = rt.block_on(async { Seed::start(library) });
+    let peer = format!("{}@{}", seed.id, seed.addr);
+    let data = tempfile::tempdir().unwrap();
+    let (first, again) = (data.path().join("first.wav"), data.path().join("again.wav"));
+    let o = chorus_cmd(data.path())
+        .args(["-q", "play", "beat thee", "--peer", &peer, "--out"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    rt.block_on(seed.stop());
+    let o = chorus_cmd(data.path())
+        .args(["-q", "play", "beat thee", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&first).unwrap() == std::fs::read(&again).unwrap());
+}

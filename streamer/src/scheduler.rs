@@ -574,6 +574,25 @@ impl Scheduler {
                 ChunkState::Requested(_) => {}
             }
         }
+        // Everything from the playhead on is here or on its way: fill in
+        // what lies behind it (an MP3's leading tag, which the player skips;
+        // what a seek jumped over), a few chunks at a time, so the cache
+        // ends up with the whole track.
+        if (start..n).all(|i| !matches!(self.state[i as usize], ChunkState::Missing)) {
+            let behind: Vec<u32> = (0..start)
+                .filter(|&i| {
+                    matches!(self.state[i as usize], ChunkState::Missing)
+                        && self.avail[i as usize] > 0
+                })
+                .take(2)
+                .collect();
+            for i in behind {
+                let deadline = now + self.config.horizon * 3;
+                if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
+                    self.request(i, peer, ect, now, &mut actions);
+                }
+            }
+        }
         // Beyond the horizon: rarest first, into spare capacity only.
         let mut later: Vec<u32> = (last_urgent + 1..n)
             .filter(|&i| matches!(self.state[i as usize], ChunkState::Missing))
