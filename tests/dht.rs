@@ -69,11 +69,7 @@ fn a_listener_given_only_a_dht_bootstrap_finds_searches_and_plays() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("playing \"Inevitable\""), "{stdout}");
-    let (_, _, played) = chorus_player::decode::decode_file(&wav, None).unwrap();
-    let (_, _, local) =
-        chorus_player::decode::decode_file(&sample("inevitable.mp3"), None).unwrap();
-    assert!(!played.is_empty());
-    assert!(played.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample-exact");
+    assert_plays_start_of(&wav, "inevitable.mp3");
 
     // By track id alone, too.
     let (_, manifest) = {

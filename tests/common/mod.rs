@@ -233,3 +233,14 @@ pub fn spawn_lines(
     let out = child.stdout.take().expect("stdout");
     (Running(child), std::io::BufReader::new(out).lines().map_while(Result::ok))
 }
+
+/// Asserts that the WAV at `wav` holds the start of the sample `name`,
+/// sample for sample; returns how many samples it holds.
+pub fn assert_plays_start_of(wav: &Path, name: &str) -> usize {
+    let (_, _, played) = chorus_player::decode::decode_file(wav, None).expect("decode the output");
+    let (_, _, local) = chorus_player::decode::decode_file(&sample(name), None).expect("decode");
+    assert!(!played.is_empty() && played.len() <= local.len(), "{name}: {} samples", played.len());
+    let exact = played.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(exact, "{name}: not sample-exact");
+    played.len()
+}
