@@ -18,7 +18,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Where the node keeps its identity key, library index and cache
     /// [default: $XDG_DATA_HOME/chorus or ~/.local/share/chorus]

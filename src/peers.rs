@@ -1,9 +1,10 @@
 //! Peer addresses on the command line, the data dir, and dialling.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chorus_protocol::PeerId;
@@ -175,19 +176,82 @@ pub fn browse_lan(global: &Global, pool: &Arc<chorus_streamer::start::Pool>) {
 }
 
 /// The DHT node, when the user asked for one (`--dht on`, or bootstrap
-/// nodes given). Failing to start it is a warning, not an error.
+/// nodes given), joined through the nodes the last run knew as well.
+/// Failing to start it is a warning, not an error.
 pub fn dht(global: &Global) -> Option<chorus_streamer::dht::Dht> {
     let bootstrap = (!global.dht_bootstrap.is_empty()).then_some(global.dht_bootstrap.as_slice());
     if global.dht == crate::cli::Switch::Off && bootstrap.is_none() {
         return None;
     }
     let swarm = swarm(global).ok().flatten();
-    match chorus_streamer::dht::Dht::start(bootstrap, swarm.as_ref()) {
+    let remembered = dht_nodes_file(global).map(|p| load_dht_nodes(&p)).unwrap_or_default();
+    match chorus_streamer::dht::Dht::start_at(bootstrap, &remembered, swarm.as_ref(), None) {
         Ok(d) => Some(d),
         Err(e) => {
             tracing::warn!("{e}; going on without the DHT");
             None
         }
+    }
+}
+
+/// The DHT routing table a run leaves for the next, in the data dir.
+const DHT_NODES: &str = "dht-nodes.json";
+/// A routing table older than this is not used (DHT nodes come and go).
+const DHT_NODES_FORGOTTEN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DhtNodes {
+    /// Unix seconds.
+    saved: u64,
+    nodes: Vec<SocketAddr>,
+}
+
+fn dht_nodes_file(global: &Global) -> Option<PathBuf> {
+    data_dir(global).ok().map(|d| d.join(DHT_NODES))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The remembered routing table: nothing when missing, unreadable or old.
+fn load_dht_nodes(path: &Path) -> Vec<SocketAddr> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    match serde_json::from_slice::<DhtNodes>(&bytes) {
+        Ok(t) if unix_now().saturating_sub(t.saved) < DHT_NODES_FORGOTTEN.as_secs() => {
+            let mut nodes = t.nodes;
+            nodes.truncate(chorus_streamer::dht::MAX_REMEMBERED);
+            nodes
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::warn!("forgetting an unreadable {DHT_NODES}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Keeps the DHT's routing table for the next run (atomically; a data dir
+/// that cannot be written only costs the memory).
+pub async fn remember_dht(global: &Global, dht: Option<&chorus_streamer::dht::Dht>) {
+    let (Some(dht), Some(path)) = (dht, dht_nodes_file(global)) else { return };
+    let nodes = dht.routing_nodes().await;
+    if nodes.is_empty() {
+        return;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> Result<()> {
+        let t = DhtNodes { saved: unix_now(), nodes };
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&t)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("not remembering the DHT in {}: {e:#}", path.display());
     }
 }
 

@@ -68,7 +68,8 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         crate::memory::dial_remembered(&memory, &pool);
     }
     peers::browse_lan(global, &pool);
-    peers::lookup_dht(peers::dht(global), &pool, &args.what);
+    let dht = peers::dht(global);
+    peers::lookup_dht(dht.clone(), &pool, &args.what);
     let served = Mutex::new(Vec::new());
     let result = async {
         let queue = tokio::select! {
@@ -90,6 +91,7 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let given = if settings.peers.1 == crate::config::Origin::Flag { "flag" } else { "config" };
     let served = served.into_inner().unwrap_or_default();
     crate::memory::remember(&mut memory, &pool, given, &served);
+    peers::remember_dht(global, dht.as_ref()).await;
     transport.close().await;
     match result {
         // Whoever read the audio from our stdout has gone: nothing is wrong.

@@ -41,8 +41,10 @@ pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
         crate::memory::dial_remembered(&memory, &pool);
     }
     peers::browse_lan(global, &pool);
-    peers::lookup_dht(peers::dht(global), &pool, std::slice::from_ref(&args.query));
+    let dht = peers::dht(global);
+    peers::lookup_dht(dht.clone(), &pool, std::slice::from_ref(&args.query));
     pool.settle(crate::play::CONNECT_GRACE).await;
+    peers::remember_dht(global, dht.as_ref()).await;
     let given = if args.peers.is_empty() { "config" } else { "flag" };
     crate::memory::remember(&mut memory, &pool, given, &[]);
     let mut asked = pool.peers();

@@ -120,8 +120,10 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     };
     // On the DHT, when asked: every track served or cached whole, and the
     // words of their tags, renewed before the DHT forgets them.
-    let announcing = peers::dht(global).map(|dht| {
+    let dht = peers::dht(global);
+    let announcing = dht.clone().map(|dht| {
         let (node, quiet, port) = (node.clone(), global.quiet, addr.port());
+        let global = global.clone();
         tokio::spawn(async move {
             if !dht.bootstrapped().await {
                 tracing::warn!("the DHT bootstrap nodes did not answer; announcing anyway");
@@ -156,6 +158,7 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
                     output::say!("announced {} tracks on the DHT ({keys} keys)", tracks.len());
                 }
                 first = false;
+                peers::remember_dht(&global, Some(&dht)).await;
                 tokio::time::sleep(chorus_streamer::dht::REANNOUNCE).await;
             }
         })
@@ -184,6 +187,7 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     if let Some(a) = announcing {
         a.abort();
     }
+    peers::remember_dht(global, dht.as_ref()).await;
     eprintln!("shutting down…");
     node.shutdown().await;
     serving.abort();

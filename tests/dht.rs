@@ -58,6 +58,23 @@ fn a_listener_given_only_a_dht_bootstrap_finds_searches_and_plays() {
     assert!(found.count() >= 1, "no McCracken track found:\n{stdout}");
     assert!(!stdout.contains("Beat Thee"), "a track without the word: {stdout}");
 
+    // The listener keeps the DHT's routing table: a restarted one joins
+    // through the nodes it knew, asking no bootstrap node (and with only
+    // loopback nodes remembered it binds loopback: nothing public could
+    // be reached even by mistake).
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(listener.path().join("dht-nodes.json")).unwrap())
+            .unwrap();
+    let nodes = saved["nodes"].as_array().unwrap();
+    assert!(nodes.len() >= chorus_streamer::dht::MIN_REMEMBERED, "{saved}");
+    assert!(nodes.iter().all(|n| n.as_str().unwrap().starts_with("127.0.0.1:")), "{saved}");
+    let o =
+        chorus_cmd(listener.path()).args(["search", "mccracken", "--dht", "on"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let found = ["Apex Aleph", "Awakening", "Coherence"].iter().filter(|t| stdout.contains(*t));
+    assert!(found.count() >= 1, "the remembered DHT found nothing:\n{stdout}");
+
     // Play one by a word of its title: sample-exact against a local decode.
     let wav = listener.path().join("out.wav");
     let o = chorus_cmd(listener.path())
@@ -97,5 +114,24 @@ fn a_dht_joined_through_loopback_nodes_sends_from_loopback_only() {
         // public bootstrap node can be contacted from it.
         assert!(dht.local_addr().await.ip().is_loopback());
         assert!(dht.bootstrapped().await);
+    });
+}
+
+#[test]
+fn a_restarted_node_joins_through_the_nodes_it_remembers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let testnet = mainline::Testnet::builder(12).build().unwrap();
+    rt.block_on(async {
+        use chorus_streamer::dht::{Dht, MIN_REMEMBERED};
+        let first = Dht::start(Some(&testnet.bootstrap), None).unwrap();
+        assert!(first.bootstrapped().await);
+        let nodes = first.routing_nodes().await;
+        assert!(nodes.len() >= MIN_REMEMBERED, "{nodes:?}");
+        // No bootstrap given (the public DHT asked for), but enough nodes
+        // remembered: they are used, not the public bootstrap nodes.
+        let again = Dht::start_at(None, &nodes, None, None).unwrap();
+        assert!(again.local_addr().await.ip().is_loopback());
+        assert!(again.bootstrapped().await);
+        assert!(!again.routing_nodes().await.is_empty());
     });
 }

@@ -236,7 +236,7 @@ pub async fn discovery(
     for (i, node) in swarm.nodes().into_iter().enumerate() {
         let addr = node.transport().local_addr()?;
         let std::net::IpAddr::V4(ip) = addr.ip() else { continue };
-        let dht = Dht::start_at(Some(&bootstrap), None, Some(ip))?;
+        let dht = Dht::start_at(Some(&bootstrap), &[], None, Some(ip))?;
         dht.bootstrapped().await;
         let keys = match i {
             0 => dht.announce(&listed, &[], addr.port()).await,

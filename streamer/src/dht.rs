@@ -36,6 +36,10 @@ pub const MAX_ANNOUNCED_KEYS: usize = 4096;
 /// How often announcements are renewed: DHT nodes forget a peer after
 /// about 30 minutes.
 pub const REANNOUNCE: Duration = Duration::from_secs(25 * 60);
+/// Routing-table nodes kept for the next run.
+pub const MAX_REMEMBERED: usize = 64;
+/// Remembered nodes enough to join without the public bootstrap nodes.
+pub const MIN_REMEMBERED: usize = 8;
 /// Announcements in flight at once.
 const ANNOUNCE_CONCURRENCY: usize = 16;
 
@@ -62,27 +66,44 @@ impl Dht {
         bootstrap: Option<&[String]>,
         swarm: Option<&crate::identity::SwarmKey>,
     ) -> Result<Self, DhtError> {
-        Self::start_at(bootstrap, swarm, None)
+        Self::start_at(bootstrap, &[], swarm, None)
     }
 
-    /// [`Dht::start`], sending from `bind` (a node announces the IP its
-    /// queries come from: a node serving on one loopback address among
-    /// several announces from that one).
+    /// [`Dht::start`], also through `remembered` nodes (the routing table a
+    /// previous run left: see [`Dht::routing_nodes`]) and sending from
+    /// `bind` (a node announces the IP its queries come from: a node
+    /// serving on one loopback address among several announces from that
+    /// one).
+    ///
+    /// With [`MIN_REMEMBERED`] remembered nodes or more, the public
+    /// bootstrap nodes are not asked: a restarted node is back in the DHT
+    /// through the nodes it knew. Joined through a local testnet, only
+    /// remembered loopback nodes are used.
     pub fn start_at(
         bootstrap: Option<&[String]>,
+        remembered: &[SocketAddr],
         swarm: Option<&crate::identity::SwarmKey>,
         bind: Option<Ipv4Addr>,
     ) -> Result<Self, DhtError> {
+        let is_local = |a: &String| {
+            a.parse::<SocketAddr>().is_ok_and(|s| s.ip().is_loopback())
+                || a.starts_with("localhost:")
+        };
+        let given_local = bootstrap.is_some_and(|l| !l.is_empty() && l.iter().all(is_local));
+        let remembered = remembered
+            .iter()
+            .filter(|a| a.is_ipv4() && (!given_local || a.ip().is_loopback()))
+            .take(MAX_REMEMBERED)
+            .map(|a| a.to_string());
+        let mut list: Vec<String> = bootstrap.unwrap_or_default().to_vec();
+        list.extend(remembered);
+        if bootstrap.is_none() && list.len() < MIN_REMEMBERED {
+            list.extend(mainline::DEFAULT_BOOTSTRAP_NODES.iter().map(|s| (*s).to_owned()));
+        }
         let mut builder = mainline::Dht::builder();
-        if let Some(list) = bootstrap {
-            builder.bootstrap(list);
-            let local = list.iter().all(|a| {
-                a.parse::<SocketAddr>().is_ok_and(|s| s.ip().is_loopback())
-                    || a.starts_with("localhost:")
-            });
-            if local {
-                builder.bind_address(Ipv4Addr::LOCALHOST);
-            }
+        builder.bootstrap(&list);
+        if !list.is_empty() && list.iter().all(is_local) {
+            builder.bind_address(Ipv4Addr::LOCALHOST);
         }
         if let Some(ip) = bind {
             builder.bind_address(ip);
@@ -90,6 +111,15 @@ impl Dht {
         let dht = builder.build().map_err(|e| DhtError(e.to_string()))?;
         let salt = swarm.map(|k| k.derive(b"chorus/dht/v1"));
         Ok(Self { dht: dht.as_async(), salt })
+    }
+
+    /// The nodes of the routing table that answered lately (at most
+    /// [`MAX_REMEMBERED`]), for the next run to join through.
+    pub async fn routing_nodes(&self) -> Vec<SocketAddr> {
+        let mut nodes: Vec<SocketAddr> =
+            self.dht.to_bootstrap().await.iter().filter_map(|a| a.parse().ok()).collect();
+        nodes.truncate(MAX_REMEMBERED);
+        nodes
     }
 
     /// The UDP address the node sends from.
