@@ -237,6 +237,10 @@ pub struct SeedArgs {
     /// rest of the swarm is found through them
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<PeerAddr>,
+    /// Relay for peers behind NATs that cannot reach each other directly
+    /// (at most 16 relays, 256 KiB/s each; they see only ciphertext)
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub relay: Switch,
 }
 
 fn default_listen() -> std::net::SocketAddr {

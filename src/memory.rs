@@ -45,6 +45,14 @@ pub struct Remembered {
     pub rtt_ms: Option<f64>,
     /// Verified bytes it has served us, over all runs.
     pub bytes_served: u64,
+    /// How we reached it last: direct, punched (through a NAT, helped by a
+    /// third peer) or relayed.
+    #[serde(default = "direct")]
+    pub path: String,
+}
+
+fn direct() -> String {
+    "direct".to_owned()
 }
 
 /// The remembered peers of one data dir.
@@ -88,6 +96,7 @@ impl Memory {
         how: &str,
         rtt: Option<Duration>,
         bytes: u64,
+        path: chorus_streamer::nat::Path,
     ) {
         let hex = id.to_string();
         let t = now();
@@ -98,6 +107,7 @@ impl Memory {
                 e.last_seen = t;
                 e.rtt_ms = rtt_ms.or(e.rtt_ms);
                 e.bytes_served = e.bytes_served.saturating_add(bytes);
+                e.path = path.to_string();
             }
             None => self.entries.push(Remembered {
                 id: hex,
@@ -107,6 +117,7 @@ impl Memory {
                 last_seen: t,
                 rtt_ms,
                 bytes_served: bytes,
+                path: path.to_string(),
             }),
         }
     }
@@ -172,11 +183,13 @@ pub fn remember(
             None => "exchange".to_owned(),
         };
         let bytes = served.iter().filter(|s| s.0 == p.id()).map(|s| s.2).sum();
-        memory.record(p.id(), p.addr(), &how, Some(p.connection().rtt()), bytes);
+        let path = pool.transport().path_of(&p.id());
+        memory.record(p.id(), p.addr(), &how, Some(p.connection().rtt()), bytes, path);
     }
     for (id, addr, bytes) in served {
         if peers.iter().all(|p| p.id() != *id) {
-            memory.record(*id, *addr, "exchange", None, *bytes);
+            let path = pool.transport().path_of(id);
+            memory.record(*id, *addr, "exchange", None, *bytes, path);
         }
     }
     memory.save();
@@ -196,18 +209,19 @@ pub fn show(global: &Global) -> Result<()> {
     let mut v = memory.entries.clone();
     v.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
     println!(
-        "{:<10}  {:<22}  {:<8}  {:<8}  {:>9}  {:>9}  {:<9}",
-        "PEER", "ADDRESS", "LEARNED", "VERIFIED", "RTT", "SERVED", "LAST SEEN"
+        "{:<10}  {:<22}  {:<8}  {:<8}  {:<8}  {:>9}  {:>9}  {:<9}",
+        "PEER", "ADDRESS", "LEARNED", "VERIFIED", "PATH", "RTT", "SERVED", "LAST SEEN"
     );
     let t = now();
     for e in &v {
         let rtt = e.rtt_ms.map(|r| format!("{r:.1} ms")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<10}  {:<22}  {:<8}  {:<8}  {:>9}  {:>9}  {} ago",
+            "{:<10}  {:<22}  {:<8}  {:<8}  {:<8}  {:>9}  {:>9}  {} ago",
             &e.id[..8.min(e.id.len())],
             e.addr.to_string(),
             e.how,
             "yes",
+            e.path,
             rtt,
             output::size(e.bytes_served),
             output::span(Duration::from_secs(t.saturating_sub(e.last_seen))),

@@ -719,9 +719,13 @@ pub const CONNECT_GRACE: Duration = Duration::from_secs(1);
 /// costs a handshake, and their addresses are only a stranger's word.
 const MAX_DISCOVERED_DIALS: usize = 8;
 
-/// How long dialling a holder heard of may take: a dead or made-up address
-/// costs this, in parallel with the others, never the first note.
-const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long reaching a holder heard of may take (a direct dial or a punch,
+/// then a relay): a dead or made-up peer costs this, in parallel with the
+/// others, never the first note.
+const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// How long a peer exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Asks the peers we know who else holds `track` (the query travels two
 /// hops) and dials up to [`MAX_DISCOVERED_DIALS`] new holders at once, each
@@ -733,24 +737,22 @@ pub async fn discover(
     known: &[Peer],
     track: TrackId,
 ) -> Vec<Peer> {
-    let mut found: Vec<chorus_protocol::message::PeerInfo> = Vec::new();
+    let mut found: Vec<(chorus_protocol::message::PeerInfo, &Peer)> = Vec::new();
     for p in asked {
         match p.who_has(track, 2).await {
-            Ok(peers) => found.extend(peers),
+            Ok(peers) => found.extend(peers.into_iter().map(|i| (i, p))),
             Err(e) => tracing::debug!("who-has on {} failed: {e}", p.addr()),
         }
     }
     let me = transport.peer_id();
     let mut seen: Vec<_> = known.iter().map(Peer::id).collect();
     let mut heard = Vec::new();
-    for info in found {
+    for (info, via) in found {
         if info.id == me || seen.contains(&info.id) || transport.is_banned(&info.id) {
             continue;
         }
         seen.push(info.id);
-        if let Some(addr) = info.addrs.first() {
-            heard.push((*addr, info.id));
-        }
+        heard.push((info.addrs.first().copied(), info.id, via.clone()));
     }
     let new = dial_heard(transport, heard).await;
     if !new.is_empty() {
@@ -938,16 +940,14 @@ pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
     let mut seen: Vec<_> = peers.iter().map(Peer::id).collect();
     let mut heard = Vec::new();
     for p in peers {
-        let exchange = tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, p.exchange_peers(Vec::new()));
+        let exchange = tokio::time::timeout(EXCHANGE_TIMEOUT, p.exchange_peers(Vec::new()));
         let Ok(Ok(list)) = exchange.await else { continue };
         for info in list {
             if info.id == me || seen.contains(&info.id) || transport.is_banned(&info.id) {
                 continue;
             }
             seen.push(info.id);
-            if let Some(addr) = info.addrs.first() {
-                heard.push((*addr, info.id));
-            }
+            heard.push((info.addrs.first().copied(), info.id, p.clone()));
         }
     }
     dial_heard(transport, heard).await
@@ -957,18 +957,27 @@ pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
 /// [`MAX_DISCOVERED_DIALS`], at once, each within
 /// [`DISCOVERED_DIAL_TIMEOUT`]; a peer counts once its certificate proves
 /// the id it was announced with.
-async fn dial_heard(transport: &Transport, heard: Vec<(SocketAddr, PeerId)>) -> Vec<Peer> {
+async fn dial_heard(
+    transport: &Transport,
+    heard: Vec<(Option<SocketAddr>, PeerId, Peer)>,
+) -> Vec<Peer> {
     let dials: Vec<_> = heard
         .into_iter()
         .take(MAX_DISCOVERED_DIALS)
-        .map(|(addr, id)| {
+        .map(|(addr, id, via)| {
             let t = transport.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, t.connect(addr, Some(id))).await
-                {
+                // Directly, else through a hole `via` helps punch, else
+                // through its relay (behind NATs); each step bounded.
+                let reach = chorus_streamer::nat::reach(&t, &via, id, addr);
+                match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, reach).await {
                     Ok(Ok(peer)) => Some(peer),
                     Ok(Err(e)) => {
-                        tracing::debug!("cannot reach {addr}, heard of from a peer: {e}");
+                        tracing::debug!(
+                            "cannot reach {}, heard of from {}: {e}",
+                            id.fmt_short(),
+                            via.addr()
+                        );
                         None
                     }
                     Err(_) => None,

@@ -75,7 +75,13 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         args.listen,
         library,
         Some(cache.clone()),
-        NodeLimits::default(),
+        NodeLimits {
+            relay: chorus_streamer::nat::RelayLimits {
+                max_relays: if args.relay == crate::cli::Switch::Off { 0 } else { 16 },
+                ..Default::default()
+            },
+            ..NodeLimits::default()
+        },
     )
     .with_context(|| {
         format!("cannot listen on {} (in use? pick another with --listen)", args.listen)

@@ -226,6 +226,36 @@ pub struct StartRequest {
     pub budget: u32,
 }
 
+/// Asks a peer both nodes reach (a public one) to bring the sender
+/// together with `target`, a node connected to it (behind a NAT, say):
+/// either for a hole punch, or (`relay`) through a relay it runs. The
+/// answer is a [`Rendezvous`] naming where to dial `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connect {
+    /// The node to reach.
+    pub target: PeerId,
+    /// True to ask for a relay (a direct path did not work).
+    pub relay: bool,
+}
+
+/// The meeting point of two nodes. From the introducer to the target (a
+/// request on the target's own connection, answered by an echo once it has
+/// acted): `peer` wants to reach you; send a few packets to `addr` from
+/// your QUIC socket (opening your NAT to it), or, with `relay`, register
+/// at the relay port `addr` with that token. From the introducer to the
+/// asker (the answer to [`Connect`]): dial `peer` at `addr` (with `relay`,
+/// register first). A relay `addr` has an unspecified IP: the introducer's
+/// own, as each side reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// The other node.
+    pub peer: PeerId,
+    /// Where the other node is seen (a punch), or the relay's port.
+    pub addr: SocketAddr,
+    /// The relay's token, when the meeting is through a relay.
+    pub relay: Option<[u8; 32]>,
+}
+
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -243,6 +273,8 @@ pub enum ErrorCode {
     Internal,
     /// The node will not serve this peer.
     Refused,
+    /// The node cannot reach the peer asked for (not connected to it).
+    Unreachable,
     /// A code this version does not know.
     Other(u16),
 }
@@ -258,6 +290,7 @@ impl ErrorCode {
             Self::UnsupportedVersion => 5,
             Self::Internal => 6,
             Self::Refused => 7,
+            Self::Unreachable => 8,
             Self::Other(c) => c,
         }
     }
@@ -272,6 +305,7 @@ impl ErrorCode {
             5 => Self::UnsupportedVersion,
             6 => Self::Internal,
             7 => Self::Refused,
+            8 => Self::Unreachable,
             c => Self::Other(c),
         }
     }
@@ -303,6 +337,8 @@ pub enum Message {
     WhoHas(WhoHas),
     WhoHasReply(WhoHasReply),
     StartRequest(StartRequest),
+    Connect(Connect),
+    Rendezvous(Rendezvous),
     Error(ErrorReply),
 }
 
@@ -324,6 +360,8 @@ pub enum MessageKind {
     WhoHas = 0x0b,
     WhoHasReply = 0x0c,
     StartRequest = 0x0d,
+    Connect = 0x0e,
+    Rendezvous = 0x0f,
     Error = 0x7f,
 }
 
@@ -345,6 +383,8 @@ impl TryFrom<u8> for MessageKind {
             0x0b => K::WhoHas,
             0x0c => K::WhoHasReply,
             0x0d => K::StartRequest,
+            0x0e => K::Connect,
+            0x0f => K::Rendezvous,
             0x7f => K::Error,
             c => return Err(ProtocolError::UnknownMessageType(c)),
         })
@@ -412,6 +452,8 @@ impl Message {
             Self::WhoHas(_) => K::WhoHas,
             Self::WhoHasReply(_) => K::WhoHasReply,
             Self::StartRequest(_) => K::StartRequest,
+            Self::Connect(_) => K::Connect,
+            Self::Rendezvous(_) => K::Rendezvous,
             Self::Error(_) => K::Error,
         }
     }
@@ -470,6 +512,10 @@ impl Message {
                     Want::Query(q) => str_len(q),
                 } + varint_len(u64::from(m.at_ms))
                     + varint_len(u64::from(m.budget))
+            }
+            Self::Connect(_) => 32 + 1,
+            Self::Rendezvous(m) => {
+                32 + socket_addr_len(&m.addr) + 1 + if m.relay.is_some() { 32 } else { 0 }
             }
             Self::Error(m) => varint_len(u64::from(m.code.code())) + str_len(&m.message),
         }
@@ -563,6 +609,21 @@ impl Message {
                 }
                 buf.put_varint(u64::from(m.at_ms));
                 buf.put_varint(u64::from(m.budget));
+            }
+            Self::Connect(m) => {
+                buf.put_slice(m.target.as_bytes());
+                buf.put_u8(u8::from(m.relay));
+            }
+            Self::Rendezvous(m) => {
+                buf.put_slice(m.peer.as_bytes());
+                buf.put_socket_addr(&m.addr);
+                match &m.relay {
+                    None => buf.put_u8(0),
+                    Some(token) => {
+                        buf.put_u8(1);
+                        buf.put_slice(token);
+                    }
+                }
             }
             Self::Error(m) => {
                 buf.put_varint(u64::from(m.code.code()));
@@ -690,6 +751,25 @@ impl Message {
                     return Err(ProtocolError::Invalid("start budget (at most MAX_START_BUDGET)"));
                 }
                 Self::StartRequest(StartRequest { want, at_ms, budget })
+            }
+            MessageKind::Connect => {
+                let target = PeerId::from_bytes(r.array32()?);
+                let relay = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(ProtocolError::Invalid("connect relay flag")),
+                };
+                Self::Connect(Connect { target, relay })
+            }
+            MessageKind::Rendezvous => {
+                let peer = PeerId::from_bytes(r.array32()?);
+                let addr = r.socket_addr()?;
+                let relay = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.array32()?),
+                    _ => return Err(ProtocolError::Invalid("rendezvous relay flag")),
+                };
+                Self::Rendezvous(Rendezvous { peer, addr, relay })
             }
             MessageKind::Error => {
                 let code = u16::try_from(r.varint("error code")?)

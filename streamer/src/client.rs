@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_protocol::message::{
-    CatalogEntry, ChunkRequest, ChunkRun, Hello, ManifestRequest, PeerExchange, PeerInfo,
-    SearchRequest, StartRequest, Want, WhoHas,
+    CatalogEntry, ChunkRequest, ChunkRun, Connect, Hello, ManifestRequest, PeerExchange, PeerInfo,
+    Rendezvous, SearchRequest, StartRequest, Want, WhoHas,
 };
 use chorus_protocol::{
     ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
@@ -44,6 +44,7 @@ pub struct Peer {
     addr: SocketAddr,
     hello: Hello,
     version: u8,
+    path: crate::nat::Path,
 }
 
 /// A manifest answer: the manifest, whether the peer is an original seed,
@@ -79,7 +80,7 @@ impl Peer {
             agent: String::new(),
             observed: None,
         };
-        Self { conn, id, addr, hello, version: frame::MIN_VERSION }
+        Self { conn, id, addr, hello, version: frame::MIN_VERSION, path: crate::nat::Path::Direct }
     }
 
     pub(crate) async fn handshake(
@@ -119,6 +120,16 @@ impl Peer {
     /// What it said in its hello.
     pub fn hello(&self) -> &Hello {
         &self.hello
+    }
+
+    /// How we reached it (direct, punched through a NAT, or relayed).
+    pub fn path(&self) -> crate::nat::Path {
+        self.path
+    }
+
+    pub(crate) fn with_path(mut self, path: crate::nat::Path) -> Self {
+        self.path = path;
+        self
     }
 
     /// The negotiated protocol version.
@@ -200,6 +211,27 @@ impl Peer {
                 Ok(self.completed(r.peers))
             }
             _ => Err(Error::UnexpectedReply("expected a who-has reply")),
+        }
+    }
+
+    /// Asks the peer (an introducer both sides reach) to bring us together
+    /// with `target`: for a hole punch, or through its relay. The answer
+    /// says where to dial `target`; it comes once `target` has acted.
+    pub async fn connect_to(&self, target: PeerId, relay: bool) -> Result<Rendezvous> {
+        let mut recv = self.request(&Message::Connect(Connect { target, relay })).await?;
+        match next_reply(&mut recv).await? {
+            Message::Rendezvous(r) if r.peer == target && r.relay.is_some() == relay => Ok(r),
+            _ => Err(Error::UnexpectedReply("expected a rendezvous")),
+        }
+    }
+
+    /// Tells the peer (the target of a [`Peer::connect_to`]) that another
+    /// node wants it; returns once it has acted (its echo).
+    pub(crate) async fn rendezvous(&self, r: Rendezvous) -> Result<()> {
+        let mut recv = self.request(&Message::Rendezvous(r.clone())).await?;
+        match next_reply(&mut recv).await? {
+            Message::Rendezvous(echo) if echo == r => Ok(()),
+            _ => Err(Error::UnexpectedReply("expected the rendezvous echoed")),
         }
     }
 

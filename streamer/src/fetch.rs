@@ -240,7 +240,8 @@ pub async fn fetch_track(
     for (i, s) in sources.iter().enumerate() {
         let key = sched.add_peer(PeerInfo {
             rtt: s.peer.connection().rtt(),
-            is_seed: s.is_seed,
+            // A relayed peer is a fallback too: slow and costly.
+            is_seed: s.is_seed || s.peer.path() == crate::nat::Path::Relayed,
             has_all: s.have.is_none(),
         });
         if let Some(runs) = &s.have {
@@ -286,7 +287,7 @@ pub async fn fetch_track(
             }
             let key = sched.add_peer(PeerInfo {
                 rtt: s.peer.connection().rtt(),
-                is_seed: s.is_seed,
+                is_seed: s.is_seed || s.peer.path() == crate::nat::Path::Relayed,
                 has_all: s.have.is_none(),
             });
             if let Some(runs) = &s.have {

@@ -23,6 +23,7 @@ pub mod fetch;
 pub mod identity;
 pub mod lan;
 pub mod library;
+pub mod nat;
 pub mod netem;
 pub mod node;
 pub mod probe;

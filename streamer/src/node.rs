@@ -66,6 +66,9 @@ pub struct NodeLimits {
     pub first_request_timeout: Duration,
     /// QUIC-level limits.
     pub transport: TransportLimits,
+    /// What this node gives to relaying for peers behind NATs
+    /// (`max_relays: 0` to refuse).
+    pub relay: crate::nat::RelayLimits,
 }
 
 impl Default for NodeLimits {
@@ -79,6 +82,7 @@ impl Default for NodeLimits {
             handshake_timeout: Duration::from_secs(5),
             first_request_timeout: Duration::from_secs(5),
             transport: TransportLimits::default(),
+            relay: crate::nat::RelayLimits::default(),
         }
     }
 }
@@ -128,7 +132,22 @@ struct Shared {
     dial_budget: std::sync::Mutex<(f64, std::time::Instant)>,
     /// Library files being indexed again after they changed.
     reindexing: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    /// Every open connection by the peer id its handshake proved, both the
+    /// ones peers opened and the ones this node dialled: what an
+    /// introduction goes over (bounded by `max_connections` and joins).
+    connected: std::sync::Mutex<std::collections::HashMap<PeerId, Connection>>,
+    /// Relays this node runs for others.
+    relays: crate::nat::Relays,
+    /// Introductions this node makes (each costs the target a few packets).
+    introductions: crate::nat::Bucket,
+    /// Rendezvous this node acts on (each sends a few packets).
+    punches: crate::nat::Bucket,
 }
+
+/// Introductions a node makes: a burst of 16, then 4 a second.
+pub const INTRODUCTIONS: (f64, f64) = (16.0, 4.0);
+/// Rendezvous a node acts on: a burst of 8, then 2 a second.
+pub const PUNCHES: (f64, f64) = (8.0, 2.0);
 
 /// Forwarding dials: a burst of 8, then one a second. A who-has never
 /// dials an address a stranger merely named (only peers whose id and IP a
@@ -137,6 +156,29 @@ struct Shared {
 pub const FORWARD_DIALS: (f64, f64) = (8.0, 1.0);
 
 impl Shared {
+    /// An open connection to `id`, either way.
+    fn connection_to(&self, id: &PeerId) -> Option<Connection> {
+        let c = self.connected.lock().ok()?.get(id).cloned()?;
+        c.close_reason().is_none().then_some(c)
+    }
+
+    /// Registers an open connection; the returned guard unregisters it.
+    fn register(self: &Arc<Self>, id: PeerId, conn: &Connection) {
+        if let Ok(mut c) = self.connected.lock() {
+            c.retain(|_, c| c.close_reason().is_none());
+            c.insert(id, conn.clone());
+        }
+    }
+
+    /// Forgets `conn` (if it is still the one registered for `id`).
+    fn unregister(&self, id: &PeerId, conn: &Connection) {
+        if let Ok(mut c) = self.connected.lock() {
+            if c.get(id).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                c.remove(id);
+            }
+        }
+    }
+
     /// Takes a forwarding-dial token, if one is left.
     fn take_dial(&self) -> bool {
         let Ok(mut b) = self.dial_budget.lock() else { return false };
@@ -158,6 +200,12 @@ impl Shared {
         let held = self.outbound.lock().ok()?.get(&id).cloned();
         if let Some(p) = held.filter(|p| p.connection().close_reason().is_none()) {
             return Some(p);
+        }
+        // A connection the peer opened to us: behind a NAT, the only way
+        // in.
+        if let Some(conn) = self.connection_to(&id) {
+            let remote = conn.remote_address();
+            return Some(crate::client::Peer::before_hello(conn, id, remote));
         }
         if !self.take_dial() {
             return None;
@@ -241,6 +289,7 @@ impl Node {
         let transport =
             Transport::bind_emulated(identity, listen, Some(server), &limits.transport, link)?;
         let hello = transport.hello(vec![transport.local_addr()?]);
+        let relay = limits.relay.clone();
         let shared = Arc::new(Shared {
             library: RwLock::new(library),
             cache,
@@ -254,6 +303,10 @@ impl Node {
             outbound: Default::default(),
             dial_budget: std::sync::Mutex::new((FORWARD_DIALS.0, std::time::Instant::now())),
             reindexing: Default::default(),
+            connected: Default::default(),
+            relays: crate::nat::Relays::new(relay),
+            introductions: crate::nat::Bucket::new(INTRODUCTIONS.0, INTRODUCTIONS.1),
+            punches: crate::nat::Bucket::new(PUNCHES.0, PUNCHES.1),
         });
         Ok(Self { transport, shared })
     }
@@ -290,6 +343,17 @@ impl Node {
                     if let Ok(mut o) = self.shared.outbound.lock() {
                         o.insert(peer.id(), peer.clone());
                     }
+                    // The peer may ask things of us on this connection too:
+                    // behind a NAT it is the only way it can (an
+                    // introduction, a who-has). The keep-alive holds the
+                    // NAT's mapping open.
+                    let (shared, conn, id) =
+                        (self.shared.clone(), peer.connection().clone(), peer.id());
+                    shared.register(id, &conn);
+                    tokio::spawn(async move {
+                        serve_streams(&shared, &conn, id, true).await;
+                        shared.unregister(&id, &conn);
+                    });
                     let mut mine = vec![me.clone()];
                     mine.extend(self.known_peers());
                     mine.truncate(chorus_protocol::limits::MAX_PEERS);
@@ -383,12 +447,17 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         return;
     }
     tracing::debug!("peer {} connected from {}", peer.fmt_short(), conn.remote_address());
-    serve_streams(&shared, &conn, peer).await;
+    shared.register(peer, &conn);
+    serve_streams(&shared, &conn, peer, false).await;
+    shared.unregister(&peer, &conn);
 }
 
-async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId) {
+/// Serves the requests a peer opens on `conn`. On a connection it opened
+/// (not `dialled` by us) its first request is due within
+/// `first_request_timeout`.
+async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, dialled: bool) {
     let budget = Arc::new(Semaphore::new(shared.limits.max_outstanding_bytes_per_peer));
-    let mut first = true;
+    let mut first = !dialled;
     loop {
         let accepted = if first {
             let deadline = shared.limits.first_request_timeout;
@@ -414,20 +483,30 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId) {
         let (shared, budget) = (shared.clone(), budget.clone());
         let remote = conn.remote_address();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(&shared, &budget, (peer, remote), send, recv).await {
+            let from = From { id: peer, remote, dialled };
+            if let Err(e) = serve_stream(&shared, &budget, from, send, recv).await {
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
         });
     }
 }
 
+/// Who a request came from.
+struct From {
+    id: PeerId,
+    remote: SocketAddr,
+    /// True on a connection this node dialled.
+    dialled: bool,
+}
+
 async fn serve_stream(
     shared: &Arc<Shared>,
     budget: &Semaphore,
-    (asker, remote): (PeerId, SocketAddr),
+    from: From,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
+    let (asker, remote) = (from.id, from.remote);
     let request = match tokio::time::timeout(
         shared.limits.request_timeout,
         read_frame_max(&mut recv, limits::MAX_REQUEST_FRAME_LEN as usize),
@@ -539,6 +618,18 @@ async fn serve_stream(
             };
             write_message(&mut send, &Message::PeerExchange(PeerExchange { peers: reply })).await?;
         }
+        Message::Connect(c) => introduce(shared, &from, c, &mut send).await?,
+        Message::Rendezvous(r) => {
+            if !from.dialled {
+                let msg = "only a peer this node joined may introduce others to it";
+                write_error(&mut send, ErrorCode::Refused, msg.into()).await?;
+            } else if !shared.punches.take(1.0) {
+                write_error(&mut send, ErrorCode::Busy, "too many introductions".into()).await?;
+            } else {
+                crate::nat::act_on(&shared.transport, remote.ip(), &r).await;
+                write_message(&mut send, &Message::Rendezvous(r)).await?;
+            }
+        }
         Message::WhoHas(q) => {
             let peers = who_has(shared, asker, q.query_id, q.track, q.hops_left).await;
             let reply = WhoHasReply { query_id: q.query_id, track: q.track, peers };
@@ -551,6 +642,60 @@ async fn serve_stream(
     }
     let _ = send.finish();
     Ok(())
+}
+
+/// Answers a [`Connect`]: tells the target (on its own connection) where
+/// the asker is, or opens a relay and tells it the relay's port; once it
+/// has acted, tells the asker where to dial. See [`crate::nat`].
+async fn introduce(
+    shared: &Arc<Shared>,
+    from: &From,
+    c: chorus_protocol::message::Connect,
+    send: &mut SendStream,
+) -> Result<()> {
+    use chorus_protocol::message::Rendezvous;
+    let Some(conn) = shared.connection_to(&c.target).filter(|_| c.target != from.id) else {
+        let msg = format!("not connected to peer {}", c.target.fmt_short());
+        return write_error(send, ErrorCode::Unreachable, msg).await;
+    };
+    if !shared.introductions.take(1.0) {
+        return write_error(send, ErrorCode::Busy, "too many introductions; try later".into())
+            .await;
+    }
+    let target_at = conn.remote_address();
+    let target = crate::client::Peer::before_hello(conn, c.target, target_at);
+    let unspecified = |port| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+    let (told, answer) = if c.relay {
+        let ip = shared.transport.local_addr()?.ip();
+        let Some(mut relay) = shared.relays.open(ip).await else {
+            let msg = "this node runs no more relays";
+            return write_error(send, ErrorCode::Busy, msg.into()).await;
+        };
+        let token = Some(relay.token);
+        let told = Rendezvous { peer: from.id, addr: unspecified(relay.port), relay: token };
+        let tell =
+            tokio::time::timeout(crate::nat::INTRODUCE_TIMEOUT, target.rendezvous(told.clone()))
+                .await;
+        if !matches!(tell, Ok(Ok(())))
+            || !relay.target_registered(crate::nat::INTRODUCE_TIMEOUT).await
+        {
+            let msg = format!("peer {} did not come to the relay", c.target.fmt_short());
+            return write_error(send, ErrorCode::Unreachable, msg).await;
+        }
+        (told, Rendezvous { peer: c.target, addr: unspecified(relay.port), relay: token })
+    } else {
+        let told = Rendezvous { peer: from.id, addr: from.remote, relay: None };
+        (told, Rendezvous { peer: c.target, addr: target_at, relay: None })
+    };
+    if !c.relay {
+        let tell =
+            tokio::time::timeout(crate::nat::INTRODUCE_TIMEOUT, target.rendezvous(told)).await;
+        if !matches!(tell, Ok(Ok(()))) {
+            let msg = format!("peer {} did not answer the introduction", c.target.fmt_short());
+            return write_error(send, ErrorCode::Unreachable, msg).await;
+        }
+    }
+    write_message(send, &Message::Rendezvous(answer)).await
 }
 
 /// Answers a who-has: this node if it holds the track, plus what up to

@@ -143,7 +143,8 @@ impl Default for SchedulerConfig {
 pub struct PeerInfo {
     /// Its round-trip time as measured by QUIC.
     pub rtt: Duration,
-    /// True for the track's original seed (used only as a fallback).
+    /// True for a peer used only as a fallback: the track's original seed,
+    /// or a peer reached through a relay (slow, and a cost to the relay).
     pub is_seed: bool,
     /// True if it holds the whole track.
     pub has_all: bool,

@@ -44,6 +44,12 @@ pub struct Transport {
     /// Where peers say they see this node: (the reporter's address, what it
     /// saw), the latest per reporter IP, at most [`MAX_OBSERVATIONS`].
     observations: Arc<std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>>>,
+    /// The endpoint's own UDP socket (a second handle), for the few bare
+    /// packets a hole punch or a relay registration sends from the port
+    /// QUIC uses.
+    raw: Option<Arc<std::net::UdpSocket>>,
+    /// How each peer reached through a NAT was reached (others: direct).
+    paths: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, crate::nat::Path>>>,
 }
 
 /// Reports of this node's address kept (one per reporting IP).
@@ -165,6 +171,7 @@ impl Transport {
         link: Option<(crate::netem::LinkProfile, u64)>,
     ) -> Result<Self> {
         let socket = bind_socket(addr)?;
+        let raw = socket.try_clone().ok().map(Arc::new);
         let serving = server.is_some();
         let runtime = quinn::default_runtime()
             .ok_or_else(|| Error::Identity("no async runtime for QUIC".into()))?;
@@ -200,6 +207,8 @@ impl Transport {
             banned: Arc::default(),
             link,
             observations: Arc::default(),
+            raw,
+            paths: Arc::default(),
         })
     }
 
@@ -269,6 +278,35 @@ impl Transport {
             }
             o.push((reporter, seen));
         }
+    }
+
+    /// Sends one bare UDP packet from the endpoint's port (a punch or a
+    /// relay registration; QUIC drops what it cannot parse). Best effort:
+    /// a full send buffer loses it, like the network may.
+    pub fn send_raw(&self, to: SocketAddr, packet: &[u8]) {
+        if let Some(raw) = &self.raw {
+            if let Err(e) = raw.send_to(packet, to) {
+                tracing::debug!("bare packet to {to}: {e}");
+            }
+        }
+    }
+
+    /// Notes how `peer` was reached (a punched or relayed path).
+    pub fn note_path(&self, peer: PeerId, path: crate::nat::Path) {
+        if let Ok(mut p) = self.paths.lock() {
+            if p.len() < crate::nat::MAX_PATHS || p.contains_key(&peer) {
+                p.insert(peer, path);
+            }
+        }
+    }
+
+    /// How `peer` was reached: direct unless a NAT traversal said otherwise.
+    pub fn path_of(&self, peer: &PeerId) -> crate::nat::Path {
+        self.paths
+            .lock()
+            .ok()
+            .and_then(|p| p.get(peer).copied())
+            .unwrap_or(crate::nat::Path::Direct)
     }
 
     /// This node's address as its peers see it (see [`Observed`]).

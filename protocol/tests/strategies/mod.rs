@@ -171,6 +171,10 @@ pub fn message() -> impl Strategy<Value = Message> {
                 at_ms,
                 budget
             })),
+        (peer_id(), any::<bool>())
+            .prop_map(|(target, relay)| Message::Connect(Connect { target, relay })),
+        (peer_id(), socket_addr(), proptest::option::of(any::<[u8; 32]>()))
+            .prop_map(|(peer, addr, relay)| Message::Rendezvous(Rendezvous { peer, addr, relay })),
         (error_code(), text(60))
             .prop_map(|(code, message)| Message::Error(ErrorReply { code, message })),
     ]
