@@ -237,6 +237,11 @@ pub struct SeedArgs {
     /// rest of the swarm is found through them
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<PeerAddr>,
+    /// Map the UDP port on the home router (UPnP IGD), so peers outside
+    /// reach this node directly; the mapping is renewed while serving and
+    /// removed on exit
+    #[arg(long, env = "CHORUS_PORT_MAP", value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub port_map: Switch,
     /// Relay for peers behind NATs that cannot reach each other directly
     /// (at most 16 relays, 256 KiB/s each; they see only ciphertext)
     #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]

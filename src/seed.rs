@@ -93,6 +93,13 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
         let node = node.clone();
         tokio::spawn(async move { node.serve().await })
     };
+    // A port mapped on the home router (not for a node only this machine
+    // can reach), before joining anyone: peers then learn the mapped
+    // address from our hello.
+    let mapping = match (args.port_map, addr.ip().is_loopback()) {
+        (crate::cli::Switch::On, false) => map_port(&node, addr.port(), global.quiet).await,
+        _ => None,
+    };
     // On the LAN, with no configuration: announced while serving (not for a
     // node only this machine can reach).
     let _announced = match (global.lan, addr.ip().is_loopback()) {
@@ -195,6 +202,19 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     }
     peers::remember_dht(global, dht.as_ref()).await;
     eprintln!("shutting down…");
+    if let Some((m, renewing)) = mapping {
+        renewing.abort();
+        let removed = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::task::spawn_blocking(move || m.remove()),
+        )
+        .await;
+        if !matches!(removed, Ok(Ok(Ok(())))) {
+            tracing::warn!(
+                "could not remove the port mapping; the router drops it when its lease ends"
+            );
+        }
+    }
     node.shutdown().await;
     serving.abort();
     let stats = node.stats();
@@ -217,4 +237,45 @@ fn shown_addr(addr: std::net::SocketAddr) -> String {
     } else {
         addr.to_string()
     }
+}
+
+/// Maps `port` on the home router (UPnP), if there is one, and renews the
+/// lease while serving. A node without a router to ask goes on without.
+async fn map_port(
+    node: &Node,
+    port: u16,
+    quiet: bool,
+) -> Option<(Arc<chorus_streamer::portmap::PortMapping>, tokio::task::JoinHandle<()>)> {
+    use chorus_streamer::portmap::{LEASE, PortMapping};
+    let mapped = tokio::task::spawn_blocking(move || PortMapping::map(port)).await.ok()?;
+    let m = match mapped {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::info!(
+                "{e}; peers behind other NATs reach this node by hole punching or relays"
+            );
+            return None;
+        }
+    };
+    node.transport().set_mapped(Some(m.external()));
+    if !quiet {
+        println!(
+            "mapped UDP port {port} on the router at {} (UPnP): reachable at {}",
+            m.router().ip(),
+            m.external()
+        );
+    }
+    let renewing = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 2).await;
+                let m = m.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || m.renew()).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        })
+    };
+    Some((m, renewing))
 }

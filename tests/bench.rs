@@ -40,6 +40,7 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     let (json_path, svg_path) = (out.path().join("bench.json"), out.path().join("bench.svg"));
     let run = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .env("CHORUS_LAN", "off")
+        .env("CHORUS_PORT_MAP", "off")
         .arg("--data-dir")
         .arg(out.path().join("data"))
         .arg("bench")

@@ -89,6 +89,7 @@ async fn who_has_finds_holders_two_hops_away_and_no_further() {
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
             .env("CHORUS_LAN", "off")
+            .env("CHORUS_PORT_MAP", "off")
             .arg("--data-dir")
             .arg(out.path().join("data"))
             .args(["play", &track.to_string(), "--peer", &a_addr, "--out"])

@@ -368,7 +368,7 @@ async fn beside_a_liar(args: &[&str]) -> (Seed, Vec<UdpSocket>, (String, bool)) 
     let client_dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
     command.arg("--data-dir").arg(client_dir.path()).args(args).env_remove("CHORUS_LOG");
-    command.env("CHORUS_LAN", "off");
+    command.env("CHORUS_LAN", "off").env("CHORUS_PORT_MAP", "off");
     command.args(["--peer", &format!("{}@{}", honest.id, honest.addr)]);
     command.args(["--peer", &format!("{liar_id}@{liar}")]);
     let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();

@@ -65,7 +65,8 @@ fn chorus_in(ns: &Netns, data: &std::path::Path) -> Command {
         .env("XDG_CONFIG_HOME", data.join("config-home"))
         .env_remove("CHORUS_CONFIG")
         .env_remove("CHORUS_LOG")
-        .env("CHORUS_LAN", "on");
+        .env("CHORUS_LAN", "on")
+        .env("CHORUS_PORT_MAP", "off");
     c
 }
 

@@ -65,19 +65,28 @@ enum Nat {
     Cone,
     /// A random port per destination.
     Symmetric,
+    /// Cone-like, and running a UPnP IGD (Debian's `miniupnpd`).
+    Upnp,
 }
 
 /// The public namespace and two homes (router, host) behind NATs.
 struct Internet {
     public: Netns,
     homes: Vec<(Netns, Netns)>,
+    /// The routers' UPnP daemons.
+    _upnp: Vec<Running>,
+    _upnp_dir: tempfile::TempDir,
 }
 
 const PUBLIC_IP: &str = "100.200.0.1";
 
 /// Builds the internet; `None` (and a note) where namespaces cannot be made.
 fn internet(nats: [Nat; 2]) -> Option<Internet> {
-    let kind = if nats[0] == Nat::Cone { "c" } else { "s" };
+    let kind = match nats[1] {
+        Nat::Cone => "c",
+        Nat::Symmetric => "s",
+        Nat::Upnp => "u",
+    };
     let tag = format!("{kind}{}", std::process::id() % 100_000);
     let Some(public) = Netns::new(format!("chorus-pub{tag}")) else {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root and must make namespaces");
@@ -93,6 +102,8 @@ fn internet(nats: [Nat; 2]) -> Option<Internet> {
     public.ip(&["addr", "add", &format!("{PUBLIC_IP}/24"), "dev", "br0"]);
     public.ip(&["link", "set", "br0", "up"]);
     let mut homes = Vec::new();
+    let mut upnp = Vec::new();
+    let upnp_dir = tempfile::tempdir().unwrap();
     for (i, nat) in nats.into_iter().enumerate() {
         let n = i + 1;
         let router = Netns::new(format!("chorus-r{n}-{tag}")).unwrap();
@@ -121,13 +132,27 @@ fn internet(nats: [Nat; 2]) -> Option<Internet> {
             router.exec().args(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]).status().unwrap();
         assert!(forward.success());
         let masquerade = if nat == Nat::Symmetric { "masquerade random" } else { "masquerade" };
-        let rules = format!(
+        // Unsolicited packets from outside are dropped, but for ports the
+        // router forwards (UPnP's mappings: DNAT).
+        let mut rules = format!(
             "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority 100;\n  \
              oifname \"wan\" {masquerade}\n }}\n}}\n\
              table inet filter {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n  \
-             iifname \"wan\" ct state new drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
+             iifname \"wan\" ct state new ct status & dnat == 0 drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
              iifname \"wan\" ct state new drop\n }}\n}}\n"
         );
+        if nat == Nat::Upnp {
+            // The chains miniupnpd fills (as its nft_init.sh makes them).
+            rules.push_str(
+                "table inet miniupnpd {\n \
+                 chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }\n \
+                 chain miniupnpd { }\n \
+                 chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }\n \
+                 chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }\n \
+                 chain prerouting_miniupnpd { }\n \
+                 chain postrouting_miniupnpd { }\n}\n",
+            );
+        }
         let mut nft = router
             .exec()
             .args(["nft", "-f", "-"])
@@ -137,9 +162,54 @@ fn internet(nats: [Nat; 2]) -> Option<Internet> {
         use std::io::Write;
         nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
         assert!(nft.wait().unwrap().success(), "nft rules:\n{rules}");
+        if nat == Nat::Upnp {
+            upnp.push(miniupnpd(&router, upnp_dir.path(), n));
+        }
         homes.push((router, host));
     }
-    Some(Internet { public, homes })
+    Some(Internet { public, homes, _upnp: upnp, _upnp_dir: upnp_dir })
+}
+
+/// Runs Debian's miniupnpd on `router`: UPnP IGD on the LAN side, mapping
+/// to the WAN side, for hosts of the home network only. Returns once it
+/// serves.
+fn miniupnpd(router: &Netns, dir: &std::path::Path, n: usize) -> Running {
+    let conf = dir.join(format!("miniupnpd{n}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "ext_ifname=wan\nlistening_ip=lan\nport=0\nenable_upnp=yes\nenable_natpmp=no\n\
+             secure_mode=yes\nsystem_uptime=yes\nupnp_table_name=miniupnpd\n\
+             upnp_nat_table_name=miniupnpd\nuuid=3a1f8e2c-0b6d-4f5e-9c1a-00000000000{n}\n\
+             allow 1024-65535 192.168.{n}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+        ),
+    )
+    .unwrap();
+    let pid = dir.join(format!("miniupnpd{n}.pid"));
+    let mut child = router
+        .exec()
+        .arg("miniupnpd")
+        .arg("-d")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-P")
+        .arg(&pid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("miniupnpd (scripts/setup installs it)");
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    let ready = lines.find(|l| {
+        seen.push(l.clone());
+        l.contains("HTTP listening on port")
+    });
+    assert!(ready.is_some(), "miniupnpd did not start:\n{}", seen.join("\n"));
+    // Keep reading its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Running(child)
 }
 
 fn chorus_in(ns: &Netns, data: &std::path::Path) -> Command {
@@ -150,7 +220,8 @@ fn chorus_in(ns: &Netns, data: &std::path::Path) -> Command {
         .env("XDG_CONFIG_HOME", data.join("config-home"))
         .env_remove("CHORUS_CONFIG")
         .env_remove("CHORUS_LOG")
-        .env("CHORUS_LAN", "off");
+        .env("CHORUS_LAN", "off")
+        .env("CHORUS_PORT_MAP", "off");
     c
 }
 
@@ -160,13 +231,25 @@ fn reach_line(lines: &mut impl Iterator<Item = String>) -> String {
     line.trim_start_matches("peers can reach it with --peer ").to_owned()
 }
 
-/// The public peer, the seed behind NAT B joined to it, and the listener
-/// behind NAT A playing the seed's track given only the public peer.
-/// Returns what `chorus peers` says afterwards in the listener's data dir.
-fn play_across(net: &Internet) -> String {
+/// What [`play_across`] leaves.
+struct Played {
+    /// `chorus peers` in the listener's data dir.
+    peers: String,
+    /// The seed's output up to its joining the public peer.
+    seed_log: Vec<String>,
+    /// The seed, still running.
+    seed: Running,
+    _dirs: Vec<tempfile::TempDir>,
+    _public: Running,
+}
+
+/// The public peer, the seed behind NAT B joined to it (mapping its port
+/// by UPnP if `port_map`), and the listener behind NAT A playing the
+/// seed's track given only the public peer.
+fn play_across(net: &Internet, port_map: bool) -> Played {
     let empty = tempfile::tempdir().unwrap();
     let public_data = tempfile::tempdir().unwrap();
-    let (_public, mut lines) = spawn_lines(
+    let (public_seed, mut lines) = spawn_lines(
         chorus_in(&net.public, public_data.path())
             .args(["seed", "--listen", &format!("{PUBLIC_IP}:0")])
             .arg(empty.path()),
@@ -175,13 +258,22 @@ fn play_across(net: &Internet) -> String {
 
     let lib = library_dir(&["apex-aleph.ogg"]);
     let seed_data = tempfile::tempdir().unwrap();
-    let (_seed, mut seed_lines) = spawn_lines(
+    let (seed, mut seed_lines) = spawn_lines(
         chorus_in(&net.homes[1].1, seed_data.path())
+            .env("CHORUS_PORT_MAP", if port_map { "on" } else { "off" })
             .args(["seed", "--listen", "0.0.0.0:0", "--peer", &public])
             .arg(lib.path()),
     );
-    let joined = seed_lines.find(|l| l.starts_with("joined")).unwrap();
-    assert!(joined.starts_with("joined 1 of 1"), "{joined}");
+    let mut seed_log = Vec::new();
+    for l in seed_lines.by_ref() {
+        seed_log.push(l.clone());
+        if l.starts_with("joined") {
+            break;
+        }
+    }
+    let joined = seed_log.last().cloned().unwrap_or_default();
+    assert!(joined.starts_with("joined 1 of 1"), "{seed_log:?}");
+    std::thread::spawn(move || seed_lines.for_each(drop));
     let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
     let track = library.tracks().next().unwrap().manifest.id().to_string();
 
@@ -197,7 +289,15 @@ fn play_across(net: &Internet) -> String {
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(assert_plays_start_of(&wav, "apex-aleph.ogg"), 2 * 48_000 * 2);
     let o = chorus_in(&net.homes[0].1, listener.path()).arg("peers").output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let peers = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("{peers}");
+    Played {
+        peers,
+        seed_log,
+        seed,
+        _dirs: vec![empty, public_data, lib, seed_data, listener],
+        _public: public_seed,
+    }
 }
 
 /// The row of `chorus peers` for the peer that served bytes (not the
@@ -212,9 +312,9 @@ fn seed_row(peers: &str) -> &str {
 #[test]
 fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
     let Some(net) = internet([Nat::Cone, Nat::Cone]) else { return };
-    let peers = play_across(&net);
-    eprintln!("{peers}");
-    let row = seed_row(&peers);
+    let played = play_across(&net, false);
+    let peers = &played.peers;
+    let row = seed_row(peers);
     assert!(row.contains("punched"), "{peers}");
     assert!(row.contains("100.200.0.3"), "reached at the seed's public address: {peers}");
 }
@@ -222,9 +322,41 @@ fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
 #[test]
 fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
     let Some(net) = internet([Nat::Symmetric, Nat::Symmetric]) else { return };
-    let peers = play_across(&net);
-    eprintln!("{peers}");
-    let row = seed_row(&peers);
+    let played = play_across(&net, false);
+    let peers = &played.peers;
+    let row = seed_row(peers);
     assert!(row.contains("relayed"), "{peers}");
     assert!(row.contains(PUBLIC_IP), "through the public peer's relay: {peers}");
+}
+
+#[test]
+fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
+    let Some(net) = internet([Nat::Cone, Nat::Upnp]) else { return };
+    let mut played = play_across(&net, true);
+    let mapped = played.seed_log.iter().find(|l| l.starts_with("mapped UDP port"));
+    let mapped = mapped.unwrap_or_else(|| panic!("the seed mapped no port: {:?}", played.seed_log));
+    assert!(mapped.contains("reachable at 100.200.0.3:"), "{mapped}");
+    let external = mapped.rsplit(' ').next().unwrap().to_owned();
+    // Reached at the mapped address, directly: no punch, no relay.
+    let row = seed_row(&played.peers);
+    assert!(row.contains("direct") && row.contains(&external), "{}", played.peers);
+    let rules = |router: &Netns| {
+        let o = router.exec().args(["nft", "list", "table", "inet", "miniupnpd"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let port = external.rsplit(':').next().unwrap().to_owned();
+    assert!(
+        rules(&net.homes[1].0).contains(&format!("dport {port} dnat")),
+        "{}",
+        rules(&net.homes[1].0)
+    );
+    // Stopped, the seed removes its mapping from the router.
+    let pid = played.seed.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(played.seed.0.wait().unwrap().success());
+    assert!(
+        !rules(&net.homes[1].0).contains(&format!("dport {port} dnat")),
+        "{}",
+        rules(&net.homes[1].0)
+    );
 }

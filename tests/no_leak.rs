@@ -73,7 +73,8 @@ impl Sealed {
             .env_remove("CHORUS_LOG")
             .env_remove("CHORUS_DHT")
             .env_remove("CHORUS_DHT_BOOTSTRAP")
-            .env("CHORUS_LAN", "off");
+            .env("CHORUS_LAN", "off")
+            .env("CHORUS_PORT_MAP", "off");
         c
     }
 }

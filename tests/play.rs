@@ -141,6 +141,7 @@ fn the_real_cpal_path_plays_on_the_alsa_null_device() {
     let peer = format!("{}@{}", s.seed.id, s.seed.addr);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
         .env("CHORUS_LAN", "off")
+        .env("CHORUS_PORT_MAP", "off")
         .env("ALSA_CONFIG_PATH", format!("/usr/share/alsa/alsa.conf:{}", conf.path().display()))
         .args(["--data-dir"])
         .arg(data.path())

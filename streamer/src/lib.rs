@@ -26,6 +26,7 @@ pub mod library;
 pub mod nat;
 pub mod netem;
 pub mod node;
+pub mod portmap;
 pub mod probe;
 pub mod scheduler;
 pub mod sim;

@@ -64,6 +64,9 @@ impl std::fmt::Display for Path {
 pub const MAX_PATHS: usize = 4096;
 /// Bare packets a target sends to open its NAT (a few, in case one is lost).
 pub const PUNCH_PACKETS: usize = 3;
+/// How long a direct dial goes alone before a punch is asked for (at
+/// least three round trips to the introducer).
+pub const PUNCH_DELAY: Duration = Duration::from_millis(250);
 /// How long a punch may take, from the request to the introducer, before
 /// the asker turns to a relay.
 pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -144,7 +147,6 @@ pub async fn reach(
     target: PeerId,
     heard: Option<SocketAddr>,
 ) -> Result<Peer> {
-    let introduced = std::sync::atomic::AtomicBool::new(false);
     let direct = async {
         match heard {
             Some(a) => transport.connect(a, Some(target)).await,
@@ -152,16 +154,20 @@ pub async fn reach(
         }
     };
     let punched = async {
+        if heard.is_some() {
+            // The direct dial first, alone for a moment: a reachable peer
+            // (public, or with a port mapped on its router) costs nobody a
+            // punch.
+            tokio::time::sleep(PUNCH_DELAY.max(via.connection().rtt() * 3)).await;
+        }
         let r = via.connect_to(target, false).await?;
-        introduced.store(true, Ordering::Relaxed);
         tracing::debug!("{} introduced us to {} at {}", via.addr(), target.fmt_short(), r.addr);
         transport.connect(r.addr, Some(target)).await
     };
-    let raced = tokio::time::timeout(PUNCH_TIMEOUT, first_ok(direct, punched)).await;
+    let raced = tokio::time::timeout(PUNCH_DELAY + PUNCH_TIMEOUT, first_ok(direct, punched)).await;
     match raced {
-        Ok(Ok(peer)) => {
-            let path =
-                if introduced.load(Ordering::Relaxed) { Path::Punched } else { Path::Direct };
+        Ok(Ok((peer, direct_won))) => {
+            let path = if direct_won { Path::Direct } else { Path::Punched };
             transport.note_path(target, path);
             return Ok(peer.with_path(path));
         }
@@ -185,8 +191,9 @@ pub async fn reach(
     Ok(peer.with_path(Path::Relayed))
 }
 
-/// The first of two fallible futures to succeed, or the last error.
-async fn first_ok<A, B>(a: A, b: B) -> Result<Peer>
+/// The first of two fallible futures to succeed (and whether it was the
+/// first one), or the last error.
+async fn first_ok<A, B>(a: A, b: B) -> Result<(Peer, bool)>
 where
     A: std::future::Future<Output = Result<Peer>>,
     B: std::future::Future<Output = Result<Peer>>,
@@ -197,11 +204,11 @@ where
     loop {
         tokio::select! {
             r = &mut a, if !a_done => match r {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok((p, true)),
                 Err(e) => { a_done = true; last = Some(e); }
             },
             r = &mut b, if !b_done => match r {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok((p, false)),
                 Err(e) => { b_done = true; last = Some(e); }
             },
             else => return Err(last.unwrap_or(Error::StreamEnded)),

@@ -544,7 +544,11 @@ async fn serve_stream(
             if h.negotiate(frame::MIN_VERSION, frame::VERSION).is_some() {
                 // Tell the peer where we see it: behind a NAT, that is its
                 // public address (it believes it only when others agree).
-                let reply = Hello { observed: Some(remote), ..shared.hello.clone() };
+                let reply = Hello {
+                    observed: Some(remote),
+                    listen_addrs: shared.transport.listen_addrs(),
+                    ..shared.hello.clone()
+                };
                 write_message(&mut send, &Message::Hello(reply)).await?;
             } else {
                 let msg = format!(

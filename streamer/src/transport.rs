@@ -50,6 +50,8 @@ pub struct Transport {
     raw: Option<Arc<std::net::UdpSocket>>,
     /// How each peer reached through a NAT was reached (others: direct).
     paths: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, crate::nat::Path>>>,
+    /// The port the router maps to this endpoint (UPnP), if any.
+    mapped: Arc<std::sync::Mutex<Option<SocketAddr>>>,
 }
 
 /// Reports of this node's address kept (one per reporting IP).
@@ -209,6 +211,7 @@ impl Transport {
             observations: Arc::default(),
             raw,
             paths: Arc::default(),
+            mapped: Arc::default(),
         })
     }
 
@@ -235,10 +238,22 @@ impl Transport {
 
     /// Where this endpoint accepts connections (empty if it only dials). An
     /// unspecified IP is completed by whoever receives it.
+    /// The address a router maps to this endpoint (see
+    /// [`crate::portmap`]) comes first.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         match self.endpoint.local_addr() {
-            Ok(a) if self.serving => vec![a],
+            Ok(a) if self.serving => {
+                let mapped = self.mapped.lock().ok().and_then(|m| *m);
+                mapped.into_iter().chain([a]).collect()
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// Notes (or forgets) the address a router maps to this endpoint.
+    pub fn set_mapped(&self, addr: Option<SocketAddr>) {
+        if let Ok(mut m) = self.mapped.lock() {
+            *m = addr;
         }
     }
 

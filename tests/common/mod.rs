@@ -182,7 +182,8 @@ pub fn chorus_cmd(data_dir: &Path) -> std::process::Command {
         .env("XDG_CONFIG_HOME", data_dir.join("config-home"))
         .env_remove("CHORUS_CONFIG")
         .env_remove("CHORUS_LOG")
-        .env("CHORUS_LAN", "off");
+        .env("CHORUS_LAN", "off")
+        .env("CHORUS_PORT_MAP", "off");
     c
 }
 
