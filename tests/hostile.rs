@@ -414,3 +414,95 @@ async fn a_liar_telling_of_256_dead_peers_neither_stalls_search_nor_gets_them_di
     assert!((1..=8).contains(&dialled), "{dialled} of 256 peers heard of were dialled");
     honest.stop().await;
 }
+
+/// Sends `msg` on a new stream of `conn` and reads the one reply.
+async fn ask(conn: &quinn::Connection, msg: &Message) -> Message {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&chorus_protocol::frame::encode(msg).unwrap()).await.unwrap();
+    send.finish().unwrap();
+    chorus_streamer::wire::read_frame(&mut recv).await.unwrap().unwrap().message
+}
+
+fn error_code(m: &Message) -> Option<chorus_protocol::message::ErrorCode> {
+    match m {
+        Message::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introductions_reflect_nothing_and_relays_stay_bounded() {
+    use chorus_protocol::message::{Connect, ErrorCode, Rendezvous};
+    let t = target(NodeLimits::default());
+    let victim = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let v = victim.local_addr().unwrap();
+    let a = attacker();
+    let asker = a.connect(t.addr, None).await.unwrap();
+
+    // A rendezvous from a peer the seed did not dial is refused: it sends
+    // nothing to the address named (no reflection).
+    for _ in 0..32 {
+        let r = Rendezvous { peer: PeerId::from_bytes([1; 32]), addr: v, relay: None };
+        let reply = ask(asker.connection(), &Message::Rendezvous(r)).await;
+        assert_eq!(error_code(&reply), Some(ErrorCode::Refused), "{reply:?}");
+    }
+    // An introduction to a peer the seed is not connected to: none made.
+    let c = Connect { target: PeerId::from_bytes([2; 32]), relay: true };
+    let reply = ask(asker.connection(), &Message::Connect(c)).await;
+    assert_eq!(error_code(&reply), Some(ErrorCode::Unreachable), "{reply:?}");
+    assert_eq!(t.node.relays().opened.load(Relaxed), 0);
+
+    // An accomplice connected to the seed that never comes to the relay:
+    // the relay opened for it is closed at once.
+    let silent_t = attacker();
+    let silent = silent_t.connect(t.addr, None).await.unwrap();
+    let c = Connect { target: silent_t.peer_id(), relay: true };
+    let reply = ask(asker.connection(), &Message::Connect(c)).await;
+    assert_eq!(error_code(&reply), Some(ErrorCode::Unreachable), "{reply:?}");
+    assert_eq!(t.node.relays().opened.load(Relaxed), 1);
+    for _ in 0..200 {
+        if t.node.relays().open_now() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(t.node.relays().open_now(), 0, "an unused relay kept its slot");
+    drop(silent);
+
+    // An accomplice that does come: relays for one asker address are capped.
+    let accomplice_t = attacker();
+    let accomplice = accomplice_t.connect(t.addr, None).await.unwrap();
+    let conn = accomplice.connection().clone();
+    let (seed_ip, acc) = (t.addr.ip(), accomplice_t.clone());
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else { continue };
+            if let Message::Rendezvous(r) = f.message {
+                chorus_streamer::nat::act_on(&acc, seed_ip, &r).await;
+                let echo = chorus_protocol::frame::encode(&Message::Rendezvous(r)).unwrap();
+                let _ = send.write_all(&echo).await;
+                let _ = send.finish();
+            }
+        }
+    });
+    let mut granted = 0;
+    for _ in 0..6 {
+        let c = Connect { target: accomplice_t.peer_id(), relay: true };
+        match ask(asker.connection(), &Message::Connect(c)).await {
+            Message::Rendezvous(r) => {
+                assert!(r.relay.is_some() && r.addr.ip().is_unspecified());
+                granted += 1;
+            }
+            other => assert_eq!(error_code(&other), Some(ErrorCode::Busy), "{other:?}"),
+        }
+    }
+    assert_eq!(granted, 2, "relays for one asker address");
+    assert_eq!(t.node.relays().open_now(), 2);
+    // Nothing of all this reached the victim.
+    let mut buf = [0u8; 2048];
+    assert!(victim.recv(&mut buf).is_err(), "the seed sent packets to a named address");
+    // The honest listener is served meanwhile.
+    honest_fetch(&t).await;
+    t.node.shutdown().await;
+}

@@ -231,6 +231,8 @@ pub struct RelayLimits {
     pub idle: Duration,
     /// A relay is closed after this long, busy or not.
     pub lifetime: Duration,
+    /// Relays open at once for askers at one IP address.
+    pub per_ip: usize,
 }
 
 impl Default for RelayLimits {
@@ -241,6 +243,7 @@ impl Default for RelayLimits {
             max_bytes: 1024 * 1024 * 1024,
             idle: Duration::from_secs(60),
             lifetime: Duration::from_secs(2 * 3600),
+            per_ip: 2,
         }
     }
 }
@@ -250,6 +253,8 @@ impl Default for RelayLimits {
 pub struct Relays {
     limits: RelayLimits,
     open: Arc<AtomicUsize>,
+    /// Relays open by asker IP.
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
     /// Relays opened in all, for tests and the status line.
     pub opened: AtomicUsize,
     /// Bytes forwarded by all relays.
@@ -265,6 +270,36 @@ pub struct Relay {
     pub token: [u8; 32],
     /// Set once the first side (the target) has registered.
     first: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Relay {
+    /// Closes the relay now (its target never came).
+    pub fn close(&self) {
+        self.task.abort();
+    }
+}
+
+/// A relay's claim on the limits, given back when its task ends (or is
+/// aborted).
+struct Claim {
+    open: Arc<AtomicUsize>,
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    asker: IpAddr,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.per_ip.lock() {
+            if let Some(n) = m.get_mut(&self.asker) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.asker);
+                }
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -281,36 +316,50 @@ impl Relays {
         Self {
             limits,
             open: Arc::default(),
+            per_ip: Arc::default(),
             opened: AtomicUsize::new(0),
             forwarded: Arc::default(),
         }
     }
 
-    /// Opens a relay on a new UDP port of `ip`, unless at the limit.
-    pub async fn open(&self, ip: IpAddr) -> Option<Relay> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.limits.max_relays {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
+    /// Relays open now.
+    pub fn open_now(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Opens a relay on a new UDP port of `ip` for an asker at `asker`,
+    /// unless at a limit (in all, or for that asker's IP).
+    pub async fn open(&self, ip: IpAddr, asker: IpAddr) -> Option<Relay> {
+        {
+            let Ok(mut m) = self.per_ip.lock() else { return None };
+            let mine = m.get(&asker).copied().unwrap_or(0);
+            if mine >= self.limits.per_ip {
+                return None;
+            }
+            if self.open.fetch_add(1, Ordering::Relaxed) >= self.limits.max_relays {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            *m.entry(asker).or_default() += 1;
         }
+        let claim = Claim { open: self.open.clone(), per_ip: self.per_ip.clone(), asker };
         let socket = match tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a relay port: {e}");
-                self.open.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
         };
         let port = socket.local_addr().ok()?.port();
-        let token: [u8; 32] = *blake3::hash(&rand_bytes()).as_bytes();
+        let token: [u8; 32] = rand_bytes();
         let (tx, rx) = tokio::sync::watch::channel(false);
         self.opened.fetch_add(1, Ordering::Relaxed);
-        let (open, forwarded, limits) =
-            (self.open.clone(), self.forwarded.clone(), self.limits.clone());
-        tokio::spawn(async move {
+        let (forwarded, limits) = (self.forwarded.clone(), self.limits.clone());
+        let task = tokio::spawn(async move {
+            let _claim = claim;
             forward(socket, token, tx, &limits, &forwarded).await;
-            open.fetch_sub(1, Ordering::Relaxed);
         });
-        Some(Relay { port, token, first: rx })
+        Some(Relay { port, token, first: rx, task: task.abort_handle() })
     }
 }
 
@@ -393,8 +442,8 @@ mod tests {
     async fn a_relay_forwards_between_its_two_registered_ends_only() {
         let relays = Relays::new(RelayLimits { max_relays: 1, ..Default::default() });
         let ip: IpAddr = [127, 0, 0, 1].into();
-        let mut relay = relays.open(ip).await.unwrap();
-        assert!(relays.open(ip).await.is_none(), "over the limit");
+        let mut relay = relays.open(ip, ip).await.unwrap();
+        assert!(relays.open(ip, [127, 0, 0, 9].into()).await.is_none(), "over the limit");
         let at = SocketAddr::new(ip, relay.port);
         let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -416,5 +465,26 @@ mod tests {
         let (n, _) = a.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"\x40from b");
         assert_eq!(relays.forwarded.load(Ordering::Relaxed), 14);
+        relay.close();
+        // Closed, its slot is free again.
+        for _ in 0..100 {
+            if relays.open_now() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(relays.open_now(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_asker_ip_holds_few_relays() {
+        let relays = Relays::new(RelayLimits::default());
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let asker: IpAddr = [127, 0, 0, 2].into();
+        let held: Vec<_> = [relays.open(ip, asker).await, relays.open(ip, asker).await].into();
+        assert!(held.iter().all(Option::is_some));
+        assert!(relays.open(ip, asker).await.is_none(), "a third for the same IP");
+        assert!(relays.open(ip, [127, 0, 0, 3].into()).await.is_some(), "another IP's");
     }
 }

@@ -316,6 +316,11 @@ impl Node {
         &self.transport
     }
 
+    /// The relays this node runs for others.
+    pub fn relays(&self) -> &crate::nat::Relays {
+        &self.shared.relays
+    }
+
     /// Counters.
     pub fn stats(&self) -> &NodeStats {
         &self.shared.stats
@@ -671,7 +676,7 @@ async fn introduce(
     let unspecified = |port| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
     let (told, answer) = if c.relay {
         let ip = shared.transport.local_addr()?.ip();
-        let Some(mut relay) = shared.relays.open(ip).await else {
+        let Some(mut relay) = shared.relays.open(ip, from.remote.ip()).await else {
             let msg = "this node runs no more relays";
             return write_error(send, ErrorCode::Busy, msg.into()).await;
         };
@@ -683,6 +688,7 @@ async fn introduce(
         if !matches!(tell, Ok(Ok(())))
             || !relay.target_registered(crate::nat::INTRODUCE_TIMEOUT).await
         {
+            relay.close();
             let msg = format!("peer {} did not come to the relay", c.target.fmt_short());
             return write_error(send, ErrorCode::Unreachable, msg).await;
         }
