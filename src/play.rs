@@ -15,6 +15,7 @@ use chorus_protocol::message::Want;
 use chorus_protocol::{Manifest, PeerId, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
 use chorus_streamer::fetch::{PREFETCH_AHEAD, PREFETCH_LEAD, Source, prefetch};
+use chorus_streamer::nat::{self, Path};
 use chorus_streamer::start::{Pool, Timeline};
 use chorus_streamer::transport::Transport;
 
@@ -250,7 +251,9 @@ pub async fn prepare(
                     let asked = p.peers();
                     let mut known = asked.clone();
                     known.push(first);
-                    for peer in discover(p.transport(), &asked, &known, track).await {
+                    let (ups, ups_rx) = tokio::sync::mpsc::channel(8);
+                    upgrades_to_sources(track, ups_rx, tx.clone());
+                    for peer in discover(p.transport(), &asked, &known, track, Some(ups)).await {
                         if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
                             let _ = tx.send(Source { peer, is_seed, have, head_rest: None }).await;
                         }
@@ -303,8 +306,14 @@ pub async fn prepare(
             }
             let found = async {
                 let (entry, mut holders) = resolve(&peers, query).await?;
-                holders.extend(discover(pool.transport(), &peers, &holders, entry.track).await);
+                let (ups, ups_rx) = tokio::sync::mpsc::channel(8);
+                holders.extend(
+                    discover(pool.transport(), &peers, &holders, entry.track, Some(ups)).await,
+                );
                 let (manifest, sources) = sources_for(&holders, entry.track).await?;
+                // Relayed holders reached directly later join the fetch.
+                let (joins, joins_rx) = tokio::sync::mpsc::channel(8);
+                upgrades_to_sources(entry.track, ups_rx, joins);
                 // A peer's word for a track's name counts only if the
                 // verified manifest carries the same tags.
                 let listed = !entry.file_name.is_empty() || entry.duration_ms > 0;
@@ -315,7 +324,9 @@ pub async fn prepare(
                         describe(&entry)
                     );
                 }
-                Ok::<_, anyhow::Error>(Prepared::new(entry, manifest, sources))
+                let mut prepared = Prepared::new(entry, manifest, sources);
+                prepared.joins = Some(joins_rx);
+                Ok::<_, anyhow::Error>(prepared)
             }
             .await;
             match found {
@@ -727,6 +738,25 @@ const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(9);
 /// How long a peer exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Feeds the peers reached directly after a relay (`ups`) into a running
+/// fetch as sources of `track`.
+fn upgrades_to_sources(
+    track: TrackId,
+    mut ups: tokio::sync::mpsc::Receiver<Peer>,
+    tx: tokio::sync::mpsc::Sender<Source>,
+) {
+    tokio::spawn(async move {
+        while let Some(peer) = ups.recv().await {
+            tracing::debug!("{} joins the fetch directly", peer.addr());
+            if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
+                if tx.send(Source { peer, is_seed, have, head_rest: None }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
 /// Asks the peers we know who else holds `track` (the query travels two
 /// hops) and dials up to [`MAX_DISCOVERED_DIALS`] new holders at once, each
 /// with a short timeout; a holder counts only once its certificate proves
@@ -736,6 +766,7 @@ pub async fn discover(
     asked: &[Peer],
     known: &[Peer],
     track: TrackId,
+    upgrades: Option<tokio::sync::mpsc::Sender<Peer>>,
 ) -> Vec<Peer> {
     let mut found: Vec<(chorus_protocol::message::PeerInfo, &Peer)> = Vec::new();
     for p in asked {
@@ -754,7 +785,7 @@ pub async fn discover(
         seen.push(info.id);
         heard.push((info.addrs.first().copied(), info.id, via.clone()));
     }
-    let new = dial_heard(transport, heard).await;
+    let new = dial_heard(transport, heard, upgrades).await;
     if !new.is_empty() {
         tracing::info!("found {} more peer(s) holding the track", new.len());
     }
@@ -950,7 +981,7 @@ pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
             heard.push((info.addrs.first().copied(), info.id, p.clone()));
         }
     }
-    dial_heard(transport, heard).await
+    dial_heard(transport, heard, None).await
 }
 
 /// Dials peers heard of from others (their word only): at most
@@ -960,18 +991,30 @@ pub async fn known_by(transport: &Transport, peers: &[Peer]) -> Vec<Peer> {
 async fn dial_heard(
     transport: &Transport,
     heard: Vec<(Option<SocketAddr>, PeerId, Peer)>,
+    upgrades: Option<tokio::sync::mpsc::Sender<Peer>>,
 ) -> Vec<Peer> {
     let dials: Vec<_> = heard
         .into_iter()
         .take(MAX_DISCOVERED_DIALS)
         .map(|(addr, id, via)| {
             let t = transport.clone();
+            let upgrades = upgrades.clone();
             tokio::spawn(async move {
                 // Directly, else through a hole `via` helps punch, else
                 // through its relay (behind NATs); each step bounded.
-                let reach = chorus_streamer::nat::reach(&t, &via, id, addr);
+                let reach = nat::reach(&t, &via, id, addr);
                 match tokio::time::timeout(DISCOVERED_DIAL_TIMEOUT, reach).await {
-                    Ok(Ok(peer)) => Some(peer),
+                    Ok(Ok(peer)) => {
+                        // Relayed: keep trying for a direct path meanwhile.
+                        if let (Path::Relayed, Some(ups)) = (peer.path(), upgrades) {
+                            tokio::spawn(async move {
+                                if let Some(direct) = nat::upgrade(&t, &via, id).await {
+                                    let _ = ups.send(direct).await;
+                                }
+                            });
+                        }
+                        Some(peer)
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(
                             "cannot reach {}, heard of from {}: {e}",

@@ -81,13 +81,9 @@ struct Internet {
 const PUBLIC_IP: &str = "100.200.0.1";
 
 /// Builds the internet; `None` (and a note) where namespaces cannot be made.
-fn internet(nats: [Nat; 2]) -> Option<Internet> {
-    let kind = match nats[1] {
-        Nat::Cone => "c",
-        Nat::Symmetric => "s",
-        Nat::Upnp => "u",
-    };
-    let tag = format!("{kind}{}", std::process::id() % 100_000);
+/// `name` tells the tests' namespaces apart (they run in parallel).
+fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
+    let tag = format!("{name}{}", std::process::id() % 100_000);
     let Some(public) = Netns::new(format!("chorus-pub{tag}")) else {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root and must make namespaces");
         eprintln!("skipped: making network namespaces needs root");
@@ -311,7 +307,7 @@ fn seed_row(peers: &str) -> &str {
 
 #[test]
 fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
-    let Some(net) = internet([Nat::Cone, Nat::Cone]) else { return };
+    let Some(net) = internet("c", [Nat::Cone, Nat::Cone]) else { return };
     let played = play_across(&net, false);
     let peers = &played.peers;
     let row = seed_row(peers);
@@ -321,7 +317,7 @@ fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
 
 #[test]
 fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
-    let Some(net) = internet([Nat::Symmetric, Nat::Symmetric]) else { return };
+    let Some(net) = internet("s", [Nat::Symmetric, Nat::Symmetric]) else { return };
     let played = play_across(&net, false);
     let peers = &played.peers;
     let row = seed_row(peers);
@@ -331,7 +327,7 @@ fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
 
 #[test]
 fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
-    let Some(net) = internet([Nat::Cone, Nat::Upnp]) else { return };
+    let Some(net) = internet("u", [Nat::Cone, Nat::Upnp]) else { return };
     let mut played = play_across(&net, true);
     let mapped = played.seed_log.iter().find(|l| l.starts_with("mapped UDP port"));
     let mapped = mapped.unwrap_or_else(|| panic!("the seed mapped no port: {:?}", played.seed_log));
@@ -359,4 +355,74 @@ fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
         "{}",
         rules(&net.homes[1].0)
     );
+}
+
+/// Runs `nft` on `router` with `rules` on standard input.
+fn nft(router: &Netns, rules: &str) {
+    use std::io::Write;
+    let mut nft =
+        router.exec().args(["nft", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft rules:\n{rules}");
+}
+
+#[test]
+fn a_relayed_listener_moves_to_a_direct_path_once_one_opens() {
+    let Some(net) = internet("r", [Nat::Cone, Nat::Cone]) else { return };
+    // Home B's router first blocks everything between the two homes: no
+    // punch can work, the listener plays through the public peer's relay.
+    let block = "table inet block {\n chain forward {\n  type filter hook forward priority -10;\n  \
+                 ip daddr 100.200.0.2 drop\n }\n}\n";
+    nft(&net.homes[1].0, block);
+
+    let empty = tempfile::tempdir().unwrap();
+    let public_data = tempfile::tempdir().unwrap();
+    let (_public, mut lines) = spawn_lines(
+        chorus_in(&net.public, public_data.path())
+            .args(["seed", "--listen", &format!("{PUBLIC_IP}:0")])
+            .arg(empty.path()),
+    );
+    let public = reach_line(&mut lines);
+    let lib = library_dir(&["awakening.flac"]);
+    let seed_data = tempfile::tempdir().unwrap();
+    let (_seed, mut seed_lines) = spawn_lines(
+        chorus_in(&net.homes[1].1, seed_data.path())
+            .args(["seed", "--listen", "0.0.0.0:0", "--peer", &public])
+            .arg(lib.path()),
+    );
+    assert!(seed_lines.find(|l| l.starts_with("joined 1 of 1")).is_some());
+    std::thread::spawn(move || seed_lines.for_each(drop));
+    let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
+    let track = library.tracks().next().unwrap().manifest.id().to_string();
+
+    // Ten seconds of audio on the paced null sink, logging what it does.
+    let listener = tempfile::tempdir().unwrap();
+    let mut play = chorus_in(&net.homes[0].1, listener.path())
+        .args(["-v", "play", &track, "--peer", &public, "--out", "null", "--duration", "10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let stderr = play.stderr.take().unwrap();
+    let mut log = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    let relayed = log.by_ref().find(|l| {
+        seen.push(l.clone());
+        l.contains("through the relay of")
+    });
+    assert!(relayed.is_some(), "never relayed:\n{}", seen.join("\n"));
+    // Now the homes can reach each other: the listener's next try for a
+    // direct path punches through, and the fetch moves to it.
+    nft(&net.homes[1].0, "delete table inet block\n");
+    let rest: Vec<String> = log.collect();
+    assert!(play.wait().unwrap().success(), "{}", rest.join("\n"));
+    let upgraded = |l: &String| l.contains("takes over from its relayed path");
+    assert!(rest.iter().any(upgraded), "no upgrade:\n{}", rest.join("\n"));
+    let o = chorus_in(&net.homes[0].1, listener.path()).arg("peers").output().unwrap();
+    let peers = String::from_utf8_lossy(&o.stdout).into_owned();
+    // Its bytes came over the punched path too (the seed's public address,
+    // not the relay's, is remembered only for bytes received directly).
+    let row = seed_row(&peers);
+    assert!(row.contains("punched") && row.contains("100.200.0.3"), "{peers}");
 }

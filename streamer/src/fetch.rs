@@ -105,7 +105,14 @@ impl FetchStats {
         if let Ok(mut v) = self.by_peer.lock() {
             let id = source.peer.id();
             match v.iter_mut().find(|e| e.0 == id) {
-                Some(e) => e.2 += bytes,
+                Some(e) => {
+                    e.2 += bytes;
+                    // A direct path's address over a relay's (a relayed
+                    // peer reached directly later).
+                    if source.peer.path() != crate::nat::Path::Relayed {
+                        e.1 = source.peer.addr();
+                    }
+                }
                 None => v.push((id, source.peer.addr(), bytes, source.is_seed)),
             }
         }
@@ -282,8 +289,26 @@ pub async fn fetch_track(
         let joined: Vec<Source> =
             control.joining.lock().map(|mut j| std::mem::take(&mut *j)).unwrap_or_default();
         for s in joined {
-            if sources.iter().any(|known| known.peer.id() == s.peer.id()) {
-                continue;
+            let relayed = |src: &Source| src.peer.path() == crate::nat::Path::Relayed;
+            if let Some(i) = sources.iter().position(|known| known.peer.id() == s.peer.id()) {
+                if !relayed(&sources[i]) || relayed(&s) {
+                    continue;
+                }
+                // A peer we had only through a relay, reached directly now:
+                // the direct connection takes over, the relayed one's
+                // requests go back to be asked again.
+                let old: Vec<PeerKey> =
+                    keys.iter().filter(|(_, idx)| **idx == i).map(|(k, _)| *k).collect();
+                tasks.retain(|(p, _), t| {
+                    if old.contains(p) {
+                        t.abort();
+                    }
+                    !old.contains(p)
+                });
+                for k in old {
+                    sched.remove_peer(k);
+                }
+                tracing::info!("{} takes over from its relayed path", s.peer.addr());
             }
             let key = sched.add_peer(PeerInfo {
                 rtt: s.peer.connection().rtt(),

@@ -191,6 +191,50 @@ pub async fn reach(
     Ok(peer.with_path(Path::Relayed))
 }
 
+/// A hole punch to `target` through `via` (no direct dial, no relay),
+/// bounded by [`PUNCH_TIMEOUT`]; the path is noted as punched.
+pub async fn punch(transport: &Transport, via: &Peer, target: PeerId) -> Result<Peer> {
+    let attempt = async {
+        let r = via.connect_to(target, false).await?;
+        transport.connect(r.addr, Some(target)).await
+    };
+    let peer = tokio::time::timeout(PUNCH_TIMEOUT, attempt)
+        .await
+        .map_err(|_| Error::Timeout(PUNCH_TIMEOUT, "a hole punch"))??;
+    transport.note_path(target, Path::Punched);
+    Ok(peer.with_path(Path::Punched))
+}
+
+/// How long a listener waits before each new try for a direct path to a
+/// peer it reached through a relay (NATs change, mappings expire).
+pub const UPGRADE_AFTER: [Duration; 5] = [
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(32),
+];
+
+/// Tries, now and then ([`UPGRADE_AFTER`]), to punch a direct path to
+/// `target`, reached through `via`'s relay; the direct connection if one
+/// works.
+pub async fn upgrade(transport: &Transport, via: &Peer, target: PeerId) -> Option<Peer> {
+    for wait in UPGRADE_AFTER {
+        tokio::time::sleep(wait).await;
+        if via.connection().close_reason().is_some() {
+            return None;
+        }
+        match punch(transport, via, target).await {
+            Ok(peer) => {
+                tracing::info!("reached {} directly now (no more relay)", target.fmt_short());
+                return Some(peer);
+            }
+            Err(e) => tracing::debug!("still no direct path to {}: {e}", target.fmt_short()),
+        }
+    }
+    None
+}
+
 /// The first of two fallible futures to succeed (and whether it was the
 /// first one), or the last error.
 async fn first_ok<A, B>(a: A, b: B) -> Result<(Peer, bool)>
