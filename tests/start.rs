@@ -82,18 +82,18 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     }
     let first = m.chunk_at_time(Duration::ZERO);
     assert!(s.answer.head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
-    let out = tempfile::tempdir().unwrap();
-    let options = PlayOptions { head: s.answer.head.clone(), ..PlayOptions::default() };
-    let report = play(
-        m.clone(),
-        vec![s.source.clone()],
-        OutputSpec::Wav(out.path().join("out.wav")),
-        options,
-        started,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    // A real-time sink (the paced null one), whose first note waits for the
+    // start rule as a device's does: a file sink writes as soon as it can,
+    // whatever the fetch is still asking for.
+    let options = PlayOptions {
+        head: s.answer.head.clone(),
+        duration: Some(Duration::from_millis(300)),
+        ..PlayOptions::default()
+    };
+    let report =
+        play(m.clone(), vec![s.source.clone()], OutputSpec::Null, options, started, |_| {})
+            .await
+            .unwrap();
     assert!(report.time_to_first_audio.is_some(), "{name}: no audio");
     (name, report.requests_before_start)
 }
