@@ -47,7 +47,8 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
         .arg("--samples")
         .arg(samples())
         .args(["--profile", "broadband", "--plays", "1", "--peers", "2"])
-        .args(["--scenario", "single", "--scenario", "discovery", "--scenario", "serve"])
+        .args(["--scenario", "single", "--scenario", "versus"])
+        .args(["--scenario", "discovery", "--scenario", "serve"])
         .args(["--connections", "4", "--streams", "16", "--serve-seconds", "0.5"])
         .arg("--json")
         .arg(&json_path)
@@ -92,6 +93,15 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     // A listener process: some CPU, memory between 1 MiB and 1 GiB.
     all_within(&samples_of(&json, "single", "listener_cpu_ms"), 1.0, 60_000.0, "cpu");
     all_within(&samples_of(&json, "single", "listener_peak_mib"), 1.0, 1024.0, "memory");
+    // Side by side through the same emulated link (20 ms RTT): `chorus
+    // play` processes need at least one round trip (the QUIC handshake);
+    // ffmpeg over HTTP at least two (TCP's handshake, then the request).
+    for m in ["chorus_by_id", "chorus_by_query"] {
+        all_within(&samples_of(&json, "versus", &format!("{m}_ms")), 20.0, 60_000.0, m);
+        all_within(&samples_of(&json, "versus", &format!("{m}_rtt")), 1.0, 3_000.0, m);
+    }
+    all_within(&samples_of(&json, "versus", "http_ffmpeg_ms"), 40.0, 60_000.0, "http");
+    all_within(&samples_of(&json, "versus", "http_ffmpeg_rtt"), 2.0, 3_000.0, "http");
     // Discovery through the local DHT testnet: the holder was found by the
     // title's words and the track played, after at least a round trip.
     assert_eq!(samples_of(&json, "discovery", "dht_holders"), vec![1.0]);

@@ -8,6 +8,7 @@ mod report;
 mod scenarios;
 mod serve;
 mod swarm;
+mod versus;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ use report::{Recorder, Unit};
 use scenarios::Settings;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 6] =
-    ["single", "seek-storm", "flash-crowd", "churn", "discovery", "serve"];
+pub const SCENARIOS: [&str; 7] =
+    ["single", "versus", "seek-storm", "flash-crowd", "churn", "discovery", "serve"];
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
@@ -53,7 +54,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         .iter()
         .map(|s| match *s {
             "single" => settings.plays as u64 * scenarios::SINGLE_STEPS + 1,
-            "discovery" => settings.plays as u64,
+            "discovery" | "versus" => settings.plays as u64,
             "seek-storm" => settings.plays as u64,
             "flash-crowd" | "churn" => settings.listeners as u64,
             _ => 0,
@@ -78,6 +79,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         let scenarios: Vec<&'static str> =
             scenarios.iter().copied().filter(|s| *s != "serve").collect();
         let peers = args.peers;
+        let profile2 = profile.clone();
         runs.push(tokio::spawn(async move {
             let name = profile.name;
             let swarm =
@@ -98,6 +100,10 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                         }
                         "churn" => scenarios::churn(&swarm, &settings, &rec, &bar).await?,
                         "discovery" => scenarios::discovery(&swarm, &settings, &rec, &bar).await?,
+                        "versus" => {
+                            versus::versus(&profile2, &samples, &index, &settings, &rec, &bar)
+                                .await?
+                        }
                         _ => {}
                     }
                 }

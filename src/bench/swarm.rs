@@ -177,9 +177,15 @@ fn next_addr() -> std::net::SocketAddr {
     ([127, 1, 1 + (i / 250) as u8, 1 + (i % 250) as u8], 0).into()
 }
 
-fn hash_name(name: &str) -> u64 {
+pub(super) fn hash_name(name: &str) -> u64 {
     name.bytes()
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A node serving `library` with no link emulation (for the side by side,
+/// where proxies are the link).
+pub(super) fn plain_node(dir: &Path, library: Library) -> Result<Node> {
+    start_node(dir, library, None, None)
 }
 
 fn start_node(
