@@ -139,13 +139,18 @@ async fn udp_link(target: SocketAddr, profile: LinkProfile, seed: u64) -> Result
         let mut clients: HashMap<SocketAddr, mpsc::Sender<(Instant, Bytes)>> = HashMap::new();
         let mut up = Link::new(&profile, seed);
         let mut buf = vec![0u8; 65_536];
-        let mut n = 0;
+        let mut n: usize = 0;
         while let Ok((len, client)) = front.recv_from(&mut buf).await {
             if !clients.contains_key(&client) {
                 if clients.len() >= 64 {
                     continue;
                 }
-                let Ok(upstream) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                // Each client from its own loopback address, as listeners
+                // on the internet come from their own (a seed allows a few
+                // connections per address).
+                let ip = [127, 3, (n / 250) as u8, (n % 250) as u8 + 1];
+                let at = SocketAddr::from((ip, 0));
+                let Ok(upstream) = UdpSocket::bind(at).await else { continue };
                 if upstream.connect(target).await.is_err() {
                     continue;
                 }
@@ -163,8 +168,8 @@ async fn udp_link(target: SocketAddr, profile: LinkProfile, seed: u64) -> Result
                     let f = f.clone();
                     async move { f.send_to(&b, client).await.is_ok() }
                 }));
+                let mut down = Link::new(&profile, seed ^ ((n as u64) << 32));
                 n += 1;
-                let mut down = Link::new(&profile, seed ^ (n << 32));
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 65_536];
                     while let Ok(len) = upstream.recv(&mut buf).await {
@@ -270,19 +275,27 @@ async fn serve_http(mut conn: TcpStream, files: &HashMap<String, PathBuf>) -> Re
 /// audio on stdout (after a WAV header, if `wav`).
 async fn first_audio(mut cmd: tokio::process::Command, wav: bool) -> Result<Duration> {
     cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting the player")?;
     let mut out = child.stdout.take().context("no stdout")?;
+    // What it says, for the error when it fails (read meanwhile, so it
+    // never blocks on a full pipe).
+    let mut err = child.stderr.take().context("no stderr")?;
+    let said = tokio::spawn(async move {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v).await;
+        v
+    });
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let wait = async {
         loop {
             let n = out.read(&mut buf).await?;
             if n == 0 {
-                bail!("the player ended before any audio");
+                return Err(anyhow::anyhow!("the player ended before any audio"));
             }
             seen.extend_from_slice(&buf[..n]);
             let header = if wav {
@@ -298,11 +311,17 @@ async fn first_audio(mut cmd: tokio::process::Command, wav: bool) -> Result<Dura
             }
         }
     };
-    let t = tokio::time::timeout(FIRST_AUDIO_LIMIT, wait)
-        .await
-        .context("no audio within a minute")??;
+    let t = tokio::time::timeout(FIRST_AUDIO_LIMIT, wait).await;
     let _ = child.kill().await;
-    Ok(t)
+    match t {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => {
+            let said = said.await.unwrap_or_default();
+            let said = String::from_utf8_lossy(&said);
+            bail!("{e}: {}", said.trim())
+        }
+        Err(_) => bail!("no audio within {FIRST_AUDIO_LIMIT:?}"),
+    }
 }
 
 /// Where `chorus` and `ffmpeg` are.

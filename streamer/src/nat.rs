@@ -67,9 +67,17 @@ pub const PUNCH_PACKETS: usize = 3;
 /// How long a direct dial goes alone before a punch is asked for (at
 /// least three round trips to the introducer).
 pub const PUNCH_DELAY: Duration = Duration::from_millis(250);
-/// How long a punch may take, from the request to the introducer, before
-/// the asker turns to a relay.
-pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a punch may take at least, from the request to the introducer,
+/// before the asker turns to a relay; on a slow path, eight round trips to
+/// the introducer (see [`punch_window`]).
+pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a punch through `via` may take: [`PUNCH_TIMEOUT`], or eight
+/// round trips to `via` when that is longer (the introduction is two, the
+/// handshake one, and a lost packet costs a retransmission).
+pub fn punch_window(via: &Peer) -> Duration {
+    PUNCH_TIMEOUT.max(via.connection().rtt() * 8)
+}
 /// How long dialling through a relay may take.
 pub const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an introducer waits for the target to act.
@@ -139,7 +147,8 @@ pub async fn act_on(transport: &Transport, introducer: IpAddr, r: &Rendezvous) {
 
 /// Reaches `target`, heard of from `via` (at `heard`, if an address was
 /// given): a direct dial and a punch through `via` race; if neither
-/// connects within [`PUNCH_TIMEOUT`], through `via`'s relay. The path taken
+/// connects within [`punch_window`] (after the direct dial's head start),
+/// through `via`'s relay. The path taken
 /// is noted on the transport ([`Transport::path_of`]).
 pub async fn reach(
     transport: &Transport,
@@ -147,6 +156,7 @@ pub async fn reach(
     target: PeerId,
     heard: Option<SocketAddr>,
 ) -> Result<Peer> {
+    let delay = PUNCH_DELAY.max(via.connection().rtt() * 3);
     let direct = async {
         match heard {
             Some(a) => transport.connect(a, Some(target)).await,
@@ -158,13 +168,14 @@ pub async fn reach(
             // The direct dial first, alone for a moment: a reachable peer
             // (public, or with a port mapped on its router) costs nobody a
             // punch.
-            tokio::time::sleep(PUNCH_DELAY.max(via.connection().rtt() * 3)).await;
+            tokio::time::sleep(delay).await;
         }
         let r = via.connect_to(target, false).await?;
         tracing::debug!("{} introduced us to {} at {}", via.addr(), target.fmt_short(), r.addr);
         transport.connect(r.addr, Some(target)).await
     };
-    let raced = tokio::time::timeout(PUNCH_DELAY + PUNCH_TIMEOUT, first_ok(direct, punched)).await;
+    let window = delay + punch_window(via);
+    let raced = tokio::time::timeout(window, first_ok(direct, punched)).await;
     match raced {
         Ok(Ok((peer, direct_won))) => {
             let path = if direct_won { Path::Direct } else { Path::Punched };
@@ -172,7 +183,7 @@ pub async fn reach(
             return Ok(peer.with_path(path));
         }
         Ok(Err(e)) => tracing::debug!("no direct path to {}: {e}", target.fmt_short()),
-        Err(_) => tracing::debug!("no direct path to {} in {PUNCH_TIMEOUT:?}", target.fmt_short()),
+        Err(_) => tracing::debug!("no direct path to {} in {window:?}", target.fmt_short()),
     }
     let r = via.connect_to(target, true).await?;
     let token = r.relay.ok_or(Error::UnexpectedReply("a relay without a token"))?;
@@ -192,15 +203,16 @@ pub async fn reach(
 }
 
 /// A hole punch to `target` through `via` (no direct dial, no relay),
-/// bounded by [`PUNCH_TIMEOUT`]; the path is noted as punched.
+/// bounded by [`punch_window`]; the path is noted as punched.
 pub async fn punch(transport: &Transport, via: &Peer, target: PeerId) -> Result<Peer> {
     let attempt = async {
         let r = via.connect_to(target, false).await?;
         transport.connect(r.addr, Some(target)).await
     };
-    let peer = tokio::time::timeout(PUNCH_TIMEOUT, attempt)
+    let window = punch_window(via);
+    let peer = tokio::time::timeout(window, attempt)
         .await
-        .map_err(|_| Error::Timeout(PUNCH_TIMEOUT, "a hole punch"))??;
+        .map_err(|_| Error::Timeout(window, "a hole punch"))??;
     transport.note_path(target, Path::Punched);
     Ok(peer.with_path(Path::Punched))
 }
