@@ -13,7 +13,7 @@ use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
-use symphonia::core::units::{Time, TimeBase};
+use symphonia::core::units::{Time, TimeBase, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::source::SourceError;
@@ -49,7 +49,34 @@ pub struct Decoder {
     /// Frames still to drop after an accurate seek.
     skip_frames: u64,
     buf: Vec<f32>,
+    /// Seeking by the manifest's index (MPEG), when given.
+    index: Option<SeekIndex>,
+    /// The track's first timestamp and length in frames (without the
+    /// encoder's delay and padding), from the demuxer.
+    start_ts: i64,
+    num_frames: Option<u64>,
+    /// Frames left to the track's end, when the reader cannot know (one
+    /// opened mid-stream by an indexed seek knows no end padding).
+    frames_left: Option<u64>,
 }
+
+/// Opens the track's bytes from an offset (a new source each time).
+pub type OpenAt = Box<dyn Fn(u64) -> Box<dyn MediaSource> + Send>;
+
+/// An index of frame starts for seeking without reading what lies before
+/// the target: `(byte offset, time in µs from the track's first timestamp)`
+/// each, at frame starts (an MPEG stream's, from the manifest), and a way to
+/// open the bytes from such an offset.
+pub struct SeekIndex {
+    /// The points, rising.
+    pub points: Vec<(u64, u64)>,
+    /// Opens the track from a byte offset.
+    pub open_at: OpenAt,
+}
+
+/// Audio decoded before a seek target when starting from an index point:
+/// an MPEG frame's data may begin up to 511 bytes (a few frames) before it.
+const PREROLL: Duration = Duration::from_millis(250);
 
 /// Maps a symphonia error, recovering our source's own reason when the
 /// data stopped coming.
@@ -90,6 +117,7 @@ impl Decoder {
             .or_else(|| TimeBase::try_from_recip(sample_rate))
             .ok_or(Error::NotPlayable("no time base"))?;
         let track_id = track.id;
+        let (start_ts, num_frames) = (track.start_ts.get(), track.num_frames);
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &{
                 let mut o = AudioDecoderOptions::default();
@@ -108,7 +136,20 @@ impl Decoder {
             channels,
             skip_frames: 0,
             buf: Vec::new(),
+            index: None,
+            start_ts,
+            num_frames,
+            frames_left: None,
         })
+    }
+
+    /// Seeks by `index` from now on (an MPEG stream): a seek opens the
+    /// bytes again at the last frame start a little before the target, so
+    /// nothing earlier is read (symphonia's accurate MP3 seek otherwise
+    /// parses every frame from the start).
+    pub fn with_index(mut self, index: SeekIndex) -> Self {
+        self.index = Some(index);
+        self
     }
 
     /// Opens a local file (for reference decodes and tests).
@@ -133,6 +174,14 @@ impl Decoder {
     /// before `t` in the first packet are dropped). Returns the position
     /// reached.
     pub fn seek(&mut self, t: Duration) -> Result<Duration> {
+        if self.index.is_some() {
+            match self.seek_indexed(t) {
+                Ok(Some(at)) => return Ok(at),
+                Ok(None) => {}
+                Err(e) => tracing::debug!("indexed seek failed ({e}); seeking the long way"),
+            }
+        }
+        self.frames_left = None;
         let time =
             Time::try_from_secs_f64(t.as_secs_f64()).ok_or(Error::NotPlayable("seek time"))?;
         let track_id = self.track_id;
@@ -153,6 +202,60 @@ impl Decoder {
         let required = self.ts_to_frames(seeked.required_ts.get());
         self.skip_frames = required.saturating_sub(self.ts_to_frames(seeked.actual_ts.get()));
         Ok(Duration::from_secs_f64(required as f64 / f64::from(self.sample_rate)))
+    }
+
+    /// A seek from the index point at least [`PREROLL`] before `t`: a new
+    /// reader over the bytes from that frame on, seeked accurately within
+    /// them. `None` when no point serves (too near the start, or the bytes
+    /// there are not two frame headers in a row: an index that is not
+    /// frame-exact).
+    fn seek_indexed(&mut self, t: Duration) -> Result<Option<Duration>> {
+        let Some(index) = &self.index else { return Ok(None) };
+        let rate = u64::from(self.sample_rate);
+        let required = (t.as_secs_f64() * rate as f64) as u64;
+        let before = required.saturating_sub((PREROLL.as_secs_f64() * rate as f64) as u64);
+        // A point's timestamp in the reader's frames (its time was rounded
+        // down to whole µs from an exact frame count).
+        let ts = |us: u64| (u128::from(us) * u128::from(rate)).div_ceil(1_000_000) as u64;
+        // Not the first point: its time is clamped at the start (the
+        // encoder's delay); a seek that near the start reads little anyway.
+        let Some(&(offset, us)) =
+            index.points.iter().skip(1).take_while(|(_, us)| ts(*us) <= before).last()
+        else {
+            return Ok(None);
+        };
+        let point_ts = i64::try_from(ts(us)).unwrap_or(i64::MAX).saturating_add(self.start_ts);
+        let mut source = (index.open_at)(offset);
+        if !two_frames_at_start(&mut source) {
+            return Ok(None);
+        }
+        // Its length hidden: the reader would otherwise estimate the
+        // track's end from the first frame's bitrate (wrong for VBR) and
+        // cut the audio there; the end is known here ([`Self::frames_left`]).
+        let source: Box<dyn MediaSource> = Box::new(HiddenLength(source));
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        let mut hint = Hint::new();
+        hint.with_extension("mp3");
+        let mut format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(map_err)?;
+        let Some(track) = format.default_track(TrackType::Audio) else { return Ok(None) };
+        let track_id = track.id;
+        let within = (required as i64).saturating_sub(point_ts).max(0) as u64;
+        let seeked = format
+            .seek(
+                SeekMode::Accurate,
+                SeekTo::Timestamp { ts: Timestamp::from(within as i64), track_id },
+            )
+            .map_err(map_err)?;
+        self.format = Some(format);
+        self.track_id = track_id;
+        self.decoder.reset();
+        self.skip_frames = self
+            .ts_to_frames(seeked.required_ts.get())
+            .saturating_sub(self.ts_to_frames(seeked.actual_ts.get()));
+        self.frames_left = self.num_frames.map(|n| n.saturating_sub(required));
+        Ok(Some(Duration::from_secs_f64(required as f64 / rate as f64)))
     }
 
     fn reader(&mut self) -> Result<&mut Box<dyn FormatReader>> {
@@ -222,8 +325,18 @@ impl Decoder {
                 self.skip_frames -= skip;
                 start = skip as usize * self.channels;
             }
-            if start < self.buf.len() {
-                return Ok(Some(&self.buf[start..]));
+            let mut end = self.buf.len();
+            if let Some(left) = self.frames_left.as_mut() {
+                if *left == 0 {
+                    return Ok(None);
+                }
+                let frames = ((end - start) / self.channels) as u64;
+                let keep = frames.min(*left);
+                *left -= keep;
+                end = start + keep as usize * self.channels;
+            }
+            if start < end {
+                return Ok(Some(&self.buf[start..end]));
             }
         }
     }
@@ -244,4 +357,45 @@ pub fn decode_file(
         out.extend_from_slice(block);
     }
     Ok((d.sample_rate(), d.channels(), out))
+}
+
+/// True if `source` starts with two MPEG audio frame headers in a row (the
+/// second where the first's length says); rewinds it.
+fn two_frames_at_start(source: &mut Box<dyn MediaSource>) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let header = |at: u64, s: &mut Box<dyn MediaSource>| -> Option<(u64, u32)> {
+        let mut h = [0u8; 4];
+        s.seek(SeekFrom::Start(at)).ok()?;
+        s.read_exact(&mut h).ok()?;
+        chorus_streamer::probe::mpeg_frame(h)
+    };
+    let ok = header(0, source)
+        .and_then(|(len, rate)| header(len, source).filter(|(_, r)| *r == rate))
+        .is_some();
+    ok && source.seek(SeekFrom::Start(0)).is_ok()
+}
+
+/// A source that does not tell its length.
+struct HiddenLength(Box<dyn MediaSource>);
+
+impl std::io::Read for HiddenLength {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Seek for HiddenLength {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
+impl MediaSource for HiddenLength {
+    fn is_seekable(&self) -> bool {
+        self.0.is_seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        None
+    }
 }

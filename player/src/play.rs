@@ -587,6 +587,22 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
         d => d?,
     };
     shown.store(true, Relaxed);
+    let media = t.store.manifest().media();
+    if media.container == chorus_protocol::Container::Mpeg && !media.time_index.is_empty() {
+        // Seeks start from the manifest's frame-exact index points: only
+        // the chunks from a little before the target are read.
+        let points = media.time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let (store, stats, max_wait) = (t.store.clone(), t.stats.clone(), t.options.max_wait);
+        let open_at: crate::decode::OpenAt = Box::new(move |base| {
+            let st = stats.clone();
+            let on_stall = Box::new(move |chunk: u32| {
+                st.stalls.fetch_add(1, Relaxed);
+                tracing::warn!("stalled: waiting for chunk {chunk} from peers");
+            });
+            Box::new(ChunkSource::at(store.clone(), base, max_wait, on_stall))
+        });
+        decoder = decoder.with_index(crate::decode::SeekIndex { points, open_at });
+    }
     let started_at =
         if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());

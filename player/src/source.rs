@@ -71,8 +71,20 @@ impl ChunkSource {
             }
             _ => 0,
         };
-        let len = m.layout().byte_len().saturating_sub(base);
-        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown: Arc::default() }
+        Self::at(store, base, max_wait, on_stall)
+    }
+
+    /// A source whose stream starts at byte `base` of the file (an indexed
+    /// seek's frame start).
+    pub fn at(
+        store: Arc<TrackStore>,
+        base: u64,
+        max_wait: Duration,
+        on_stall: Box<dyn Fn(u32) + Send + Sync>,
+    ) -> Self {
+        let len = store.manifest().layout().byte_len().saturating_sub(base);
+        let len_shown = Arc::new(AtomicBool::new(true));
+        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown }
     }
 
     /// Raise this once the decoder is open: from then on the source shows

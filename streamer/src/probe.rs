@@ -235,6 +235,8 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     let mut time_index: Vec<TimePoint> = Vec::new();
     let mut end_us = 0u64;
     let mut packets = 0u64;
+    // Each packet's time, for an MPEG stream's frame-exact index.
+    let mut packet_times: Vec<u64> = Vec::new();
     loop {
         let packet = match format.next_packet() {
             Ok(Some(p)) => p,
@@ -257,6 +259,9 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             start_ts.saturating_add(i64::try_from(packet.dur.get()).unwrap_or(i64::MAX)),
         ));
         end_us = end_us.max(pkt_end);
+        if container == Container::Mpeg && packet_times.len() < MAX_MPEG_FRAMES {
+            packet_times.push(t);
+        }
         for r in reads {
             add_point(&mut time_index, r.start, t);
             add_point(&mut time_index, r.end.saturating_sub(1), t);
@@ -291,6 +296,13 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         .filter(|r| r.start < r.end)
         .collect();
     time_index.retain(|p| p.byte_offset < len);
+    if container == Container::Mpeg {
+        // Points at frame starts, with their frames' exact times: a player
+        // can start a reader there and seek without reading what is before.
+        if let Some(exact) = mpeg_index(path, base, len, &packet_times) {
+            time_index = exact;
+        }
+    }
     let header_ranges = cap_header_ranges(header_ranges);
     let channels = u16::try_from(channels).map_err(|_| not_audio(path, "too many channels"))?;
     Ok(Probed {
@@ -305,6 +317,85 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             tags,
         },
     })
+}
+
+/// Frames an MPEG index is built for at most (a 2-hour MP3 has ~280,000).
+const MAX_MPEG_FRAMES: usize = 1 << 20;
+/// Bytes between an MPEG index's points (one per 16 KiB chunk or so: a seek
+/// reads at most that much before its target, and the manifest stays small).
+const MPEG_POINT_GAP: u64 = 16 * 1024;
+
+/// The length of the MPEG audio frame whose 4-byte header is `h`, and its
+/// sample rate; `None` if `h` is not a valid header.
+pub fn mpeg_frame(h: [u8; 4]) -> Option<(u64, u32)> {
+    if h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3; // 0: 2.5, 2: 2, 3: 1
+    let layer = (h[1] >> 1) & 3; // 1: III, 2: II, 3: I
+    let bitrate_i = usize::from(h[2] >> 4);
+    let rate_i = usize::from((h[2] >> 2) & 3);
+    let padding = u64::from((h[2] >> 1) & 1);
+    if version == 1 || layer == 0 || bitrate_i == 0 || bitrate_i == 15 || rate_i == 3 {
+        return None;
+    }
+    const V1: [[u32; 14]; 3] = [
+        [32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+        [32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+        [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+    ];
+    const V2: [[u32; 14]; 2] = [
+        [32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+        [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    ];
+    let layer_i = usize::from(3 - layer); // 0: I, 1: II, 2: III
+    let kbps = if version == 3 {
+        V1[layer_i][bitrate_i - 1]
+    } else {
+        V2[usize::from(layer_i > 0)][bitrate_i - 1]
+    };
+    let rate =
+        [[11_025, 12_000, 8_000], [0, 0, 0], [22_050, 24_000, 16_000], [44_100, 48_000, 32_000]]
+            [usize::from(version)][rate_i];
+    let br = u64::from(kbps) * 1000;
+    let sr = u64::from(rate);
+    let len = match (layer_i, version) {
+        (0, _) => (12 * br / sr + padding) * 4,
+        (2, v) if v != 3 => 72 * br / sr + padding,
+        _ => 144 * br / sr + padding,
+    };
+    (len >= 4).then_some((len, rate))
+}
+
+/// A frame-exact index of the MPEG stream from `start`: the start of the
+/// first frame in every [`MPEG_POINT_GAP`] bytes, with that frame's packet
+/// time. `None` unless the frames walked match the packets the demuxer
+/// gave one for one (a leading Xing/Info frame, which gives none, aside).
+fn mpeg_index(path: &Path, start: u64, len: u64, times: &[u64]) -> Option<Vec<TimePoint>> {
+    let mut file = std::io::BufReader::with_capacity(64 * 1024, File::open(path).ok()?);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut frames: Vec<u64> = Vec::new();
+    let mut at = start;
+    while at + 4 <= len && frames.len() <= times.len() + 1 {
+        let mut h = [0u8; 4];
+        file.read_exact(&mut h).ok()?;
+        let Some((flen, _)) = mpeg_frame(h) else { break };
+        frames.push(at);
+        at += flen;
+        file.seek_relative(i64::try_from(flen).ok()? - 4).ok()?;
+    }
+    let frames = match frames.len().checked_sub(times.len()) {
+        Some(0) => &frames[..],
+        Some(1) => &frames[1..],
+        _ => return None,
+    };
+    let mut index: Vec<TimePoint> = Vec::new();
+    for (&offset, &t) in frames.iter().zip(times) {
+        if index.last().is_none_or(|p| offset >= p.byte_offset + MPEG_POINT_GAP) {
+            index.push(TimePoint { byte_offset: offset, time_us: t });
+        }
+    }
+    Some(index)
 }
 
 /// Keeps the index strictly rising in offset and bounded in size.
