@@ -82,6 +82,22 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     }
     let first = m.chunk_at_time(Duration::ZERO);
     assert!(s.answer.head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
+    // The decoder opens and decodes its first audio from those chunks
+    // alone: a store holding nothing else (and nothing fetching) is enough.
+    // A read of any other chunk (a scan of the file's end for tags or a
+    // duration, say) would wait in vain, and opening would fail.
+    let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
+    for c in &s.answer.head {
+        store.insert(c.clone()).unwrap();
+    }
+    let source =
+        chorus_player::source::ChunkSource::new(store, Duration::from_secs(2), Box::new(|_| {}));
+    let shown = source.length_shown();
+    let hint = chorus_player::decode::extension_hint(m.media().container);
+    let mut d = chorus_player::decode::Decoder::open(Box::new(source), hint)
+        .unwrap_or_else(|e| panic!("{name}: the decoder needs more than the head: {e}"));
+    shown.store(true, Relaxed);
+    assert!(d.next_block().unwrap().is_some(), "{name}: no audio from the head");
     // A real-time sink (the paced null one), whose first note waits for the
     // start rule as a device's does: a file sink writes as soon as it can,
     // whatever the fetch is still asking for.

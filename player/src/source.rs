@@ -71,11 +71,14 @@ impl ChunkSource {
             }
             _ => 0,
         };
-        Self::at(store, base, max_wait, on_stall)
+        let mut source = Self::at(store, base, max_wait, on_stall);
+        // Hidden until the decoder is open (see `len_shown`).
+        source.len_shown = Arc::default();
+        source
     }
 
     /// A source whose stream starts at byte `base` of the file (an indexed
-    /// seek's frame start).
+    /// seek's frame start), its length shown.
     pub fn at(
         store: Arc<TrackStore>,
         base: u64,
