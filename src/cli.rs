@@ -238,7 +238,7 @@ pub struct SeedArgs {
     /// rest of the swarm is found through them
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<PeerAddr>,
-    /// Map the UDP port on the home router (UPnP IGD), so peers outside
+    /// Map the UDP port on the home router (PCP, NAT-PMP or UPnP IGD), so peers outside
     /// reach this node directly; the mapping is renewed while serving and
     /// removed on exit
     #[arg(long, env = "CHORUS_PORT_MAP", value_enum, default_value_t = Switch::On, value_name = "on|off")]

@@ -204,12 +204,12 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     eprintln!("shutting down…");
     if let Some((m, renewing)) = mapping {
         renewing.abort();
-        let removed = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio::task::spawn_blocking(move || m.remove()),
-        )
-        .await;
-        if !matches!(removed, Ok(Ok(Ok(())))) {
+        let _ = renewing.await;
+        let removed = match Arc::try_unwrap(m) {
+            Ok(m) => tokio::time::timeout(Duration::from_secs(3), m.remove()).await.ok(),
+            Err(_) => None,
+        };
+        if !matches!(removed, Some(Ok(()))) {
             tracing::warn!(
                 "could not remove the port mapping; the router drops it when its lease ends"
             );
@@ -239,16 +239,16 @@ fn shown_addr(addr: std::net::SocketAddr) -> String {
     }
 }
 
-/// Maps `port` on the home router (UPnP), if there is one, and renews the
-/// lease while serving. A node without a router to ask goes on without.
+/// Maps `port` on the home router (PCP, NAT-PMP or UPnP), if there is one,
+/// and renews the lease while serving. A node without a router to ask goes
+/// on without.
 async fn map_port(
     node: &Node,
     port: u16,
     quiet: bool,
 ) -> Option<(Arc<chorus_streamer::portmap::PortMapping>, tokio::task::JoinHandle<()>)> {
     use chorus_streamer::portmap::{LEASE, PortMapping};
-    let mapped = tokio::task::spawn_blocking(move || PortMapping::map(port)).await.ok()?;
-    let m = match mapped {
+    let m = match PortMapping::map(port).await {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::info!(
@@ -260,8 +260,9 @@ async fn map_port(
     node.transport().set_mapped(Some(m.external()));
     if !quiet {
         println!(
-            "mapped UDP port {port} on the router at {} (UPnP): reachable at {}",
-            m.router().ip(),
+            "mapped UDP port {port} on the router at {} ({}): reachable at {}",
+            m.router(),
+            m.protocol(),
             m.external()
         );
     }
@@ -270,8 +271,7 @@ async fn map_port(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE / 2).await;
-                let m = m.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || m.renew()).await {
+                if let Err(e) = m.renew().await {
                     tracing::warn!("{e}");
                 }
             }

@@ -67,6 +67,8 @@ enum Nat {
     Symmetric,
     /// Cone-like, and running a UPnP IGD (Debian's `miniupnpd`).
     Upnp,
+    /// Cone-like, and answering PCP and NAT-PMP (the same daemon).
+    Pcp,
 }
 
 /// The public namespace and two homes (router, host) behind NATs.
@@ -137,7 +139,7 @@ fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
              iifname \"wan\" ct state new ct status & dnat == 0 drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
              iifname \"wan\" ct state new drop\n }}\n}}\n"
         );
-        if nat == Nat::Upnp {
+        if matches!(nat, Nat::Upnp | Nat::Pcp) {
             // The chains miniupnpd fills (as its nft_init.sh makes them).
             rules.push_str(
                 "table inet miniupnpd {\n \
@@ -158,23 +160,24 @@ fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
         use std::io::Write;
         nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
         assert!(nft.wait().unwrap().success(), "nft rules:\n{rules}");
-        if nat == Nat::Upnp {
-            upnp.push(miniupnpd(&router, upnp_dir.path(), n));
+        if matches!(nat, Nat::Upnp | Nat::Pcp) {
+            upnp.push(miniupnpd(&router, upnp_dir.path(), n, nat == Nat::Upnp));
         }
         homes.push((router, host));
     }
     Some(Internet { public, homes, _upnp: upnp, _upnp_dir: upnp_dir })
 }
 
-/// Runs Debian's miniupnpd on `router`: UPnP IGD on the LAN side, mapping
-/// to the WAN side, for hosts of the home network only. Returns once it
-/// serves.
-fn miniupnpd(router: &Netns, dir: &std::path::Path, n: usize) -> Running {
+/// Runs Debian's miniupnpd on `router`: UPnP IGD (`upnp`) or PCP and
+/// NAT-PMP on the LAN side, mapping to the WAN side, for hosts of the home
+/// network only. Returns once it serves.
+fn miniupnpd(router: &Netns, dir: &std::path::Path, n: usize, upnp: bool) -> Running {
+    let (upnp, pmp) = if upnp { ("yes", "no") } else { ("no", "yes") };
     let conf = dir.join(format!("miniupnpd{n}.conf"));
     std::fs::write(
         &conf,
         format!(
-            "ext_ifname=wan\nlistening_ip=lan\nport=0\nenable_upnp=yes\nenable_natpmp=no\n\
+            "ext_ifname=wan\nlistening_ip=lan\nport=0\nenable_upnp={upnp}\nenable_natpmp={pmp}\n\
              secure_mode=yes\nsystem_uptime=yes\nupnp_table_name=miniupnpd\n\
              upnp_nat_table_name=miniupnpd\nuuid=3a1f8e2c-0b6d-4f5e-9c1a-00000000000{n}\n\
              allow 1024-65535 192.168.{n}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
@@ -200,7 +203,7 @@ fn miniupnpd(router: &Netns, dir: &std::path::Path, n: usize) -> Running {
     let mut seen = Vec::new();
     let ready = lines.find(|l| {
         seen.push(l.clone());
-        l.contains("HTTP listening on port")
+        l.contains("HTTP listening on port") || l.contains("Listening for NAT-PMP")
     });
     assert!(ready.is_some(), "miniupnpd did not start:\n{}", seen.join("\n"));
     // Keep reading its log so it never blocks on a full pipe.
@@ -325,12 +328,14 @@ fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
     assert!(row.contains(PUBLIC_IP), "through the public peer's relay: {peers}");
 }
 
-#[test]
-fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
-    let Some(net) = internet("u", [Nat::Cone, Nat::Upnp]) else { return };
+/// A seed behind a router of kind `nat` maps its port with `protocol`, is
+/// reached there directly, and removes the mapping when stopped.
+fn mapped_directly(name: &str, nat: Nat, protocol: &str) {
+    let Some(net) = internet(name, [Nat::Cone, nat]) else { return };
     let mut played = play_across(&net, true);
     let mapped = played.seed_log.iter().find(|l| l.starts_with("mapped UDP port"));
     let mapped = mapped.unwrap_or_else(|| panic!("the seed mapped no port: {:?}", played.seed_log));
+    assert!(mapped.contains(&format!("({protocol})")), "{mapped}");
     assert!(mapped.contains("reachable at 100.200.0.3:"), "{mapped}");
     let external = mapped.rsplit(' ').next().unwrap().to_owned();
     // Reached at the mapped address, directly: no punch, no relay.
@@ -341,20 +346,23 @@ fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let port = external.rsplit(':').next().unwrap().to_owned();
-    assert!(
-        rules(&net.homes[1].0).contains(&format!("dport {port} dnat")),
-        "{}",
-        rules(&net.homes[1].0)
-    );
+    let mapping = format!("dport {port} dnat");
+    assert!(rules(&net.homes[1].0).contains(&mapping), "{}", rules(&net.homes[1].0));
     // Stopped, the seed removes its mapping from the router.
     let pid = played.seed.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(played.seed.0.wait().unwrap().success());
-    assert!(
-        !rules(&net.homes[1].0).contains(&format!("dport {port} dnat")),
-        "{}",
-        rules(&net.homes[1].0)
-    );
+    assert!(!rules(&net.homes[1].0).contains(&mapping), "{}", rules(&net.homes[1].0));
+}
+
+#[test]
+fn a_seed_behind_a_upnp_router_maps_its_port_and_is_reached_directly() {
+    mapped_directly("u", Nat::Upnp, "UPnP");
+}
+
+#[test]
+fn a_seed_behind_a_pcp_router_maps_its_port_and_is_reached_directly() {
+    mapped_directly("p", Nat::Pcp, "PCP");
 }
 
 /// Runs `nft` on `router` with `rules` on standard input.
