@@ -45,8 +45,8 @@ pub struct Remembered {
     pub rtt_ms: Option<f64>,
     /// Verified bytes it has served us, over all runs.
     pub bytes_served: u64,
-    /// How we reached it last: direct, punched (through a NAT, helped by a
-    /// third peer) or relayed.
+    /// How we reached it last: direct, mapped (at a port its router maps),
+    /// punched (through a NAT, helped by a third peer) or relayed.
     #[serde(default = "direct")]
     pub path: String,
 }

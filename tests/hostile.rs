@@ -184,6 +184,7 @@ async fn who_has_after_a_poisoned_peer_exchange_sends_nothing_to_strangers() {
         listen_addrs: vec![v],
         agent: "liar".into(),
         observed: None,
+        mapped: None,
     });
     send.write_all(&chorus_protocol::frame::encode(&hello).unwrap()).await.unwrap();
     send.finish().unwrap();

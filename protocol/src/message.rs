@@ -35,6 +35,10 @@ pub struct Hello {
     /// public address, behind a NAT). Absent from the asker's hello, and
     /// on the wire only when present (older peers send and expect none).
     pub observed: Option<SocketAddr>,
+    /// The address a router maps to the sender (UPnP, PCP, NAT-PMP): a peer
+    /// that reached it there knows the path is a mapped one. On the wire
+    /// only when present, after `observed`.
+    pub mapped: Option<SocketAddr>,
 }
 
 impl Hello {
@@ -466,6 +470,7 @@ impl Message {
                     + addrs_len(&m.listen_addrs)
                     + str_len(&m.agent)
                     + m.observed.as_ref().map_or(0, |a| 1 + socket_addr_len(a))
+                    + m.mapped.as_ref().map_or(0, |a| 1 + socket_addr_len(a))
             }
             Self::SearchRequest(m) => str_len(&m.query) + varint_len(u64::from(m.limit)),
             Self::SearchResponse(m) => {
@@ -535,6 +540,10 @@ impl Message {
                 buf.put_str(&m.agent);
                 if let Some(a) = &m.observed {
                     buf.put_u8(1);
+                    buf.put_socket_addr(a);
+                }
+                if let Some(a) = &m.mapped {
+                    buf.put_u8(2);
                     buf.put_socket_addr(a);
                 }
             }
@@ -644,17 +653,32 @@ impl Message {
                 if min_version > max_version {
                     return Err(ProtocolError::Invalid("hello version range"));
                 }
+                let peer_id = PeerId::from_bytes(r.array32()?);
+                let listen_addrs = read_addrs(r)?;
+                let agent = r.str("agent", limits::MAX_TAG_LEN)?;
+                // Optional fields, each tagged, in this order.
+                let (mut observed, mut mapped) = (None, None);
+                let mut last = 0;
+                while r.remaining() > 0 {
+                    let tag = r.u8()?;
+                    if tag <= last {
+                        return Err(ProtocolError::Invalid("hello optional fields"));
+                    }
+                    last = tag;
+                    match tag {
+                        1 => observed = Some(r.socket_addr()?),
+                        2 => mapped = Some(r.socket_addr()?),
+                        _ => return Err(ProtocolError::Invalid("hello optional fields")),
+                    }
+                }
                 Self::Hello(Hello {
                     min_version,
                     max_version,
-                    peer_id: PeerId::from_bytes(r.array32()?),
-                    listen_addrs: read_addrs(r)?,
-                    agent: r.str("agent", limits::MAX_TAG_LEN)?,
-                    observed: match r.remaining() {
-                        0 => None,
-                        _ if r.u8()? == 1 => Some(r.socket_addr()?),
-                        _ => return Err(ProtocolError::Invalid("hello observed address")),
-                    },
+                    peer_id,
+                    listen_addrs,
+                    agent,
+                    observed,
+                    mapped,
                 })
             }
             MessageKind::SearchRequest => Self::SearchRequest(SearchRequest {

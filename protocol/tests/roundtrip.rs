@@ -117,6 +117,7 @@ fn hello() -> Message {
         listen_addrs: vec![],
         agent: String::new(),
         observed: None,
+        mapped: None,
     })
 }
 
@@ -210,6 +211,7 @@ fn version_negotiation_picks_the_highest_common_version() {
         listen_addrs: vec![],
         agent: String::new(),
         observed: None,
+        mapped: None,
     };
     assert_eq!(h(1, 3).negotiate(1, 2), Some(2));
     assert_eq!(h(1, 1).negotiate(1, 4), Some(1));

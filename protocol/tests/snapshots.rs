@@ -31,6 +31,7 @@ fn hello() {
             listen_addrs: vec![addr],
             agent: "chorus/0.1".into(),
             observed: None,
+            mapped: None,
         }),
         "00000037 01 01
          01 01

@@ -79,6 +79,7 @@ impl Peer {
             listen_addrs: Vec::new(),
             agent: String::new(),
             observed: None,
+            mapped: None,
         };
         Self { conn, id, addr, hello, version: frame::MIN_VERSION, path: crate::nat::Path::Direct }
     }

@@ -44,6 +44,8 @@ use crate::transport::Transport;
 pub enum Path {
     /// Straight to the address it was heard at.
     Direct,
+    /// Straight to a port its router maps to it (UPnP, PCP, NAT-PMP).
+    Mapped,
     /// Through a hole both sides punched, introduced by a third peer.
     Punched,
     /// Through a third peer's relay (slow and costly: a last resort).
@@ -54,6 +56,7 @@ impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Direct => "direct",
+            Self::Mapped => "mapped",
             Self::Punched => "punched",
             Self::Relayed => "relayed",
         })
@@ -178,7 +181,11 @@ pub async fn reach(
     let raced = tokio::time::timeout(window, first_ok(direct, punched)).await;
     match raced {
         Ok(Ok((peer, direct_won))) => {
-            let path = if direct_won { Path::Direct } else { Path::Punched };
+            let path = match direct_won {
+                true if peer.hello().mapped == Some(peer.addr()) => Path::Mapped,
+                true => Path::Direct,
+                false => Path::Punched,
+            };
             transport.note_path(target, path);
             return Ok(peer.with_path(path));
         }

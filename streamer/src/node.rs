@@ -551,6 +551,7 @@ async fn serve_stream(
                 // public address (it believes it only when others agree).
                 let reply = Hello {
                     observed: Some(remote),
+                    mapped: shared.transport.mapped(),
                     listen_addrs: shared.transport.listen_addrs(),
                     ..shared.hello.clone()
                 };

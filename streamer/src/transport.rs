@@ -250,6 +250,11 @@ impl Transport {
         }
     }
 
+    /// The address a router maps to this endpoint, if any.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        self.mapped.lock().ok().and_then(|m| *m)
+    }
+
     /// Notes (or forgets) the address a router maps to this endpoint.
     pub fn set_mapped(&self, addr: Option<SocketAddr>) {
         if let Ok(mut m) = self.mapped.lock() {
@@ -266,6 +271,7 @@ impl Transport {
             listen_addrs,
             agent: self.agent.to_string(),
             observed: None,
+            mapped: self.mapped(),
         }
     }
 
@@ -329,8 +335,12 @@ impl Transport {
         self.observations.lock().ok().and_then(|o| consensus(&o))
     }
 
-    /// Notes what a peer's hello says it sees of us.
+    /// Notes what a peer's hello says it sees of us, and whether we reached
+    /// it at a port its router maps to it.
     pub(crate) fn learn_from(&self, peer: &Peer) {
+        if peer.hello().mapped == Some(peer.addr()) {
+            self.note_path(peer.id(), crate::nat::Path::Mapped);
+        }
         if let Some(seen) = peer.hello().observed {
             self.note_observed(peer.addr(), seen);
         }

@@ -119,18 +119,20 @@ pub fn message() -> impl Strategy<Value = Message> {
             peer_id(),
             vec(socket_addr(), 0..5),
             text(20),
+            proptest::option::of(socket_addr()),
             proptest::option::of(socket_addr())
         )
-            .prop_map(|(a, b, peer_id, listen_addrs, agent, observed)| Message::Hello(
-                Hello {
+            .prop_map(|(a, b, peer_id, listen_addrs, agent, observed, mapped)| {
+                Message::Hello(Hello {
                     min_version: a.min(b),
                     max_version: a.max(b),
                     peer_id,
                     listen_addrs,
                     agent,
                     observed,
-                }
-            )),
+                    mapped,
+                })
+            }),
         (text(50), any::<u32>())
             .prop_map(|(query, limit)| Message::SearchRequest(SearchRequest { query, limit })),
         vec(catalog_entry(), 0..5)
