@@ -318,3 +318,40 @@ fn a_manifest_for_another_id_is_refused() {
         Err(ProtocolError::TrackIdMismatch { .. })
     ));
 }
+
+#[test]
+fn a_hello_s_optional_fields_decode_alone_or_together_and_only_in_order() {
+    let addr = |p| std::net::SocketAddr::from(([203, 0, 113, 7], p));
+    let base = Hello {
+        min_version: 1,
+        max_version: 1,
+        peer_id: PeerId::from_bytes([3; 32]),
+        listen_addrs: vec![addr(1)],
+        agent: "t".into(),
+        observed: None,
+        mapped: None,
+    };
+    for (observed, mapped) in [(None, Some(addr(2))), (Some(addr(3)), Some(addr(4)))] {
+        let m = Message::Hello(Hello { observed, mapped, ..base.clone() });
+        let bytes = frame::encode(&m).unwrap();
+        assert_eq!(frame::decode(&bytes).unwrap().message, m);
+    }
+    // Mapped before observed: tags out of order are refused.
+    let both = frame::encode(&Message::Hello(Hello {
+        observed: Some(addr(3)),
+        mapped: Some(addr(4)),
+        ..base.clone()
+    }))
+    .unwrap();
+    let plain = frame::encode(&Message::Hello(base)).unwrap();
+    let fields = both[plain.len()..].to_vec();
+    let one = 1 + 1 + 4 + 2; // tag, family, IPv4, port
+    let (first, second) = fields.split_at(one);
+    assert_eq!((first[0], second[0]), (1, 2), "the fields as split");
+    let mut swapped = plain.to_vec();
+    swapped.extend_from_slice(second);
+    swapped.extend_from_slice(first);
+    let len = u32::try_from(swapped.len() - 4).unwrap();
+    swapped[..4].copy_from_slice(&len.to_be_bytes());
+    assert!(frame::decode(&Bytes::from(swapped)).is_err());
+}
