@@ -135,6 +135,10 @@ fn volume_and_pause_act_within_50_ms_and_pause_and_seek_fade_instead_of_cutting(
     let p_before = played();
     p.set_paused(true);
     let p_after = played();
+    // Everything written before the pause comes out (the writer flushes
+    // when it holds), and the last of it only once the writer has seen the
+    // pause: then time stops for 100 ms.
+    reader.until(p_after as usize);
     std::thread::sleep(Duration::from_millis(100));
     p.set_paused(false);
     // Seek back to 0.3 s, 0.6 s of audio after that.

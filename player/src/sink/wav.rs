@@ -190,8 +190,15 @@ impl Sink for WavSink {
         let ch = self.format.channels.max(1);
         for piece in samples.chunks(PIECE - PIECE % ch) {
             if self.stats.paused.load(Relaxed) {
-                // Time stops: fade out what was last written and wait.
+                // Time stops: fade out what was last written and wait; a
+                // stream's reader gets everything up to the fade now (not
+                // a buffer's worth later).
                 self.fade_out_held()?;
+                if let Target::Stream(s) = &mut self.out {
+                    if let Err(e) = s.flush() {
+                        return Err(self.error(e));
+                    }
+                }
                 while self.stats.paused.load(Relaxed) && !self.stats.interrupted() {
                     std::thread::sleep(Duration::from_millis(5));
                 }
