@@ -24,11 +24,13 @@ pub mod identity;
 pub mod lan;
 pub mod library;
 pub mod nat;
+#[cfg(feature = "testkit")]
 pub mod netem;
 pub mod node;
 pub mod portmap;
 pub mod probe;
 pub mod scheduler;
+#[cfg(feature = "testkit")]
 pub mod sim;
 pub mod start;
 pub mod store;

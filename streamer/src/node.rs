@@ -273,10 +273,14 @@ impl Node {
         cache: Option<Arc<ChunkCache>>,
         limits: NodeLimits,
     ) -> Result<Self> {
-        Self::bind_emulated(identity, listen, library, cache, limits, None)
+        let server = tls::server_config(&identity, &limits.transport)?;
+        let transport = Transport::bind(identity, listen, Some(server), &limits.transport)?;
+        Self::around(transport, library, cache, limits)
     }
 
     /// [`Node::bind_with_cache`] on an emulated link ([`crate::netem`]).
+    /// For tests and the bench: only with the `testkit` feature.
+    #[cfg(feature = "testkit")]
     pub fn bind_emulated(
         identity: Arc<Identity>,
         listen: SocketAddr,
@@ -288,6 +292,15 @@ impl Node {
         let server = tls::server_config(&identity, &limits.transport)?;
         let transport =
             Transport::bind_emulated(identity, listen, Some(server), &limits.transport, link)?;
+        Self::around(transport, library, cache, limits)
+    }
+
+    fn around(
+        transport: Transport,
+        library: Library,
+        cache: Option<Arc<ChunkCache>>,
+        limits: NodeLimits,
+    ) -> Result<Self> {
         let hello = transport.hello(vec![transport.local_addr()?]);
         let relay = limits.relay.clone();
         let shared = Arc::new(Shared {

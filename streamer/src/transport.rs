@@ -40,6 +40,7 @@ pub struct Transport {
     /// Peers that sent bad data: never dialled again by this node.
     banned: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
     /// The emulated link's counters, when sends go through one.
+    #[cfg(feature = "testkit")]
     link: Option<Arc<crate::netem::LinkStats>>,
     /// Where peers say they see this node: (the reporter's address, what it
     /// saw), the latest per reporter IP, at most [`MAX_OBSERVATIONS`].
@@ -160,11 +161,21 @@ impl Transport {
         server: Option<quinn::ServerConfig>,
         limits: &TransportLimits,
     ) -> Result<Self> {
-        Self::bind_emulated(identity, addr, server, limits, None)
+        let socket = bind_socket(addr)?;
+        let raw = socket.try_clone().ok().map(Arc::new);
+        let serving = server.is_some();
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| Error::Identity("no async runtime for QUIC".into()))?;
+        let endpoint = Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+            .map_err(|e| Error::io("starting QUIC endpoint", addr.to_string(), e))?;
+        Self::around(endpoint, raw, identity, serving, limits)
     }
 
     /// Binds an endpoint whose sends go through an emulated link
-    /// ([`crate::netem`]), with `seed` for its random draws.
+    /// ([`crate::netem`]), with `seed` for its random draws (`None`: a
+    /// plain one). For tests and the bench: only with the `testkit`
+    /// feature.
+    #[cfg(feature = "testkit")]
     pub fn bind_emulated(
         identity: Arc<Identity>,
         addr: SocketAddr,
@@ -172,32 +183,37 @@ impl Transport {
         limits: &TransportLimits,
         link: Option<(crate::netem::LinkProfile, u64)>,
     ) -> Result<Self> {
+        let Some((profile, seed)) = link else {
+            return Self::bind(identity, addr, server, limits);
+        };
         let socket = bind_socket(addr)?;
         let raw = socket.try_clone().ok().map(Arc::new);
         let serving = server.is_some();
         let runtime = quinn::default_runtime()
             .ok_or_else(|| Error::Identity("no async runtime for QUIC".into()))?;
         let io = |e| Error::io("starting QUIC endpoint", addr.to_string(), e);
-        let (endpoint, link) = match link {
-            None => (
-                Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-                    .map_err(io)?,
-                None,
-            ),
-            Some((profile, seed)) => {
-                let inner = runtime.wrap_udp_socket(socket).map_err(io)?;
-                let emulated = crate::netem::EmulatedSocket::wrap(inner, profile, seed);
-                let stats = emulated.stats();
-                let endpoint = Endpoint::new_with_abstract_socket(
-                    quinn::EndpointConfig::default(),
-                    server,
-                    emulated,
-                    runtime,
-                )
-                .map_err(io)?;
-                (endpoint, Some(stats))
-            }
-        };
+        let inner = runtime.wrap_udp_socket(socket).map_err(io)?;
+        let emulated = crate::netem::EmulatedSocket::wrap(inner, profile, seed);
+        let stats = emulated.stats();
+        let endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            server,
+            emulated,
+            runtime,
+        )
+        .map_err(io)?;
+        let mut t = Self::around(endpoint, raw, identity, serving, limits)?;
+        t.link = Some(stats);
+        Ok(t)
+    }
+
+    fn around(
+        endpoint: Endpoint,
+        raw: Option<Arc<std::net::UdpSocket>>,
+        identity: Arc<Identity>,
+        serving: bool,
+        limits: &TransportLimits,
+    ) -> Result<Self> {
         let client_config = tls::client_config(&identity, limits)?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
         Ok(Self {
@@ -207,7 +223,8 @@ impl Transport {
             agent,
             serving,
             banned: Arc::default(),
-            link,
+            #[cfg(feature = "testkit")]
+            link: None,
             observations: Arc::default(),
             raw,
             paths: Arc::default(),
@@ -276,6 +293,7 @@ impl Transport {
     }
 
     /// The emulated link's counters, if this endpoint sends through one.
+    #[cfg(feature = "testkit")]
     pub fn link_stats(&self) -> Option<Arc<crate::netem::LinkStats>> {
         self.link.clone()
     }
