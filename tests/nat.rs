@@ -21,43 +21,8 @@ mod common;
 
 use std::process::Command;
 
+use common::netns::{Netns, chorus_in, ip};
 use common::*;
-
-/// A network namespace of the test's own, removed when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Option<Self> {
-        if !ip(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Self(name);
-        assert!(ip(&["-n", &ns.0, "link", "set", "lo", "up"]));
-        Some(ns)
-    }
-
-    fn exec(&self) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]);
-        c
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.0];
-        all.extend_from_slice(args);
-        assert!(ip(&all), "ip {all:?}");
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip").args(args).status().is_ok_and(|s| s.success())
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Nat {
@@ -86,11 +51,7 @@ const PUBLIC_IP: &str = "100.200.0.1";
 /// `name` tells the tests' namespaces apart (they run in parallel).
 fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
     let tag = format!("{name}{}", std::process::id() % 100_000);
-    let Some(public) = Netns::new(format!("chorus-pub{tag}")) else {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must make namespaces");
-        eprintln!("skipped: making network namespaces needs root");
-        return None;
-    };
+    let public = Netns::new(format!("chorus-pub{tag}"))?;
     if Command::new("nft").arg("--version").output().is_err() {
         assert!(std::env::var_os("CI").is_none(), "CI installs nftables (scripts/setup)");
         eprintln!("skipped: nft (nftables) is not installed");
@@ -151,15 +112,7 @@ fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
                  chain postrouting_miniupnpd { }\n}\n",
             );
         }
-        let mut nft = router
-            .exec()
-            .args(["nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-        assert!(nft.wait().unwrap().success(), "nft rules:\n{rules}");
+        nft(&router, &rules);
         if matches!(nat, Nat::Upnp | Nat::Pcp) {
             upnp.push(miniupnpd(&router, upnp_dir.path(), n, nat == Nat::Upnp));
         }
@@ -211,51 +164,38 @@ fn miniupnpd(router: &Netns, dir: &std::path::Path, n: usize, upnp: bool) -> Run
     Running(child)
 }
 
-fn chorus_in(ns: &Netns, data: &std::path::Path) -> Command {
-    let mut c = ns.exec();
-    c.arg(env!("CARGO_BIN_EXE_chorus"))
-        .arg("--data-dir")
-        .arg(data)
-        .env("XDG_CONFIG_HOME", data.join("config-home"))
-        .env_remove("CHORUS_CONFIG")
-        .env_remove("CHORUS_LOG")
-        .env("CHORUS_LAN", "off")
-        .env("CHORUS_PORT_MAP", "off");
-    c
-}
-
 /// The `PEER_ID@ADDR` a seed prints.
 fn reach_line(lines: &mut impl Iterator<Item = String>) -> String {
     let line = lines.find(|l| l.starts_with("peers can reach it with --peer ")).unwrap();
     line.trim_start_matches("peers can reach it with --peer ").to_owned()
 }
 
-/// What [`play_across`] leaves.
-struct Played {
-    /// `chorus peers` in the listener's data dir.
-    peers: String,
+/// The public peer, and a seed behind NAT B joined to it.
+struct Seeded {
+    /// The public peer, as `PEER_ID@ADDR`.
+    public: String,
+    /// The seed's one track.
+    track: String,
     /// The seed's output up to its joining the public peer.
     seed_log: Vec<String>,
     /// The seed, still running.
     seed: Running,
-    _dirs: Vec<tempfile::TempDir>,
     _public: Running,
+    _dirs: Vec<tempfile::TempDir>,
 }
 
-/// The public peer, the seed behind NAT B joined to it (mapping its port
-/// by UPnP if `port_map`), and the listener behind NAT A playing the
-/// seed's track given only the public peer.
-fn play_across(net: &Internet, port_map: bool) -> Played {
+/// Starts the public peer and, behind NAT B, a seed of `sample` joined to
+/// it (mapping its port on the router if `port_map`).
+fn seed_behind_nat(net: &Internet, sample_name: &str, port_map: bool) -> Seeded {
     let empty = tempfile::tempdir().unwrap();
     let public_data = tempfile::tempdir().unwrap();
-    let (public_seed, mut lines) = spawn_lines(
+    let (public_peer, mut lines) = spawn_lines(
         chorus_in(&net.public, public_data.path())
             .args(["seed", "--listen", &format!("{PUBLIC_IP}:0")])
             .arg(empty.path()),
     );
     let public = reach_line(&mut lines);
-
-    let lib = library_dir(&["apex-aleph.ogg"]);
+    let lib = library_dir(&[sample_name]);
     let seed_data = tempfile::tempdir().unwrap();
     let (seed, mut seed_lines) = spawn_lines(
         chorus_in(&net.homes[1].1, seed_data.path())
@@ -275,11 +215,33 @@ fn play_across(net: &Internet, port_map: bool) -> Played {
     std::thread::spawn(move || seed_lines.for_each(drop));
     let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
     let track = library.tracks().next().unwrap().manifest.id().to_string();
+    Seeded {
+        public,
+        track,
+        seed_log,
+        seed,
+        _public: public_peer,
+        _dirs: vec![empty, public_data, lib, seed_data],
+    }
+}
 
+/// `chorus peers` in `data`, inside `ns`.
+fn peers_in(ns: &Netns, data: &std::path::Path) -> String {
+    let o = chorus_in(ns, data).arg("peers").output().unwrap();
+    let peers = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("{peers}");
+    peers
+}
+
+/// A seed behind NAT B (see [`seed_behind_nat`]) and the listener behind
+/// NAT A playing its track given only the public peer, sample-exact.
+/// Returns the seed and what `chorus peers` says in the listener's data dir.
+fn play_across(net: &Internet, port_map: bool) -> (Seeded, String) {
+    let seeded = seed_behind_nat(net, "apex-aleph.ogg", port_map);
     let listener = tempfile::tempdir().unwrap();
     let wav = listener.path().join("out.wav");
     let o = chorus_in(&net.homes[0].1, listener.path())
-        .args(["play", &track, "--peer", &public, "--out"])
+        .args(["play", &seeded.track, "--peer", &seeded.public, "--out"])
         .arg(&wav)
         .args(["--duration", "2"])
         .output()
@@ -287,16 +249,8 @@ fn play_across(net: &Internet, port_map: bool) -> Played {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(assert_plays_start_of(&wav, "apex-aleph.ogg"), 2 * 48_000 * 2);
-    let o = chorus_in(&net.homes[0].1, listener.path()).arg("peers").output().unwrap();
-    let peers = String::from_utf8_lossy(&o.stdout).into_owned();
-    eprintln!("{peers}");
-    Played {
-        peers,
-        seed_log,
-        seed,
-        _dirs: vec![empty, public_data, lib, seed_data, listener],
-        _public: public_seed,
-    }
+    let peers = peers_in(&net.homes[0].1, listener.path());
+    (seeded, peers)
 }
 
 /// The row of `chorus peers` for the peer that served bytes (not the
@@ -311,9 +265,8 @@ fn seed_row(peers: &str) -> &str {
 #[test]
 fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
     let Some(net) = internet("c", [Nat::Cone, Nat::Cone]) else { return };
-    let played = play_across(&net, false);
-    let peers = &played.peers;
-    let row = seed_row(peers);
+    let (_seeded, peers) = play_across(&net, false);
+    let row = seed_row(&peers);
     assert!(row.contains("punched"), "{peers}");
     assert!(row.contains("100.200.0.3"), "reached at the seed's public address: {peers}");
 }
@@ -321,9 +274,8 @@ fn behind_two_cone_nats_the_listener_plays_over_a_punched_connection() {
 #[test]
 fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
     let Some(net) = internet("s", [Nat::Symmetric, Nat::Symmetric]) else { return };
-    let played = play_across(&net, false);
-    let peers = &played.peers;
-    let row = seed_row(peers);
+    let (_seeded, peers) = play_across(&net, false);
+    let row = seed_row(&peers);
     assert!(row.contains("relayed"), "{peers}");
     assert!(row.contains(PUBLIC_IP), "through the public peer's relay: {peers}");
 }
@@ -332,16 +284,16 @@ fn behind_two_symmetric_nats_the_listener_plays_through_a_relay() {
 /// reached there directly, and removes the mapping when stopped.
 fn mapped_directly(name: &str, nat: Nat, protocol: &str) {
     let Some(net) = internet(name, [Nat::Cone, nat]) else { return };
-    let mut played = play_across(&net, true);
-    let mapped = played.seed_log.iter().find(|l| l.starts_with("mapped UDP port"));
-    let mapped = mapped.unwrap_or_else(|| panic!("the seed mapped no port: {:?}", played.seed_log));
+    let (mut seeded, peers) = play_across(&net, true);
+    let mapped = seeded.seed_log.iter().find(|l| l.starts_with("mapped UDP port"));
+    let mapped = mapped.unwrap_or_else(|| panic!("the seed mapped no port: {:?}", seeded.seed_log));
     assert!(mapped.contains(&format!("({protocol})")), "{mapped}");
     assert!(mapped.contains("reachable at 100.200.0.3:"), "{mapped}");
     let external = mapped.rsplit(' ').next().unwrap().to_owned();
     // Reached at the mapped address, directly (no punch, no relay), and
     // known to be mapped: the seed's hello names the address.
-    let row = seed_row(&played.peers);
-    assert!(row.contains("mapped") && row.contains(&external), "{}", played.peers);
+    let row = seed_row(&peers);
+    assert!(row.contains("mapped") && row.contains(&external), "{peers}");
     let rules = |router: &Netns| {
         let o = router.exec().args(["nft", "list", "table", "inet", "miniupnpd"]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -350,9 +302,9 @@ fn mapped_directly(name: &str, nat: Nat, protocol: &str) {
     let mapping = format!("dport {port} dnat");
     assert!(rules(&net.homes[1].0).contains(&mapping), "{}", rules(&net.homes[1].0));
     // Stopped, the seed removes its mapping from the router.
-    let pid = played.seed.0.id().to_string();
+    let pid = seeded.seed.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(played.seed.0.wait().unwrap().success());
+    assert!(seeded.seed.0.wait().unwrap().success());
     assert!(!rules(&net.homes[1].0).contains(&mapping), "{}", rules(&net.homes[1].0));
 }
 
@@ -384,30 +336,13 @@ fn a_relayed_listener_moves_to_a_direct_path_once_one_opens() {
                  ip daddr 100.200.0.2 drop\n }\n}\n";
     nft(&net.homes[1].0, block);
 
-    let empty = tempfile::tempdir().unwrap();
-    let public_data = tempfile::tempdir().unwrap();
-    let (_public, mut lines) = spawn_lines(
-        chorus_in(&net.public, public_data.path())
-            .args(["seed", "--listen", &format!("{PUBLIC_IP}:0")])
-            .arg(empty.path()),
-    );
-    let public = reach_line(&mut lines);
-    let lib = library_dir(&["awakening.flac"]);
-    let seed_data = tempfile::tempdir().unwrap();
-    let (_seed, mut seed_lines) = spawn_lines(
-        chorus_in(&net.homes[1].1, seed_data.path())
-            .args(["seed", "--listen", "0.0.0.0:0", "--peer", &public])
-            .arg(lib.path()),
-    );
-    assert!(seed_lines.find(|l| l.starts_with("joined 1 of 1")).is_some());
-    std::thread::spawn(move || seed_lines.for_each(drop));
-    let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
-    let track = library.tracks().next().unwrap().manifest.id().to_string();
+    let seeded = seed_behind_nat(&net, "awakening.flac", false);
+    let (track, public) = (&seeded.track, &seeded.public);
 
     // Ten seconds of audio on the paced null sink, logging what it does.
     let listener = tempfile::tempdir().unwrap();
     let mut play = chorus_in(&net.homes[0].1, listener.path())
-        .args(["-v", "play", &track, "--peer", &public, "--out", "null", "--duration", "10"])
+        .args(["-v", "play", track, "--peer", public, "--out", "null", "--duration", "10"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -428,8 +363,7 @@ fn a_relayed_listener_moves_to_a_direct_path_once_one_opens() {
     assert!(play.wait().unwrap().success(), "{}", rest.join("\n"));
     let upgraded = |l: &String| l.contains("takes over from its relayed path");
     assert!(rest.iter().any(upgraded), "no upgrade:\n{}", rest.join("\n"));
-    let o = chorus_in(&net.homes[0].1, listener.path()).arg("peers").output().unwrap();
-    let peers = String::from_utf8_lossy(&o.stdout).into_owned();
+    let peers = peers_in(&net.homes[0].1, listener.path());
     // Its bytes came over the punched path too (the seed's public address,
     // not the relay's, is remembered only for bytes received directly).
     let row = seed_row(&peers);

@@ -12,6 +12,8 @@ use chorus_streamer::node::{Node, NodeLimits};
 use chorus_streamer::tls::TransportLimits;
 use chorus_streamer::transport::Transport;
 
+pub mod netns;
+
 /// The built sample set; tests need it (scripts/test builds it first).
 pub fn samples() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out");
@@ -177,6 +179,12 @@ impl Drop for UdpRelay {
 /// LAN test turns it on inside its own network namespaces).
 pub fn chorus_cmd(data_dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
+    test_settings(&mut c, data_dir);
+    c
+}
+
+/// The settings of [`chorus_cmd`], on any command that runs `chorus`.
+pub fn test_settings(c: &mut std::process::Command, data_dir: &Path) {
     c.arg("--data-dir")
         .arg(data_dir)
         .env("XDG_CONFIG_HOME", data_dir.join("config-home"))
@@ -184,7 +192,6 @@ pub fn chorus_cmd(data_dir: &Path) -> std::process::Command {
         .env_remove("CHORUS_LOG")
         .env("CHORUS_LAN", "off")
         .env("CHORUS_PORT_MAP", "off");
-    c
 }
 
 /// A float WAV stream's header fields: rate, channels, data size field,
