@@ -95,11 +95,71 @@ pub struct LinkStats {
     pub dropped: AtomicU64,
 }
 
-struct State {
+/// What happens to one packet on the link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fate {
+    /// It arrives at this time.
+    Arrives(Instant),
+    /// Lost on the way (random or in a burst).
+    Lost,
+    /// Dropped at the bottleneck's full queue.
+    Dropped,
+}
+
+/// One direction of a link: the model above, packet by packet, for the
+/// emulated socket and for anything else that carries packets (the bench's
+/// delay lines between network namespaces).
+#[derive(Debug)]
+pub struct LinkModel {
+    profile: LinkProfile,
     rng: Rng,
     bad: bool,
     link_free: Instant,
     last_arrival: Instant,
+}
+
+impl LinkModel {
+    /// A link behaving as `profile`; `seed` makes its draws repeat.
+    pub fn new(profile: LinkProfile, seed: u64) -> Self {
+        let now = Instant::now();
+        Self { profile, rng: Rng::new(seed), bad: false, link_free: now, last_arrival: now }
+    }
+
+    /// The fate of a packet of `len` bytes sent `now`.
+    pub fn admit(&mut self, len: usize, now: Instant) -> Fate {
+        let p = &self.profile;
+        // 1. Loss.
+        let lost = if p.loss <= 0.0 {
+            false
+        } else if p.burst <= 1.0 {
+            self.rng.next_f64() < p.loss
+        } else {
+            // Gilbert–Elliott: leave the bad state with 1/burst; enter it so
+            // that the stationary share of bad packets is `loss`.
+            let leave = 1.0 / p.burst;
+            let enter = (p.loss * leave / (1.0 - p.loss)).min(1.0);
+            let draw = self.rng.next_f64();
+            self.bad = if self.bad { draw >= leave } else { draw < enter };
+            self.bad
+        };
+        if lost {
+            return Fate::Lost;
+        }
+        // 2. Rate, with a drop-tail queue.
+        let start = self.link_free.max(now);
+        if start.duration_since(now) > QUEUE_LIMIT {
+            return Fate::Dropped;
+        }
+        let serialise =
+            p.rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(len as f64 * 8.0 / r as f64));
+        let departs = start + serialise;
+        self.link_free = departs;
+        // 3. Delay and jitter, without reordering.
+        let jitter = p.jitter.mul_f64(self.rng.next_f64());
+        let arrives = (departs + p.rtt / 2 + jitter).max(self.last_arrival);
+        self.last_arrival = arrives;
+        Fate::Arrives(arrives)
+    }
 }
 
 struct Packet {
@@ -114,7 +174,7 @@ struct Packet {
 pub struct EmulatedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     profile: LinkProfile,
-    state: Mutex<State>,
+    model: Mutex<LinkModel>,
     queue: mpsc::UnboundedSender<Packet>,
     stats: Arc<LinkStats>,
 }
@@ -155,16 +215,10 @@ impl EmulatedSocket {
                 }
             }
         });
-        let now = Instant::now();
         Arc::new(Self {
             inner,
+            model: Mutex::new(LinkModel::new(profile.clone(), seed)),
             profile,
-            state: Mutex::new(State {
-                rng: Rng::new(seed),
-                bad: false,
-                link_free: now,
-                last_arrival: now,
-            }),
             queue,
             stats: Arc::default(),
         })
@@ -182,44 +236,21 @@ impl AsyncUdpSocket for EmulatedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
-        let p = &self.profile;
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // 1. Loss.
-        let lost = if p.loss <= 0.0 {
-            false
-        } else if p.burst <= 1.0 {
-            s.rng.next_f64() < p.loss
-        } else {
-            // Gilbert–Elliott: leave the bad state with 1/burst; enter it so
-            // that the stationary share of bad packets is `loss`.
-            let leave = 1.0 / p.burst;
-            let enter = (p.loss * leave / (1.0 - p.loss)).min(1.0);
-            let draw = s.rng.next_f64();
-            s.bad = if s.bad { draw >= leave } else { draw < enter };
-            s.bad
+        let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        let fate = model.admit(transmit.contents.len(), Instant::now());
+        drop(model);
+        let arrives = match fate {
+            Fate::Arrives(at) => at,
+            Fate::Lost => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Fate::Dropped => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
         };
-        if lost {
-            self.stats.lost.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        // 2. Rate, with a drop-tail queue.
-        let now = Instant::now();
-        let start = s.link_free.max(now);
-        if start.duration_since(now) > QUEUE_LIMIT {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        let serialise = p.rate.map_or(Duration::ZERO, |r| {
-            Duration::from_secs_f64(transmit.contents.len() as f64 * 8.0 / r as f64)
-        });
-        let departs = start + serialise;
-        s.link_free = departs;
-        // 3. Delay and jitter, without reordering.
-        let jitter = p.jitter.mul_f64(s.rng.next_f64());
-        let arrives = (departs + p.rtt / 2 + jitter).max(s.last_arrival);
-        s.last_arrival = arrives;
-        drop(s);
         let packet = Packet {
             at: arrives,
             destination: transmit.destination,

@@ -153,6 +153,7 @@ impl SimReport {
 }
 
 /// SplitMix64: small, fast, and plenty for loss and jitter draws.
+#[derive(Debug)]
 pub(crate) struct Rng(u64);
 
 impl Rng {
