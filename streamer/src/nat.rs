@@ -159,6 +159,11 @@ pub async fn reach(
     target: PeerId,
     heard: Option<SocketAddr>,
 ) -> Result<Peer> {
+    let began = std::time::Instant::now();
+    let reached = |path: Path| {
+        let ms = began.elapsed().as_secs_f64() * 1e3;
+        tracing::info!("reached {} by a {path} path in {ms:.1} ms", target.fmt_short());
+    };
     let delay = PUNCH_DELAY.max(via.connection().rtt() * 3);
     let direct = async {
         match heard {
@@ -166,6 +171,9 @@ pub async fn reach(
             None => std::future::pending().await,
         }
     };
+    // Once the target has punched towards us, a direct dial that gets
+    // through may owe it to that hole.
+    let introduced = std::sync::atomic::AtomicBool::new(false);
     let punched = async {
         if heard.is_some() {
             // The direct dial first, alone for a moment: a reachable peer
@@ -174,6 +182,7 @@ pub async fn reach(
             tokio::time::sleep(delay).await;
         }
         let r = via.connect_to(target, false).await?;
+        introduced.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!("{} introduced us to {} at {}", via.addr(), target.fmt_short(), r.addr);
         transport.connect(r.addr, Some(target)).await
     };
@@ -181,12 +190,14 @@ pub async fn reach(
     let raced = tokio::time::timeout(window, first_ok(direct, punched)).await;
     match raced {
         Ok(Ok((peer, direct_won))) => {
+            let punch_sent = introduced.load(std::sync::atomic::Ordering::Relaxed);
             let path = match direct_won {
                 true if peer.hello().mapped == Some(peer.addr()) => Path::Mapped,
-                true => Path::Direct,
-                false => Path::Punched,
+                true if !punch_sent => Path::Direct,
+                _ => Path::Punched,
             };
             transport.note_path(target, path);
+            reached(path);
             return Ok(peer.with_path(path));
         }
         Ok(Err(e)) => tracing::debug!("no direct path to {}: {e}", target.fmt_short()),
@@ -204,7 +215,8 @@ pub async fn reach(
     let peer = tokio::time::timeout(RELAY_DIAL_TIMEOUT, transport.connect(relay, Some(target)))
         .await
         .map_err(|_| Error::Timeout(RELAY_DIAL_TIMEOUT, "dialling through a relay"))??;
-    tracing::info!("reached {} through the relay of {}", target.fmt_short(), via.addr());
+    tracing::debug!("{} relays for us to {}", via.addr(), target.fmt_short());
+    reached(Path::Relayed);
     transport.note_path(target, Path::Relayed);
     Ok(peer.with_path(Path::Relayed))
 }
@@ -391,8 +403,14 @@ impl Relays {
     }
 
     /// Opens a relay on a new UDP port of `ip` for an asker at `asker`,
-    /// unless at a limit (in all, or for that asker's IP).
-    pub async fn open(&self, ip: IpAddr, asker: IpAddr) -> Option<Relay> {
+    /// unless at a limit (in all, or for that asker's IP); it closes at the
+    /// latest when `ends` completes (the asker's connection closes).
+    pub async fn open(
+        &self,
+        ip: IpAddr,
+        asker: IpAddr,
+        ends: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<Relay> {
         {
             let Ok(mut m) = self.per_ip.lock() else { return None };
             let mine = m.get(&asker).copied().unwrap_or(0);
@@ -420,7 +438,10 @@ impl Relays {
         let (forwarded, limits) = (self.forwarded.clone(), self.limits.clone());
         let task = tokio::spawn(async move {
             let _claim = claim;
-            forward(socket, token, tx, &limits, &forwarded).await;
+            tokio::select! {
+                () = forward(socket, token, tx, &limits, &forwarded) => {}
+                () = ends => tracing::debug!("relay closed: its asker left"),
+            }
         });
         Some(Relay { port, token, first: rx, task: task.abort_handle() })
     }
@@ -505,8 +526,11 @@ mod tests {
     async fn a_relay_forwards_between_its_two_registered_ends_only() {
         let relays = Relays::new(RelayLimits { max_relays: 1, ..Default::default() });
         let ip: IpAddr = [127, 0, 0, 1].into();
-        let mut relay = relays.open(ip, ip).await.unwrap();
-        assert!(relays.open(ip, [127, 0, 0, 9].into()).await.is_none(), "over the limit");
+        let mut relay = relays.open(ip, ip, std::future::pending()).await.unwrap();
+        assert!(
+            relays.open(ip, [127, 0, 0, 9].into(), std::future::pending()).await.is_none(),
+            "over the limit"
+        );
         let at = SocketAddr::new(ip, relay.port);
         let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -545,9 +569,40 @@ mod tests {
         let relays = Relays::new(RelayLimits::default());
         let ip: IpAddr = [127, 0, 0, 1].into();
         let asker: IpAddr = [127, 0, 0, 2].into();
-        let held: Vec<_> = [relays.open(ip, asker).await, relays.open(ip, asker).await].into();
+        let held: Vec<_> = [
+            relays.open(ip, asker, std::future::pending()).await,
+            relays.open(ip, asker, std::future::pending()).await,
+        ]
+        .into();
         assert!(held.iter().all(Option::is_some));
-        assert!(relays.open(ip, asker).await.is_none(), "a third for the same IP");
-        assert!(relays.open(ip, [127, 0, 0, 3].into()).await.is_some(), "another IP's");
+        assert!(
+            relays.open(ip, asker, std::future::pending()).await.is_none(),
+            "a third for the same IP"
+        );
+        assert!(
+            relays.open(ip, [127, 0, 0, 3].into(), std::future::pending()).await.is_some(),
+            "another IP's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relay_closes_when_its_asker_leaves() {
+        let relays = Relays::new(RelayLimits { per_ip: 1, ..Default::default() });
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let (left, ends) = tokio::sync::oneshot::channel::<()>();
+        let held = relays.open(ip, ip, async move { drop(ends.await) }).await;
+        assert!(held.is_some());
+        assert!(relays.open(ip, ip, std::future::pending()).await.is_none(), "one per IP");
+        left.send(()).unwrap();
+        // Its idle limit is a minute away; the asker's leaving frees the
+        // slot now.
+        for _ in 0..500 {
+            if relays.open_now() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(relays.open_now(), 0);
+        assert!(relays.open(ip, ip, std::future::pending()).await.is_some(), "the slot is free");
     }
 }

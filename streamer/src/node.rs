@@ -499,9 +499,9 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, di
             }
         };
         let (shared, budget) = (shared.clone(), budget.clone());
-        let remote = conn.remote_address();
+        let (remote, conn) = (conn.remote_address(), conn.clone());
         tokio::spawn(async move {
-            let from = From { id: peer, remote, dialled };
+            let from = From { id: peer, remote, conn, dialled };
             if let Err(e) = serve_stream(&shared, &budget, from, send, recv).await {
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
@@ -513,6 +513,8 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, di
 struct From {
     id: PeerId,
     remote: SocketAddr,
+    /// The connection the request came on.
+    conn: Connection,
     /// True on a connection this node dialled.
     dialled: bool,
 }
@@ -690,7 +692,13 @@ async fn introduce(
     let unspecified = |port| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
     let (told, answer) = if c.relay {
         let ip = shared.transport.local_addr()?.ip();
-        let Some(mut relay) = shared.relays.open(ip, from.remote.ip()).await else {
+        // The relay lasts while the asker's connection to us does: a
+        // listener that quits frees its slot at once.
+        let asker = from.conn.clone();
+        let ends = async move {
+            asker.closed().await;
+        };
+        let Some(mut relay) = shared.relays.open(ip, from.remote.ip(), ends).await else {
             let msg = "this node runs no more relays";
             return write_error(send, ErrorCode::Busy, msg.into()).await;
         };
