@@ -895,7 +895,20 @@ pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, 
                 sources.push(Source { peer, is_seed: origin, have, head_rest: None });
             }
             Ok((Err(e), peer)) => {
-                tracing::warn!("{} cannot serve {}: {e}", peer.addr(), track.fmt_short());
+                // A peer without the track is common (one named to find
+                // others through); anything else is worth a warning.
+                let missing = matches!(
+                    e,
+                    chorus_streamer::error::Error::Remote {
+                        code: chorus_protocol::message::ErrorCode::UnknownTrack,
+                        ..
+                    }
+                );
+                if missing {
+                    tracing::debug!("{} does not have {}", peer.addr(), track.fmt_short());
+                } else {
+                    tracing::warn!("{} cannot serve {}: {e}", peer.addr(), track.fmt_short());
+                }
                 last = Some(e);
             }
             Err(e) => tracing::warn!("manifest request failed: {e}"),
