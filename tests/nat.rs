@@ -353,7 +353,7 @@ fn a_relayed_listener_moves_to_a_direct_path_once_one_opens() {
     let mut seen = Vec::new();
     let relayed = log.by_ref().find(|l| {
         seen.push(l.clone());
-        l.contains("through the relay of")
+        l.contains("by a relayed path")
     });
     assert!(relayed.is_some(), "never relayed:\n{}", seen.join("\n"));
     // Now the homes can reach each other: the listener's next try for a
@@ -368,4 +368,50 @@ fn a_relayed_listener_moves_to_a_direct_path_once_one_opens() {
     // not the relay's, is remembered only for bytes received directly).
     let row = seed_row(&peers);
     assert!(row.contains("punched") && row.contains("100.200.0.3"), "{peers}");
+}
+
+/// `chorus bench --scenario nat` as a user runs it (as root): for each NAT
+/// case the listener got the path the case should give (the bench fails
+/// otherwise), and the figures carry the delay lines' latency (80 ms RTT
+/// host to host, 40 ms to the public peer): a connection to the seed
+/// takes at least a round trip; first audio over the mapped path at least
+/// four and a half (to the public peer and its who-has to the seed: 1.5;
+/// handshake and hello with the seed: 2; the manifest: 1), which loopback
+/// namespaces without the lines come nowhere near.
+#[test]
+fn the_nat_bench_reports_setup_and_first_audio_for_each_case() {
+    // Only to learn whether namespaces can be made here.
+    let Some(_probe) = Netns::new(format!("chorus-probe{}", std::process::id() % 100_000)) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let json_path = out.path().join("bench.json");
+    let run = chorus_cmd(&out.path().join("data"))
+        .args(["bench", "--samples"])
+        .arg(samples())
+        .args(["--profile", "transatlantic", "--plays", "1", "--scenario", "nat", "--json"])
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    let value = |metric: &str| {
+        let s = results
+            .iter()
+            .find(|r| r["scenario"] == "nat" && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no nat/{metric} in:\n{stdout}"));
+        s["samples"][0].as_f64().unwrap()
+    };
+    for case in ["cone_punched", "symmetric_relayed", "upnp_mapped"] {
+        let setup = value(&format!("{case}_setup_ms"));
+        let audio = value(&format!("{case}_first_audio_ms"));
+        assert!(setup >= 80.0, "{case}: set up in {setup} ms, under the 80 ms RTT");
+        assert!(audio > setup, "{case}: audio at {audio} ms before the seed was reached");
+        assert!(value(&format!("{case}_setup_rtt")) >= 1.0, "{case}");
+    }
+    let mapped = value("upnp_mapped_first_audio_rtt");
+    assert!(mapped >= 4.5, "first audio over the mapped path after {mapped} RTT");
 }

@@ -4,6 +4,7 @@
 //! listener's CPU time and peak memory), a seed's serving throughput next
 //! to a bare quinn server's, and a single-source plain-order baseline.
 
+mod nat;
 mod report;
 mod scenarios;
 mod serve;
@@ -21,8 +22,8 @@ use report::{Recorder, Unit};
 use scenarios::Settings;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 7] =
-    ["single", "versus", "seek-storm", "flash-crowd", "churn", "discovery", "serve"];
+pub const SCENARIOS: [&str; 8] =
+    ["single", "versus", "seek-storm", "flash-crowd", "churn", "discovery", "nat", "serve"];
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
@@ -39,6 +40,12 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     // Index once; every swarm reuses the index.
     let (s, i) = (samples.clone(), index.path().to_path_buf());
     let (_, tracks) = tokio::task::spawn_blocking(move || swarm::scan_samples(&s, &i)).await??;
+    let tracks = Arc::new(tracks);
+    if scenarios.contains(&"nat")
+        && let Some(why) = nat::unavailable()
+    {
+        bail!("{why}");
+    }
     if !global.quiet {
         eprintln!(
             "bench: {} tracks from {}, profiles {}, scenarios {}, {} peers",
@@ -55,6 +62,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         .map(|s| match *s {
             "single" => settings.plays as u64 * scenarios::SINGLE_STEPS + 1,
             "discovery" | "versus" => settings.plays as u64,
+            "nat" => settings.plays as u64 * 3,
             "seek-storm" => settings.plays as u64,
             "flash-crowd" | "churn" => settings.listeners as u64,
             _ => 0,
@@ -80,6 +88,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
             scenarios.iter().copied().filter(|s| *s != "serve").collect();
         let peers = args.peers;
         let profile2 = profile.clone();
+        let tracks = tracks.clone();
         runs.push(tokio::spawn(async move {
             let name = profile.name;
             let swarm =
@@ -100,6 +109,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                         }
                         "churn" => scenarios::churn(&swarm, &settings, &rec, &bar).await?,
                         "discovery" => scenarios::discovery(&swarm, &settings, &rec, &bar).await?,
+                        "nat" => {
+                            nat::nat(&profile2, &samples, &tracks, &settings, &rec, &bar).await?
+                        }
                         "versus" => {
                             versus::versus(&profile2, &samples, &index, &settings, &rec, &bar)
                                 .await?

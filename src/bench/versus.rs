@@ -271,9 +271,23 @@ async fn serve_http(mut conn: TcpStream, files: &HashMap<String, PathBuf>) -> Re
     }
 }
 
+/// What a process did until its first audio.
+pub struct Heard {
+    /// From spawning it to its first byte of audio.
+    pub audio: Duration,
+    /// Each line it wrote on stderr meanwhile, with when (from the spawn).
+    pub said: Vec<(Duration, String)>,
+}
+
 /// Spawns `cmd` and returns how long until it wrote its first byte of
 /// audio on stdout (after a WAV header, if `wav`).
-async fn first_audio(mut cmd: tokio::process::Command, wav: bool) -> Result<Duration> {
+async fn first_audio(cmd: tokio::process::Command, wav: bool) -> Result<Duration> {
+    Ok(first_audio_heard(cmd, wav).await?.audio)
+}
+
+/// [`first_audio`], with what the process said on stderr and when.
+pub async fn first_audio_heard(mut cmd: tokio::process::Command, wav: bool) -> Result<Heard> {
+    use tokio::io::AsyncBufReadExt;
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .stdin(std::process::Stdio::null())
@@ -281,12 +295,17 @@ async fn first_audio(mut cmd: tokio::process::Command, wav: bool) -> Result<Dura
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting the player")?;
     let mut out = child.stdout.take().context("no stdout")?;
-    // What it says, for the error when it fails (read meanwhile, so it
-    // never blocks on a full pipe).
-    let mut err = child.stderr.take().context("no stderr")?;
+    // What it says, timed as it comes (read meanwhile, so it never blocks
+    // on a full pipe).
+    let err = child.stderr.take().context("no stderr")?;
     let said = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(err).lines();
         let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v).await;
+        while let Ok(Some(l)) = lines.next_line().await {
+            if v.len() < 10_000 {
+                v.push((started.elapsed(), l));
+            }
+        }
         v
     });
     let mut seen = Vec::new();
@@ -312,16 +331,33 @@ async fn first_audio(mut cmd: tokio::process::Command, wav: bool) -> Result<Dura
         }
     };
     let t = tokio::time::timeout(FIRST_AUDIO_LIMIT, wait).await;
-    let _ = child.kill().await;
+    // Its reader gone, a player stops writing (quietly) at once.
+    drop(out);
+    stop(&mut child).await;
+    let said = said.await.unwrap_or_default();
     match t {
-        Ok(Ok(t)) => Ok(t),
+        Ok(Ok(audio)) => Ok(Heard { audio, said }),
         Ok(Err(e)) => {
-            let said = said.await.unwrap_or_default();
-            let said = String::from_utf8_lossy(&said);
-            bail!("{e}: {}", said.trim())
+            let said: Vec<_> = said.into_iter().map(|(_, l)| l).collect();
+            bail!("{e}: {}", said.join("\n").trim())
         }
         Err(_) => bail!("no audio within {FIRST_AUDIO_LIMIT:?}"),
     }
+}
+
+/// Stops a player as a user does (SIGTERM: it closes its connections, so
+/// peers free what they held for it at once), killing it if it is still
+/// there after a few seconds.
+async fn stop(child: &mut tokio::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
+    if let Some(pid) = pid
+        && kill_process(pid, Signal::TERM).is_ok()
+        && tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok()
+    {
+        return;
+    }
+    let _ = child.kill().await;
 }
 
 /// Where `chorus` and `ffmpeg` are.

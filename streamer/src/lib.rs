@@ -16,6 +16,8 @@
 pub mod cache;
 pub mod client;
 pub mod close;
+#[cfg(all(feature = "testkit", target_os = "linux"))]
+pub mod delayline;
 pub mod dht;
 pub mod discovery;
 pub mod error;
