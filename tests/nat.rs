@@ -93,24 +93,9 @@ fn internet(name: &str, nats: [Nat; 2]) -> Option<Internet> {
         let masquerade = if nat == Nat::Symmetric { "masquerade random" } else { "masquerade" };
         // Unsolicited packets from outside are dropped, but for ports the
         // router forwards (UPnP's mappings: DNAT).
-        let mut rules = format!(
-            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority 100;\n  \
-             oifname \"wan\" {masquerade}\n }}\n}}\n\
-             table inet filter {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n  \
-             iifname \"wan\" ct state new ct status & dnat == 0 drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
-             iifname \"wan\" ct state new drop\n }}\n}}\n"
-        );
+        let mut rules = include_str!("../lab/home-router.nft").replace("MASQUERADE", masquerade);
         if matches!(nat, Nat::Upnp | Nat::Pcp) {
-            // The chains miniupnpd fills (as its nft_init.sh makes them).
-            rules.push_str(
-                "table inet miniupnpd {\n \
-                 chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }\n \
-                 chain miniupnpd { }\n \
-                 chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }\n \
-                 chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }\n \
-                 chain prerouting_miniupnpd { }\n \
-                 chain postrouting_miniupnpd { }\n}\n",
-            );
+            rules.push_str(include_str!("../lab/miniupnpd.nft"));
         }
         nft(&router, &rules);
         if matches!(nat, Nat::Upnp | Nat::Pcp) {

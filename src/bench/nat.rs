@@ -222,27 +222,12 @@ async fn build(case: Case, profile: &LinkProfile, n: usize, seed: u64) -> Result
     Ok(Internet { daemons, public, homes, _lines: lines, dir })
 }
 
-/// A home router's rules: masquerade out of `wan`, drop what comes in
-/// unasked (but for ports it forwards), and, with `upnp`, the chains
-/// miniupnpd fills.
+/// A home router's rules (`lab/home-router.nft`, as in tests/nat.rs) and,
+/// with `upnp`, the chains miniupnpd fills.
 fn nat_rules(masquerade: &str, upnp: bool) -> String {
-    let mut rules = format!(
-        "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority 100;\n  \
-         oifname \"wan\" {masquerade}\n }}\n}}\n\
-         table inet filter {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n  \
-         iifname \"wan\" ct state new ct status & dnat == 0 drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
-         iifname \"wan\" ct state new drop\n }}\n}}\n"
-    );
+    let mut rules = include_str!("../../lab/home-router.nft").replace("MASQUERADE", masquerade);
     if upnp {
-        rules.push_str(
-            "table inet miniupnpd {\n \
-             chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }\n \
-             chain miniupnpd { }\n \
-             chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }\n \
-             chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }\n \
-             chain prerouting_miniupnpd { }\n \
-             chain postrouting_miniupnpd { }\n}\n",
-        );
+        rules.push_str(include_str!("../../lab/miniupnpd.nft"));
     }
     rules
 }
