@@ -305,12 +305,16 @@ pub async fn prepare(
                 });
             }
             let found = async {
-                let (entry, mut holders) = resolve(&peers, query).await?;
+                let (entry, listed) = resolve(&peers, query).await?;
                 let (ups, ups_rx) = tokio::sync::mpsc::channel(8);
-                holders.extend(
-                    discover(pool.transport(), &peers, &holders, entry.track, Some(ups)).await,
-                );
-                let (manifest, sources) = sources_for(&holders, entry.track).await?;
+                // Holders found by who-has said they hold the track: the
+                // first of them gets the start request (a peer merely
+                // listed may be one that has just said it does not).
+                let mut holders =
+                    discover(pool.transport(), &peers, &listed, entry.track, Some(ups)).await;
+                holders.extend(listed);
+                let Found { manifest, sources, head } =
+                    sources_for(&holders, entry.track, at).await?;
                 // Relayed holders reached directly later join the fetch.
                 let (joins, joins_rx) = tokio::sync::mpsc::channel(8);
                 upgrades_to_sources(entry.track, ups_rx, joins);
@@ -325,6 +329,7 @@ pub async fn prepare(
                     );
                 }
                 let mut prepared = Prepared::new(entry, manifest, sources);
+                prepared.head = head;
                 prepared.joins = Some(joins_rx);
                 Ok::<_, anyhow::Error>(prepared)
             }
@@ -874,25 +879,55 @@ pub fn describe(e: &CatalogEntry) -> String {
     s
 }
 
-/// Asks every holder for the manifest at once (one round trip in all): the
-/// verified manifest, and the holders that answered as fetch sources,
-/// marked as original seeds or not.
-pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, Vec<Source>)> {
+/// What asking the holders found: the verified manifest, the holders that
+/// answered as fetch sources, and the head of the track if the first
+/// holder's start response carried it.
+pub struct Found {
+    pub manifest: Manifest,
+    pub sources: Vec<Source>,
+    pub head: Vec<VerifiedChunk>,
+}
+
+/// Asks every holder at once (one round trip in all): the first for
+/// everything needed to start at `at` (a start request: manifest, headers
+/// and the first audio in one response), the others for the manifest and
+/// what they hold; they answer as fetch sources, marked as original seeds
+/// or not.
+pub async fn sources_for(holders: &[Peer], track: TrackId, at: Duration) -> Result<Found> {
     let asks: Vec<_> = holders
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let p = p.clone();
-            tokio::spawn(async move { (p.manifest_and_origin(track).await, p) })
+            tokio::spawn(async move {
+                let answer = if i == 0 {
+                    p.start(&Want::Track(track), at, chorus_streamer::client::START_BUDGET)
+                        .await
+                        .map(|mut a| {
+                            let rest = a.rest.take().map(|r| Arc::new(Mutex::new(Some(r))));
+                            (a.manifest, a.origin, a.have, a.head, rest)
+                        })
+                } else {
+                    p.manifest_and_origin(track)
+                        .await
+                        .map(|(m, origin, have)| (m, origin, have, Vec::new(), None))
+                };
+                (answer, p)
+            })
         })
         .collect();
     let mut manifest = None;
     let mut sources = Vec::new();
+    let mut head = Vec::new();
     let mut last = None;
     for ask in asks {
         match ask.await {
-            Ok((Ok((m, origin, have)), peer)) => {
+            Ok((Ok((m, origin, have, h, head_rest)), peer)) => {
                 manifest.get_or_insert(m);
-                sources.push(Source { peer, is_seed: origin, have, head_rest: None });
+                if head.is_empty() {
+                    head = h;
+                }
+                sources.push(Source { peer, is_seed: origin, have, head_rest });
             }
             Ok((Err(e), peer)) => {
                 // A peer without the track is common (one named to find
@@ -915,7 +950,7 @@ pub async fn sources_for(holders: &[Peer], track: TrackId) -> Result<(Manifest, 
         }
     }
     match manifest {
-        Some(m) => Ok((m, sources)),
+        Some(manifest) => Ok(Found { manifest, sources, head }),
         None => {
             Err(last
                 .map_or_else(|| anyhow::anyhow!("no peer has track {track}"), anyhow::Error::new))

@@ -107,6 +107,27 @@ async fn who_has_finds_holders_two_hops_away_and_no_further() {
     let (_, _, got) = decode_file(&wav, None).unwrap();
     let (_, _, want) = decode_file(&sample(name), None).unwrap();
     assert!(got == want);
+
+    // The first holder found is asked for the start (manifest, headers and
+    // first audio in one response): no chunk request goes out before the
+    // first note (with a manifest request instead, the fetcher would have
+    // to ask for the head first). On the paced null sink, whose first
+    // sample waits for the start rule.
+    let out = tempfile::tempdir().unwrap();
+    let a_addr = format!("{}@{}", a.transport().peer_id(), a.transport().local_addr().unwrap());
+    let run = tokio::task::spawn_blocking(move || {
+        chorus_cmd(&out.path().join("data"))
+            .args(["-v", "play", &track.to_string(), "--peer", &a_addr])
+            .args(["--out", "null", "--duration", "1"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("chunk requests before start 0"), "{said}");
     listener.close().await;
     seed.stop().await;
 }
