@@ -186,12 +186,15 @@ pub struct BenchArgs {
     /// Peers besides the seed that already hold every track
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub peers: usize,
-    /// Plays per profile in `single`, `versus`, `seek-storm` and `discovery` (each takes the next track)
+    /// Plays per profile in `single`, `versus`, `seek-storm`, `discovery` and per case in `nat`
+    /// (each takes the next track)
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub plays: usize,
     /// Scenario: single, versus (`chorus play` processes next to a plain HTTP server with
     /// ffmpeg, through the same emulated link), seek-storm, flash-crowd, churn, discovery (a
-    /// local DHT testnet), serve or all (repeat for several)
+    /// local DHT testnet), nat (root only: `chorus play` between two homes behind NATs in
+    /// network namespaces, set-up and first audio punched, relayed and mapped), serve or all
+    /// (repeat for several)
     #[arg(long = "scenario", value_name = "NAME", default_values_t = ["single".to_owned(), "versus".to_owned(), "serve".to_owned()])]
     pub scenarios: Vec<String>,
     /// Listeners in flash-crowd and churn
