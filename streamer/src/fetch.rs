@@ -40,8 +40,11 @@ pub struct FetchConfig {
     pub stall_timeout: Duration,
     /// Scheduler policy.
     pub scheduler: SchedulerConfig,
-    /// How often the driver wakes to re-plan when nothing else happens.
-    pub tick: Duration,
+    /// Longest the driver sleeps when no event comes and no timer of the
+    /// scheduler is due ([`crate::scheduler::Scheduler::poll_timeout`]): it
+    /// re-reads then what changes without telling it (the audible
+    /// playhead's drift, the peers' RTTs). 250 ms.
+    pub max_sleep: Duration,
     /// Where verified chunks are also kept, to serve to others and to play
     /// again offline.
     pub cache: Option<Arc<ChunkCache>>,
@@ -56,7 +59,7 @@ impl Default for FetchConfig {
         Self {
             stall_timeout: Duration::from_secs(5),
             scheduler: SchedulerConfig::default(),
-            tick: Duration::from_millis(20),
+            max_sleep: Duration::from_millis(250),
             cache: None,
             plain_order: false,
         }
@@ -98,6 +101,8 @@ pub struct FetchStats {
     /// Chunk requests sent before the start rule was first met (seeks
     /// not counted).
     pub requests_before_start: AtomicU64,
+    /// Times the driver went to sleep (after each event, change and timer).
+    pub wakeups: AtomicU64,
 }
 
 impl FetchStats {
@@ -133,6 +138,9 @@ pub struct FetchControl {
     joining: std::sync::Mutex<Vec<Source>>,
     /// Seeks so far: each one withdraws what was asked around the old place.
     seeks: AtomicU64,
+    /// Wakes the driver: a source joined, a seek, playback started or
+    /// stopped.
+    changed: tokio::sync::Notify,
 }
 
 impl FetchControl {
@@ -141,6 +149,7 @@ impl FetchControl {
     /// asked for around the old place is withdrawn.
     pub fn seeked(&self) {
         self.seeks.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// Adds a source to a running fetch (a peer whose handshake or
@@ -150,13 +159,17 @@ impl FetchControl {
         if let Ok(mut j) = self.joining.lock() {
             j.push(source);
         }
+        self.changed.notify_one();
     }
 
     /// The player reports where the audible playhead is.
     pub fn set_playhead(&self, position: Duration, playing: bool) {
         self.position_us
             .store(u64::try_from(position.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.playing.store(playing, Ordering::Relaxed);
+        if self.playing.swap(playing, Ordering::Relaxed) != playing {
+            // Deadlines run from now on (or stop): plan again at once.
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -384,6 +397,18 @@ pub async fn fetch_track(
         } else {
             alone_since = None;
         }
+        // Asleep until an event, a change the player or a joining source
+        // reports, the scheduler's next timer, or the stall limit when
+        // alone; at most `max_sleep`.
+        let mut wake = t + config.max_sleep;
+        if let Some(at) = sched.poll_timeout() {
+            wake = wake.min(at);
+        }
+        if let Some(since) = alone_since {
+            wake = wake.min(since + config.stall_timeout);
+        }
+        let wake = tokio::time::Instant::from_std(epoch + wake);
+        stats.wakeups.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break Ok(()) };
@@ -422,7 +447,8 @@ pub async fn fetch_track(
                 }
             }
             () = store.wait_for_need() => {}
-            () = tokio::time::sleep(config.tick) => {}
+            () = control.changed.notified() => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
     };
     drop(tasks);

@@ -4,7 +4,10 @@
 //! clock or touches a socket. Inputs are events with the time they happened
 //! ([`Scheduler::on_received`], [`Scheduler::on_failed`],
 //! [`Scheduler::set_playhead`], peers coming and going); outputs are
-//! [`Action`]s from [`Scheduler::poll`]. The tokio driver
+//! [`Action`]s from [`Scheduler::poll`], and from
+//! [`Scheduler::poll_timeout`] when it next needs polling if nothing else
+//! happens (the driver sleeps until then, as quinn-proto's endpoint users
+//! sleep until `poll_timeout`). The tokio driver
 //! ([`crate::fetch`]) and the virtual-time simulator ([`crate::sim`]) run the
 //! same code, so thousands of simulated peers test exactly what plays.
 //!
@@ -227,6 +230,8 @@ pub struct Scheduler {
     /// The playhead jumped (a seek): what is in flight around the old place
     /// is withdrawn at the next poll.
     jumped: bool,
+    /// When the last poll's decisions change with time alone.
+    wake: Option<Duration>,
 }
 
 impl Scheduler {
@@ -253,6 +258,7 @@ impl Scheduler {
             duration,
             blocked: Vec::new(),
             jumped: false,
+            wake: None,
         }
     }
 
@@ -509,8 +515,31 @@ impl Scheduler {
         actions.push(Action::Request { peer, chunk, deadline });
     }
 
+    /// When [`Scheduler::poll`] next needs calling if no event comes and
+    /// no input changes: the earliest time a decision of the last poll
+    /// turns with time alone (a chunk enters the urgent window, a stuck
+    /// request becomes overdue, a chunk waiting for a busy peer would miss
+    /// its deadline there and goes elsewhere). `None`: only an event or a
+    /// new input (a peer, the playhead, a blocked read) changes anything.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.wake
+    }
+
     /// Decides what to request now.
     pub fn poll(&mut self, now: Duration) -> Vec<Action> {
+        let mut wake: Option<Duration> = None;
+        // Times at or before `now` were acted on (or cannot be): only later
+        // ones wake the driver, at least a millisecond on.
+        let mut note = |t: Duration| {
+            if t > now {
+                let t = t.max(now + Duration::from_millis(1));
+                wake = Some(wake.map_or(t, |w: Duration| w.min(t)));
+            }
+        };
+        // Deadlines stand still while playing or before the playhead's
+        // start; otherwise (paused, starting late) they move with `now`,
+        // and what depends on them does not change with time alone.
+        let fixed = self.playhead.playing || now < self.playhead.at;
         let mut actions = Vec::new();
         let n = self.sizes.len() as u32;
         // Not playing (starting, or seeking): the reader races ahead of any
@@ -528,7 +557,12 @@ impl Scheduler {
             if self.header[i as usize] || self.blocked.contains(&i) {
                 continue;
             }
-            if self.deadline(i, now) > horizon {
+            let deadline = self.deadline(i, now);
+            if deadline > horizon {
+                // It enters the window when the horizon reaches it.
+                if fixed {
+                    note(now + (deadline - horizon));
+                }
                 break;
             }
             last_urgent = i;
@@ -544,6 +578,12 @@ impl Scheduler {
                 ChunkState::Missing => {
                     if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
                         self.request(i, peer, ect, now, &mut actions);
+                    } else if let Some(slack) = self.busy_slack(i, deadline, now)
+                        && fixed
+                    {
+                        // Waiting for a busy peer that would make it in
+                        // time: once it no longer would, ask elsewhere.
+                        note(now + slack + Duration::from_millis(1));
                     }
                 }
                 ChunkState::Requested(list) if list.len() == 1 => {
@@ -559,6 +599,15 @@ impl Scheduler {
                         && stuck
                         && deadline < now + self.config.hedge_window;
                     let late = f.expected > deadline;
+                    if stuck && !overdue {
+                        // It turns overdue once past its expected completion
+                        // with the deadline within the hedge window.
+                        let past = f.expected + p.rtt + self.config.overdue_slack;
+                        let due = deadline.saturating_sub(self.config.hedge_window);
+                        if fixed || due <= now {
+                            note(past.max(due) + Duration::from_millis(1));
+                        }
+                    }
                     if overdue || late {
                         let list = list.clone();
                         if let Some((peer, ect)) = self.best_peer(i, deadline, now, &list) {
@@ -618,7 +667,28 @@ impl Scheduler {
                 self.request(i, peer, ect, now, &mut actions);
             }
         }
+        self.wake = wake;
         actions
+    }
+
+    /// How long `chunk` can still wait for a busy (full) non-seed peer that
+    /// would deliver it by `deadline`, if one would: the most slack of them.
+    fn busy_slack(&self, chunk: u32, deadline: Duration, now: Duration) -> Option<Duration> {
+        let size = u64::from(self.sizes[chunk as usize]);
+        self.peers
+            .iter()
+            .filter(|p| !p.dead && !p.is_seed && p.has(chunk))
+            .filter(|p| {
+                if p.samples == 0 {
+                    p.queued + size > self.config.unmeasured_queue * size
+                } else {
+                    p.queued > 0 && p.secs(p.queued + size) > self.config.queue_cap
+                }
+            })
+            .map(|p| self.expected_completion(p, chunk, now))
+            .filter(|ect| *ect <= deadline)
+            .map(|ect| deadline - ect)
+            .max()
     }
 
     /// After a seek: cancels every request outside the new urgent window, so
@@ -916,6 +986,55 @@ mod tests {
         let cancels = s.on_received(b, 0, ms(5_030));
         assert_eq!(cancels, vec![Action::Cancel { peer: a, chunk: 0 }]);
         assert!(s.is_here(0));
+    }
+
+    #[test]
+    fn poll_timeout_is_when_a_chunk_enters_the_window_or_a_request_turns_overdue() {
+        // Playing from 0 with a fast peer (measured: it delivers at once):
+        // chunks due within 8 s are asked for; chunk 21 (media 8.4 s, due
+        // at 8.25 s) enters the window at 0.25 s, and the timer says so.
+        // (No prefetch beyond the window here: it would fetch chunk 21 in
+        // spare capacity.)
+        let mut s = track();
+        s.config.lookahead = 0;
+        let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        let mut now = ms(0);
+        for _ in 0..10 {
+            for (_, c) in requests(&s.poll(now)) {
+                now += Duration::from_micros(100);
+                s.on_received(a, c, now);
+            }
+        }
+        assert!((0..21).all(|c| s.is_here(c)) && !s.is_here(21), "the window, not beyond");
+        let wake = s.poll_timeout().expect("a timer");
+        assert_eq!(wake, ms(250), "chunk 21 enters the window");
+        assert!(requests(&s.poll(wake - ms(2))).is_empty(), "nothing before the timer");
+        assert_eq!(requests(&s.poll(wake)), vec![(a.0, 21)], "chunk 21 at the timer");
+
+        // A stuck request: the only peer delivers nothing; it turns overdue
+        // past its expected completion (10 ms RTT + 16 KiB at the assumed
+        // 256 KB/s: 72.5 ms) + RTT + 250 ms of slack, and a timer says
+        // when: a second peer gets the hedge then, not before.
+        let mut s = track();
+        let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        assert!(requests(&s.poll(ms(0))).contains(&(a.0, 0)));
+        // b holds chunk 0 only (so its slow-start queue is free for it).
+        let b = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: false });
+        s.peer_has(b, [0]);
+        let mut hedged_at = None;
+        for _ in 0..10 {
+            let t = s.poll_timeout().expect("a timer");
+            let early = requests(&s.poll(t - ms(2)));
+            assert!(!early.contains(&(b.0, 0)), "hedged before its time: {t:?}");
+            if requests(&s.poll(t)).contains(&(b.0, 0)) {
+                hedged_at = Some(t);
+                break;
+            }
+        }
+        let t = hedged_at.expect("hedged at a timer");
+        assert!(t > ms(332) && t < ms(335), "{t:?}");
     }
 
     #[test]

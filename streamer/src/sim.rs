@@ -92,8 +92,10 @@ pub struct SimConfig {
     pub rng_seed: u64,
     /// A request with no answer for this long fails as a timeout.
     pub stall_timeout: Duration,
-    /// How often the driver polls the scheduler.
-    pub tick: Duration,
+    /// How the driver polls the scheduler: `None` as the real one does
+    /// (after every event, and at [`Scheduler::poll_timeout`]), or every
+    /// `tick` (how it did before: a control for tests).
+    pub tick: Option<Duration>,
     /// Scheduler settings.
     pub scheduler: SchedulerConfig,
     /// Ignore the start rule: start as soon as the first chunk is here
@@ -102,14 +104,15 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// Defaults for `track` and `peers`: seed 1, 5 s stall timeout, 20 ms ticks.
+    /// Defaults for `track` and `peers`: seed 1, 5 s stall timeout, polled
+    /// as the real driver polls.
     pub fn new(track: SimTrack, peers: Vec<SimPeer>) -> Self {
         Self {
             track,
             peers,
             rng_seed: 1,
             stall_timeout: Duration::from_secs(5),
-            tick: Duration::from_millis(20),
+            tick: None,
             scheduler: SchedulerConfig::default(),
             start_at_once: false,
         }
@@ -135,6 +138,8 @@ pub struct SimReport {
     pub hedges: u32,
     /// The whole track played.
     pub finished: bool,
+    /// Times the driver polled the scheduler.
+    pub polls: u32,
 }
 
 impl SimReport {
@@ -176,9 +181,21 @@ impl Rng {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Join(usize),
-    Deliver { peer: usize, chunk: u32, req: u64 },
-    Timeout { peer: usize, chunk: u32, req: u64 },
+    Deliver {
+        peer: usize,
+        chunk: u32,
+        req: u64,
+    },
+    Timeout {
+        peer: usize,
+        chunk: u32,
+        req: u64,
+    },
     Tick,
+    /// The driver's one timer (a newer one replaces it): the scheduler's
+    /// [`Scheduler::poll_timeout`], or playback reaching a missing chunk or
+    /// the end (the player's reader blocking wakes the real driver).
+    Wake(u64),
 }
 
 struct Playback {
@@ -225,6 +242,7 @@ pub fn simulate(config: &SimConfig) -> SimReport {
         Playback { started: false, pos: Duration::ZERO, at: Duration::ZERO, frozen_since: None };
     let limit = track.duration() * 10 + Duration::from_secs(60);
     let mut req_id = 0u64;
+    let mut wake_gen = 0u64;
 
     while let Some(Reverse((now, _, event))) = events.pop() {
         if now > limit {
@@ -257,6 +275,16 @@ pub fn simulate(config: &SimConfig) -> SimReport {
         }
 
         let mut actions: Vec<Action> = Vec::new();
+        // The real driver polls after every event; this one's poll is the
+        // Tick that follows at the same time.
+        let event = match event {
+            Event::Wake(g) if g != wake_gen => continue,
+            Event::Wake(_) => Event::Tick,
+            e => e,
+        };
+        if config.tick.is_none() && event != Event::Tick {
+            push(&mut events, now, Event::Tick);
+        }
         match event {
             Event::Join(i) => {
                 let p = &config.peers[i];
@@ -285,6 +313,7 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                     }
                 }
             }
+            Event::Wake(_) => {}
             Event::Tick => {
                 let ready =
                     if config.start_at_once { sched.is_here(0) } else { sched.ready_to_start() };
@@ -310,7 +339,26 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                     }
                 }
                 actions.extend(sched.poll(now));
-                push(&mut events, now + config.tick, Event::Tick);
+                report.polls += 1;
+                match config.tick {
+                    Some(tick) => push(&mut events, now + tick, Event::Tick),
+                    None => {
+                        // Playback reaching the first missing chunk, or
+                        // the end.
+                        let played = (play.started && play.frozen_since.is_none()).then(|| {
+                            let to = (0..n)
+                                .find(|&i| !sched.is_here(i))
+                                .map_or(track.duration(), |i| track.media(i))
+                                .min(track.duration());
+                            play.at + to.saturating_sub(play.pos) + Duration::from_millis(1)
+                        });
+                        let at = [sched.poll_timeout(), played].into_iter().flatten().min();
+                        if let Some(at) = at.filter(|at| *at > now) {
+                            wake_gen += 1;
+                            push(&mut events, at, Event::Wake(wake_gen));
+                        }
+                    }
+                }
             }
         }
 
@@ -460,6 +508,34 @@ mod tests {
         assert_eq!(r.underruns, 0, "{r:?}");
         assert!(r.hedges > 0, "the stalled requests were re-asked elsewhere: {r:?}");
         assert!(r.dropped.contains(&1), "the silent peer is dropped after its timeouts: {r:?}");
+    }
+
+    #[test]
+    fn polled_at_its_timeout_the_scheduler_plays_as_well_as_on_a_20_ms_tick_with_fewer_polls() {
+        // The same swarms, driven as the real driver is (after each event
+        // and at the scheduler's poll_timeout) and on the old 20 ms tick.
+        let mut mixed = vec![seed(40, 2048.0 * KB)];
+        mixed.extend(mixed_peers(40, 7));
+        let mut fast = SimPeer::new(10, 256.0 * KB);
+        fast.stall_at = Some(Duration::from_secs(3));
+        let stalling = vec![
+            seed(60, 1024.0 * KB),
+            fast,
+            SimPeer::new(40, 60.0 * KB),
+            SimPeer::new(80, 60.0 * KB),
+        ];
+        for (name, peers) in [("mixed", mixed), ("stalling", stalling)] {
+            let driven = SimConfig::new(SimTrack::new(180, 320), peers);
+            let ticked = SimConfig { tick: Some(Duration::from_millis(20)), ..driven.clone() };
+            let (d, t) = (simulate(&driven), simulate(&ticked));
+            assert!(d.finished && t.finished, "{name}: {d:?} {t:?}");
+            assert_eq!((d.underruns, t.underruns), (0, 0), "{name}");
+            let (sd, st) = (d.start_latency.unwrap(), t.start_latency.unwrap());
+            assert!(sd <= st, "{name}: starts no later ({sd:?} vs {st:?} on the tick)");
+            // 180 s on a 20 ms tick is 9,000 polls; the driven run polls
+            // once per event and timer.
+            assert!(d.polls * 4 < t.polls, "{name}: {} polls vs {} on the tick", d.polls, t.polls);
+        }
     }
 
     #[test]
