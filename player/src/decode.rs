@@ -72,6 +72,19 @@ pub struct SeekIndex {
     pub points: Vec<(u64, u64)>,
     /// Opens the track from a byte offset.
     pub open_at: OpenAt,
+    /// The stream the points are frame starts of.
+    pub format: IndexedFormat,
+}
+
+/// Streams whose frames a reader can start at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexedFormat {
+    /// MPEG audio (MP3): any frame start begins a valid stream.
+    Mpeg,
+    /// FLAC: the stream's header (up to the first point, its first frame)
+    /// followed by the frames from any frame start is a valid stream whose
+    /// frames carry their own sample numbers.
+    Flac,
 }
 
 /// Audio decoded before a seek target when starting from an index point:
@@ -143,10 +156,11 @@ impl Decoder {
         })
     }
 
-    /// Seeks by `index` from now on (an MPEG stream): a seek opens the
-    /// bytes again at the last frame start a little before the target, so
-    /// nothing earlier is read (symphonia's accurate MP3 seek otherwise
-    /// parses every frame from the start).
+    /// Seeks by `index` from now on (an MPEG or FLAC stream): a seek opens
+    /// the bytes again at the last frame start before the target (a little
+    /// before, for MPEG), so nothing earlier is read (symphonia's accurate
+    /// MP3 seek otherwise parses every frame from the start, and its FLAC
+    /// seek bisects the file: a round trip per probe when streaming).
     pub fn with_index(mut self, index: SeekIndex) -> Self {
         self.index = Some(index);
         self
@@ -213,7 +227,13 @@ impl Decoder {
         let Some(index) = &self.index else { return Ok(None) };
         let rate = u64::from(self.sample_rate);
         let required = (t.as_secs_f64() * rate as f64) as u64;
-        let before = required.saturating_sub((PREROLL.as_secs_f64() * rate as f64) as u64);
+        // MPEG frames may take data from the frames before them (the bit
+        // reservoir); FLAC frames stand alone.
+        let preroll = match index.format {
+            IndexedFormat::Mpeg => PREROLL,
+            IndexedFormat::Flac => Duration::ZERO,
+        };
+        let before = required.saturating_sub((preroll.as_secs_f64() * rate as f64) as u64);
         // A point's timestamp in the reader's frames (its time was rounded
         // down to whole µs from an exact frame count).
         let ts = |us: u64| (u128::from(us) * u128::from(rate)).div_ceil(1_000_000) as u64;
@@ -226,34 +246,54 @@ impl Decoder {
         };
         let point_ts = i64::try_from(ts(us)).unwrap_or(i64::MAX).saturating_add(self.start_ts);
         let mut source = (index.open_at)(offset);
-        if !two_frames_at_start(&mut source) {
-            return Ok(None);
-        }
-        // Its length hidden: the reader would otherwise estimate the
-        // track's end from the first frame's bitrate (wrong for VBR) and
-        // cut the audio there; the end is known here ([`Self::frames_left`]).
-        let source: Box<dyn MediaSource> = Box::new(HiddenLength(source));
+        let (source, ext): (Box<dyn MediaSource>, &str) = match index.format {
+            IndexedFormat::Mpeg => {
+                if !two_frames_at_start(&mut source) {
+                    return Ok(None);
+                }
+                // Its length hidden: the reader would otherwise estimate
+                // the track's end from the first frame's bitrate (wrong
+                // for VBR) and cut the audio there; the end is known here
+                // ([`Self::frames_left`]).
+                (Box::new(HiddenLength(source)), "mp3")
+            }
+            IndexedFormat::Flac => {
+                let head = index.points.first().map_or(0, |p| p.0);
+                if !flac_sync_at_start(&mut source) || head == 0 || head > offset {
+                    return Ok(None);
+                }
+                let head_source = (index.open_at)(0);
+                (Box::new(Spliced::new(head_source, head, source)), "flac")
+            }
+        };
+        let format_kind = index.format;
         let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
         let mut hint = Hint::new();
-        hint.with_extension("mp3");
+        hint.with_extension(ext);
         let mut format = symphonia::default::get_probe()
             .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
             .map_err(map_err)?;
         let Some(track) = format.default_track(TrackType::Audio) else { return Ok(None) };
         let track_id = track.id;
-        let within = (required as i64).saturating_sub(point_ts).max(0) as u64;
-        let seeked = format
-            .seek(
-                SeekMode::Accurate,
-                SeekTo::Timestamp { ts: Timestamp::from(within as i64), track_id },
-            )
-            .map_err(map_err)?;
+        self.skip_frames = match format_kind {
+            IndexedFormat::Mpeg => {
+                let within = (required as i64).saturating_sub(point_ts).max(0) as u64;
+                let seeked = format
+                    .seek(
+                        SeekMode::Accurate,
+                        SeekTo::Timestamp { ts: Timestamp::from(within as i64), track_id },
+                    )
+                    .map_err(map_err)?;
+                self.ts_to_frames(seeked.required_ts.get())
+                    .saturating_sub(self.ts_to_frames(seeked.actual_ts.get()))
+            }
+            // The first frame read is the point's: decode from it and drop
+            // what comes before the target.
+            IndexedFormat::Flac => required.saturating_sub(ts(us)),
+        };
         self.format = Some(format);
         self.track_id = track_id;
         self.decoder.reset();
-        self.skip_frames = self
-            .ts_to_frames(seeked.required_ts.get())
-            .saturating_sub(self.ts_to_frames(seeked.actual_ts.get()));
         self.frames_left = self.num_frames.map(|n| n.saturating_sub(required));
         Ok(Some(Duration::from_secs_f64(required as f64 / rate as f64)))
     }
@@ -373,6 +413,83 @@ fn two_frames_at_start(source: &mut Box<dyn MediaSource>) -> bool {
         .and_then(|(len, rate)| header(len, source).filter(|(_, r)| *r == rate))
         .is_some();
     ok && source.seek(SeekFrom::Start(0)).is_ok()
+}
+
+/// True if the bytes start with a FLAC frame's sync code (then rewound).
+fn flac_sync_at_start(source: &mut Box<dyn MediaSource>) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = [0u8; 2];
+    let ok = source.read_exact(&mut h).is_ok() && h[0] == 0xFF && (h[1] & 0xFE) == 0xF8;
+    ok && source.seek(SeekFrom::Start(0)).is_ok()
+}
+
+/// A stream's first `head_len` bytes, then another source's bytes (frames
+/// from a later frame start): what a reader sees as one stream, without a
+/// length.
+struct Spliced {
+    head: Box<dyn MediaSource>,
+    head_len: u64,
+    tail: Box<dyn MediaSource>,
+    pos: u64,
+    /// Where each inner source stands (to seek it only when it must).
+    head_at: Option<u64>,
+    tail_at: Option<u64>,
+}
+
+impl Spliced {
+    fn new(head: Box<dyn MediaSource>, head_len: u64, tail: Box<dyn MediaSource>) -> Self {
+        Self { head, head_len, tail, pos: 0, head_at: None, tail_at: Some(0) }
+    }
+}
+
+impl std::io::Read for Spliced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        let n = if self.pos < self.head_len {
+            if self.head_at != Some(self.pos) {
+                self.head.seek(SeekFrom::Start(self.pos))?;
+            }
+            let room = usize::try_from(self.head_len - self.pos).unwrap_or(usize::MAX);
+            let take = buf.len().min(room);
+            let n = self.head.read(&mut buf[..take])?;
+            self.head_at = Some(self.pos + n as u64);
+            n
+        } else {
+            let at = self.pos - self.head_len;
+            if self.tail_at != Some(at) {
+                self.tail.seek(SeekFrom::Start(at))?;
+            }
+            let n = self.tail.read(buf)?;
+            self.tail_at = Some(at + n as u64);
+            n
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Spliced {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            std::io::SeekFrom::End(_) => None,
+        };
+        self.pos = pos.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::Unsupported, "no end to seek from")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+impl MediaSource for Spliced {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A source that does not tell its length.

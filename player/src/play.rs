@@ -588,9 +588,14 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     };
     shown.store(true, Relaxed);
     let media = t.store.manifest().media();
-    if media.container == chorus_protocol::Container::Mpeg && !media.time_index.is_empty() {
+    let indexed = match media.container {
+        chorus_protocol::Container::Mpeg => Some(crate::decode::IndexedFormat::Mpeg),
+        chorus_protocol::Container::Flac => Some(crate::decode::IndexedFormat::Flac),
+        _ => None,
+    };
+    if let Some(format) = indexed.filter(|_| !media.time_index.is_empty()) {
         // Seeks start from the manifest's frame-exact index points: only
-        // the chunks from a little before the target are read.
+        // the chunks from the target (a little before, for MPEG) are read.
         let points = media.time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
         let (store, stats, max_wait) = (t.store.clone(), t.stats.clone(), t.options.max_wait);
         let open_at: crate::decode::OpenAt = Box::new(move |base| {
@@ -601,7 +606,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
             });
             Box::new(ChunkSource::at(store.clone(), base, max_wait, on_stall))
         });
-        decoder = decoder.with_index(crate::decode::SeekIndex { points, open_at });
+        decoder = decoder.with_index(crate::decode::SeekIndex { points, open_at, format });
     }
     let started_at =
         if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };

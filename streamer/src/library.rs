@@ -26,7 +26,7 @@ use crate::probe;
 
 /// The index file's name in the data dir.
 pub const INDEX_FILE: &str = "library.idx";
-const INDEX_VERSION: u32 = 2;
+const INDEX_VERSION: u32 = 3;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

@@ -237,6 +237,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     let mut packets = 0u64;
     // Each packet's time, for an MPEG stream's frame-exact index.
     let mut packet_times: Vec<u64> = Vec::new();
+    let mut flac_frames: Vec<(u64, u64)> = Vec::new();
     loop {
         let packet = match format.next_packet() {
             Ok(Some(p)) => p,
@@ -261,6 +262,11 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         end_us = end_us.max(pkt_end);
         if container == Container::Mpeg && packet_times.len() < MAX_MPEG_FRAMES {
             packet_times.push(t);
+        }
+        if container == Container::Flac && flac_frames.len() < MAX_MPEG_FRAMES {
+            // A FLAC packet is one whole frame, and frames follow each
+            // other: their offsets add up.
+            flac_frames.push((packet.data.len() as u64, t));
         }
         for r in reads {
             add_point(&mut time_index, r.start, t);
@@ -300,6 +306,12 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         // Points at frame starts, with their frames' exact times: a player
         // can start a reader there and seek without reading what is before.
         if let Some(exact) = mpeg_index(path, base, len, &packet_times) {
+            time_index = exact;
+        }
+    }
+    if container == Container::Flac {
+        // The same for FLAC: frame starts with their exact times.
+        if let Some(exact) = flac_index(path, len, &flac_frames) {
             time_index = exact;
         }
     }
@@ -396,6 +408,60 @@ fn mpeg_index(path: &Path, start: u64, len: u64, times: &[u64]) -> Option<Vec<Ti
         }
     }
     Some(index)
+}
+
+/// Where a FLAC stream's first frame starts: after "fLaC" and its
+/// metadata blocks (each a 4-byte header: last-block flag, type, length).
+fn flac_first_frame(file: &mut File, len: u64) -> Option<u64> {
+    let mut magic = [0u8; 4];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_exact(&mut magic).ok()?;
+    if &magic != b"fLaC" {
+        return None;
+    }
+    let mut at = 4u64;
+    loop {
+        let mut h = [0u8; 4];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut h).ok()?;
+        at += 4 + u64::from(u32::from_be_bytes([0, h[1], h[2], h[3]]));
+        if at > len {
+            return None;
+        }
+        if h[0] & 0x80 != 0 {
+            return Some(at);
+        }
+    }
+}
+
+/// True if a FLAC frame header's sync code starts at `at`.
+fn flac_sync_at(file: &mut File, at: u64) -> bool {
+    let mut h = [0u8; 2];
+    file.seek(SeekFrom::Start(at)).is_ok()
+        && file.read_exact(&mut h).is_ok()
+        && h[0] == 0xFF
+        && (h[1] & 0xFE) == 0xF8
+}
+
+/// Frame starts of a FLAC file, one per [`MPEG_POINT_GAP`] or so, with
+/// their exact times (µs from the start): from the first frame's offset
+/// and the frames' lengths and times (`frames`, as the demuxer read them).
+/// `None` if the frames do not add up to the file (each point is checked
+/// for a frame sync code) or there are none.
+fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePoint>> {
+    let mut file = File::open(path).ok()?;
+    let mut at = flac_first_frame(&mut file, len)?;
+    let mut index: Vec<TimePoint> = Vec::new();
+    for &(flen, t) in frames {
+        if index.last().is_none_or(|p| at >= p.byte_offset + MPEG_POINT_GAP) {
+            if !flac_sync_at(&mut file, at) {
+                return None;
+            }
+            index.push(TimePoint { byte_offset: at, time_us: t });
+        }
+        at += flen;
+    }
+    (!index.is_empty() && at <= len).then_some(index)
 }
 
 /// Keeps the index strictly rising in offset and bounded in size.
