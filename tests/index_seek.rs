@@ -63,6 +63,7 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
         ("inevitable.mp3", IndexedFormat::Mpeg),
         ("beat-thee.mp3", IndexedFormat::Mpeg),
         ("awakening.flac", IndexedFormat::Flac),
+        ("apex-aleph.ogg", IndexedFormat::Ogg),
     ];
     for (name, format) in formats {
         let lib = library_dir(&[name]);

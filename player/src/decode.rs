@@ -85,6 +85,11 @@ pub enum IndexedFormat {
     /// followed by the frames from any frame start is a valid stream whose
     /// frames carry their own sample numbers.
     Flac,
+    /// Ogg Vorbis: the header pages (up to the first point, the first
+    /// audio page) followed by the pages from any page start; their
+    /// granule positions give the times, and the reader scans to the
+    /// target from there.
+    Ogg,
 }
 
 /// Audio decoded before a seek target when starting from an index point:
@@ -230,7 +235,7 @@ impl Decoder {
         // MPEG frames may take data from the frames before them (the bit
         // reservoir); FLAC frames stand alone.
         let preroll = match index.format {
-            IndexedFormat::Mpeg => PREROLL,
+            IndexedFormat::Mpeg | IndexedFormat::Ogg => PREROLL,
             IndexedFormat::Flac => Duration::ZERO,
         };
         let before = required.saturating_sub((preroll.as_secs_f64() * rate as f64) as u64);
@@ -263,7 +268,18 @@ impl Decoder {
                     return Ok(None);
                 }
                 let head_source = (index.open_at)(0);
-                (Box::new(Spliced::new(head_source, head, source)), "flac")
+                (Box::new(Spliced::new(head_source, head, source, true)), "flac")
+            }
+            IndexedFormat::Ogg => {
+                let head = index.points.first().map_or(0, |p| p.0);
+                if !ogg_page_at_start(&mut source) || head == 0 || head > offset {
+                    return Ok(None);
+                }
+                let head_source = (index.open_at)(0);
+                // Not seekable: the reader then finds the target by reading
+                // on from the splice, not by bisecting a file it cannot
+                // see the end of.
+                (Box::new(Spliced::new(head_source, head, source, false)), "ogg")
             }
         };
         let format_kind = index.format;
@@ -290,6 +306,17 @@ impl Decoder {
             // The first frame read is the point's: decode from it and drop
             // what comes before the target.
             IndexedFormat::Flac => required.saturating_sub(ts(us)),
+            // Pages carry absolute times: the reader scans to the target as
+            // it does after its own coarse seek.
+            IndexedFormat::Ogg => {
+                let time = Time::try_from_secs_f64(t.as_secs_f64())
+                    .ok_or(Error::NotPlayable("seek time"))?;
+                let seeked = format
+                    .seek(SeekMode::Accurate, SeekTo::Time { time, track_id: Some(track_id) })
+                    .map_err(map_err)?;
+                self.ts_to_frames(seeked.required_ts.get())
+                    .saturating_sub(self.ts_to_frames(seeked.actual_ts.get()))
+            }
         };
         self.format = Some(format);
         self.track_id = track_id;
@@ -423,6 +450,15 @@ fn flac_sync_at_start(source: &mut Box<dyn MediaSource>) -> bool {
     ok && source.seek(SeekFrom::Start(0)).is_ok()
 }
 
+/// True if the bytes start with an Ogg page's capture pattern (then
+/// rewound).
+fn ogg_page_at_start(source: &mut Box<dyn MediaSource>) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = [0u8; 4];
+    let ok = source.read_exact(&mut h).is_ok() && &h == b"OggS";
+    ok && source.seek(SeekFrom::Start(0)).is_ok()
+}
+
 /// A stream's first `head_len` bytes, then another source's bytes (frames
 /// from a later frame start): what a reader sees as one stream, without a
 /// length.
@@ -431,14 +467,20 @@ struct Spliced {
     head_len: u64,
     tail: Box<dyn MediaSource>,
     pos: u64,
+    seekable: bool,
     /// Where each inner source stands (to seek it only when it must).
     head_at: Option<u64>,
     tail_at: Option<u64>,
 }
 
 impl Spliced {
-    fn new(head: Box<dyn MediaSource>, head_len: u64, tail: Box<dyn MediaSource>) -> Self {
-        Self { head, head_len, tail, pos: 0, head_at: None, tail_at: Some(0) }
+    fn new(
+        head: Box<dyn MediaSource>,
+        head_len: u64,
+        tail: Box<dyn MediaSource>,
+        seekable: bool,
+    ) -> Self {
+        Self { head, head_len, tail, pos: 0, seekable, head_at: None, tail_at: Some(0) }
     }
 }
 
@@ -484,7 +526,7 @@ impl std::io::Seek for Spliced {
 
 impl MediaSource for Spliced {
     fn is_seekable(&self) -> bool {
-        true
+        self.seekable
     }
 
     fn byte_len(&self) -> Option<u64> {

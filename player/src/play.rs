@@ -591,6 +591,9 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let indexed = match media.container {
         chorus_protocol::Container::Mpeg => Some(crate::decode::IndexedFormat::Mpeg),
         chorus_protocol::Container::Flac => Some(crate::decode::IndexedFormat::Flac),
+        chorus_protocol::Container::Ogg if media.codec == chorus_protocol::Codec::Vorbis => {
+            Some(crate::decode::IndexedFormat::Ogg)
+        }
         _ => None,
     };
     if let Some(format) = indexed.filter(|_| !media.time_index.is_empty()) {

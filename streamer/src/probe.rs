@@ -309,6 +309,12 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             time_index = exact;
         }
     }
+    if container == Container::Ogg && codec == Codec::Vorbis {
+        // Page starts, with the time their audio starts at.
+        if let Some(pages) = ogg_index(path, len, sample_rate) {
+            time_index = pages;
+        }
+    }
     if container == Container::Flac {
         // The same for FLAC: frame starts with their exact times.
         if let Some(exact) = flac_index(path, len, &flac_frames) {
@@ -462,6 +468,57 @@ fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePo
         at += flen;
     }
     (!index.is_empty() && at <= len).then_some(index)
+}
+
+/// Page starts of an Ogg Vorbis stream (one logical stream), one per
+/// [`MPEG_POINT_GAP`] or so, each with the time of the samples its packets
+/// start at: the previous page's granule position (a Vorbis granule is the
+/// PCM sample count), in µs. The first point is the first audio page (what
+/// is before it holds the three header packets). `None` for anything else
+/// (several streams, a bad page).
+fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<Vec<TimePoint>> {
+    let mut file = std::io::BufReader::with_capacity(64 * 1024, File::open(path).ok()?);
+    let mut at = 0u64;
+    let mut serial = None;
+    let mut prev_granule: Option<u64> = None;
+    let mut index: Vec<TimePoint> = Vec::new();
+    while at + 27 <= len {
+        let mut h = [0u8; 27];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut h).ok()?;
+        if &h[..4] != b"OggS" || h[4] != 0 {
+            return None;
+        }
+        let granule = i64::from_le_bytes(h[6..14].try_into().ok()?);
+        let page_serial = u32::from_le_bytes(h[14..18].try_into().ok()?);
+        if *serial.get_or_insert(page_serial) != page_serial {
+            return None;
+        }
+        let mut segments = vec![0u8; usize::from(h[26])];
+        file.read_exact(&mut segments).ok()?;
+        let page_len =
+            27 + segments.len() as u64 + segments.iter().map(|&l| u64::from(l)).sum::<u64>();
+        // Audio pages: once a page has ended a packet at a sample position
+        // (headers end at granule 0); -1 means no packet ends on the page.
+        if let Some(prev) = prev_granule {
+            let far = index.last().is_none_or(|p| at >= p.byte_offset + MPEG_POINT_GAP);
+            if far {
+                let us = u64::try_from(u128::from(prev) * 1_000_000 / u128::from(rate)).ok()?;
+                index.push(TimePoint { byte_offset: at, time_us: us });
+            }
+        } else if granule > 0 {
+            // The first audio page: it starts at sample 0.
+            index.push(TimePoint { byte_offset: at, time_us: 0 });
+        } else if granule < 0 {
+            // Audio before any sample position: not an index we can trust.
+            return None;
+        }
+        if granule > 0 {
+            prev_granule = Some(granule as u64);
+        }
+        at += page_len;
+    }
+    (index.len() > 1).then_some(index)
 }
 
 /// Keeps the index strictly rising in offset and bounded in size.
