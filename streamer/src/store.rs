@@ -239,7 +239,11 @@ impl TrackStore {
         let Some(index) = layout.chunk_at(offset) else { return Ok(0) };
         let deadline = Instant::now() + wait;
         let mut inner = self.lock();
-        inner.cursor = index.0;
+        // Header bytes are read wherever playback is (a reader opened for a
+        // seek reads the stream's header first): they do not move it.
+        if !self.manifest.is_header_chunk(index) {
+            inner.cursor = index.0;
+        }
         loop {
             if inner.spilled[index.as_usize()] {
                 inner = self.unspill(inner, index);
@@ -387,6 +391,22 @@ mod tests {
         assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert!(!s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert_eq!(s.present(), 1);
+    }
+
+    #[test]
+    fn reading_header_bytes_does_not_move_the_cursor() {
+        // A reader opened for a seek reads the header (chunk 0) after the
+        // bytes at the target (chunk 3): the fetch still sees it at 3.
+        let (s, chunks) = store(4096, 0..10);
+        let m = s.manifest().clone();
+        for i in [0, 3] {
+            s.insert(m.verify(ChunkIndex(i), chunks[i as usize].clone()).unwrap()).unwrap();
+        }
+        let mut buf = [0u8; 4];
+        s.read_at(3 * 1024, &mut buf, Duration::ZERO).unwrap();
+        assert_eq!(s.cursor(), 3);
+        s.read_at(0, &mut buf, Duration::ZERO).unwrap();
+        assert_eq!(s.cursor(), 3, "a header read leaves the reader where it was");
     }
 
     #[test]
