@@ -18,6 +18,10 @@ use chorus_streamer::fetch::{
 };
 use chorus_streamer::store::{MEMORY_WINDOW, TrackStore};
 
+/// Longest a track that played to its end waits for the fetch to get what
+/// playback skipped (so the cache holds the whole track).
+const FINISH_GRACE: Duration = Duration::from_secs(3);
+
 use crate::convert::Converter;
 use crate::decode::{Decoder, extension_hint};
 use crate::error::{Error, Result};
@@ -306,7 +310,8 @@ impl Player {
             control: control.clone(),
         };
         on_start(&playback);
-        let fetcher = match sources.first() {
+        let has_cache = options.fetch.cache.is_some();
+        let mut fetcher = match sources.first() {
             Some(first) if options.fetch.plain_order => tokio::spawn(fetch_in_order(
                 store.clone(),
                 first.clone(),
@@ -357,6 +362,12 @@ impl Player {
         // before the fetcher has judged it).
         if decoded.is_ok() {
             control.ready.store(true, Relaxed);
+        }
+        // Played to its end with only what playback skipped still missing
+        // (an MP3's leading tag, what a seek jumped over): a moment for the
+        // fetch to get it, so the cache holds the whole track.
+        if decoded.is_ok() && has_cache && !cancel.load(Relaxed) && store.missing_only_behind() {
+            let _ = tokio::time::timeout(FINISH_GRACE, &mut fetcher).await;
         }
         store.close();
         fetcher.abort();

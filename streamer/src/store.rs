@@ -226,6 +226,17 @@ impl TrackStore {
         self.lock().present
     }
 
+    /// True if every chunk still missing lies before the reader (what
+    /// playback skipped: an MP3's leading tag, what a seek jumped over),
+    /// and some is missing.
+    pub fn missing_only_behind(&self) -> bool {
+        let inner = self.lock();
+        let here = |i: usize| inner.chunks[i].is_some() || inner.spilled[i];
+        let cursor = inner.cursor as usize;
+        let n = inner.chunks.len();
+        (cursor..n).all(here) && !(0..cursor).all(here)
+    }
+
     /// True when every chunk is here.
     pub fn is_complete(&self) -> bool {
         self.present() == self.manifest.layout().count()
@@ -407,6 +418,22 @@ mod tests {
         assert_eq!(s.cursor(), 3);
         s.read_at(0, &mut buf, Duration::ZERO).unwrap();
         assert_eq!(s.cursor(), 3, "a header read leaves the reader where it was");
+    }
+
+    #[test]
+    fn only_chunks_behind_the_reader_missing_is_told_apart() {
+        let (s, chunks) = store(4096, 0..10);
+        let m = s.manifest().clone();
+        let mut buf = [0u8; 4];
+        for i in [1, 2] {
+            s.insert(m.verify(ChunkIndex(i), chunks[i as usize].clone()).unwrap()).unwrap();
+        }
+        s.read_at(1024, &mut buf, Duration::ZERO).unwrap();
+        assert!(!s.missing_only_behind(), "chunk 3, ahead of the reader, is missing");
+        s.insert(m.verify(ChunkIndex(3), chunks[3].clone()).unwrap()).unwrap();
+        assert!(s.missing_only_behind(), "only chunk 0, behind it, is missing");
+        s.insert(m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+        assert!(!s.missing_only_behind(), "nothing is missing");
     }
 
     #[test]
