@@ -262,24 +262,21 @@ impl Decoder {
                 // ([`Self::frames_left`]).
                 (Box::new(HiddenLength(source)), "mp3")
             }
-            IndexedFormat::Flac => {
+            IndexedFormat::Flac | IndexedFormat::Ogg => {
+                let flac = index.format == IndexedFormat::Flac;
                 let head = index.points.first().map_or(0, |p| p.0);
-                if !flac_sync_at_start(&mut source) || head == 0 || head > offset {
+                // A FLAC frame's sync code, or an Ogg page's capture pattern.
+                let at_point = starts_with(&mut source, |h| {
+                    if flac { h[0] == 0xFF && (h[1] & 0xFE) == 0xF8 } else { &h == b"OggS" }
+                });
+                if !at_point || head == 0 || head > offset {
                     return Ok(None);
                 }
-                let head_source = (index.open_at)(0);
-                (Box::new(Spliced::new(head_source, head, source, true)), "flac")
-            }
-            IndexedFormat::Ogg => {
-                let head = index.points.first().map_or(0, |p| p.0);
-                if !ogg_page_at_start(&mut source) || head == 0 || head > offset {
-                    return Ok(None);
-                }
-                let head_source = (index.open_at)(0);
-                // Not seekable: the reader then finds the target by reading
-                // on from the splice, not by bisecting a file it cannot
-                // see the end of.
-                (Box::new(Spliced::new(head_source, head, source, false)), "ogg")
+                // Ogg not seekable: the reader then finds the target by
+                // reading on from the splice, not by bisecting a file it
+                // cannot see the end of (FLAC is not asked to seek).
+                let spliced = Spliced::new((index.open_at)(0), head, source, flac);
+                (Box::new(spliced), if flac { "flac" } else { "ogg" })
             }
         };
         let format_kind = index.format;
@@ -442,20 +439,11 @@ fn two_frames_at_start(source: &mut Box<dyn MediaSource>) -> bool {
     ok && source.seek(SeekFrom::Start(0)).is_ok()
 }
 
-/// True if the bytes start with a FLAC frame's sync code (then rewound).
-fn flac_sync_at_start(source: &mut Box<dyn MediaSource>) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut h = [0u8; 2];
-    let ok = source.read_exact(&mut h).is_ok() && h[0] == 0xFF && (h[1] & 0xFE) == 0xF8;
-    ok && source.seek(SeekFrom::Start(0)).is_ok()
-}
-
-/// True if the bytes start with an Ogg page's capture pattern (then
-/// rewound).
-fn ogg_page_at_start(source: &mut Box<dyn MediaSource>) -> bool {
+/// True if the first 4 bytes pass `test` (the source is then rewound).
+fn starts_with(source: &mut Box<dyn MediaSource>, test: impl Fn([u8; 4]) -> bool) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let mut h = [0u8; 4];
-    let ok = source.read_exact(&mut h).is_ok() && &h == b"OggS";
+    let ok = source.read_exact(&mut h).is_ok() && test(h);
     ok && source.seek(SeekFrom::Start(0)).is_ok()
 }
 
