@@ -109,6 +109,9 @@ pub struct NodeStats {
     pub starts: AtomicUsize,
     /// Chunk requests answered (start requests not counted).
     pub chunk_requests: AtomicUsize,
+    /// Replies whose asker stopped reading before they were delivered
+    /// (cancelled requests): what was left of them was dropped.
+    pub replies_stopped: AtomicUsize,
 }
 
 struct Shared {
@@ -665,7 +668,19 @@ async fn serve_stream(
             write_error(&mut send, ErrorCode::BadRequest, msg).await?;
         }
     }
+    let stopped = send.stopped();
     let _ = send.finish();
+    // A reply the asker gave up on (a cancelled request: it stopped the
+    // stream) would otherwise still go out in full from QUIC's send
+    // buffer, using the link and holding one of the asker's streams until
+    // every byte is acknowledged: after a seek the new place's requests
+    // waited seconds for stream credit behind the old place's replies.
+    // Reset it, so the rest is dropped. Bounded: one task per open stream,
+    // ending when the reply is acknowledged or the connection closes.
+    if let Ok(Some(code)) = stopped.await {
+        shared.stats.replies_stopped.fetch_add(1, Ordering::Relaxed);
+        let _ = send.reset(code);
+    }
     Ok(())
 }
 

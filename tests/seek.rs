@@ -1,0 +1,104 @@
+//! After a seek, over real QUIC through an emulated link: the replies to
+//! the old place's requests stop costing the link as soon as the listener
+//! gives them up, and playback resumes only once the start rule holds at
+//! the new place (not with the buffer it had at the old one).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use chorus_protocol::ChunkIndex;
+use chorus_streamer::identity::Identity;
+use chorus_streamer::netem::LinkProfile;
+use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::transport::Transport;
+use common::*;
+
+/// A seed of `names` and a listener endpoint, both behind `link`.
+async fn setup(names: &[&str], link: &str) -> (Node, Transport, tempfile::TempDir) {
+    let link = LinkProfile::by_name(link).unwrap();
+    let lib = library_dir(names);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let node = Node::bind_emulated(
+        Arc::new(Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        library,
+        None,
+        NodeLimits::default(),
+        Some((link.clone(), 1)),
+    )
+    .unwrap();
+    let n = node.clone();
+    tokio::spawn(async move { n.serve().await });
+    let listener = Transport::bind_emulated(
+        Arc::new(Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        None,
+        &Default::default(),
+        Some((link, 2)),
+    )
+    .unwrap();
+    (node, listener, lib)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_the_listener_gave_up_are_dropped_not_sent() {
+    // 10 Mbit/s: the requests below ask for 4 MB, over 3 s of link.
+    let (node, listener, _lib) = setup(&["deprecation.wav"], "4g").await;
+    let addr = node.transport().local_addr().unwrap();
+    let peer = listener.connect(addr, Some(node.transport().peer_id())).await.unwrap();
+    let id = node.with_library(|l| l.tracks().next().map(|t| t.manifest.id())).flatten().unwrap();
+    let manifest = peer.manifest(id).await.unwrap();
+    // As many requests as the seed lets one connection have open (its
+    // stream limit), four chunks each.
+    let (n, per) = (64u32, 4u32);
+    let first = manifest.chunk_at_time(Duration::from_secs(10)).0;
+    let bytes = |from: u32, count: u32| -> u64 {
+        (from..from + count).map(|i| manifest.layout().chunk_len(ChunkIndex(i))).sum()
+    };
+    let mut streams = Vec::new();
+    for k in 0..n {
+        // Deadlines in playing order: the seed sends the first one first.
+        let deadline = 1_000 + 100 * k;
+        let s = peer.chunks(&manifest, ChunkIndex(first + k * per), per, deadline).await.unwrap();
+        streams.push(s);
+    }
+    let asked = bytes(first, n * per);
+    // Serving has begun: a reply arrived.
+    streams[0].next().await.unwrap().unwrap();
+    let rx_before = peer.connection().stats().udp_rx.bytes;
+    // A seek: the listener gives them all up (the streams are stopped),
+    // and asks at the new place. Each new request needs one of the
+    // connection's streams back: the seed frees a stream once what it sent
+    // on it is acknowledged, or once it resets it.
+    drop(streams);
+    let target = first + 2 * n * per;
+    let mut again = Vec::new();
+    for k in 0..n {
+        again.push(peer.chunks(&manifest, ChunkIndex(target + k), 1, 100).await.unwrap());
+    }
+    for (k, mut s) in again.into_iter().enumerate() {
+        assert_eq!(s.next().await.unwrap().unwrap().index(), ChunkIndex(target + k as u32));
+    }
+    // And one request whose deadline is later than any given up: the seed
+    // sends it after anything it still has queued for them.
+    let last = target + n;
+    let mut s = peer.chunks(&manifest, ChunkIndex(last), 1, 60_000).await.unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap().index(), ChunkIndex(last));
+    let stats = peer.connection().stats();
+    let old = (stats.udp_rx.bytes - rx_before).saturating_sub(bytes(target, n + 1));
+    // The seed reset the replies given up instead of finishing them.
+    assert!(node.stats().replies_stopped.load(Relaxed) > 0, "no reply was dropped");
+    assert!(stats.frame_rx.reset_stream > 0, "no reply was reset");
+    // What was on its way when the stop arrived still comes (a round trip
+    // and the link's queue), not the rest of what was given up.
+    assert!(
+        old < asked / 2,
+        "{old} of the {asked} bytes given up arrived anyway: they were sent, not dropped"
+    );
+    node.shutdown().await;
+}
