@@ -92,6 +92,11 @@ pub fn scheduler(data: &[u8]) {
             assert!(peers.contains(&peer), "an action for a peer never added: {peer:?}");
             assert!(chunk.is_none_or(|c| (c as usize) < n), "chunk {chunk:?} of {n}");
         }
-        let _ = (s.ready_to_start(), s.buffered_ahead(), s.is_complete(), s.live_peers());
+        let _ = (
+            s.ready_to_start(Duration::ZERO),
+            s.buffered_ahead(Duration::ZERO),
+            s.is_complete(),
+            s.live_peers(),
+        );
     }
 }

@@ -8,12 +8,16 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chorus_player::play::{PlayOptions, play};
+use chorus_player::sink::OutputSpec;
 use chorus_protocol::ChunkIndex;
+use chorus_protocol::message::Want;
 use chorus_streamer::identity::Identity;
 use chorus_streamer::netem::LinkProfile;
 use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::start::Pool;
 use chorus_streamer::transport::Transport;
 use common::*;
 
@@ -100,5 +104,64 @@ async fn replies_the_listener_gave_up_are_dropped_not_sent() {
         old < asked / 2,
         "{old} of the {asked} bytes given up arrived anyway: they were sent, not dropped"
     );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_seek_playback_waits_for_the_start_rule_at_the_new_place() {
+    let (node, listener, _lib) = setup(&["awakening.flac"], "transatlantic").await;
+    let addr = node.transport().local_addr().unwrap();
+    let pool = Pool::dial(&listener, &[(addr, Some(node.transport().peer_id()))]);
+    let id = node.with_library(|l| l.tracks().next().map(|t| t.manifest.id())).flatten().unwrap();
+    let started = Instant::now();
+    let s = pool.start(&Want::Track(id), Duration::ZERO).await.unwrap();
+    let m = s.answer.manifest.clone();
+    let options = PlayOptions { head: s.answer.head.clone(), ..PlayOptions::default() };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let playing = tokio::spawn(play(
+        m.clone(),
+        vec![s.source.clone()],
+        OutputSpec::Null,
+        options,
+        started,
+        move |p| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(p.clone());
+            }
+        },
+    ));
+    let p = rx.await.unwrap();
+    while p.stats.played() < Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Far ahead of anything fetched yet: the chunks there are missing.
+    let target = m.duration().mul_f64(0.6);
+    let at = m.chunk_at_time(target);
+    assert!(!p.store.has(at.0), "the seek's target was fetched before the seek");
+    let gate = p.stats.gate.clone();
+    let done = p.stats.seeks_done.load(Relaxed);
+    p.seek(target);
+    // The gate drops with the seek and opens again only when the start
+    // rule holds there: the chunk at the target is here, and the audio
+    // from it covers at least a round trip (the next chunk's fetch).
+    let rtt = LinkProfile::by_name("transatlantic").unwrap().rtt;
+    let needed = m.chunk_at_time(target + rtt);
+    loop {
+        if gate.load(Relaxed) {
+            assert!(p.store.has(at.0), "playback resumed without the chunk at the seek's target");
+            assert!(p.store.has(needed.0), "playback resumed with less than a round trip of audio");
+            break;
+        }
+        assert!(!playing.is_finished(), "playback ended before the seek played");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while p.stats.seeks_done.load(Relaxed) == done && !playing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.stop();
+    let report = playing.await.unwrap().unwrap();
+    assert_eq!(p.stats.seeks_done.load(Relaxed), done + 1, "the seek never played");
+    assert!(report.time_to_first_audio.is_some());
     node.shutdown().await;
 }

@@ -144,15 +144,13 @@ impl Playback {
     pub fn seek(&self, t: Duration) {
         let t = t.min(self.store.manifest().duration());
         self.store.hint(self.store.manifest().chunk_at_time(t));
+        self.stats.request_seek(t);
         // Play from the new place once the start rule holds there again
         // (the fetcher re-raises it), not with one chunk in hand. Only
         // while fetching, and only for the sink's own gate (a gapless join
         // keeps the first track's).
-        if !self.store.is_complete() && Arc::ptr_eq(&self.stats.gate, &self.ready) {
-            self.ready.store(false, Relaxed);
-        }
-        self.control.seeked();
-        self.stats.request_seek(t);
+        let hold = !self.store.is_complete() && Arc::ptr_eq(&self.stats.gate, &self.ready);
+        self.control.seeked(t, hold);
     }
 
     /// Adds a peer to fetch from while playing (one that answered late).
@@ -299,6 +297,10 @@ impl Player {
         let fetch_stats = Arc::new(FetchStats::default());
         if !options.start.is_zero() {
             store.hint(manifest.chunk_at_time(options.start));
+        }
+        if new_sink {
+            stats.plan_start(options.start);
+            control.set_playhead(options.start, false);
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let playback = Playback {

@@ -39,6 +39,9 @@ pub struct PlaybackStats {
     volume: AtomicU32,
     /// A seek asked for: target in milliseconds + 1, or 0 for none.
     seek_request: AtomicU64,
+    /// Where playback is to start (or start again): the start offset, then
+    /// each seek's target, in ms.
+    planned_ms: AtomicU64,
     /// From a seek's request until the consumer reaches its segment: the
     /// audio still buffered from before it is not played.
     pub seek_pending: AtomicBool,
@@ -95,6 +98,7 @@ impl PlaybackStats {
             paused: AtomicBool::new(false),
             volume: AtomicU32::new(1.0f32.to_bits()),
             seek_request: AtomicU64::new(0),
+            planned_ms: AtomicU64::new(0),
             seek_pending: AtomicBool::new(false),
             segment_gen: AtomicU64::new(0),
             segment_at: AtomicU64::new(0),
@@ -123,8 +127,14 @@ impl PlaybackStats {
     pub fn request_seek(&self, t: Duration) {
         let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX - 1);
         self.segment_asked_ns.store(self.now_ns(), Relaxed);
+        self.planned_ms.store(ms, Relaxed);
         self.seek_pending.store(true, Relaxed);
         self.seek_request.store(ms + 1, Relaxed);
+    }
+
+    /// Playback of this track starts at `t` (a start offset).
+    pub fn plan_start(&self, t: Duration) {
+        self.planned_ms.store(u64::try_from(t.as_millis()).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// True while a seek is asked for and not yet taken by the decoder.
@@ -197,12 +207,17 @@ impl PlaybackStats {
                 && self.segment_gen.load(Relaxed) != self.crossed_gen.load(Relaxed))
     }
 
-    /// The track position the listener hears (or is about to hear, when a
-    /// seek is pending): what the fetcher should plan around.
+    /// The track position the listener hears, or is about to hear: a
+    /// seek's target from its request until the decoder has landed (then
+    /// where it landed), the start offset before the first note. What the
+    /// fetcher plans around and judges the start rule at.
     pub fn target_position(&self) -> Duration {
         let generation = self.segment_gen.load(Relaxed);
         if generation != self.crossed_gen.load(Relaxed) && self.segment_discard.load(Relaxed) {
             return Duration::from_millis(self.segment_base_ms.load(Relaxed));
+        }
+        if self.seek_pending.load(Relaxed) || self.time_to_first_audio().is_none() {
+            return Duration::from_millis(self.planned_ms.load(Relaxed));
         }
         self.position()
     }

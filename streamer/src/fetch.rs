@@ -141,15 +141,40 @@ pub struct FetchControl {
     /// Wakes the driver: a source joined, a seek, playback started or
     /// stopped.
     changed: tokio::sync::Notify,
+    /// Orders a seek's lowering of `ready` against the driver's raising it
+    /// for the place it judged (never taken in the audio callback).
+    gate: std::sync::Mutex<()>,
 }
 
 impl FetchControl {
-    /// The listener seeked: until playback resumes, the fetch follows the
-    /// reader (a demuxer may scan a long way to the target) and what was
-    /// asked for around the old place is withdrawn.
-    pub fn seeked(&self) {
-        self.seeks.fetch_add(1, Ordering::Relaxed);
+    /// The listener seeked to `to`: what was asked for around the old
+    /// place is withdrawn, and the start rule is judged at `to` from now
+    /// on. With `hold`, playback waits for it there again (`ready` is
+    /// lowered until the rule holds at the new place).
+    pub fn seeked(&self, to: Duration, hold: bool) {
+        {
+            let _gate = self.gate.lock();
+            self.position_us
+                .store(u64::try_from(to.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.playing.store(false, Ordering::Relaxed);
+            if hold {
+                self.ready.store(false, Ordering::Relaxed);
+            }
+            // Release: a driver that sees this seek sees its target too.
+            self.seeks.fetch_add(1, Ordering::Release);
+        }
         self.changed.notify_one();
+    }
+
+    /// Raises `ready` for a start rule judged with `seeks` seeks seen: not
+    /// if one came since (the rule held at a place playback has left).
+    fn raise_ready(&self, seeks: u64) -> bool {
+        let _gate = self.gate.lock();
+        if self.seeks.load(Ordering::Acquire) != seeks {
+            return false;
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Adds a source to a running fetch (a peer whose handshake or
@@ -356,7 +381,9 @@ pub async fn fetch_track(
         // first note or a seek's, where it will start (the player reports
         // the target), unless the reader is still short of it (a demuxer
         // scanning toward a seek's target): the decoder reading ahead into
-        // the ring is buffered audio, not a playhead that moved.
+        // the ring is buffered audio, not a playhead that moved. The seeks
+        // are read first: a seek after this point is not judged here.
+        let seeks = control.seeks.load(Ordering::Acquire);
         let t = now();
         let playing = control.playing.load(Ordering::Relaxed);
         let audible = Duration::from_micros(control.position_us.load(Ordering::Relaxed));
@@ -365,7 +392,6 @@ pub async fn fetch_track(
         sched.set_playhead(Playhead { position, at: t, playing });
         sched.set_blocked(store.blocked());
 
-        let seeks = control.seeks.load(Ordering::Relaxed);
         if seeks != seen_seeks {
             seen_seeks = seeks;
             sched.seeked();
@@ -375,13 +401,16 @@ pub async fn fetch_track(
         }
         // The start rule first: requests sent in the same instant would
         // not delay the first note, but they are not needed for it either.
-        if !control.ready.load(Ordering::Relaxed) && sched.ready_to_start() {
-            if !started {
-                let sent = stats.requests.load(Ordering::Relaxed);
-                stats.requests_before_start.store(sent, Ordering::Relaxed);
-                started = true;
-            }
-            control.ready.store(true, Ordering::Relaxed);
+        // Judged where playback will start (a seek's target), not where a
+        // reader is: audio before the target is not heard.
+        if !control.ready.load(Ordering::Relaxed)
+            && sched.ready_to_start(audible)
+            && control.raise_ready(seeks)
+            && !started
+        {
+            let sent = stats.requests.load(Ordering::Relaxed);
+            stats.requests_before_start.store(sent, Ordering::Relaxed);
+            started = true;
         }
         for action in sched.poll(t) {
             act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
@@ -743,6 +772,19 @@ pub async fn prefetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_rule_judged_before_a_seek_does_not_open_playback_after_it() {
+        let c = FetchControl::default();
+        let seen = c.seeks.load(Ordering::Acquire);
+        c.seeked(Duration::from_secs(90), true);
+        assert!(!c.ready.load(Ordering::Relaxed), "the seek holds playback");
+        assert_eq!(c.position_us.load(Ordering::Relaxed), 90_000_000, "the rule's new place");
+        assert!(!c.raise_ready(seen), "judged at the old place");
+        assert!(!c.ready.load(Ordering::Relaxed));
+        assert!(c.raise_ready(c.seeks.load(Ordering::Acquire)));
+        assert!(c.ready.load(Ordering::Relaxed));
+    }
 
     #[test]
     fn the_wrong_chunk_is_bad_data_not_a_timeout() {

@@ -422,8 +422,12 @@ impl Scheduler {
 
     /// The first chunk playback still needs: the one at the playhead.
     fn playhead_chunk(&self) -> u32 {
-        let pos = self.playhead.position;
-        let i = self.media.partition_point(|&t| t <= pos);
+        self.chunk_at(self.playhead.position)
+    }
+
+    /// The chunk holding media time `t`.
+    fn chunk_at(&self, t: Duration) -> u32 {
+        let i = self.media.partition_point(|&m| m <= t);
         i.saturating_sub(1) as u32
     }
 
@@ -835,21 +839,24 @@ impl Scheduler {
         }
     }
 
-    /// Media time buffered contiguously from the playhead.
-    pub fn buffered_ahead(&self) -> Duration {
-        let start = self.playhead_chunk();
+    /// Media time buffered contiguously from `from`.
+    pub fn buffered_ahead(&self, from: Duration) -> Duration {
+        let start = self.chunk_at(from);
         let first_missing = (start..self.chunk_count()).find(|&i| !self.is_here(i));
         match first_missing {
-            None => self.duration.saturating_sub(self.playhead.position),
-            Some(i) => self.media[i as usize].saturating_sub(self.playhead.position),
+            None => self.duration.saturating_sub(from),
+            Some(i) => self.media[i as usize].saturating_sub(from),
         }
     }
 
-    /// The start rule: true once the audio buffered covers the time to fetch
-    /// the rest at the measured aggregate rate, less the time the rest takes
-    /// to play, plus one chunk's fetch time from the best peer.
-    pub fn ready_to_start(&self) -> bool {
-        let start = self.playhead_chunk();
+    /// The start rule for playback starting at `from` (the track's start,
+    /// a start offset or a seek's target; not where a reader scanning
+    /// toward it is, nor an old place): true once the audio buffered from
+    /// there covers the time to fetch the rest at the measured aggregate
+    /// rate, less the time the rest takes to play, plus one chunk's fetch
+    /// time from the best peer.
+    pub fn ready_to_start(&self, from: Duration) -> bool {
+        let start = self.chunk_at(from);
         // Headers and the first chunk of audio are always needed.
         let headers_here =
             (0..self.chunk_count()).all(|i| !self.header[i as usize] || self.is_here(i));
@@ -868,11 +875,11 @@ impl Scheduler {
         // 15% headroom: rates are estimates, and a peer with one request in
         // flight loses a round trip per chunk that the estimate leaves out.
         let fetch = Duration::from_secs_f64(remaining as f64 * 1.15 / rate);
-        let play = self.duration.saturating_sub(self.playhead.position);
+        let play = self.duration.saturating_sub(from);
         let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
         let safety =
             live.iter().map(|p| p.rtt + p.secs(chunk)).min().unwrap_or(Duration::from_secs(1));
-        self.buffered_ahead() >= fetch.saturating_sub(play) + safety
+        self.buffered_ahead(from) >= fetch.saturating_sub(play) + safety
     }
 }
 
@@ -1155,9 +1162,9 @@ mod tests {
         let mut s = track();
         let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
         s.poll(ms(0));
-        assert!(!s.ready_to_start(), "nothing here yet");
+        assert!(!s.ready_to_start(ms(0)), "nothing here yet");
         s.on_received(p, 0, ms(70));
-        assert!(s.ready_to_start());
+        assert!(s.ready_to_start(ms(0)));
         // At ~18 KB/s the 40 KB/s track cannot start after 1.6 s buffered:
         // the rest would take ~87 s to fetch and only 38 s to play.
         let mut slow = track();
@@ -1166,11 +1173,28 @@ mod tests {
             slow.poll(ms(u64::from(c) * 1000));
             slow.on_received(q, c, ms(u64::from(c) * 1000 + 900));
         }
-        assert!(!slow.ready_to_start());
+        assert!(!slow.ready_to_start(ms(0)));
         // Once the whole track is here it starts, whatever the rate.
         for c in 4..100 {
             slow.on_received(q, c, ms(10_000 + u64::from(c)));
         }
-        assert!(slow.ready_to_start());
+        assert!(slow.ready_to_start(ms(0)));
+    }
+
+    #[test]
+    fn the_start_rule_counts_audio_from_where_playback_starts() {
+        // 10 chunks of 400 ms here from the track's start, on a fast swarm.
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(100), is_seed: false, has_all: true });
+        s.poll(ms(0));
+        for c in 0..10 {
+            s.on_received(p, c, ms(200));
+        }
+        assert!(s.ready_to_start(ms(0)));
+        assert_eq!(s.buffered_ahead(ms(3_990)), ms(10));
+        // 10 ms before the buffer's end: less than a round trip left, so a
+        // seek there waits (the playhead, still at 0, has 4 s).
+        assert!(!s.ready_to_start(ms(3_990)));
+        assert!(!s.ready_to_start(ms(20_000)), "nothing at a seek's target");
     }
 }

@@ -315,8 +315,11 @@ pub fn simulate(config: &SimConfig) -> SimReport {
             }
             Event::Wake(_) => {}
             Event::Tick => {
-                let ready =
-                    if config.start_at_once { sched.is_here(0) } else { sched.ready_to_start() };
+                let ready = if config.start_at_once {
+                    sched.is_here(0)
+                } else {
+                    sched.ready_to_start(Duration::ZERO)
+                };
                 if !play.started && ready {
                     play.started = true;
                     play.at = now;

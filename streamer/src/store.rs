@@ -322,7 +322,12 @@ impl TrackStore {
 
     /// Tells the fetcher that a seek to `chunk` is coming.
     pub fn hint(&self, chunk: ChunkIndex) {
-        self.lock().hint = Some(chunk.0);
+        let mut inner = self.lock();
+        inner.hint = Some(chunk.0);
+        // The reader goes there next (a demuxer scanning toward it moves
+        // the cursor back as it reads): the old place is behind it.
+        inner.cursor = chunk.0;
+        drop(inner);
         self.wake_fetcher.notify_one();
     }
 

@@ -322,7 +322,11 @@ mod tests {
         r.fill(&mut out);
         assert_eq!(out, [0.1; 5]);
         stats.request_seek(Duration::from_secs(30));
-        assert_eq!(stats.target_position(), stats.position(), "no segment begun yet");
+        assert_eq!(
+            stats.target_position(),
+            Duration::from_secs(30),
+            "asked, no segment begun yet: the fetch plans around the target already"
+        );
         // Asked, not begun: the old audio fades out over 5 ms (5 frames at
         // 1 kHz) instead of stopping dead, and the wait is not an underrun.
         let mut fade = [9.0f32; 8];
