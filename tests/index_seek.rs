@@ -108,6 +108,11 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
             lowest <= target_byte && target_byte - lowest < 64 * 1024,
             "{name}: read from {lowest}, target at {target_byte}"
         );
+        // The chunk a seek tells the fetch to get first is the first one
+        // the decoder reads.
+        let first_read = manifest.layout().chunk_at(lowest).unwrap();
+        let told = manifest.chunk_at_time(chorus_player::decode::reads_from(&manifest, target));
+        assert_eq!(told, first_read, "{name}: the seek hints another chunk than it reads");
         // The same audio as the long way, to the last sample.
         let (_, _, local) = decode_file(&path, Some(target)).unwrap();
         assert_eq!(at.as_secs_f64().round(), 60.0);

@@ -96,6 +96,20 @@ pub enum IndexedFormat {
 /// an MPEG frame's data may begin up to 511 bytes (a few frames) before it.
 const PREROLL: Duration = Duration::from_millis(250);
 
+/// Where in the track a seek to `t` begins reading: the preroll before it
+/// for the indexed formats that decode one (MPEG, Ogg Vorbis). What the
+/// fetch should ask for first.
+pub fn reads_from(manifest: &chorus_protocol::Manifest, t: Duration) -> Duration {
+    use chorus_protocol::{Codec, Container};
+    let media = manifest.media();
+    let preroll = match media.container {
+        Container::Mpeg => true,
+        Container::Ogg => media.codec == Codec::Vorbis,
+        _ => false,
+    };
+    if preroll && !media.time_index.is_empty() { t.saturating_sub(PREROLL) } else { t }
+}
+
 /// Maps a symphonia error, recovering our source's own reason when the
 /// data stopped coming.
 fn map_err(e: SymError) -> Error {

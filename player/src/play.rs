@@ -142,8 +142,9 @@ impl Playback {
     /// Seeks to `t` in the track (the latest request wins). Its latency
     /// is measured to the first sample played from there.
     pub fn seek(&self, t: Duration) {
-        let t = t.min(self.store.manifest().duration());
-        self.store.hint(self.store.manifest().chunk_at_time(t));
+        let m = self.store.manifest();
+        let t = t.min(m.duration());
+        self.store.hint(m.chunk_at_time(crate::decode::reads_from(m, t)));
         self.stats.request_seek(t);
         // Play from the new place once the start rule holds there again
         // (the fetcher re-raises it), not with one chunk in hand. Only
@@ -296,7 +297,7 @@ impl Player {
         let before = Counters::read(&stats);
         let fetch_stats = Arc::new(FetchStats::default());
         if !options.start.is_zero() {
-            store.hint(manifest.chunk_at_time(options.start));
+            store.hint(manifest.chunk_at_time(crate::decode::reads_from(&manifest, options.start)));
         }
         if new_sink {
             stats.plan_start(options.start);
