@@ -18,7 +18,7 @@ use chorus_protocol::message::{
 use chorus_protocol::{
     ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
 };
-use quinn::{Connection, RecvStream};
+use quinn::{Connection, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
@@ -143,9 +143,34 @@ impl Peer {
         &self.conn
     }
 
+    /// A stream, if the connection can open one at once (without waiting
+    /// for the peer to allow more). Streams opened in the order requests
+    /// are decided reach the peer in that order, and it serves them so:
+    /// spawned tasks would open theirs in whatever order they first run.
+    pub fn open_now(&self) -> Option<Result<(SendStream, RecvStream)>> {
+        let open = std::pin::pin!(self.conn.open_bi());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(open, &mut cx) {
+            std::task::Poll::Ready(r) => Some(r.map_err(Error::from)),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// Opens a stream, sends `msg`, finishes our side.
     async fn request(&self, msg: &Message) -> Result<RecvStream> {
-        let (mut send, recv) = self.conn.open_bi().await?;
+        self.request_on(None, msg).await
+    }
+
+    /// Sends `msg` on `opened` (or a stream opened now), finishes our side.
+    async fn request_on(
+        &self,
+        opened: Option<(SendStream, RecvStream)>,
+        msg: &Message,
+    ) -> Result<RecvStream> {
+        let (mut send, recv) = match opened {
+            Some(s) => s,
+            None => self.conn.open_bi().await?,
+        };
         write_message(&mut send, msg).await?;
         // Finishing only fails if the stream was already reset.
         let _ = send.finish();
@@ -263,8 +288,20 @@ impl Peer {
         count: u32,
         deadline_ms: u32,
     ) -> Result<ChunkStream> {
+        self.chunks_on(None, manifest, first, count, deadline_ms).await
+    }
+
+    /// [`Self::chunks`] on a stream already opened ([`Self::open_now`]).
+    pub async fn chunks_on(
+        &self,
+        opened: Option<(SendStream, RecvStream)>,
+        manifest: &Manifest,
+        first: ChunkIndex,
+        count: u32,
+        deadline_ms: u32,
+    ) -> Result<ChunkStream> {
         let req = ChunkRequest { track: manifest.id(), first, count, deadline_ms };
-        let recv = self.request(&Message::ChunkRequest(req)).await?;
+        let recv = self.request_on(opened, &Message::ChunkRequest(req)).await?;
         Ok(ChunkStream { recv, manifest: manifest.clone(), next: first.0, end: first.0 + count })
     }
 

@@ -390,6 +390,7 @@ pub async fn fetch_track(
         let reader = manifest.chunk_media_time(ChunkIndex(store.cursor()));
         let position = if playing { audible } else { reader.min(audible) };
         sched.set_playhead(Playhead { position, at: t, playing });
+        sched.set_target(audible);
         sched.set_blocked(store.blocked());
 
         if seeks != seen_seeks {
@@ -522,8 +523,12 @@ fn act(
             let Some(&i) = keys.get(&key) else { return };
             let deadline_ms =
                 u32::try_from(deadline.saturating_sub(now).as_millis()).unwrap_or(u32::MAX - 1);
+            // The stream is opened here, in the order the scheduler decided,
+            // so the peer sees (and serves) the requests in that order.
+            let opened = sources[i].peer.open_now().and_then(Result::ok);
             let task = tokio::spawn(request(
                 key,
+                opened,
                 sources[i].peer.clone(),
                 store.clone(),
                 chunk,
@@ -558,6 +563,7 @@ fn act(
 #[allow(clippy::too_many_arguments)]
 async fn request(
     key: PeerKey,
+    opened: Option<(quinn::SendStream, quinn::RecvStream)>,
     peer: Peer,
     store: Arc<TrackStore>,
     chunk: u32,
@@ -569,7 +575,7 @@ async fn request(
     let result = async {
         let mut stream = tokio::time::timeout(
             stall,
-            peer.chunks(store.manifest(), ChunkIndex(chunk), 1, deadline_ms),
+            peer.chunks_on(opened, store.manifest(), ChunkIndex(chunk), 1, deadline_ms),
         )
         .await
         .map_err(|_| Error::Timeout(stall, "the peer to accept a request"))??;

@@ -509,6 +509,11 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, di
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
         });
+        // Let it start before the next is accepted: requests that came
+        // together are then served in the order they were sent (most
+        // urgent first), not the last one first (tokio runs the task
+        // spawned last first).
+        tokio::task::yield_now().await;
     }
 }
 

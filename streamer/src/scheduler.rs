@@ -141,6 +141,11 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// How long the rest of the window waits after the chunks playback starts
+/// with were asked: long enough for a peer to read them and queue them
+/// first, short against any round trip.
+pub const FIRST_ALONE: Duration = Duration::from_millis(5);
+
 /// What the scheduler knows of a peer when it joins.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
@@ -227,6 +232,12 @@ pub struct Scheduler {
     duration: Duration,
     /// Chunks the decoder is blocked on: due now, whatever the playhead says.
     blocked: Vec<u32>,
+    /// Where playback (re)starts when not playing: the start offset or a
+    /// seek's target (the playhead may be a reader's place before it).
+    target: Duration,
+    /// When the chunks playback (re)starts with were first asked for, while
+    /// they are not all here: the rest waits [`FIRST_ALONE`] after it.
+    first_asked: Option<Duration>,
     /// The playhead jumped (a seek): what is in flight around the old place
     /// is withdrawn at the next poll.
     jumped: bool,
@@ -258,6 +269,8 @@ impl Scheduler {
             duration,
             blocked: Vec::new(),
             jumped: false,
+            first_asked: None,
+            target: Duration::ZERO,
             wake: None,
         }
     }
@@ -395,10 +408,19 @@ impl Scheduler {
         self.playhead = playhead;
     }
 
+    /// Where playback will (re)start once it is not playing: the start
+    /// offset, a seek's target. The chunks from the playhead (a reader's
+    /// place, which may be before it) through a margin past it are asked
+    /// first.
+    pub fn set_target(&mut self, target: Duration) {
+        self.target = target;
+    }
+
     /// The listener seeked: requests outside the new urgent window are
     /// withdrawn at the next poll.
     pub fn seeked(&mut self) {
         self.jumped = true;
+        self.first_asked = None;
     }
 
     /// Chunks the decoder is waiting for right now (they are due at once).
@@ -575,7 +597,36 @@ impl Scheduler {
         if std::mem::take(&mut self.jumped) {
             self.withdraw_outside(&urgent, &mut actions);
         }
+        // Not playing (starting, or seeking): what playback starts with is
+        // asked first, and the rest a moment later. Asked in one burst, the
+        // peer reads them from disk in parallel and sends whichever is read
+        // first; its link's queue is first in, first out, so a chunk 20 s
+        // ahead could go before the one at the seek's target.
+        let first = if self.playhead.playing { None } else { self.first_needed(start) };
+        let holding = match (&first, self.first_asked) {
+            (None, _) => {
+                self.first_asked = None;
+                false
+            }
+            (Some(_), None) => {
+                self.first_asked = Some(now);
+                note(now + FIRST_ALONE);
+                true
+            }
+            (Some(_), Some(at)) => {
+                note(at + FIRST_ALONE);
+                now < at + FIRST_ALONE
+            }
+        };
         for i in urgent {
+            if holding
+                && let Some(range) = &first
+                && !range.contains(&i)
+                && !self.header[i as usize]
+                && !self.blocked.contains(&i)
+            {
+                continue;
+            }
             let deadline = self.deadline(i, now);
             match &self.state[i as usize] {
                 ChunkState::Here => {}
@@ -632,6 +683,10 @@ impl Scheduler {
         // what lies behind it (an MP3's leading tag, which the player skips;
         // what a seek jumped over), a few chunks at a time, so the cache
         // ends up with the whole track.
+        if holding {
+            self.wake = wake;
+            return actions;
+        }
         if (start..n).all(|i| !matches!(self.state[i as usize], ChunkState::Missing)) {
             let behind: Vec<u32> = (0..start)
                 .filter(|&i| {
@@ -839,6 +894,36 @@ impl Scheduler {
         }
     }
 
+    /// The chunks playback (re)starts with from `start` (the reader's
+    /// chunk), while any of them, a header or a chunk a reader is blocked
+    /// on is not here yet: through twice the start rule's margin (a round
+    /// trip and a chunk from the best peer) of audio past the target (or
+    /// the chunk, if later), at most 8 chunks past the target's. `None`
+    /// once they are all here.
+    fn first_needed(&self, start: u32) -> Option<std::ops::RangeInclusive<u32>> {
+        let n = self.chunk_count();
+        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
+        let margin = self
+            .peers
+            .iter()
+            .filter(|p| !p.dead)
+            .map(|p| p.rtt + p.secs(chunk))
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let from = self.media.get(start as usize).copied().unwrap_or_default().max(self.target);
+        let until = from + margin * 2;
+        let mut end = start.max(self.chunk_at(self.target));
+        let last = end + 7;
+        while end + 1 < n && end < last && self.media[end as usize + 1] <= until {
+            end += 1;
+        }
+        let range = start..=end;
+        let waiting = range.clone().any(|i| !self.is_here(i))
+            || (0..n).any(|i| self.header[i as usize] && !self.is_here(i))
+            || self.blocked.iter().any(|&i| i < n && !self.is_here(i));
+        waiting.then_some(range)
+    }
+
     /// Media time buffered contiguously from `from`.
     pub fn buffered_ahead(&self, from: Duration) -> Duration {
         let start = self.chunk_at(from);
@@ -905,6 +990,13 @@ mod tests {
         )
     }
 
+    /// [`track`], playing from its start at time 0.
+    fn playing_track() -> Scheduler {
+        let mut s = track();
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        s
+    }
+
     fn requests(actions: &[Action]) -> Vec<(usize, u32)> {
         actions
             .iter()
@@ -917,7 +1009,7 @@ mod tests {
 
     #[test]
     fn earliest_deadline_first_to_the_fastest_peer() {
-        let mut s = track();
+        let mut s = playing_track();
         let slow = s.add_peer(PeerInfo { rtt: ms(200), is_seed: false, has_all: true });
         let fast = s.add_peer(PeerInfo { rtt: ms(20), is_seed: false, has_all: true });
         let r = requests(&s.poll(ms(0)));
@@ -1046,7 +1138,7 @@ mod tests {
 
     #[test]
     fn corrupt_twice_drops_the_peer_and_its_work_returns() {
-        let mut s = track();
+        let mut s = playing_track();
         let bad = s.add_peer(PeerInfo { rtt: ms(1), is_seed: false, has_all: true });
         let good = s.add_peer(PeerInfo { rtt: ms(50), is_seed: false, has_all: true });
         let r = requests(&s.poll(ms(0)));
@@ -1072,7 +1164,7 @@ mod tests {
 
     #[test]
     fn a_peer_overtaken_by_hedges_without_delivering_loses_its_place() {
-        let mut s = track();
+        let mut s = playing_track();
         let stalling = s.add_peer(PeerInfo { rtt: ms(1), is_seed: false, has_all: true });
         let honest = s.add_peer(PeerInfo { rtt: ms(50), is_seed: false, has_all: true });
         let r = requests(&s.poll(ms(0)));
@@ -1179,6 +1271,26 @@ mod tests {
             slow.on_received(q, c, ms(10_000 + u64::from(c)));
         }
         assert!(slow.ready_to_start(ms(0)));
+    }
+
+    #[test]
+    fn what_playback_starts_with_is_asked_a_moment_before_the_rest() {
+        // A seek to 20 s (chunk 50) on a 100 ms link: the chunks covering
+        // twice the start rule's margin are asked at once, the rest of the
+        // window FIRST_ALONE later (the driver is woken for it).
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(100), is_seed: false, has_all: true });
+        s.on_received(p, 0, ms(0));
+        s.set_playhead(Playhead { position: ms(20_000), at: ms(0), playing: false });
+        assert_eq!(requests(&s.poll(ms(0))), vec![(p.0, 50)]);
+        assert_eq!(s.poll_timeout(), Some(FIRST_ALONE));
+        assert!(requests(&s.poll(ms(1))).is_empty(), "the rest waits");
+        let rest = requests(&s.poll(FIRST_ALONE));
+        assert!(!rest.is_empty() && rest.iter().all(|&(_, c)| c > 50), "{rest:?}");
+        // Playing, nothing waits.
+        let mut t = playing_track();
+        let q = t.add_peer(PeerInfo { rtt: ms(100), is_seed: false, has_all: true });
+        assert_eq!(requests(&t.poll(ms(0))), vec![(q.0, 0), (q.0, 1)]);
     }
 
     #[test]
