@@ -6,42 +6,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use chorus_streamer::identity::Identity;
 use chorus_streamer::netem::LinkProfile;
-use chorus_streamer::node::{Node, NodeLimits};
-use chorus_streamer::tls::TransportLimits;
-use chorus_streamer::transport::Transport;
 use common::*;
 
 async fn fetch_over(profile: &str, seed: u64) -> (Duration, Duration, Vec<u8>, (u64, u64, u64)) {
     let profile = LinkProfile::by_name(profile).unwrap();
-    let lib = library_dir(&["apex-aleph.ogg"]);
-    let data = tempfile::tempdir().unwrap();
-    let (library, _, _) = scan(lib.path(), data.path());
-    let manifest = library.tracks().next().unwrap().manifest.clone();
-    let node = Node::bind_emulated(
-        Arc::new(Identity::ephemeral().unwrap()),
-        ([127, 0, 0, 1], 0).into(),
-        library,
-        None,
-        NodeLimits::default(),
-        Some((profile.clone(), seed)),
-    )
-    .unwrap();
-    let n = node.clone();
-    let serving = tokio::spawn(async move { n.serve().await });
-    let client = Transport::bind_emulated(
-        Arc::new(Identity::ephemeral().unwrap()),
-        ([127, 0, 0, 1], 0).into(),
-        None,
-        &TransportLimits::default(),
-        Some((profile, seed + 1)),
-    )
-    .unwrap();
+    let (node, client, _lib) = seed_and_listener(&["apex-aleph.ogg"], Some((profile, seed)));
+    let manifest =
+        node.with_library(|l| l.tracks().next().map(|t| t.manifest.clone())).flatten().unwrap();
     let peer = client.connect(node.transport().local_addr().unwrap(), None).await.unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("x.ogg");
@@ -55,7 +30,6 @@ async fn fetch_over(profile: &str, seed: u64) -> (Duration, Duration, Vec<u8>, (
     let bytes = std::fs::read(&file).unwrap();
     client.close().await;
     node.shutdown().await;
-    serving.abort();
     (elapsed, rtt, bytes, counts)
 }
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -14,45 +13,21 @@ use chorus_player::play::{PlayOptions, play};
 use chorus_player::sink::OutputSpec;
 use chorus_protocol::ChunkIndex;
 use chorus_protocol::message::Want;
-use chorus_streamer::identity::Identity;
 use chorus_streamer::netem::LinkProfile;
-use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::node::Node;
 use chorus_streamer::start::Pool;
 use chorus_streamer::transport::Transport;
 use common::*;
 
 /// A seed of `names` and a listener endpoint, both behind `link`.
-async fn setup(names: &[&str], link: &str) -> (Node, Transport, tempfile::TempDir) {
-    let link = LinkProfile::by_name(link).unwrap();
-    let lib = library_dir(names);
-    let data = tempfile::tempdir().unwrap();
-    let (library, _, _) = scan(lib.path(), data.path());
-    let node = Node::bind_emulated(
-        Arc::new(Identity::ephemeral().unwrap()),
-        ([127, 0, 0, 1], 0).into(),
-        library,
-        None,
-        NodeLimits::default(),
-        Some((link.clone(), 1)),
-    )
-    .unwrap();
-    let n = node.clone();
-    tokio::spawn(async move { n.serve().await });
-    let listener = Transport::bind_emulated(
-        Arc::new(Identity::ephemeral().unwrap()),
-        ([127, 0, 0, 1], 0).into(),
-        None,
-        &Default::default(),
-        Some((link, 2)),
-    )
-    .unwrap();
-    (node, listener, lib)
+fn setup(names: &[&str], link: &str) -> (Node, Transport, tempfile::TempDir) {
+    seed_and_listener(names, Some((LinkProfile::by_name(link).unwrap(), 1)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_the_listener_gave_up_are_dropped_not_sent() {
     // 10 Mbit/s: the requests below ask for 4 MB, over 3 s of link.
-    let (node, listener, _lib) = setup(&["deprecation.wav"], "4g").await;
+    let (node, listener, _lib) = setup(&["deprecation.wav"], "4g");
     let addr = node.transport().local_addr().unwrap();
     let peer = listener.connect(addr, Some(node.transport().peer_id())).await.unwrap();
     let id = node.with_library(|l| l.tracks().next().map(|t| t.manifest.id())).flatten().unwrap();
@@ -109,7 +84,7 @@ async fn replies_the_listener_gave_up_are_dropped_not_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_seek_playback_waits_for_the_start_rule_at_the_new_place() {
-    let (node, listener, _lib) = setup(&["awakening.flac"], "transatlantic").await;
+    let (node, listener, _lib) = setup(&["awakening.flac"], "transatlantic");
     let addr = node.transport().local_addr().unwrap();
     let pool = Pool::dial(&listener, &[(addr, Some(node.transport().peer_id()))]);
     let id = node.with_library(|l| l.tracks().next().map(|t| t.manifest.id())).flatten().unwrap();

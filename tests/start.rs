@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use chorus_player::play::{PlayOptions, play};
 use chorus_player::sink::OutputSpec;
 use chorus_protocol::message::Want;
-use chorus_streamer::identity::Identity;
 use chorus_streamer::netem::LinkProfile;
-use chorus_streamer::node::{Node, NodeLimits};
+use chorus_streamer::node::Node;
 use chorus_streamer::start::Pool;
 use chorus_streamer::transport::Transport;
 use common::*;
@@ -34,30 +33,7 @@ const FORMATS: [&str; 7] = [
 /// A seed and a listener endpoint, both behind `link` (None: plain
 /// loopback).
 async fn setup(link: Option<LinkProfile>) -> (Node, Transport, tempfile::TempDir) {
-    let lib = library_dir(&FORMATS);
-    let data = tempfile::tempdir().unwrap();
-    let (library, _, _) = scan(lib.path(), data.path());
-    let id = Arc::new(Identity::ephemeral().unwrap());
-    let node = Node::bind_emulated(
-        id,
-        ([127, 0, 0, 1], 0).into(),
-        library,
-        None,
-        NodeLimits::default(),
-        link.clone().map(|l| (l, 1)),
-    )
-    .unwrap();
-    let n = node.clone();
-    tokio::spawn(async move { n.serve().await });
-    let listener = Transport::bind_emulated(
-        Arc::new(Identity::ephemeral().unwrap()),
-        ([127, 0, 0, 1], 0).into(),
-        None,
-        &Default::default(),
-        link.map(|l| (l, 2)),
-    )
-    .unwrap();
-    (node, listener, lib)
+    seed_and_listener(&FORMATS, link.map(|l| (l, 1)))
 }
 
 fn pool_for(listener: &Transport, node: &Node) -> Arc<Pool> {

@@ -252,3 +252,36 @@ pub fn assert_plays_start_of(wav: &Path, name: &str) -> usize {
     assert!(exact, "{name}: not sample-exact");
     played.len()
 }
+
+/// A seed serving `names` and a listener endpoint, both on 127.0.0.1 and
+/// behind `link` (the seed's draws from `seed`, the listener's from
+/// `seed + 1`), or on plain loopback with `None`. Call inside a runtime:
+/// the seed serves until shut down.
+pub fn seed_and_listener(
+    names: &[&str],
+    link: Option<(chorus_streamer::netem::LinkProfile, u64)>,
+) -> (Node, Transport, tempfile::TempDir) {
+    let lib = library_dir(names);
+    let data = tempfile::tempdir().expect("temp dir");
+    let (library, _, _) = scan(lib.path(), data.path());
+    let node = Node::bind_emulated(
+        Arc::new(Identity::ephemeral().expect("identity")),
+        ([127, 0, 0, 1], 0).into(),
+        library,
+        None,
+        NodeLimits::default(),
+        link.clone(),
+    )
+    .expect("bind seed");
+    let n = node.clone();
+    tokio::spawn(async move { n.serve().await });
+    let listener = Transport::bind_emulated(
+        Arc::new(Identity::ephemeral().expect("identity")),
+        ([127, 0, 0, 1], 0).into(),
+        None,
+        &TransportLimits::default(),
+        link.map(|(l, seed)| (l, seed + 1)),
+    )
+    .expect("bind listener");
+    (node, listener, lib)
+}
