@@ -952,7 +952,13 @@ impl Scheduler {
             return true;
         }
         let live: Vec<&Peer> = self.peers.iter().filter(|p| !p.dead).collect();
-        let rate: f64 = live.iter().map(|p| p.rate).sum::<f64>().max(1.0);
+        // Only rates measured count: a peer's assumed rate is a guess, and
+        // on a slow swarm the guesses of peers not yet heard from started
+        // playback that then stuttered. With none measured, the guess of
+        // one peer.
+        let measured: f64 = live.iter().filter(|p| p.samples > 0).map(|p| p.rate).sum();
+        let guess = live.iter().map(|p| p.rate).fold(0.0, f64::max);
+        let rate = if measured > 0.0 { measured } else { guess }.max(1.0);
         let remaining: u64 = (start..self.chunk_count())
             .filter(|&i| !self.is_here(i))
             .map(|i| u64::from(self.sizes[i as usize]))
