@@ -902,14 +902,7 @@ impl Scheduler {
     /// once they are all here.
     fn first_needed(&self, start: u32) -> Option<std::ops::RangeInclusive<u32>> {
         let n = self.chunk_count();
-        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
-        let margin = self
-            .peers
-            .iter()
-            .filter(|p| !p.dead)
-            .map(|p| p.rtt + p.secs(chunk))
-            .min()
-            .unwrap_or(Duration::from_secs(1));
+        let margin = self.start_margin();
         let from = self.media.get(start as usize).copied().unwrap_or_default().max(self.target);
         let until = from + margin * 2;
         let mut end = start.max(self.chunk_at(self.target));
@@ -967,10 +960,19 @@ impl Scheduler {
         // flight loses a round trip per chunk that the estimate leaves out.
         let fetch = Duration::from_secs_f64(remaining as f64 * 1.15 / rate);
         let play = self.duration.saturating_sub(from);
+        self.buffered_ahead(from) >= fetch.saturating_sub(play) + self.start_margin()
+    }
+
+    /// The start rule's margin: one chunk's fetch from the best live peer
+    /// (its round trip and the chunk at its rate); 1 s with none.
+    fn start_margin(&self) -> Duration {
         let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
-        let safety =
-            live.iter().map(|p| p.rtt + p.secs(chunk)).min().unwrap_or(Duration::from_secs(1));
-        self.buffered_ahead(from) >= fetch.saturating_sub(play) + safety
+        self.peers
+            .iter()
+            .filter(|p| !p.dead)
+            .map(|p| p.rtt + p.secs(chunk))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
