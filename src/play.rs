@@ -63,7 +63,18 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         None => Transport::client(identity, &Default::default())?,
     };
     let addrs: Vec<_> = settings.peers.0.iter().map(|a| (a.addr, a.id)).collect();
-    let pool = Pool::dial(&transport, &addrs);
+    // Tickets from earlier runs: to peers that gave one, the first start
+    // request rides in the handshake (one round trip to the first note).
+    let tickets = peers::data_dir(global).ok().map(|d| d.join(TICKETS_FILE));
+    if let Some(file) = &tickets {
+        transport.resume().load(file);
+    }
+    let first = match (&args.album, args.shuffle, args.what.first()) {
+        (None, false, Some(what)) => want_of(what),
+        _ => None,
+    };
+    let first_at = Duration::from_secs_f64(args.start.max(0.0));
+    let pool = Pool::dial_asking(&transport, &addrs, first.as_ref().map(|w| (w, first_at)));
     let mut memory = crate::memory::Memory::load(global);
     if addrs.is_empty() {
         crate::memory::dial_remembered(&memory, &pool);
@@ -92,6 +103,9 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let given = if settings.peers.1 == crate::config::Origin::Flag { "flag" } else { "config" };
     let served = served.into_inner().unwrap_or_default();
     crate::memory::remember(&mut memory, &pool, given, &served);
+    if let Err(e) = transport.resume().save() {
+        tracing::debug!("cannot keep the start tickets: {e}");
+    }
     peers::remember_dht(global, dht.as_ref()).await;
     transport.close().await;
     match result {
@@ -214,6 +228,19 @@ impl Prepared {
     }
 }
 
+/// The file in the data dir that keeps peers' start tickets.
+const TICKETS_FILE: &str = "tickets";
+
+/// What a start request asks for `query`: a track id, or a query; `None`
+/// for an id prefix (that needs a search).
+fn want_of(query: &str) -> Option<Want> {
+    match query.parse::<TrackId>() {
+        Ok(id) => Some(Want::Track(id)),
+        Err(_) if is_id_prefix(query) => None,
+        Err(_) => Some(Want::Query(query.to_owned())),
+    }
+}
+
 /// Finds a track and what it takes to start it: one start request to the
 /// first peer of the pool that answers (by id or by query alike), whose
 /// response carries the manifest and the head of the track; the other
@@ -227,11 +254,7 @@ pub async fn prepare(
     query: &str,
     at: Duration,
 ) -> Result<Prepared> {
-    let want = match query.parse::<TrackId>() {
-        Ok(id) => Some(Want::Track(id)),
-        Err(_) if is_id_prefix(query) => None,
-        Err(_) => Some(Want::Query(query.to_owned())),
-    };
+    let want = want_of(query);
     let started = match &want {
         Some(want) => pool.start(want, at).await,
         None => Err(chorus_streamer::Error::NoPeer("an id prefix needs a search".into())),

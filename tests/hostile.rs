@@ -83,9 +83,12 @@ fn rss_kib() -> u64 {
 
 /// Raw QUIC connections to the seed, no hello.
 async fn raw_connections(from: &Transport, to: SocketAddr, n: usize) -> Vec<quinn::Connection> {
-    let config =
-        chorus_streamer::tls::client_config(&Identity::ephemeral().unwrap(), &Default::default())
-            .unwrap();
+    let config = chorus_streamer::tls::client_config(
+        &Identity::ephemeral().unwrap(),
+        &Default::default(),
+        std::sync::Arc::new(quinn::NoneTokenStore),
+    )
+    .unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let connecting = from.endpoint().connect_with(config.clone(), to, "chorus").unwrap();
@@ -185,6 +188,7 @@ async fn who_has_after_a_poisoned_peer_exchange_sends_nothing_to_strangers() {
         agent: "liar".into(),
         observed: None,
         mapped: None,
+        ticket: None,
     });
     send.write_all(&chorus_protocol::frame::encode(&hello).unwrap()).await.unwrap();
     send.finish().unwrap();
@@ -504,6 +508,49 @@ async fn introductions_reflect_nothing_and_relays_stay_bounded() {
     let mut buf = [0u8; 2048];
     assert!(victim.recv(&mut buf).is_err(), "the seed sent packets to a named address");
     // The honest listener is served meanwhile.
+    honest_fetch(&t).await;
+    t.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sealed_starts_get_a_refusal_and_no_audio() {
+    use chorus_protocol::message::{StartRequest, Ticket};
+    let t = target(NodeLimits::default());
+    let a = attacker();
+    let config = chorus_streamer::tls::client_config(
+        &Identity::ephemeral().unwrap(),
+        &Default::default(),
+        std::sync::Arc::new(quinn::NoneTokenStore),
+    )
+    .unwrap();
+    // A ticket the seed never gave (a good expiry, a made-up key), and
+    // names in the sealed form that are not sealed requests at all.
+    let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let mut id = [7u8; 16];
+    id[..4].copy_from_slice(&(expiry.as_secs() as u32 + 3600).to_be_bytes());
+    let forged = Ticket { id, key: [9; 32] };
+    let request = StartRequest { want: Want::Track(t.track), at_ms: 0, budget: 1 << 20 };
+    let names = [
+        chorus_streamer::resume::seal(&forged, &request).unwrap(),
+        "aaaaaaaa.start.chorus".to_owned(),
+        format!("{}.start.chorus", "7".repeat(63)),
+    ];
+    for name in &names {
+        let connecting = a.endpoint().connect_with(config.clone(), t.addr, name).unwrap();
+        let conn = connecting.await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        let frame = chorus_streamer::wire::read_frame(&mut recv).await.unwrap().unwrap();
+        assert_eq!(
+            error_code(&frame.message),
+            Some(chorus_protocol::message::ErrorCode::Refused),
+            "{name}: {:?}",
+            frame.message.kind()
+        );
+        assert!(chorus_streamer::wire::read_frame(&mut recv).await.unwrap().is_none());
+    }
+    let stats = t.node.stats();
+    assert_eq!(stats.sealed_refused.load(Relaxed), names.len());
+    assert_eq!((stats.sealed_starts.load(Relaxed), stats.chunks_served.load(Relaxed)), (0, 0));
     honest_fetch(&t).await;
     t.node.shutdown().await;
 }

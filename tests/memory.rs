@@ -36,12 +36,17 @@ fn a_restarted_listener_is_back_in_the_swarm_without_asking_anyone() {
     assert!(row.contains(" ms") && served, "RTT and bytes served: {row}");
 
     // Again, with no peer given (no config, no LAN, no DHT): from memory.
+    // The seed gave a start ticket last time: the request rides in the
+    // handshake, and the answer comes with the seed's.
     let o = chorus_cmd(data.path())
-        .args(["play", "apex", "--out", "null", "--duration", "0.5"])
+        .args(["play", "apex", "--out", "null", "--duration", "0.5", "-v"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("from 1 peer(s)"), "played from the remembered seed: {stdout}");
+    let start = stdout.lines().find(|l| l.contains("start: dial")).expect("the start timeline");
+    assert!(start.contains("start sealed in the handshake"), "{start}");
+    assert!(!start.contains("start request sent"), "{start}");
     rt.block_on(seed.stop());
 }

@@ -118,3 +118,108 @@ async fn by_query_costs_no_request_more_than_by_id_behind_a_slow_link() {
     assert!(chunk_requests > 0, "the rest of the track is fetched by deadline afterwards");
     node.shutdown().await;
 }
+
+/// Plays `want` from a pool that knows it will ask for it first (as
+/// `chorus play` does), and returns how it started.
+async fn sealed_start(listener: &Transport, node: &Node, want: &Want) -> (bool, Vec<&'static str>) {
+    let addr = node.transport().local_addr().unwrap();
+    let peers = [(addr, Some(node.transport().peer_id()))];
+    let pool = Pool::dial_asking(listener, &peers, Some((want, Duration::ZERO)));
+    let s = pool.start(want, Duration::ZERO).await.unwrap();
+    assert!(!s.answer.head.is_empty());
+    let steps = s.timeline.steps.iter().map(|(step, _)| *step).collect();
+    (s.sealed, steps)
+}
+
+/// A listener endpoint of its own (a new process: nothing in memory), with
+/// the tickets kept in `file`.
+fn new_process(file: &std::path::Path, link: LinkProfile, seed: u64) -> Transport {
+    let t = Transport::bind_emulated(
+        Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        None,
+        &Default::default(),
+        Some((link, seed)),
+    )
+    .unwrap();
+    t.resume().load(file);
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_sends_its_start_sealed_in_the_handshake_and_gets_the_answer_with_it() {
+    let link = LinkProfile::by_name("transatlantic").unwrap();
+    let (node, _, _lib) = setup(Some(link.clone())).await;
+    let seed = node.transport().peer_id();
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("tickets");
+    let id = node.with_library(|l| l.best_match("inevitable").map(|e| e.track)).flatten().unwrap();
+    let want = Want::Track(id);
+
+    // First contact: the usual start (handshake, then the request); the
+    // seed's hello gives a ticket and QUIC gives address tokens.
+    let first = new_process(&file, link.clone(), 10);
+    let (sealed, steps) = sealed_start(&first, &node, &want).await;
+    assert!(!sealed && steps.contains(&"start request sent"), "{steps:?}");
+    // NEW_TOKEN frames follow the handshake's confirmation: wait for them
+    // (bounded: 1000 polls).
+    for _ in 0..1000 {
+        if first.resume().tokens(&seed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(first.resume().tokens(&seed) > 0, "no address token from the seed");
+    first.resume().save().unwrap();
+    first.close().await;
+    assert_eq!(node.stats().validated.load(Relaxed), 0);
+
+    // A new process, from the file: the request rides in the ClientHello,
+    // the first packet proves the address, and the answer (manifest and
+    // head) comes with the seed's handshake. No request after it.
+    let second = new_process(&file, link.clone(), 20);
+    let (sealed, steps) = sealed_start(&second, &node, &want).await;
+    assert!(sealed, "the start was not answered with the handshake: {steps:?}");
+    assert!(!steps.contains(&"start request sent"), "{steps:?}");
+    assert_eq!(node.stats().sealed_starts.load(Relaxed), 1);
+    assert_eq!(node.stats().validated.load(Relaxed), 1, "the token did not prove the address");
+    assert_eq!(node.stats().starts.load(Relaxed), 2, "one start each, nothing else");
+
+    // By query too: the same one round trip.
+    second.resume().save().unwrap();
+    second.close().await;
+    let third = new_process(&file, link, 30);
+    let (sealed, _) = sealed_start(&third, &node, &Want::Query("inevitable".into())).await;
+    assert!(sealed, "a start by query was not answered with the handshake");
+    assert_eq!(node.stats().sealed_starts.load(Relaxed), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_the_seed_cannot_open_costs_a_round_trip_not_an_error() {
+    let (node, _, _lib) = setup(None).await;
+    let seed = node.transport().peer_id();
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("tickets");
+    let id = node.with_library(|l| l.best_match("awakening").map(|e| e.track)).flatten().unwrap();
+    let want = Want::Track(id);
+    let first = new_process(&file, LinkProfile::by_name("lan").unwrap(), 1);
+    assert!(!sealed_start(&first, &node, &want).await.0);
+    first.resume().save().unwrap();
+    first.close().await;
+    // Another key under the same ticket id (a ticket from an earlier
+    // identity of the seed, or tampered with).
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&seed.to_string()[..8])).unwrap();
+    let key = line.split_whitespace().nth(2).unwrap();
+    let flipped: String = key.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
+    std::fs::write(&file, text.replace(key, &flipped)).unwrap();
+
+    let second = new_process(&file, LinkProfile::by_name("lan").unwrap(), 2);
+    let (sealed, steps) = sealed_start(&second, &node, &want).await;
+    assert!(!sealed);
+    assert!(steps.contains(&"sealed start refused") && steps.contains(&"start request sent"));
+    assert_eq!(node.stats().sealed_refused.load(Relaxed), 1);
+    assert_eq!(node.stats().sealed_starts.load(Relaxed), 0);
+    node.shutdown().await;
+}

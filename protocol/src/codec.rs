@@ -135,6 +135,13 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    pub(crate) fn array16(&mut self) -> Result<[u8; 16]> {
+        let b = self.take(16)?;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(b);
+        Ok(out)
+    }
+
     pub(crate) fn array32(&mut self) -> Result<[u8; 32]> {
         let b = self.take(32)?;
         let mut out = [0u8; 32];

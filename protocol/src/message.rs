@@ -39,6 +39,28 @@ pub struct Hello {
     /// that reached it there knows the path is a mapped one. On the wire
     /// only when present, after `observed`.
     pub mapped: Option<SocketAddr>,
+    /// In a reply: a ticket with which the asker may put its next start
+    /// request into a later connection's TLS handshake (see the streamer's
+    /// `resume` module). On the wire only when present, after `mapped`.
+    pub ticket: Option<Ticket>,
+}
+
+/// A key a node gives a peer for starts that ride in the handshake: the
+/// peer seals its request with `key` and names the ticket by `id`; the
+/// node derives the key from the id, so it keeps no state per ticket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// Names the ticket (random, with its expiry), sent in the clear.
+    pub id: [u8; 16],
+    /// The request key: secret between the two peers.
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never goes into a log.
+        f.debug_struct("Ticket").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 impl Hello {
@@ -471,6 +493,7 @@ impl Message {
                     + str_len(&m.agent)
                     + m.observed.as_ref().map_or(0, |a| 1 + socket_addr_len(a))
                     + m.mapped.as_ref().map_or(0, |a| 1 + socket_addr_len(a))
+                    + m.ticket.as_ref().map_or(0, |_| 1 + 16 + 32)
             }
             Self::SearchRequest(m) => str_len(&m.query) + varint_len(u64::from(m.limit)),
             Self::SearchResponse(m) => {
@@ -545,6 +568,11 @@ impl Message {
                 if let Some(a) = &m.mapped {
                     buf.put_u8(2);
                     buf.put_socket_addr(a);
+                }
+                if let Some(t) = &m.ticket {
+                    buf.put_u8(3);
+                    buf.put_slice(&t.id);
+                    buf.put_slice(&t.key);
                 }
             }
             Self::SearchRequest(m) => {
@@ -657,7 +685,7 @@ impl Message {
                 let listen_addrs = read_addrs(r)?;
                 let agent = r.str("agent", limits::MAX_TAG_LEN)?;
                 // Optional fields, each tagged, in this order.
-                let (mut observed, mut mapped) = (None, None);
+                let (mut observed, mut mapped, mut ticket) = (None, None, None);
                 let mut last = 0;
                 while r.remaining() > 0 {
                     let tag = r.u8()?;
@@ -668,6 +696,7 @@ impl Message {
                     match tag {
                         1 => observed = Some(r.socket_addr()?),
                         2 => mapped = Some(r.socket_addr()?),
+                        3 => ticket = Some(Ticket { id: r.array16()?, key: r.array32()? }),
                         _ => return Err(ProtocolError::Invalid("hello optional fields")),
                     }
                 }
@@ -679,6 +708,7 @@ impl Message {
                     agent,
                     observed,
                     mapped,
+                    ticket,
                 })
             }
             MessageKind::SearchRequest => Self::SearchRequest(SearchRequest {

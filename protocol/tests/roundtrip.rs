@@ -118,6 +118,7 @@ fn hello() -> Message {
         agent: String::new(),
         observed: None,
         mapped: None,
+        ticket: None,
     })
 }
 
@@ -212,6 +213,7 @@ fn version_negotiation_picks_the_highest_common_version() {
         agent: String::new(),
         observed: None,
         mapped: None,
+        ticket: None,
     };
     assert_eq!(h(1, 3).negotiate(1, 2), Some(2));
     assert_eq!(h(1, 1).negotiate(1, 4), Some(1));
@@ -330,9 +332,16 @@ fn a_hello_s_optional_fields_decode_alone_or_together_and_only_in_order() {
         agent: "t".into(),
         observed: None,
         mapped: None,
+        ticket: None,
     };
-    for (observed, mapped) in [(None, Some(addr(2))), (Some(addr(3)), Some(addr(4)))] {
-        let m = Message::Hello(Hello { observed, mapped, ..base.clone() });
+    let ticket = Some(chorus_protocol::message::Ticket { id: [5; 16], key: [6; 32] });
+    for (observed, mapped, ticket) in [
+        (None, Some(addr(2)), None),
+        (Some(addr(3)), Some(addr(4)), None),
+        (None, None, ticket.clone()),
+        (Some(addr(3)), None, ticket),
+    ] {
+        let m = Message::Hello(Hello { observed, mapped, ticket, ..base.clone() });
         let bytes = frame::encode(&m).unwrap();
         assert_eq!(frame::decode(&bytes).unwrap().message, m);
     }

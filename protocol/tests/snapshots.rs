@@ -32,6 +32,7 @@ fn hello() {
             agent: "chorus/0.1".into(),
             observed: None,
             mapped: None,
+            ticket: None,
         }),
         "00000037 01 01
          01 01

@@ -139,7 +139,8 @@ fn client_ip(i: usize) -> [u8; 4] {
 fn client_endpoint(limits: &TransportLimits, i: usize) -> Result<quinn::Endpoint> {
     let identity = Identity::ephemeral()?;
     let mut endpoint = quinn::Endpoint::client((client_ip(i), 0).into())?;
-    endpoint.set_default_client_config(tls::client_config(&identity, limits)?);
+    let tokens = std::sync::Arc::new(quinn::NoneTokenStore);
+    endpoint.set_default_client_config(tls::client_config(&identity, limits, tokens)?);
     Ok(endpoint)
 }
 

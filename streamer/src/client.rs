@@ -80,6 +80,7 @@ impl Peer {
             agent: String::new(),
             observed: None,
             mapped: None,
+            ticket: None,
         };
         Self { conn, id, addr, hello, version: frame::MIN_VERSION, path: crate::nat::Path::Direct }
     }
@@ -451,65 +452,95 @@ impl Peer {
     /// Only verified data comes back; a chunk the request did not ask for
     /// is bad data.
     pub async fn start(&self, want: &Want, at: Duration, budget: u32) -> Result<StartAnswer> {
-        let at_ms = u32::try_from(at.as_millis()).unwrap_or(u32::MAX);
-        let req = StartRequest { want: want.clone(), at_ms, budget };
-        let mut recv = self.request(&Message::StartRequest(req)).await?;
-        let claimed = match want {
-            Want::Track(_) => None,
-            Want::Query(_) => match next_reply(&mut recv).await? {
-                Message::SearchResponse(r) if r.results.len() == 1 => r.results.into_iter().next(),
-                _ => return Err(Error::UnexpectedReply("expected the best match")),
-            },
-        };
-        let id = match (want, &claimed) {
-            (Want::Track(id), _) => *id,
-            (_, Some(e)) => e.track,
-            (_, None) => return Err(Error::UnexpectedReply("expected the best match")),
-        };
-        let (manifest, origin) = match next_reply(&mut recv).await? {
-            Message::ManifestResponse(r) if r.track == id => {
-                (Manifest::decode_verified(r.manifest, id)?, r.origin)
-            }
-            _ => return Err(Error::UnexpectedReply("expected the manifest")),
-        };
-        let mut arrivals = (Some(std::time::Instant::now()), None);
-        let entry = match claimed {
-            // The name a peer claims must be the one the track carries.
-            Some(e) if e.tags != *manifest.tags() => {
-                return Err(Error::UnexpectedReply("search entry does not match the manifest"));
-            }
-            Some(e) => crate::library::catalog_entry(&manifest, e.file_name),
-            None => crate::library::catalog_entry(&manifest, String::new()),
-        };
-        let have = if origin {
-            None
-        } else {
-            match next_reply(&mut recv).await? {
-                Message::Have(h) if h.track == id => Some(clip_runs(h.runs, &manifest)),
-                _ => return Err(Error::UnexpectedReply("expected what the peer holds")),
-            }
-        };
-        // Return as soon as the decoder can start (the header chunks and
-        // the first audio chunk); the rest streams on. A cache may lack
-        // some of them: then the response ends early.
-        let expected = manifest.start_chunks(at, u64::from(budget));
-        let first = manifest.chunk_at_time(at);
-        let mut needed: Vec<ChunkIndex> = expected
-            .iter()
-            .copied()
-            .filter(|i| *i == first || manifest.is_header_chunk(*i))
-            .collect();
-        let mut rest = HeadRest { recv, manifest: manifest.clone(), expected: expected.clone() };
-        let mut head = Vec::with_capacity(needed.len());
-        while !needed.is_empty() {
-            let Some(chunk) = rest.next().await? else { break };
-            arrivals.1.get_or_insert_with(std::time::Instant::now);
-            needed.retain(|i| *i != chunk.index());
-            head.push(chunk);
-        }
-        let rest = (!rest.expected.is_empty()).then_some(rest);
-        Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
+        let req = start_request(want, at, budget);
+        let recv = self.request(&Message::StartRequest(req)).await?;
+        read_start(recv, want, at, budget).await
     }
+
+    /// The answer to the start request sealed in this connection's
+    /// handshake ([`crate::resume`]), which the peer sends on a stream it
+    /// opens with its handshake. An error (the peer could not open the
+    /// request, or sent nothing in three round trips) means: ask the usual
+    /// way.
+    pub async fn start_sealed(
+        &self,
+        want: &Want,
+        at: Duration,
+        budget: u32,
+    ) -> Result<StartAnswer> {
+        let wait = self.conn.rtt() * 3 + Duration::from_millis(100);
+        let recv = tokio::time::timeout(wait, self.conn.accept_uni())
+            .await
+            .map_err(|_| Error::Timeout(wait, "the start sent with the handshake"))??;
+        read_start(recv, want, at, budget).await
+    }
+}
+
+/// The start request for `want` at `at`.
+pub fn start_request(want: &Want, at: Duration, budget: u32) -> StartRequest {
+    let at_ms = u32::try_from(at.as_millis()).unwrap_or(u32::MAX);
+    StartRequest { want: want.clone(), at_ms, budget }
+}
+
+/// Reads a start response from `recv`.
+async fn read_start(
+    mut recv: RecvStream,
+    want: &Want,
+    at: Duration,
+    budget: u32,
+) -> Result<StartAnswer> {
+    let claimed = match want {
+        Want::Track(_) => None,
+        Want::Query(_) => match next_reply(&mut recv).await? {
+            Message::SearchResponse(r) if r.results.len() == 1 => r.results.into_iter().next(),
+            _ => return Err(Error::UnexpectedReply("expected the best match")),
+        },
+    };
+    let id = match (want, &claimed) {
+        (Want::Track(id), _) => *id,
+        (_, Some(e)) => e.track,
+        (_, None) => return Err(Error::UnexpectedReply("expected the best match")),
+    };
+    let (manifest, origin) = match next_reply(&mut recv).await? {
+        Message::ManifestResponse(r) if r.track == id => {
+            (Manifest::decode_verified(r.manifest, id)?, r.origin)
+        }
+        _ => return Err(Error::UnexpectedReply("expected the manifest")),
+    };
+    let mut arrivals = (Some(std::time::Instant::now()), None);
+    let entry = match claimed {
+        // The name a peer claims must be the one the track carries.
+        Some(e) if e.tags != *manifest.tags() => {
+            return Err(Error::UnexpectedReply("search entry does not match the manifest"));
+        }
+        Some(e) => crate::library::catalog_entry(&manifest, e.file_name),
+        None => crate::library::catalog_entry(&manifest, String::new()),
+    };
+    let have = if origin {
+        None
+    } else {
+        match next_reply(&mut recv).await? {
+            Message::Have(h) if h.track == id => Some(clip_runs(h.runs, &manifest)),
+            _ => return Err(Error::UnexpectedReply("expected what the peer holds")),
+        }
+    };
+    // Return as soon as the decoder can start (the header chunks and
+    // the first audio chunk); the rest streams on. A cache may lack
+    // some of them: then the response ends early.
+    let expected = manifest.start_chunks(at, u64::from(budget));
+    let first = manifest.chunk_at_time(at);
+    let mut needed: Vec<ChunkIndex> =
+        expected.iter().copied().filter(|i| *i == first || manifest.is_header_chunk(*i)).collect();
+    let mut rest = HeadRest { recv, manifest: manifest.clone(), expected: expected.clone() };
+    let mut head = Vec::with_capacity(needed.len());
+    while !needed.is_empty() {
+        let Some(chunk) = rest.next().await? else { break };
+        arrivals.1.get_or_insert_with(std::time::Instant::now);
+        needed.retain(|i| *i != chunk.index());
+        head.push(chunk);
+    }
+    let rest = (!rest.expected.is_empty()).then_some(rest);
+    Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
 }
 
 fn clip_runs(runs: Vec<ChunkRun>, manifest: &Manifest) -> Vec<ChunkRun> {

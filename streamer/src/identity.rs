@@ -167,6 +167,13 @@ impl Identity {
         vec![self.cert.clone()]
     }
 
+    /// A 32-byte secret for `context` (a fixed string naming its use),
+    /// derived from the node's key: the same across restarts, unknown to
+    /// anyone without the key.
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.key_der)
+    }
+
     /// The private key.
     pub fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))

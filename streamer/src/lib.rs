@@ -31,6 +31,7 @@ pub mod netem;
 pub mod node;
 pub mod portmap;
 pub mod probe;
+pub mod resume;
 pub mod scheduler;
 #[cfg(feature = "testkit")]
 pub mod sim;

@@ -107,6 +107,16 @@ pub struct NodeStats {
     pub bytes_served: AtomicUsize,
     /// Start requests answered.
     pub starts: AtomicUsize,
+    /// Of those, requests sealed in a handshake and answered with it
+    /// ([`crate::resume`]).
+    pub sealed_starts: AtomicUsize,
+    /// Handshakes whose first packet proved the peer's address (a QUIC
+    /// token from an earlier connection, or a Retry): no limit of three
+    /// times the bytes received holds back what this node sends first.
+    pub validated: AtomicUsize,
+    /// Sealed requests that could not be opened (an unknown or expired
+    /// ticket): the asker was told, and asks the usual way.
+    pub sealed_refused: AtomicUsize,
     /// Chunk requests answered (start requests not counted).
     pub chunk_requests: AtomicUsize,
     /// Replies whose asker stopped reading before they were delivered
@@ -145,6 +155,8 @@ struct Shared {
     introductions: crate::nat::Bucket,
     /// Rendezvous this node acts on (each sends a few packets).
     punches: crate::nat::Bucket,
+    /// Issues start tickets and opens the requests sealed with them.
+    opener: crate::resume::Opener,
 }
 
 /// Introductions a node makes: a burst of 16, then 4 a second.
@@ -323,6 +335,7 @@ impl Node {
             relays: crate::nat::Relays::new(relay),
             introductions: crate::nat::Bucket::new(INTRODUCTIONS.0, INTRODUCTIONS.1),
             punches: crate::nat::Bucket::new(PUNCHES.0, PUNCHES.1),
+            opener: crate::resume::Opener::new(transport.identity()),
         });
         Ok(Self { transport, shared })
     }
@@ -425,6 +438,9 @@ impl Node {
                 continue;
             }
             stats.connections.fetch_add(1, Ordering::Relaxed);
+            if incoming.remote_address_validated() {
+                stats.validated.fetch_add(1, Ordering::Relaxed);
+            }
             if let Ok(mut m) = shared.per_ip.lock() {
                 *m.entry(ip).or_default() += 1;
             }
@@ -433,7 +449,7 @@ impl Node {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let deadline = shared.limits.handshake_timeout;
-                let handshake = tokio::time::timeout(deadline, incoming).await;
+                let handshake = tokio::time::timeout(deadline, handshake(&shared, incoming)).await;
                 shared.stats.handshaking.fetch_sub(1, Ordering::Relaxed);
                 match handshake {
                     Ok(Ok(conn)) => serve_connection(shared.clone(), conn).await,
@@ -451,6 +467,88 @@ impl Node {
     /// Closes every connection and the endpoint.
     pub async fn shutdown(&self) {
         self.transport.close().await;
+    }
+}
+
+/// Completes an incoming handshake. A start request sealed in its server
+/// name ([`crate::resume`]) is answered at once, on a stream this node
+/// opens, as 0.5-RTT data behind the handshake flight; one that cannot be
+/// opened gets an error there, so the asker asks the usual way at once.
+async fn handshake(
+    shared: &Arc<Shared>,
+    incoming: quinn::Incoming,
+) -> std::result::Result<Connection, quinn::ConnectionError> {
+    let mut connecting = incoming.accept()?;
+    let name = connecting
+        .handshake_data()
+        .await?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()
+        .and_then(|d| d.server_name);
+    let Some(name) = name.filter(|n| crate::resume::is_sealed(n)) else {
+        return connecting.await;
+    };
+    // A server's conversion always succeeds (quinn's docs).
+    let (conn, established) = match connecting.into_0rtt() {
+        Ok(c) => c,
+        Err(connecting) => return connecting.await,
+    };
+    let request = shared.opener.open(&name, std::time::SystemTime::now());
+    let s = shared.clone();
+    let c = conn.clone();
+    tokio::spawn(async move { push_start(&s, &c, request).await });
+    // The response goes before the client's certificate is checked: the
+    // request proved the asker holds a ticket only a peer that completed a
+    // handshake got; the rest waits for the handshake, as for anyone.
+    established.await;
+    match conn.close_reason() {
+        Some(e) => Err(e),
+        None => Ok(conn),
+    }
+}
+
+/// Sends the answer to a sealed start request on a stream of its own.
+/// Bounded like any start: one per connection, at most
+/// [`limits::MAX_START_BUDGET`] of audio.
+async fn push_start(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    request: std::result::Result<StartRequest, crate::resume::Refusal>,
+) {
+    let Ok(mut send) = conn.open_uni().await else { return };
+    let result = match request {
+        Ok(r) => {
+            shared.stats.sealed_starts.fetch_add(1, Ordering::Relaxed);
+            let budget = Semaphore::new(shared.limits.max_outstanding_bytes_per_peer);
+            serve_start(shared, &budget, &mut send, r).await
+        }
+        Err(why) => {
+            shared.stats.sealed_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("sealed start from {} refused: {why}", conn.remote_address());
+            write_error(&mut send, ErrorCode::Refused, why.to_string()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("sealed start to {} failed: {e}", conn.remote_address());
+    }
+    finish_or_reset(shared, send).await;
+}
+
+/// Finishes a reply; one the asker stops reading is reset, so the rest is
+/// dropped, not sent.
+async fn finish_or_reset(shared: &Shared, mut send: SendStream) {
+    let stopped = send.stopped();
+    let _ = send.finish();
+    // A reply the asker gave up on (a cancelled request: it stopped the
+    // stream) would otherwise still go out in full from QUIC's send
+    // buffer, using the link and holding one of the asker's streams until
+    // every byte is acknowledged: after a seek the new place's requests
+    // waited seconds for stream credit behind the old place's replies.
+    // Reset it, so the rest is dropped. Bounded: one task per open stream,
+    // ending when the reply is acknowledged or the connection closes.
+    if let Ok(Some(code)) = stopped.await {
+        shared.stats.replies_stopped.fetch_add(1, Ordering::Relaxed);
+        let _ = send.reset(code);
     }
 }
 
@@ -576,6 +674,9 @@ async fn serve_stream(
                     observed: Some(remote),
                     mapped: shared.transport.mapped(),
                     listen_addrs: shared.transport.listen_addrs(),
+                    // A new one each time: a ticket's id goes in the clear,
+                    // so a fresh one keeps connections from being linked.
+                    ticket: Some(shared.opener.issue(std::time::SystemTime::now())),
                     ..shared.hello.clone()
                 };
                 write_message(&mut send, &Message::Hello(reply)).await?;
@@ -673,19 +774,7 @@ async fn serve_stream(
             write_error(&mut send, ErrorCode::BadRequest, msg).await?;
         }
     }
-    let stopped = send.stopped();
-    let _ = send.finish();
-    // A reply the asker gave up on (a cancelled request: it stopped the
-    // stream) would otherwise still go out in full from QUIC's send
-    // buffer, using the link and holding one of the asker's streams until
-    // every byte is acknowledged: after a seek the new place's requests
-    // waited seconds for stream credit behind the old place's replies.
-    // Reset it, so the rest is dropped. Bounded: one task per open stream,
-    // ending when the reply is acknowledged or the connection closes.
-    if let Ok(Some(code)) = stopped.await {
-        shared.stats.replies_stopped.fetch_add(1, Ordering::Relaxed);
-        let _ = send.reset(code);
-    }
+    finish_or_reset(shared, send).await;
     Ok(())
 }
 

@@ -58,6 +58,9 @@ pub struct Started {
     pub source: Source,
     /// When each step happened.
     pub timeline: Timeline,
+    /// True if the answer came with the peer's handshake, to a request
+    /// sealed in it ([`crate::resume`]): one round trip to the first note.
+    pub sealed: bool,
 }
 
 #[derive(Default)]
@@ -75,7 +78,17 @@ struct State {
     origins: Vec<(SocketAddr, &'static str)>,
     /// Why dials failed, for the error when none succeeds.
     failures: Vec<String>,
+    /// Peers dialled with the first start request sealed in the handshake
+    /// ([`crate::resume`]), whose answer is not taken yet.
+    sealed: Vec<PeerId>,
+    /// Dials that may still seal the first start request.
+    seals_left: usize,
 }
+
+/// Peers a start's request is sealed to at once: each sends a start
+/// response (the manifest and up to [`START_BUDGET`] of audio) with its
+/// handshake; more would be traffic for nothing.
+pub const SEALED_PEERS: usize = 2;
 
 /// A search for peers under way (see [`Pool::searching`]).
 #[derive(Debug)]
@@ -93,6 +106,9 @@ impl Drop for Searching {
 /// Connections to the peers a listener knows, dialled at once.
 pub struct Pool {
     transport: Transport,
+    /// The start request a listener knows it will make first, sealed into
+    /// the handshakes of peers that gave it a ticket.
+    first: Option<chorus_protocol::message::StartRequest>,
     epoch: Instant,
     state: Mutex<State>,
     changed: Notify,
@@ -108,12 +124,26 @@ impl Pool {
     /// Dials every address at once (each with the transport's connect
     /// timeout) and returns at once.
     pub fn dial(transport: &Transport, addrs: &[(SocketAddr, Option<PeerId>)]) -> Arc<Self> {
+        Self::dial_asking(transport, addrs, None)
+    }
+
+    /// [`Pool::dial`], knowing the first start: `(want, at)`. To peers that
+    /// gave this node a ticket (up to [`SEALED_PEERS`]) the request goes
+    /// sealed in the handshake, and [`Pool::start`] takes their answer
+    /// from it: one round trip to the first note.
+    pub fn dial_asking(
+        transport: &Transport,
+        addrs: &[(SocketAddr, Option<PeerId>)],
+        first: Option<(&Want, Duration)>,
+    ) -> Arc<Self> {
         let pool = Arc::new(Self {
             transport: transport.clone(),
+            first: first.map(|(w, at)| crate::client::start_request(w, at, START_BUDGET)),
             epoch: Instant::now(),
             state: Mutex::new(State {
                 pending: addrs.len(),
                 origins: addrs.iter().map(|(a, _)| (*a, "given")).collect(),
+                seals_left: SEALED_PEERS,
                 ..State::default()
             }),
             changed: Notify::new(),
@@ -135,7 +165,17 @@ impl Pool {
     /// they end.
     async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>, counted: bool) {
         let result = async {
-            let (conn, actual) = self.transport.dial(addr, id).await?;
+            let (conn, actual) = match (&self.first, id) {
+                (Some(request), Some(id)) if self.take_seal(&id) => {
+                    let (conn, actual, sealed) =
+                        self.transport.dial_sealed(addr, id, request).await?;
+                    if sealed {
+                        self.lock().sealed.push(actual);
+                    }
+                    (conn, actual)
+                }
+                _ => self.transport.dial(addr, id).await?,
+            };
             let provisional = Peer::before_hello(conn.clone(), actual, addr);
             {
                 let mut s = self.lock();
@@ -174,6 +214,28 @@ impl Pool {
         }
         drop(s);
         self.changed.notify_waiters();
+    }
+
+    /// True (and one seal fewer left) if the first start may be sealed to
+    /// `peer`: it gave this node a ticket.
+    fn take_seal(&self, peer: &PeerId) -> bool {
+        let now = std::time::SystemTime::now();
+        let mut s = self.lock();
+        if s.seals_left == 0 || self.transport.resume().ticket(peer, now).is_none() {
+            return false;
+        }
+        s.seals_left -= 1;
+        true
+    }
+
+    /// Takes the sealed start `peer` is answering, if any: true if its
+    /// handshake carried a start request, which is now the caller's to
+    /// read.
+    fn take_sealed(&self, peer: &PeerId) -> bool {
+        let mut s = self.lock();
+        let had = s.sealed.contains(peer);
+        s.sealed.retain(|p| p != peer);
+        had
     }
 
     /// Dials one more peer, found after the pool began (`how`: "lan",
@@ -322,8 +384,14 @@ impl Pool {
                 let s = self.lock();
                 // A peer whose hello arrived is the better handle.
                 let fresh = |p: &&Peer| !tried.contains(&p.id());
-                if let Some(p) =
-                    s.ready.iter().find(fresh).or_else(|| s.handshaken.iter().find(fresh))
+                // One whose handshake carries a start answers soonest.
+                let sealed = |p: &&Peer| fresh(p) && s.sealed.contains(&p.id());
+                if let Some(p) = s
+                    .handshaken
+                    .iter()
+                    .find(sealed)
+                    .or_else(|| s.ready.iter().find(fresh))
+                    .or_else(|| s.handshaken.iter().find(fresh))
                 {
                     return Some(p.clone());
                 }
@@ -347,8 +415,37 @@ impl Pool {
             if timeline.steps.is_empty() {
                 timeline.mark("handshake done", self.epoch);
             }
-            timeline.mark("start request sent", self.epoch);
-            match peer.start(want, at, START_BUDGET).await {
+            let request = crate::client::start_request(want, at, START_BUDGET);
+            let sealed_answer = match self.take_sealed(&peer.id()) {
+                true if self.first.as_ref() == Some(&request) => {
+                    match peer.start_sealed(want, at, START_BUDGET).await {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            tracing::debug!("{}: no start with the handshake: {e}", peer.addr());
+                            timeline.mark("sealed start refused", self.epoch);
+                            None
+                        }
+                    }
+                }
+                true => {
+                    discard_sealed(&peer);
+                    None
+                }
+                false => None,
+            };
+            let sealed = sealed_answer.is_some();
+            if sealed {
+                // It went with the dial's first packet, at the pool's start.
+                timeline.steps.insert(0, ("start sealed in the handshake", Duration::ZERO));
+            }
+            let answer = match sealed_answer {
+                Some(a) => Ok(a),
+                None => {
+                    timeline.mark("start request sent", self.epoch);
+                    peer.start(want, at, START_BUDGET).await
+                }
+            };
+            match answer {
                 Ok(answer) => {
                     timeline.mark_at("manifest received", self.epoch, answer.arrivals.0);
                     timeline.mark_at("first chunk received", self.epoch, answer.arrivals.1);
@@ -361,7 +458,7 @@ impl Pool {
                         have: answer.have.clone(),
                         head_rest,
                     };
-                    return Ok(Started { answer, source, timeline });
+                    return Ok(Started { answer, source, timeline, sealed });
                 }
                 Err(e) => {
                     tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
@@ -391,6 +488,9 @@ impl Pool {
             while let Some(peer) = pool.next_untried(&asked).await {
                 asked.push(peer.id());
                 let tx = tx.clone();
+                if pool.take_sealed(&peer.id()) {
+                    discard_sealed(&peer);
+                }
                 tokio::spawn(async move {
                     match peer.manifest_and_origin(track).await {
                         Ok((_, is_seed, have)) => {
@@ -405,4 +505,16 @@ impl Pool {
         });
         rx
     }
+}
+
+/// Tells a peer to stop sending the start answer its handshake carried
+/// (another peer's answer came first, or the start changed).
+fn discard_sealed(peer: &Peer) {
+    let conn = peer.connection().clone();
+    tokio::spawn(async move {
+        let wait = conn.rtt() * 3 + Duration::from_millis(100);
+        if let Ok(Ok(mut recv)) = tokio::time::timeout(wait, conn.accept_uni()).await {
+            let _ = recv.stop(0u32.into());
+        }
+    });
 }

@@ -98,17 +98,20 @@ fn transport(limits: &TransportLimits, role: Role) -> Result<Arc<quinn::Transpor
     t.congestion_controller_factory(Arc::new(cc));
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive))
-        .max_concurrent_bidi_streams(limits.max_streams_per_connection.into())
-        // Every request and reply travels on a bidirectional stream: a
-        // unidirectional one would only be bytes nobody reads.
-        .max_concurrent_uni_streams(0u32.into());
+        .max_concurrent_bidi_streams(limits.max_streams_per_connection.into());
     match role {
         Role::Serving => {
-            t.stream_receive_window(SERVING_STREAM_WINDOW.into())
+            // Every request and reply travels on a bidirectional stream: a
+            // unidirectional one would only be bytes nobody reads.
+            t.max_concurrent_uni_streams(0u32.into())
+                .stream_receive_window(SERVING_STREAM_WINDOW.into())
                 .receive_window(SERVING_CONNECTION_WINDOW.into());
         }
         Role::Dialling => {
-            t.receive_window(DIALLED_CONNECTION_WINDOW.into());
+            // One: the start response a peer sends with its handshake, to
+            // a request sealed in the server name (crate::resume).
+            t.max_concurrent_uni_streams(1u32.into())
+                .receive_window(DIALLED_CONNECTION_WINDOW.into());
         }
     }
     Ok(Arc::new(t))
@@ -128,11 +131,20 @@ pub fn server_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
         .map_err(|e| Error::Identity(format!("QUIC server TLS: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport(limits, Role::Serving)?);
+    // Address-validation tokens (NEW_TOKEN) under a key derived from the
+    // node's, so a peer's token still counts after a restart: with one, a
+    // start response fills the first flight (crate::resume).
+    config.token_key(crate::resume::token_key(identity));
     Ok(config)
 }
 
-/// The QUIC client configuration of a node.
-pub fn client_config(identity: &Identity, limits: &TransportLimits) -> Result<quinn::ClientConfig> {
+/// The QUIC client configuration of a node; `tokens` keeps the
+/// address-validation tokens peers give it.
+pub fn client_config(
+    identity: &Identity,
+    limits: &TransportLimits,
+    tokens: Arc<dyn quinn::TokenStore>,
+) -> Result<quinn::ClientConfig> {
     let provider = provider();
     let verifier = Arc::new(PeerCertVerifier::new(&provider, identity.swarm().cloned()));
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -144,7 +156,7 @@ pub fn client_config(identity: &Identity, limits: &TransportLimits) -> Result<qu
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Identity(format!("QUIC client TLS: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport(limits, Role::Dialling)?);
+    config.transport_config(transport(limits, Role::Dialling)?).token_store(tokens);
     Ok(config)
 }
 

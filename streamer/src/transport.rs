@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_protocol::message::Hello;
+use chorus_protocol::message::{Hello, StartRequest};
 use chorus_protocol::{Message, PeerId, TrackId, frame};
 use quinn::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -18,6 +18,7 @@ use crate::client::{ManifestAnswer, Peer};
 use crate::close::Closed;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, peer_id_of_cert};
+use crate::resume::ResumeStore;
 use crate::tls::{self, TransportLimits};
 
 /// UDP socket buffer size asked of the kernel. With the default (~200 KiB)
@@ -53,6 +54,9 @@ pub struct Transport {
     paths: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, crate::nat::Path>>>,
     /// The port the router maps to this endpoint (UPnP), if any.
     mapped: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    /// Tickets and QUIC tokens peers gave this node, for starts in one
+    /// round trip ([`crate::resume`]).
+    resume: Arc<ResumeStore>,
 }
 
 /// Reports of this node's address kept (one per reporting IP).
@@ -214,7 +218,8 @@ impl Transport {
         serving: bool,
         limits: &TransportLimits,
     ) -> Result<Self> {
-        let client_config = tls::client_config(&identity, limits)?;
+        let resume = Arc::new(ResumeStore::default());
+        let client_config = tls::client_config(&identity, limits, resume.clone())?;
         let agent: Arc<str> = Arc::from(format!("chorus/{}", env!("CARGO_PKG_VERSION")));
         Ok(Self {
             endpoint,
@@ -229,6 +234,7 @@ impl Transport {
             raw,
             paths: Arc::default(),
             mapped: Arc::default(),
+            resume,
         })
     }
 
@@ -289,6 +295,7 @@ impl Transport {
             agent: self.agent.to_string(),
             observed: None,
             mapped: self.mapped(),
+            ticket: None,
         }
     }
 
@@ -356,6 +363,9 @@ impl Transport {
     /// Notes what a peer's hello says it sees of us, and whether we reached
     /// it at a port its router maps to it.
     pub(crate) fn learn_from(&self, peer: &Peer) {
+        if let Some(ticket) = &peer.hello().ticket {
+            self.resume.remember(peer.id(), ticket.clone());
+        }
         if peer.hello().mapped == Some(peer.addr()) {
             self.note_path(peer.id(), crate::nat::Path::Mapped);
         }
@@ -396,20 +406,67 @@ impl Transport {
         Ok((peer, answer))
     }
 
+    /// This node's identity.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// Tickets and QUIC tokens peers gave this node: load it from a file
+    /// to start in one round trip across processes ([`crate::resume`]).
+    pub fn resume(&self) -> &Arc<ResumeStore> {
+        &self.resume
+    }
+
     /// The QUIC handshake, with the peer id and ban checks.
     pub(crate) async fn dial(
         &self,
         addr: SocketAddr,
         expected: Option<PeerId>,
     ) -> Result<(quinn::Connection, PeerId)> {
+        self.dial_named(addr, expected, crate::resume::dial_name()).await
+    }
+
+    /// [`Transport::dial`], with `request` sealed into the handshake if
+    /// `peer` gave this node a ticket: the peer then sends the start
+    /// response with its handshake ([`crate::resume`]). True if sealed.
+    pub(crate) async fn dial_sealed(
+        &self,
+        addr: SocketAddr,
+        peer: PeerId,
+        request: &StartRequest,
+    ) -> Result<(quinn::Connection, PeerId, bool)> {
+        let sealed = self
+            .resume
+            .ticket(&peer, std::time::SystemTime::now())
+            .and_then(|t| crate::resume::seal(&t, request));
+        let is_sealed = sealed.is_some();
+        let name = sealed.unwrap_or_else(crate::resume::dial_name);
+        let (conn, id) = self.dial_named(addr, Some(peer), name).await?;
+        Ok((conn, id, is_sealed))
+    }
+
+    async fn dial_named(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        name: String,
+    ) -> Result<(quinn::Connection, PeerId)> {
         if let Some(id) = expected.filter(|id| self.is_banned(id)) {
             return Err(Error::Banned(id));
         }
-        let connecting = self.endpoint.connect_with(self.client_config.clone(), addr, "chorus")?;
+        // Before the dial, so a token kept for the peer is used.
+        if let Some(id) = expected {
+            self.resume.dialling(id, &name);
+        }
+        let connecting = self.endpoint.connect_with(self.client_config.clone(), addr, &name)?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| Error::Timeout(CONNECT_TIMEOUT, "the QUIC handshake"))??;
         let actual = peer_id_from_connection(&conn)?;
+        if expected.is_none() {
+            // Tokens the peer gives on this connection are kept for it.
+            self.resume.dialling(actual, &name);
+        }
         if self.is_banned(&actual) {
             Closed::Banned.close(&conn);
             return Err(Error::Banned(actual));

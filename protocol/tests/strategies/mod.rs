@@ -120,9 +120,10 @@ pub fn message() -> impl Strategy<Value = Message> {
             vec(socket_addr(), 0..5),
             text(20),
             proptest::option::of(socket_addr()),
-            proptest::option::of(socket_addr())
+            proptest::option::of(socket_addr()),
+            proptest::option::of((any::<[u8; 16]>(), any::<[u8; 32]>()))
         )
-            .prop_map(|(a, b, peer_id, listen_addrs, agent, observed, mapped)| {
+            .prop_map(|(a, b, peer_id, listen_addrs, agent, observed, mapped, ticket)| {
                 Message::Hello(Hello {
                     min_version: a.min(b),
                     max_version: a.max(b),
@@ -131,6 +132,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                     agent,
                     observed,
                     mapped,
+                    ticket: ticket.map(|(id, key)| Ticket { id, key }),
                 })
             }),
         (text(50), any::<u32>())
