@@ -223,3 +223,41 @@ async fn a_ticket_the_seed_cannot_open_costs_a_round_trip_not_an_error() {
     assert_eq!(node.stats().sealed_starts.load(Relaxed), 0);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
+    // A peer that holds a track whole in its cache (no library): a start by
+    // query sent to it is answered, not refused, so a listener asking
+    // whichever peer answers first pays no round trip for asking a cache.
+    let (seed, listener, lib) = setup(None).await;
+    let track = seed.with_library(|l| l.best_match("inevitable")).flatten().unwrap();
+    let manifest = seed.with_library(|l| l.get(&track.track).unwrap().manifest.clone()).unwrap();
+    let data = std::fs::read(lib.path().join("inevitable.mp3")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(
+        chorus_streamer::cache::ChunkCache::open(&dir.path().join("cache"), 1 << 30).unwrap(),
+    );
+    cache.put_manifest(&manifest).unwrap();
+    for i in manifest.layout().indices() {
+        let r = manifest.layout().byte_range(i);
+        let bytes = bytes::Bytes::copy_from_slice(&data[r.start as usize..r.end as usize]);
+        cache.put_chunk(&manifest.verify(i, bytes).unwrap()).unwrap();
+    }
+    let peer = Node::bind_with_cache(
+        Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        chorus_streamer::library::Library::default(),
+        Some(cache),
+        Default::default(),
+    )
+    .unwrap();
+    let p = peer.clone();
+    tokio::spawn(async move { p.serve().await });
+    let pool = pool_for(&listener, &peer);
+    let s = pool.start(&Want::Query("Inevitable".into()), Duration::ZERO).await.unwrap();
+    assert_eq!(s.answer.manifest.id(), track.track);
+    assert!(!s.answer.origin && !s.answer.head.is_empty());
+    assert_eq!(peer.stats().starts.load(Relaxed), 1);
+    peer.shutdown().await;
+    seed.shutdown().await;
+}

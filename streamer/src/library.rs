@@ -51,14 +51,43 @@ impl LibraryTrack {
 
     /// Lowercased text that a search matches against.
     fn haystack(&self) -> String {
-        let t = self.manifest.tags();
-        [t.title.as_deref(), t.artist.as_deref(), t.album.as_deref(), Some(&self.file_name)]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\u{1f}")
-            .to_lowercase()
+        haystack(&self.manifest, &self.file_name)
     }
+}
+
+/// Lowercased text that a search matches against: the tags and the file
+/// name (empty where unknown).
+fn haystack(m: &Manifest, file_name: &str) -> String {
+    let t = m.tags();
+    [t.title.as_deref(), t.artist.as_deref(), t.album.as_deref(), Some(file_name)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+        .to_lowercase()
+}
+
+/// The best match for `query` among tracks known by their manifests alone
+/// (a cache's): the rule of [`Library::best_match`], on the tags; among
+/// equals the lowest id, so every node picks the same.
+pub fn best_match_among(manifests: &[Manifest], query: &str) -> Option<CatalogEntry> {
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    let mut best: Option<(u32, CatalogEntry)> = None;
+    for m in manifests {
+        let text = haystack(m, "");
+        if !words.iter().all(|w| text.contains(w.as_str())) {
+            continue;
+        }
+        let e = catalog_entry(m, String::new());
+        let score = match_score(&e, query);
+        let better = best.as_ref().is_none_or(|(b, be)| {
+            score > *b || (score == *b && e.track.as_bytes() < be.track.as_bytes())
+        });
+        if better {
+            best = Some((score, e));
+        }
+    }
+    best.map(|(_, e)| e)
 }
 
 /// The catalog listing of a track from its manifest (and its file name,

@@ -1007,7 +1007,12 @@ async fn serve_start(
     let id = match &r.want {
         Want::Track(id) => *id,
         Want::Query(q) => {
-            let best = shared.library.read().ok().and_then(|l| l.best_match(q));
+            // A node serving a cache answers from the tracks it holds
+            // whole: a listener asks whichever peer answers first.
+            let best = shared.library.read().ok().and_then(|l| l.best_match(q)).or_else(|| {
+                let cache = shared.cache.as_ref()?;
+                crate::library::best_match_among(&cache.complete_tracks(), q)
+            });
             let Some(entry) = best else {
                 let msg = format!("no track matches '{q}'");
                 return write_error(send, ErrorCode::UnknownTrack, msg).await;
