@@ -83,6 +83,8 @@ struct State {
     sealed: Vec<PeerId>,
     /// Dials that may still seal the first start request.
     seals_left: usize,
+    /// Sealed dials whose handshake has not ended yet.
+    sealing: usize,
 }
 
 /// Peers a start's request is sealed to at once: each sends a start
@@ -167,11 +169,15 @@ impl Pool {
         let result = async {
             let (conn, actual) = match (&self.first, id) {
                 (Some(request), Some(id)) if self.take_seal(&id) => {
-                    let (conn, actual, sealed) =
-                        self.transport.dial_sealed(addr, id, request).await?;
-                    if sealed {
-                        self.lock().sealed.push(actual);
+                    let dialled = self.transport.dial_sealed(addr, id, request).await;
+                    {
+                        let mut s = self.lock();
+                        s.sealing -= 1;
+                        if let Ok((_, actual, true)) = &dialled {
+                            s.sealed.push(*actual);
+                        }
                     }
+                    let (conn, actual, _) = dialled?;
                     (conn, actual)
                 }
                 _ => self.transport.dial(addr, id).await?,
@@ -225,6 +231,7 @@ impl Pool {
             return false;
         }
         s.seals_left -= 1;
+        s.sealing += 1;
         true
     }
 
@@ -374,8 +381,13 @@ impl Pool {
     }
 
     /// A handshaken peer not in `tried` (the earliest first), waiting for
-    /// one while dials are running; `None` once none is left.
-    async fn next_untried(&self, tried: &[PeerId]) -> Option<Peer> {
+    /// one while dials are running; `None` once none is left. For a start
+    /// (`for_start`), a peer whose handshake carries the start request
+    /// comes first, and one still handshaking is waited for up to a round
+    /// trip after another peer is ready: its answer comes with its
+    /// handshake, the other's a round trip after the request.
+    async fn next_untried(&self, tried: &[PeerId], for_start: bool) -> Option<Peer> {
+        let mut until = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -384,22 +396,33 @@ impl Pool {
                 let s = self.lock();
                 // A peer whose hello arrived is the better handle.
                 let fresh = |p: &&Peer| !tried.contains(&p.id());
-                // One whose handshake carries a start answers soonest.
                 let sealed = |p: &&Peer| fresh(p) && s.sealed.contains(&p.id());
-                if let Some(p) = s
-                    .handshaken
-                    .iter()
-                    .find(sealed)
-                    .or_else(|| s.ready.iter().find(fresh))
-                    .or_else(|| s.handshaken.iter().find(fresh))
-                {
+                if let Some(p) = s.handshaken.iter().find(sealed).filter(|_| for_start) {
                     return Some(p.clone());
+                }
+                if let Some(p) =
+                    s.ready.iter().find(fresh).or_else(|| s.handshaken.iter().find(fresh))
+                {
+                    if !for_start || s.sealing == 0 {
+                        return Some(p.clone());
+                    }
+                    let deadline =
+                        *until.get_or_insert_with(|| Instant::now() + p.connection().rtt());
+                    if Instant::now() >= deadline {
+                        return Some(p.clone());
+                    }
                 }
                 if s.pending + s.searching == 0 {
                     return None;
                 }
             }
-            notified.await;
+            match until {
+                Some(t) => {
+                    let t = tokio::time::Instant::from_std(t);
+                    let _ = tokio::time::timeout_at(t, notified).await;
+                }
+                None => notified.await,
+            }
         }
     }
 
@@ -410,7 +433,7 @@ impl Pool {
         let mut timeline = Timeline::default();
         let mut tried = Vec::new();
         let mut last = None;
-        while let Some(peer) = self.next_untried(&tried).await {
+        while let Some(peer) = self.next_untried(&tried, true).await {
             tried.push(peer.id());
             if timeline.steps.is_empty() {
                 timeline.mark("handshake done", self.epoch);
@@ -485,7 +508,7 @@ impl Pool {
         let pool = self.clone();
         tokio::spawn(async move {
             let mut asked = vec![skip];
-            while let Some(peer) = pool.next_untried(&asked).await {
+            while let Some(peer) = pool.next_untried(&asked, false).await {
                 asked.push(peer.id());
                 let tx = tx.clone();
                 if pool.take_sealed(&peer.id()) {
