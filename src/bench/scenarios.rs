@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chorus_player::play::PlayOptions;
+use chorus_protocol::message::Want;
 use chorus_streamer::cache::ChunkCache;
 use chorus_streamer::fetch::FetchConfig;
 use chorus_streamer::node::Node;
@@ -104,11 +105,13 @@ async fn play_prepared(
 
 /// `single`: one listener at a time, on the start path `chorus play` runs
 /// ([`Pool`] and [`crate::play::prepare`]). Per play: a cold start by id
-/// (new endpoint, peers never seen), a seek into the middle, a cold start
-/// by query (the title's words), a warm start of the next track
-/// (connections up), a replay of the first track (its start is in the
-/// listener's cache), and the baseline: the same track from the seed alone
-/// in plain file order.
+/// (new endpoint, peers never seen), a seek into the middle, a warm start
+/// of the next track (connections up), a replay of the first track (its
+/// start is in the listener's cache), a start by id from a new process on
+/// the same host with the tickets the first kept (peers known: the request
+/// sealed in the handshake), a cold start by query (the title's words),
+/// and the baseline: the same track from the seed alone in plain file
+/// order.
 pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressBar) -> Result<()> {
     let profile = swarm.profile.name;
     let listen = Duration::from_secs_f64(s.listen_s);
@@ -121,11 +124,15 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let cache_dir = tempfile::tempdir()?;
         let cache = Arc::new(ChunkCache::open(cache_dir.path(), u64::MAX / 4)?);
         let id = track.manifest.id().to_string();
+        let want = Want::Track(track.manifest.id());
+        // The listener's data dir's tickets file (`chorus play` keeps one).
+        let tickets = cache_dir.path().join("tickets");
 
         // Cold, by id: the clock starts before the endpoint exists.
         let started = Instant::now();
         let listener = swarm.listener()?;
-        let pool = Pool::dial(&listener, &addrs);
+        listener.resume().load(&tickets);
+        let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
         let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
         // Where the time went: the pool's steps, from when the play was asked.
@@ -162,7 +169,28 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let r = play_prepared(prepared, Some(cache), started, &plan).await?;
         record_start(rec, swarm, "start_replay", &r);
         bar.inc(1);
+        listener.resume().save()?;
+        let host = listener.local_addr()?.ip();
         listener.close().await;
+
+        // Known, by id: a new process on the same host, with the tickets
+        // file the first one left.
+        let started = Instant::now();
+        let listener = swarm.listener_on(host)?;
+        listener.resume().load(&tickets);
+        let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
+        let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
+        let sealed = prepared.timeline.steps.iter().any(|(s, _)| s.contains("sealed in"));
+        let shift = pool.epoch().saturating_duration_since(started);
+        for (step, at) in &prepared.timeline.steps {
+            let metric = format!("known_{}_ms", step.replace(' ', "_"));
+            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
+        }
+        rec.add("single", profile, "known_sealed_pct", Unit::Pct, if sealed { 100.0 } else { 0.0 });
+        let r = play_prepared(prepared, None, started, &plan).await?;
+        record_start(rec, swarm, "start_known", &r);
+        listener.close().await;
+        bar.inc(1);
 
         // Cold, by query: the title's words instead of the id.
         let started = Instant::now();
@@ -202,7 +230,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
 }
 
 /// Plays per `single` play (for the progress bar).
-pub const SINGLE_STEPS: u64 = 5;
+pub const SINGLE_STEPS: u64 = 6;
 
 /// `seek-storm`: one listener seeks to a random place every half second
 /// while playing, `plays` × 8 times.

@@ -145,6 +145,19 @@ impl Swarm {
         )?)
     }
 
+    /// A listener's endpoint on `host` (a new process on a host that ran
+    /// one before: its address tokens are for that IP).
+    pub fn listener_on(&self, host: std::net::IpAddr) -> Result<Transport> {
+        let identity = Arc::new(Identity::ephemeral()?);
+        Ok(Transport::bind_emulated(
+            identity,
+            (host, 0).into(),
+            None,
+            &Default::default(),
+            Some((self.profile.clone(), self.link_seed())),
+        )?)
+    }
+
     /// A listener that also serves what it caches (for crowds).
     pub fn serving_listener(&self, name: &str) -> Result<(Node, Arc<ChunkCache>)> {
         let dir = self.work.join(name);
