@@ -218,7 +218,9 @@ pub struct BenchArgs {
     /// Write every sample and summary as JSON to FILE
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write an SVG plot of the time-to-first-audio distribution per profile
+    /// Write an SVG plot of the cold starts' time to first audio per profile,
+    /// and beside it (FILE-rtt.svg) one of the four start scenarios (cold,
+    /// known, warm, replay) in round trips of each profile
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 }

@@ -198,16 +198,28 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, report::plot_svg(&series, "start_cold"))
-            .with_context(|| format!("writing {}", path.display()))?;
-        if !global.quiet {
-            eprintln!("wrote {}", path.display());
+        let rtt = rtt_plot_path(path);
+        for (path, svg) in
+            [(path, report::plot_svg(&series, "start_cold")), (&rtt, report::plot_rtt_svg(&series))]
+        {
+            std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+            if !global.quiet {
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     if !failures.is_empty() {
         bail!("{} part(s) of the bench failed (see above)", failures.len());
     }
     Ok(())
+}
+
+/// Where the plot in round trips goes: beside `path`, `-rtt` added to its
+/// name (`cold.svg` -> `cold-rtt.svg`).
+fn rtt_plot_path(path: &std::path::Path) -> std::path::PathBuf {
+    let stem = path.file_stem().map_or_else(|| "plot".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or_else(|| "svg".into(), |e| e.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}-rtt.{ext}"))
 }
 
 fn pick_profiles(names: &[String]) -> Result<Vec<LinkProfile>> {

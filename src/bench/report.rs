@@ -313,27 +313,69 @@ pub fn write_json<P: Serialize>(path: &Path, run: &RunJson<'_, P>) -> Result<()>
 /// An SVG of the time-to-first-audio distribution per profile: one
 /// empirical CDF line per profile (cold starts of every scenario).
 pub fn plot_svg(series: &[Series], metric_prefix: &str) -> String {
-    let mut lines: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     // The swarm's starts; the baseline has its own line in the table.
     for s in
         series.iter().filter(|s| s.metric.starts_with(metric_prefix) && s.scenario != "baseline")
     {
-        lines.entry(&s.profile).or_default().extend(s.samples.iter().copied());
+        lines.entry(s.profile.clone()).or_default().extend(s.samples.iter().copied());
     }
-    let (w, h, left, bottom, top, right) = (720.0, 420.0, 60.0, 50.0, 30.0, 150.0);
-    let max = lines.values().flatten().copied().fold(1.0f64, f64::max);
-    // A log scale shows 5 ms and 500 ms on one plot.
-    let (lo, hi) = (1.0f64, (max * 1.2).max(10.0));
+    let title = format!("Time to first audio ({metric_prefix}*), cumulative share of plays");
+    let reference = (SPOTIFY.median_start_ms, "Spotify 2010 median");
+    cdf_svg(&title, "ms (log scale)", &lines, 1.0, reference)
+}
+
+/// The start scenarios the RTT plot shows, in its legend's order.
+const START_SCENARIOS: [(&str, &str); 4] = [
+    ("start_cold_rtt", "cold: peers never seen"),
+    ("start_known_rtt", "known: sealed in the handshake"),
+    ("start_warm_rtt", "warm: connections up"),
+    ("start_replay_rtt", "replay: start in the cache"),
+];
+
+/// An SVG of time to first audio in round trips of each profile, one CDF
+/// line per start scenario (every profile with a real RTT, not the LAN's
+/// 1 ms, pooled): how far each start is from the one-round-trip floor.
+pub fn plot_rtt_svg(series: &[Series]) -> String {
+    let mut lines: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (i, (metric, label)) in START_SCENARIOS.iter().enumerate() {
+        let samples: Vec<f64> = series
+            .iter()
+            .filter(|s| s.metric == *metric && s.scenario == "single" && s.profile != "lan")
+            .flat_map(|s| s.samples.iter().copied())
+            .collect();
+        if !samples.is_empty() {
+            // The index keeps the legend in the scenarios' order.
+            lines.insert(format!("{i}\u{1f}{label}"), samples);
+        }
+    }
+    let title = "Time to first audio in round trips, cumulative share of plays";
+    cdf_svg(title, "RTTs of the profile (log scale)", &lines, 0.5, (1.0, "1 RTT: the floor"))
+}
+
+/// An empirical CDF per line on a log x axis from `lo`, with a dashed
+/// reference line. A line's name may start with a key that orders it,
+/// ended by U+001F (not shown).
+fn cdf_svg(
+    title: &str,
+    axis: &str,
+    lines: &BTreeMap<String, Vec<f64>>,
+    lo: f64,
+    reference: (f64, &str),
+) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 420.0, 60.0, 50.0, 30.0, 210.0);
+    let max = lines.values().flatten().copied().fold(lo * 10.0, f64::max);
+    let hi = (max * 1.2).max(lo * 10.0);
     let x = |v: f64| left + (v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln()) * (w - left - right);
     let y = |p: f64| top + (1.0 - p) * (h - top - bottom);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="18" text-anchor="middle" font-size="14">Time to first audio ({metric_prefix}*), cumulative share of plays</text>
+<text x="{}" y="18" text-anchor="middle" font-size="14">{title}</text>
 "#,
         (w - right + left) / 2.0
     );
-    let mut tick = 1.0;
+    let mut tick = 10f64.powf(lo.log10().floor());
     while tick <= hi {
         for m in [1.0, 2.0, 5.0] {
             let v = tick * m;
@@ -364,12 +406,12 @@ pub fn plot_svg(series: &[Series], metric_prefix: &str) -> String {
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">ms (log scale)</text>"#,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">{axis}</text>"#,
         (w - right + left) / 2.0,
         h - 12.0
     );
     let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
-    for (i, (profile, samples)) in lines.iter().enumerate() {
+    for (i, (name, samples)) in lines.iter().enumerate() {
         let mut v = samples.clone();
         v.sort_by(f64::total_cmp);
         let colour = colours[i % colours.len()];
@@ -380,22 +422,23 @@ pub fn plot_svg(series: &[Series], metric_prefix: &str) -> String {
             let cmd = if k == 0 { 'M' } else { 'L' };
             let _ = write!(path, "{cmd}{:.1},{:.1} L{:.1},{:.1} ", x(*s), y(p0), x(*s), y(p1));
         }
+        let label = name.split_once('\u{1f}').map_or(name.as_str(), |(_, l)| l);
         let _ = writeln!(
             svg,
-            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="{colour}">{profile} (n={})</text>"#,
+            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="{colour}">{label} (n={})</text>"#,
             w - right + 10.0,
             top + 16.0 * (i as f64 + 1.0),
             v.len()
         );
     }
-    // Spotify's median for reference.
     let _ = writeln!(
         svg,
-        r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#000" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3}" text-anchor="middle">Spotify 2010 median</text>"##,
-        x(SPOTIFY.median_start_ms),
+        r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#000" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
+        x(reference.0),
         top,
         h - bottom,
-        top - 2.0
+        top - 2.0,
+        reference.1
     );
     svg.push_str("</svg>\n");
     svg
@@ -428,5 +471,22 @@ mod tests {
         assert_eq!(svg.matches("<path").count(), 2);
         assert!(svg.contains("lan (n=2)") && svg.contains("4g (n=1)"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn the_rtt_plot_has_a_line_per_start_scenario_in_order() {
+        let r = Recorder::default();
+        for (metric, v) in
+            [("start_warm_rtt", 1.4), ("start_cold_rtt", 2.6), ("start_known_rtt", 1.5)]
+        {
+            r.add("single", "transatlantic", metric, Unit::Rtt, v);
+        }
+        r.add("single", "lan", "start_cold_rtt", Unit::Rtt, 18.0);
+        let (series, _) = r.finish();
+        let svg = plot_rtt_svg(&series);
+        assert_eq!(svg.matches("<path").count(), 3);
+        let at = |s: &str| svg.find(s).unwrap();
+        assert!(at("cold: peers never seen (n=1)") < at("known:") && at("known:") < at("warm:"));
+        assert!(!svg.contains("NaN") && svg.contains("1 RTT: the floor"));
     }
 }
