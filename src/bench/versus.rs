@@ -1,7 +1,9 @@
 //! Side by side with the simplest alternative: a plain HTTP server with
 //! ffmpeg reading from it (what a home media server does), and `chorus
-//! play` as users run it (its own process, a fresh data dir, by id and by
-//! a query), through the same emulated link.
+//! play` as users run it (its own process: with a fresh data dir by id
+//! and by a query, and by id again with the first run's data dir, so the
+//! seed is known and the start rides in the handshake), through the same
+//! emulated link.
 //!
 //! The link is a pair of user-space proxies, one for TCP and one for UDP,
 //! each holding every segment or datagram for half the profile's RTT (plus
@@ -131,12 +133,13 @@ async fn tcp_pump(
 }
 
 /// A UDP proxy to `target` on the emulated link (one upstream socket per
-/// client address); returns its address.
+/// client address, on an address per client host); returns its address.
 async fn udp_link(target: SocketAddr, profile: LinkProfile, seed: u64) -> Result<SocketAddr> {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     let addr = front.local_addr()?;
     tokio::spawn(async move {
         let mut clients: HashMap<SocketAddr, mpsc::Sender<(Instant, Bytes)>> = HashMap::new();
+        let mut host_ips: HashMap<std::net::IpAddr, [u8; 4]> = HashMap::new();
         let mut up = Link::new(&profile, seed);
         let mut buf = vec![0u8; 65_536];
         let mut n: usize = 0;
@@ -145,10 +148,18 @@ async fn udp_link(target: SocketAddr, profile: LinkProfile, seed: u64) -> Result
                 if clients.len() >= 64 {
                     continue;
                 }
-                // Each client from its own loopback address, as listeners
-                // on the internet come from their own (a seed allows a few
-                // connections per address).
-                let ip = [127, 3, (n / 250) as u8, (n % 250) as u8 + 1];
+                // Each client host from an address of its own, as on the
+                // internet (a seed allows a few connections per address):
+                // the processes run here one after another are one host,
+                // which keeps its address from run to run (a seed's QUIC
+                // address token is for that address).
+                let hosts = host_ips.len();
+                let ip = *host_ips.entry(client.ip()).or_insert([
+                    127,
+                    3,
+                    (hosts / 250) as u8,
+                    (hosts % 250) as u8 + 1,
+                ]);
                 let at = SocketAddr::from((ip, 0));
                 let Ok(upstream) = UdpSocket::bind(at).await else { continue };
                 if upstream.connect(target).await.is_err() {
@@ -410,8 +421,16 @@ pub async fn versus(
         let track = &tracks[i % tracks.len()];
         let id = track.manifest.id().to_string();
         let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
-        for (metric, what) in [("chorus_by_id", id.as_str()), ("chorus_by_query", words.as_str())] {
-            let data = tempfile::tempdir()?;
+        // By id with a new data dir (the seed never seen), again with that
+        // data dir (a new process, the seed known: its ticket kept), and by
+        // query with a new data dir.
+        let (first, fresh) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let runs = [
+            ("chorus_by_id", id.as_str(), &first),
+            ("chorus_known", id.as_str(), &first),
+            ("chorus_by_query", words.as_str(), &fresh),
+        ];
+        for (metric, what, data) in runs {
             let mut cmd = tokio::process::Command::new(&exe);
             cmd.arg("--quiet")
                 .arg("--data-dir")
