@@ -261,3 +261,37 @@ async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
     peer.shutdown().await;
     seed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_the_answer_sealed_in_a_handshake_not_for_a_peer_that_was_quicker() {
+    // Two seeds of the same track over the same kind of link; only one is
+    // known (it gave a ticket). Whichever handshake completes first, the
+    // start is the known one's sealed answer: asking the other would cost
+    // a round trip more.
+    let link = LinkProfile::by_name("transatlantic").unwrap();
+    let (known, _, _lib1) = seed_and_listener(&["inevitable.mp3"], Some((link.clone(), 3)));
+    let (other, _, _lib2) = seed_and_listener(&["inevitable.mp3"], Some((link.clone(), 5)));
+    let id = known.with_library(|l| l.best_match("inevitable").map(|e| e.track)).flatten().unwrap();
+    let want = Want::Track(id);
+    let addr = |n: &Node| (n.transport().local_addr().unwrap(), Some(n.transport().peer_id()));
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("tickets");
+    let first = new_process(&file, link.clone(), 11);
+    assert!(!sealed_start(&first, &known, &want).await.0);
+    first.resume().save().unwrap();
+    first.close().await;
+
+    for (i, order) in [[&other, &known], [&known, &other]].iter().enumerate() {
+        let listener = new_process(&file, link.clone(), 12 + i as u64);
+        let peers: Vec<_> = order.iter().map(|n| addr(n)).collect();
+        let pool = Pool::dial_asking(&listener, &peers, Some((&want, Duration::ZERO)));
+        let s = pool.start(&want, Duration::ZERO).await.unwrap();
+        assert!(s.sealed, "{:?}", s.timeline.steps);
+        assert_eq!(s.source.peer.id(), known.transport().peer_id());
+        listener.resume().save().unwrap();
+        listener.close().await;
+    }
+    assert_eq!(other.stats().starts.load(Relaxed), 0, "the unknown seed was asked to start");
+    known.shutdown().await;
+    other.shutdown().await;
+}

@@ -79,18 +79,36 @@ struct State {
     /// Why dials failed, for the error when none succeeds.
     failures: Vec<String>,
     /// Peers dialled with the first start request sealed in the handshake
-    /// ([`crate::resume`]), whose answer is not taken yet.
+    /// ([`crate::resume`]).
     sealed: Vec<PeerId>,
     /// Dials that may still seal the first start request.
     seals_left: usize,
-    /// Sealed dials whose handshake has not ended yet.
+    /// Sealed dials whose handshake, or whose answer, has not come yet.
     sealing: usize,
+    /// Answers that came with a handshake, in the order they came.
+    sealed_answers: Vec<SealedAnswer>,
+    /// Sealed dials whose peer sent no answer with its handshake (it
+    /// could not open the request): the start asks the usual way.
+    sealed_refused: usize,
+    /// True once the first start took a sealed answer or gave up on them:
+    /// later ones are dropped (which stops their streams).
+    sealed_done: bool,
 }
 
-/// Peers a start's request is sealed to at once: each sends a start
-/// response (the manifest and up to [`START_BUDGET`] of audio) with its
-/// handshake; more would be traffic for nothing.
-pub const SEALED_PEERS: usize = 2;
+/// A start answer that came with a peer's handshake.
+struct SealedAnswer {
+    peer: Peer,
+    answer: StartAnswer,
+    /// When the peer's handshake completed.
+    handshake: Instant,
+}
+
+/// Peers a start's request is sealed to (the first ones dialled that gave a
+/// ticket): each sends a start response (the manifest and up to
+/// [`START_BUDGET`] of audio) with its handshake, a burst of the initial
+/// window. Two such bursts at once overflowed a slow link's queue and
+/// slowed both (bench: lossy known starts 215 -> 367 ms), so one.
+pub const SEALED_PEERS: usize = 1;
 
 /// A search for peers under way (see [`Pool::searching`]).
 #[derive(Debug)]
@@ -152,7 +170,8 @@ impl Pool {
         });
         for &(addr, id) in addrs {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.dial_one(addr, id, true).await });
+            let seal = pool.take_seal(id);
+            tokio::spawn(async move { pool.dial_one(addr, id, true, seal).await });
         }
         pool
     }
@@ -164,34 +183,41 @@ impl Pool {
     }
 
     /// Dials `addr`; `counted` dials hold a start with no peer yet until
-    /// they end.
-    async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>, counted: bool) {
+    /// they end; `seal`: with the first start sealed in the handshake
+    /// ([`Pool::take_seal`]).
+    async fn dial_one(&self, addr: SocketAddr, id: Option<PeerId>, counted: bool, seal: bool) {
         let result = async {
-            let (conn, actual) = match (&self.first, id) {
-                (Some(request), Some(id)) if self.take_seal(&id) => {
+            let (conn, actual, sealed) = match (&self.first, id) {
+                (Some(request), Some(id)) if seal => {
                     let dialled = self.transport.dial_sealed(addr, id, request).await;
-                    {
-                        let mut s = self.lock();
-                        s.sealing -= 1;
-                        if let Ok((_, actual, true)) = &dialled {
-                            s.sealed.push(*actual);
-                        }
+                    let mut s = self.lock();
+                    match &dialled {
+                        // Its answer is still to come.
+                        Ok((_, actual, true)) => s.sealed.push(*actual),
+                        _ => s.sealing -= 1,
                     }
-                    let (conn, actual, _) = dialled?;
-                    (conn, actual)
+                    drop(s);
+                    dialled?
                 }
-                _ => self.transport.dial(addr, id).await?,
+                _ => {
+                    let (conn, actual) = self.transport.dial(addr, id).await?;
+                    (conn, actual, false)
+                }
             };
             let provisional = Peer::before_hello(conn.clone(), actual, addr);
             {
                 let mut s = self.lock();
                 if s.handshaken.iter().all(|p| p.id() != actual) {
-                    s.handshaken.push(provisional);
+                    s.handshaken.push(provisional.clone());
                 }
             }
             self.changed.notify_waiters();
             let hello = self.transport.hello(self.transport.listen_addrs());
-            Peer::handshake(conn, actual, addr, chorus_protocol::Message::Hello(hello)).await
+            let greet = Peer::handshake(conn, actual, addr, chorus_protocol::Message::Hello(hello));
+            // The answer to a sealed start comes with the handshake: read
+            // it while the hello goes.
+            let (_, greeted) = tokio::join!(self.read_sealed(provisional, sealed), greet);
+            greeted
         }
         .await;
         let mut s = self.lock();
@@ -223,11 +249,13 @@ impl Pool {
     }
 
     /// True (and one seal fewer left) if the first start may be sealed to
-    /// `peer`: it gave this node a ticket.
-    fn take_seal(&self, peer: &PeerId) -> bool {
+    /// `peer`: it gave this node a ticket. Decided before the dial starts,
+    /// so a start never misses a sealed dial about to begin.
+    fn take_seal(&self, peer: Option<PeerId>) -> bool {
+        let (Some(peer), Some(_)) = (peer, &self.first) else { return false };
         let now = std::time::SystemTime::now();
         let mut s = self.lock();
-        if s.seals_left == 0 || self.transport.resume().ticket(peer, now).is_none() {
+        if s.seals_left == 0 || self.transport.resume().ticket(&peer, now).is_none() {
             return false;
         }
         s.seals_left -= 1;
@@ -235,14 +263,76 @@ impl Pool {
         true
     }
 
-    /// Takes the sealed start `peer` is answering, if any: true if its
-    /// handshake carried a start request, which is now the caller's to
-    /// read.
-    fn take_sealed(&self, peer: &PeerId) -> bool {
+    /// Reads the start answer that comes with `peer`'s handshake (if its
+    /// dial was `sealed`) for [`Pool::start`].
+    async fn read_sealed(&self, peer: Peer, sealed: bool) {
+        let (Some(request), true) = (&self.first, sealed) else { return };
+        let handshake = Instant::now();
+        let at = Duration::from_millis(u64::from(request.at_ms));
+        let answer = peer.start_sealed(&request.want, at, request.budget).await;
         let mut s = self.lock();
-        let had = s.sealed.contains(peer);
-        s.sealed.retain(|p| p != peer);
-        had
+        s.sealing -= 1;
+        match answer {
+            Ok(answer) if !s.sealed_done => {
+                s.sealed_answers.push(SealedAnswer { peer, answer, handshake });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("{}: no start with the handshake: {e}", peer.addr());
+                s.sealed_refused += 1;
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// The first answer that comes with a handshake, waiting while sealed
+    /// dials are under way: `None` once none can come, or, while no sealed
+    /// handshake has completed, a round trip after a peer without one is
+    /// ready (asking it is then as quick).
+    async fn first_sealed(&self) -> Option<SealedAnswer> {
+        let mut until: Option<Instant> = None;
+        let answer = loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if !s.sealed_answers.is_empty() {
+                    // The others are dropped: their streams are stopped.
+                    break Some(s.sealed_answers.remove(0));
+                }
+                if s.sealing == 0 {
+                    break None;
+                }
+                // A sealed peer whose handshake completed is sending its
+                // answer: asking another would be slower (and compete with
+                // it for the link). One still handshaking may be slow or
+                // gone.
+                let answering = s.sealed.len() > s.sealed_answers.len() + s.sealed_refused;
+                let other = s.handshaken.iter().find(|p| !s.sealed.contains(&p.id()));
+                if let Some(p) = other.filter(|_| !answering) {
+                    let t = *until.get_or_insert_with(|| Instant::now() + p.connection().rtt());
+                    if Instant::now() >= t {
+                        break None;
+                    }
+                }
+                if s.pending + s.searching == 0 && s.handshaken.is_empty() {
+                    break None;
+                }
+            }
+            match until {
+                Some(t) => {
+                    let t = tokio::time::Instant::from_std(t);
+                    let _ = tokio::time::timeout_at(t, notified).await;
+                }
+                None => notified.await,
+            }
+        };
+        let mut s = self.lock();
+        s.sealed_done = true;
+        s.sealed_answers.clear();
+        answer
     }
 
     /// Dials one more peer, found after the pool began (`how`: "lan",
@@ -252,7 +342,8 @@ impl Pool {
             return;
         }
         let pool = self.clone();
-        tokio::spawn(async move { pool.dial_one(addr, id, true).await });
+        let seal = self.take_seal(id);
+        tokio::spawn(async move { pool.dial_one(addr, id, true, seal).await });
     }
 
     /// Dials a peer that may well be gone (one remembered from an earlier
@@ -269,9 +360,10 @@ impl Pool {
             return;
         }
         let guard = self.searching();
+        let seal = self.take_seal(id);
         let pool = self.clone();
         tokio::spawn(async move {
-            let dial = pool.dial_one(addr, id, false);
+            let dial = pool.dial_one(addr, id, false, seal);
             tokio::pin!(dial);
             tokio::select! {
                 () = &mut dial => return,
@@ -381,13 +473,8 @@ impl Pool {
     }
 
     /// A handshaken peer not in `tried` (the earliest first), waiting for
-    /// one while dials are running; `None` once none is left. For a start
-    /// (`for_start`), a peer whose handshake carries the start request
-    /// comes first, and one still handshaking is waited for up to a round
-    /// trip after another peer is ready: its answer comes with its
-    /// handshake, the other's a round trip after the request.
-    async fn next_untried(&self, tried: &[PeerId], for_start: bool) -> Option<Peer> {
-        let mut until = None;
+    /// one while dials are running; `None` once none is left.
+    async fn next_untried(&self, tried: &[PeerId]) -> Option<Peer> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -396,33 +483,16 @@ impl Pool {
                 let s = self.lock();
                 // A peer whose hello arrived is the better handle.
                 let fresh = |p: &&Peer| !tried.contains(&p.id());
-                let sealed = |p: &&Peer| fresh(p) && s.sealed.contains(&p.id());
-                if let Some(p) = s.handshaken.iter().find(sealed).filter(|_| for_start) {
-                    return Some(p.clone());
-                }
                 if let Some(p) =
                     s.ready.iter().find(fresh).or_else(|| s.handshaken.iter().find(fresh))
                 {
-                    if !for_start || s.sealing == 0 {
-                        return Some(p.clone());
-                    }
-                    let deadline =
-                        *until.get_or_insert_with(|| Instant::now() + p.connection().rtt());
-                    if Instant::now() >= deadline {
-                        return Some(p.clone());
-                    }
+                    return Some(p.clone());
                 }
                 if s.pending + s.searching == 0 {
                     return None;
                 }
             }
-            match until {
-                Some(t) => {
-                    let t = tokio::time::Instant::from_std(t);
-                    let _ = tokio::time::timeout_at(t, notified).await;
-                }
-                None => notified.await,
-            }
+            notified.await;
         }
     }
 
@@ -431,58 +501,28 @@ impl Pool {
     /// next. One request, on the same flight as that peer's hello.
     pub async fn start(&self, want: &Want, at: Duration) -> Result<Started> {
         let mut timeline = Timeline::default();
+        let request = crate::client::start_request(want, at, START_BUDGET);
+        if self.first.as_ref() == Some(&request) {
+            if let Some(SealedAnswer { peer, answer, handshake }) = self.first_sealed().await {
+                // It went with the dial's first packet, at the pool's start.
+                timeline.steps.push(("start sealed in the handshake", Duration::ZERO));
+                timeline.mark_at("handshake done", self.epoch, Some(handshake));
+                return Ok(self.started(peer, answer, timeline, true));
+            }
+            if self.lock().sealed_refused > 0 {
+                timeline.mark("sealed start refused", self.epoch);
+            }
+        }
         let mut tried = Vec::new();
         let mut last = None;
-        while let Some(peer) = self.next_untried(&tried, true).await {
+        while let Some(peer) = self.next_untried(&tried).await {
             tried.push(peer.id());
             if timeline.steps.is_empty() {
                 timeline.mark("handshake done", self.epoch);
             }
-            let request = crate::client::start_request(want, at, START_BUDGET);
-            let sealed_answer = match self.take_sealed(&peer.id()) {
-                true if self.first.as_ref() == Some(&request) => {
-                    match peer.start_sealed(want, at, START_BUDGET).await {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            tracing::debug!("{}: no start with the handshake: {e}", peer.addr());
-                            timeline.mark("sealed start refused", self.epoch);
-                            None
-                        }
-                    }
-                }
-                true => {
-                    discard_sealed(&peer);
-                    None
-                }
-                false => None,
-            };
-            let sealed = sealed_answer.is_some();
-            if sealed {
-                // It went with the dial's first packet, at the pool's start.
-                timeline.steps.insert(0, ("start sealed in the handshake", Duration::ZERO));
-            }
-            let answer = match sealed_answer {
-                Some(a) => Ok(a),
-                None => {
-                    timeline.mark("start request sent", self.epoch);
-                    peer.start(want, at, START_BUDGET).await
-                }
-            };
-            match answer {
-                Ok(answer) => {
-                    timeline.mark_at("manifest received", self.epoch, answer.arrivals.0);
-                    timeline.mark_at("first chunk received", self.epoch, answer.arrivals.1);
-                    timeline.mark("head received", self.epoch);
-                    let mut answer = answer;
-                    let head_rest = answer.rest.take().map(|r| Arc::new(Mutex::new(Some(r))));
-                    let source = Source {
-                        peer,
-                        is_seed: answer.origin,
-                        have: answer.have.clone(),
-                        head_rest,
-                    };
-                    return Ok(Started { answer, source, timeline, sealed });
-                }
+            timeline.mark("start request sent", self.epoch);
+            match peer.start(want, at, START_BUDGET).await {
+                Ok(answer) => return Ok(self.started(peer, answer, timeline, false)),
                 Err(e) => {
                     tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
                     last = Some(e);
@@ -499,6 +539,21 @@ impl Pool {
         }))
     }
 
+    fn started(
+        &self,
+        peer: Peer,
+        mut answer: StartAnswer,
+        mut timeline: Timeline,
+        sealed: bool,
+    ) -> Started {
+        timeline.mark_at("manifest received", self.epoch, answer.arrivals.0);
+        timeline.mark_at("first chunk received", self.epoch, answer.arrivals.1);
+        timeline.mark("head received", self.epoch);
+        let head_rest = answer.rest.take().map(|r| Arc::new(Mutex::new(Some(r))));
+        let source = Source { peer, is_seed: answer.origin, have: answer.have.clone(), head_rest };
+        Started { answer, source, timeline, sealed }
+    }
+
     /// The other peers of the pool that hold `track` (asked for its
     /// manifest and what they hold), as they answer, including peers whose
     /// dial completes later. `skip` is the source already in use. Bounded:
@@ -508,12 +563,9 @@ impl Pool {
         let pool = self.clone();
         tokio::spawn(async move {
             let mut asked = vec![skip];
-            while let Some(peer) = pool.next_untried(&asked, false).await {
+            while let Some(peer) = pool.next_untried(&asked).await {
                 asked.push(peer.id());
                 let tx = tx.clone();
-                if pool.take_sealed(&peer.id()) {
-                    discard_sealed(&peer);
-                }
                 tokio::spawn(async move {
                     match peer.manifest_and_origin(track).await {
                         Ok((_, is_seed, have)) => {
@@ -528,16 +580,4 @@ impl Pool {
         });
         rx
     }
-}
-
-/// Tells a peer to stop sending the start answer its handshake carried
-/// (another peer's answer came first, or the start changed).
-fn discard_sealed(peer: &Peer) {
-    let conn = peer.connection().clone();
-    tokio::spawn(async move {
-        let wait = conn.rtt() * 3 + Duration::from_millis(100);
-        if let Ok(Ok(mut recv)) = tokio::time::timeout(wait, conn.accept_uni()).await {
-            let _ = recv.stop(0u32.into());
-        }
-    });
 }
