@@ -354,10 +354,16 @@ impl ResumeStore {
             opts.mode(0o600);
         }
         use std::io::Write;
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let written = opts.open(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        let result = written.and_then(|()| std::fs::rename(&tmp, &path));
+        if result.is_err() {
+            // A full disk: leave the old file, not half a new one.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Keeps `ticket` from `peer` (replacing an older one).
