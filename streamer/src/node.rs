@@ -493,6 +493,10 @@ async fn handshake(
         Ok(c) => c,
         Err(connecting) => return connecting.await,
     };
+    // A handshake that does not complete in time (this future dropped by
+    // the caller's deadline) closes the connection, so the answer's task
+    // ends at once instead of holding its bytes until the idle timeout.
+    let guard = CloseUnlessKept(Some(conn.clone()));
     let request = shared.opener.open(&name, std::time::SystemTime::now());
     let s = shared.clone();
     let c = conn.clone();
@@ -501,15 +505,38 @@ async fn handshake(
     // request proved the asker holds a ticket only a peer that completed a
     // handshake got; the rest waits for the handshake, as for anyone.
     established.await;
+    guard.keep();
     match conn.close_reason() {
         Some(e) => Err(e),
         None => Ok(conn),
     }
 }
 
+/// Closes a connection when dropped, unless kept.
+struct CloseUnlessKept(Option<Connection>);
+
+impl CloseUnlessKept {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            Closed::Idle.close(&conn);
+        }
+    }
+}
+
+/// The most audio a start sealed in a handshake is answered with: more
+/// than a first flight carries (the rest is asked by deadline), and a
+/// bound on what an unfinished handshake can make the node buffer.
+pub const SEALED_START_BUDGET: u32 = 256 * 1024;
+
 /// Sends the answer to a sealed start request on a stream of its own.
-/// Bounded like any start: one per connection, at most
-/// [`limits::MAX_START_BUDGET`] of audio.
+/// Bounded: one per connection, at most [`SEALED_START_BUDGET`] of audio,
+/// and the connection is closed if its handshake does not complete.
 async fn push_start(
     shared: &Arc<Shared>,
     conn: &Connection,
@@ -517,7 +544,8 @@ async fn push_start(
 ) {
     let Ok(mut send) = conn.open_uni().await else { return };
     let result = match request {
-        Ok(r) => {
+        Ok(mut r) => {
+            r.budget = r.budget.min(SEALED_START_BUDGET);
             shared.stats.sealed_starts.fetch_add(1, Ordering::Relaxed);
             let budget = Semaphore::new(shared.limits.max_outstanding_bytes_per_peer);
             serve_start(shared, &budget, &mut send, r).await
