@@ -69,7 +69,7 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
 
     // Starts take at least the link's round trip (20 ms) – the emulator
     // adds it – and, on this link, well under the play's time limit.
-    for start in ["start_cold", "start_warm", "start_replay", "start_query"] {
+    for start in ["start_cold", "start_known", "start_warm", "start_replay", "start_query"] {
         let ms = format!("{start}_ms");
         all_within(&samples_of(&json, "single", &ms), 0.1, 20_000.0, &ms);
         // The same starts in round trips of the link: at least the request's.
@@ -78,14 +78,18 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     }
     // On this path the start response carries everything the first note needs.
     let before = samples_of(&json, "single", "requests_before_start");
-    assert_eq!(before.len(), 4);
-    assert!(before.iter().filter(|n| **n == 0.0).count() >= 2, "{before:?}");
+    assert_eq!(before.len(), 5);
+    assert!(before.iter().filter(|n| **n == 0.0).count() >= 3, "{before:?}");
+    // The known start (a new process with the first one's tickets) was
+    // answered with the seed's handshake.
+    assert_eq!(samples_of(&json, "single", "known_sealed_pct"), vec![100.0]);
     all_within(&samples_of(&json, "single", "connect_cold_ms"), 20.0, 20_000.0, "connect");
     all_within(&samples_of(&json, "single", "manifest_warm_ms"), 20.0, 20_000.0, "manifest");
     all_within(&samples_of(&json, "single", "seek_ms"), 0.01, 20_000.0, "seek");
-    // Four plays (cold, warm, replay, by query), each listening 1.5 s at most.
+    // Five plays (cold, warm, replay, known, by query), each listening
+    // 1.5 s at most.
     let underruns = samples_of(&json, "single", "underruns");
-    assert_eq!(underruns.len(), 4);
+    assert_eq!(underruns.len(), 5);
     all_within(&underruns, 0.0, 1000.0, "underruns");
     all_within(&samples_of(&json, "single", "silent_ms"), 0.0, 20_000.0, "silent");
     all_within(&samples_of(&json, "single", "stutter_plays_pct"), 0.0, 100.0, "stutter");
@@ -96,7 +100,7 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     // Side by side through the same emulated link (20 ms RTT): `chorus
     // play` processes need at least one round trip (the QUIC handshake);
     // ffmpeg over HTTP at least two (TCP's handshake, then the request).
-    for m in ["chorus_by_id", "chorus_by_query"] {
+    for m in ["chorus_by_id", "chorus_known", "chorus_by_query"] {
         all_within(&samples_of(&json, "versus", &format!("{m}_ms")), 20.0, 60_000.0, m);
         all_within(&samples_of(&json, "versus", &format!("{m}_rtt")), 1.0, 3_000.0, m);
     }
@@ -128,4 +132,7 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
 
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<path") && svg.contains("broadband (n="));
+    // Beside it, the four starts in round trips.
+    let rtt = std::fs::read_to_string(out.path().join("bench-rtt.svg")).unwrap();
+    assert!(rtt.contains("known: sealed in the handshake (n=1)"), "{rtt}");
 }
