@@ -107,7 +107,7 @@ pub enum SwarmAction {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit.\n\nExit status: 0 when the queue played (or q was pressed); 1 on an error; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP (the terminal closed) stopped playback, which ends cleanly within a fraction of a second, terminal and cache intact."
+    after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit.\n\nA peer played from before gave this node a start ticket (kept in the data dir's `tickets` file): to it the first track's request goes inside the QUIC handshake and the answer comes back with the peer's: the first audio one round trip (and the transfer) after the click. `-v` prints each start's timeline.\n\nExit status: 0 when the queue played (or q was pressed); 1 on an error; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP (the terminal closed) stopped playback, which ends cleanly within a fraction of a second, terminal and cache intact."
 )]
 pub struct PlayArgs {
     /// What to play, in order: each argument is one track, as words to search
