@@ -554,3 +554,51 @@ async fn forged_sealed_starts_get_a_refusal_and_no_audio() {
     honest_fetch(&t).await;
     t.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_start_whose_handshake_never_completes_is_closed_at_the_deadline() {
+    // A start sealed in a handshake is answered before the handshake
+    // completes. A client that goes silent after its first packet (here a
+    // relay that swallows everything once the seed answers) must not keep
+    // that answer, and its connection, until the 30 s idle timeout.
+    let limits = NodeLimits { handshake_timeout: Duration::from_millis(500), ..Default::default() };
+    let t = target(limits);
+    let seed = t.node.transport().peer_id();
+    let listener = client();
+    // A first, complete connection: the seed's hello gives a ticket.
+    let peer = listener.connect(t.addr, Some(seed)).await.unwrap();
+    peer.connection().close(0u32.into(), b"done");
+    let endpoint = t.node.transport().endpoint().clone();
+    let settled = |want: usize| {
+        let e = endpoint.clone();
+        async move {
+            for _ in 0..400 {
+                if e.open_connections() == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+    assert!(settled(0).await, "the first connection did not close");
+    let relay = UdpRelay::start_with_cutoff(t.addr, 100_000_000, 1).await;
+    let want = Want::Track(t.track);
+    let _pool =
+        Pool::dial_asking(&listener, &[(relay.addr, Some(seed))], Some((&want, Duration::ZERO)));
+    let stats = t.node.stats();
+    for _ in 0..400 {
+        if stats.sealed_starts.load(Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stats.sealed_starts.load(Relaxed), 1, "the sealed start was not answered");
+    assert!(relay.is_blackholed());
+    // Closed at the handshake deadline (0.5 s), then drained: gone well
+    // before the idle timeout.
+    assert!(settled(0).await, "the half-open connection outlived its handshake deadline");
+    assert!(stats.idle_closed.load(Relaxed) >= 1);
+    honest_fetch(&t).await;
+    t.node.shutdown().await;
+}
