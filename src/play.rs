@@ -1164,6 +1164,9 @@ fn print_timeline(t: &Timeline, r: &PlaybackReport, asked: Instant, epoch: Insta
         line.push_str(&format!(", {step} {}", ms(shift + *at)));
     }
     line.push_str(&format!(", chunk requests before start {}", r.requests_before_start));
+    if let Some(ready) = r.decoder_ready {
+        line.push_str(&format!(", decoder ready {}", ms(ready)));
+    }
     if let Some(first) = r.time_to_first_audio {
         line.push_str(&format!(", first sample {}", ms(first)));
     }

@@ -48,5 +48,6 @@ fn a_restarted_listener_is_back_in_the_swarm_without_asking_anyone() {
     let start = stdout.lines().find(|l| l.contains("start: dial")).expect("the start timeline");
     assert!(start.contains("start sealed in the handshake"), "{start}");
     assert!(!start.contains("start request sent"), "{start}");
+    assert!(start.contains("decoder ready") && start.contains("first sample"), "{start}");
     rt.block_on(seed.stop());
 }

@@ -104,6 +104,9 @@ pub struct PlaybackReport {
     /// Chunk requests the fetcher sent before playback was allowed to
     /// start (0 when the head given in [`PlayOptions::head`] sufficed).
     pub requests_before_start: u64,
+    /// When the decoder was open at the start point, from the start
+    /// (`None` when joined without a gap).
+    pub decoder_ready: Option<Duration>,
 }
 
 /// A playback in progress: counters to show while it runs, and controls.
@@ -411,6 +414,7 @@ impl Player {
             bytes_from_cache,
             joined: !new_sink,
             requests_before_start: fetch_stats.requests_before_start.load(Relaxed),
+            decoder_ready: if new_sink { stats.time_to_decoder_ready() } else { None },
         })
     }
 
@@ -627,6 +631,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     }
     let started_at =
         if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };
+    t.stats.mark_decoder_ready();
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());
     let out = match open {
         Some(o) => o,

@@ -11,6 +11,9 @@ pub struct PlaybackStats {
     /// Nanoseconds from `started` to the first sample handed to the sink;
     /// 0 until then.
     first_audio_ns: AtomicU64,
+    /// Nanoseconds from `started` to the decoder being open at the place
+    /// playback starts from; 0 until then.
+    decoder_ready_ns: AtomicU64,
     /// Underrun episodes after playback began (each plays silence).
     pub underruns: AtomicU64,
     /// Frames of silence played because of underruns.
@@ -86,6 +89,7 @@ impl PlaybackStats {
         Self {
             started,
             first_audio_ns: AtomicU64::new(0),
+            decoder_ready_ns: AtomicU64::new(0),
             underruns: AtomicU64::new(0),
             silent_frames: AtomicU64::new(0),
             frames_played: AtomicU64::new(0),
@@ -228,6 +232,21 @@ impl PlaybackStats {
         if self.first_audio_ns.load(Relaxed) == 0 {
             let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
             let _ = self.first_audio_ns.compare_exchange(0, ns, Relaxed, Relaxed);
+        }
+    }
+
+    /// Records that the decoder is open at the place playback starts from
+    /// (the decode thread, once per playback).
+    pub fn mark_decoder_ready(&self) {
+        let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self.decoder_ready_ns.compare_exchange(0, ns, Relaxed, Relaxed);
+    }
+
+    /// Time from the start to the decoder being ready, if it was.
+    pub fn time_to_decoder_ready(&self) -> Option<Duration> {
+        match self.decoder_ready_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 
