@@ -9,12 +9,16 @@
 //! Round trips to the first note, to a peer never seen: the QUIC handshake,
 //! then one request whose response carries the manifest and the head of the
 //! track on the first flight (the server's initial congestion window is
-//! sized for it, [`crate::tls::INITIAL_WINDOW`]). With a connection already
-//! up (the next track, a replay) only the request remains.
+//! sized for it, [`crate::tls::INITIAL_WINDOW`]). To a peer that gave this
+//! node a ticket ([`crate::resume`]), from any process, the request rides
+//! in the handshake ([`Pool::dial_asking`]) and the answer comes with the
+//! peer's: one round trip. With a connection already up (the next track, a
+//! replay) only the request remains.
 //!
-//! Tasks: one dial task per address (handshake, then hello), reporting to
-//! the pool; [`Pool::join_sources`] runs one task that asks each other
-//! peer for the manifest and what it holds.
+//! Tasks: one dial task per address (handshake, then hello, and beside the
+//! hello the answer to a sealed start), reporting to the pool;
+//! [`Pool::join_sources`] runs one task that asks each other peer for the
+//! manifest and what it holds.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
