@@ -441,7 +441,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// token,token`, hex, `-` for none.
 fn render(entries: &[Entry]) -> String {
     let mut out = String::from("# chorus start tickets: peer ticket-id key tokens\n");
-    for e in entries {
+    // A peer dialled that gave nothing yet is not worth a line.
+    for e in entries.iter().filter(|e| e.ticket.is_some() || !e.tokens.is_empty()) {
         let tokens: Vec<String> = e.tokens.iter().map(|t| hex(t)).collect();
         let (id, key) =
             e.ticket.as_ref().map_or(("-".into(), "-".into()), |t| (hex(&t.id), hex(&t.key)));
@@ -535,12 +536,15 @@ mod tests {
         store.remember(node.peer_id(), ticket.clone());
         store.insert(&name, Bytes::from_static(b"lost: a name never dialled"));
         assert_eq!(store.tokens(&node.peer_id()), 0);
+        // A peer dialled that gave nothing is not written.
+        store.dialling(Identity::ephemeral().unwrap().peer_id(), "x.dial.chorus");
         store.dialling(node.peer_id(), &name);
         store.insert(&name, Bytes::from_static(b"token-1"));
         store.insert(&name, Bytes::from_static(b"token-2"));
         store.insert(&name, Bytes::from_static(b"token-3"));
         assert_eq!(store.tokens(&node.peer_id()), TOKENS_PER_PEER);
         store.save().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2, "header, one peer");
         let again = ResumeStore::default();
         again.load(&path);
         assert_eq!(again.ticket(&node.peer_id(), now), Some(ticket));
