@@ -135,14 +135,7 @@ impl Swarm {
 
     /// A listener's endpoint on this swarm's link (fresh identity: cold).
     pub fn listener(&self) -> Result<Transport> {
-        let identity = Arc::new(Identity::ephemeral()?);
-        Ok(Transport::bind_emulated(
-            identity,
-            next_addr(),
-            None,
-            &Default::default(),
-            Some((self.profile.clone(), self.link_seed())),
-        )?)
+        self.listener_on(next_addr().ip())
     }
 
     /// A listener's endpoint on `host` (a new process on a host that ran

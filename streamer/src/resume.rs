@@ -123,7 +123,7 @@ impl Opener {
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&bytes[1..17]);
-        let expiry = u64::from(u32::from_be_bytes([id[0], id[1], id[2], id[3]]));
+        let expiry = expiry_of(&id);
         let now = secs(now);
         if expiry < now || expiry > now.saturating_add(TICKET_LIFETIME.as_secs() + 3600) {
             return Err(Refusal::Expired);
@@ -194,6 +194,11 @@ fn fill_random(buf: &mut [u8]) {
             *b = *s;
         }
     }
+}
+
+/// When a ticket expires (Unix seconds): its id's first four bytes.
+fn expiry_of(id: &[u8; 16]) -> u64 {
+    u64::from(u32::from_be_bytes([id[0], id[1], id[2], id[3]]))
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -375,7 +380,7 @@ impl ResumeStore {
     pub fn ticket(&self, peer: &PeerId, now: SystemTime) -> Option<Ticket> {
         let s = self.lock();
         let t = s.entries.iter().find(|e| e.peer == *peer)?.ticket.as_ref()?;
-        let expiry = u64::from(u32::from_be_bytes([t.id[0], t.id[1], t.id[2], t.id[3]]));
+        let expiry = expiry_of(&t.id);
         // A minute's margin for the other's clock.
         (expiry > secs(now) + 60).then(|| t.clone())
     }
