@@ -73,6 +73,10 @@ fn options(cache: Option<Arc<ChunkCache>>) -> PlayOptions {
 fn record_start(rec: &Recorder, swarm: &Swarm, metric: &str, r: &PlayResult) {
     let (profile, rtt) = (swarm.profile.name, swarm.profile.rtt);
     record_play(rec, "single", profile, &format!("{metric}_ms"), r);
+    // Where the time after the network went: the decoder had its header.
+    if let Some(t) = r.report.decoder_ready {
+        rec.add("single", profile, &format!("{metric}_decoder_ready_ms"), Unit::Ms, ms(t));
+    }
     if let (Some(t), false) = (r.report.time_to_first_audio, rtt.is_zero()) {
         rec.add(
             "single",

@@ -404,12 +404,22 @@ pub struct HeadRest {
     recv: RecvStream,
     manifest: Manifest,
     expected: Vec<ChunkIndex>,
+    /// Bytes per second the head came at (see [`HeadRest::delivery_rate`]).
+    rate: Option<f64>,
 }
 
 impl HeadRest {
     /// The chunks still expected.
     pub fn expected(&self) -> &[ChunkIndex] {
         &self.expected
+    }
+
+    /// The rate the head of the response arrived at, bytes per second:
+    /// its chunks' bytes over the time from the manifest's arrival to the
+    /// last of them. The responder sent them back to back, so this is a
+    /// measure of the path (a packet train), taken before any request.
+    pub fn delivery_rate(&self) -> Option<f64> {
+        self.rate
     }
 
     /// The next chunk, verified; `None` once the response has ended (a
@@ -531,13 +541,21 @@ async fn read_start(
     let first = manifest.chunk_at_time(at);
     let mut needed: Vec<ChunkIndex> =
         expected.iter().copied().filter(|i| *i == first || manifest.is_header_chunk(*i)).collect();
-    let mut rest = HeadRest { recv, manifest: manifest.clone(), expected: expected.clone() };
+    let mut rest =
+        HeadRest { recv, manifest: manifest.clone(), expected: expected.clone(), rate: None };
     let mut head = Vec::with_capacity(needed.len());
+    let mut head_bytes = 0;
     while !needed.is_empty() {
         let Some(chunk) = rest.next().await? else { break };
         arrivals.1.get_or_insert_with(std::time::Instant::now);
         needed.retain(|i| *i != chunk.index());
+        head_bytes += chunk.data().len();
         head.push(chunk);
+    }
+    if let Some(since) = arrivals.0.filter(|_| head_bytes > 0) {
+        // At least a millisecond: bytes read in one go say nothing of time.
+        let secs = since.elapsed().max(Duration::from_millis(1)).as_secs_f64();
+        rest.rate = Some(head_bytes as f64 / secs);
     }
     let rest = (!rest.expected.is_empty()).then_some(rest);
     Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })

@@ -641,6 +641,9 @@ fn adopt_head(
     let slot = source.head_rest.as_ref()?;
     let mut rest = slot.lock().ok()?.take()?;
     let mut pending: Vec<u32> = rest.expected().iter().map(|i| i.0).collect();
+    if let Some(rate) = rest.delivery_rate() {
+        sched.measured_rate(key, rate);
+    }
     for &i in &pending {
         sched.expect(key, i, now);
     }

@@ -33,6 +33,10 @@
 //!   wins and the other is cancelled.
 //! - **Rarest first** beyond the urgent horizon, with spare capacity only,
 //!   so the swarm spreads what few peers have.
+//! - **Rates** are measured over runs of deliveries (from when a request
+//!   to an idle peer could first deliver, its RTT after it was sent), not
+//!   chunk by chunk: chunks read in one go do not look infinitely fast. A
+//!   start response's head, sent back to back, gives a first measurement.
 //! - **Scores.** Timeouts halve a peer's rate estimate; a second timeout in a
 //!   row or a second corrupt chunk drops the peer for good.
 //! - **Start rule.** Playback may start once the audio buffered covers the
@@ -146,6 +150,12 @@ impl Default for SchedulerConfig {
 /// first, short against any round trip.
 pub const FIRST_ALONE: Duration = Duration::from_millis(5);
 
+/// The shortest time a rate is measured over.
+const MIN_RUN: Duration = Duration::from_millis(1);
+
+/// The longest a rate is measured over before its run begins anew.
+const RUN_SPAN: Duration = Duration::from_secs(1);
+
 /// What the scheduler knows of a peer when it joins.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
@@ -170,8 +180,17 @@ struct Peer {
     have: Vec<bool>,
     /// Bytes asked for and not yet settled.
     queued: u64,
-    /// When its last request settled (for rate measurement).
+    /// When its last request settled (a request sent before and still
+    /// open has stalled).
     last_done: Duration,
+    /// While it has work queued, the run of deliveries the rate is
+    /// measured over: when the run could first deliver (a request to an
+    /// idle peer: sent plus its RTT; a response already flowing: when it
+    /// was adopted) and the bytes delivered since. Measured over the run,
+    /// two chunks read in one go do not look infinitely fast, and a
+    /// request's wait for its first byte is not counted as transfer.
+    run_since: Duration,
+    run_bytes: u64,
     /// The send time of the latest-sent request it has completed: a request
     /// sent earlier and still open has been overtaken.
     latest_sent_done: Duration,
@@ -332,6 +351,8 @@ impl Scheduler {
             have: if info.has_all { Vec::new() } else { vec![false; n] },
             queued: 0,
             last_done: Duration::ZERO,
+            run_since: Duration::ZERO,
+            run_bytes: 0,
             latest_sent_done: Duration::ZERO,
             timeouts_in_row: 0,
             corrupt: 0,
@@ -518,9 +539,34 @@ impl Scheduler {
         let Some(ChunkState::Missing) = self.state.get(chunk as usize) else { return };
         let Some(p) = self.peers.get(peer.0) else { return };
         let expected = self.expected_completion(p, chunk, now);
+        self.start_run(peer, now);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
         self.state[chunk as usize] =
             ChunkState::Requested(vec![InFlight { peer, sent: now, expected }]);
+    }
+
+    /// A peer with nothing queued gets work: a new run of deliveries
+    /// begins (its first byte can come no sooner than `from`).
+    fn start_run(&mut self, peer: PeerKey, from: Duration) {
+        let p = &mut self.peers[peer.0];
+        if p.queued == 0 {
+            p.run_since = from;
+            p.run_bytes = 0;
+        }
+    }
+
+    /// A rate measured on the peer's connection before the scheduler
+    /// asked it anything (the start response's head, sent back to back):
+    /// it replaces the guess, as a first measurement would.
+    pub fn measured_rate(&mut self, peer: PeerKey, bytes_per_sec: f64) {
+        if let Some(p) = self.peers.get_mut(peer.0)
+            && p.samples == 0
+            && bytes_per_sec.is_finite()
+            && bytes_per_sec > 0.0
+        {
+            p.rate = bytes_per_sec;
+            p.samples = 1;
+        }
     }
 
     fn request(
@@ -532,6 +578,8 @@ impl Scheduler {
         actions: &mut Vec<Action>,
     ) {
         let deadline = self.deadline(chunk, now);
+        let first_byte = now + self.peers[peer.0].rtt;
+        self.start_run(peer, first_byte);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
         let f = InFlight { peer, sent: now, expected: ect };
         match &mut self.state[chunk as usize] {
@@ -797,11 +845,15 @@ impl Scheduler {
             p.bytes += size;
             p.timeouts_in_row = 0;
             if let Some(f) = settled {
-                // Service time: from when the peer could start on it.
-                let began = f.sent.max(p.last_done);
-                let secs =
-                    now.saturating_sub(began).saturating_sub(p.rtt / 2).as_secs_f64().max(1e-4);
-                let sample = size as f64 / secs;
+                // The rate over the run so far (at least a millisecond:
+                // bytes read in one go say nothing of time).
+                p.run_bytes += size;
+                let secs = now.saturating_sub(p.run_since).max(MIN_RUN).as_secs_f64();
+                let sample = p.run_bytes as f64 / secs;
+                // A long run begins anew, so the rate follows the path.
+                if secs > RUN_SPAN.as_secs_f64() {
+                    (p.run_since, p.run_bytes) = (now, 0);
+                }
                 p.rate = if p.samples == 0 { sample } else { 0.7 * p.rate + 0.3 * sample };
                 p.samples += 1;
                 p.latest_sent_done = p.latest_sent_done.max(f.sent);
@@ -964,13 +1016,16 @@ impl Scheduler {
     }
 
     /// The start rule's margin: one chunk's fetch from the best live peer
-    /// (its round trip and the chunk at its rate); 1 s with none.
+    /// (its round trip and the chunk at its rate, but no faster than the
+    /// cautious initial rate: a rate measured is the path without loss,
+    /// and the margin is what covers a retransmission); 1 s with none.
     fn start_margin(&self) -> Duration {
-        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0));
+        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0)) as f64;
+        let cautious = self.config.initial_rate;
         self.peers
             .iter()
             .filter(|p| !p.dead)
-            .map(|p| p.rtt + p.secs(chunk))
+            .map(|p| p.rtt + Duration::from_secs_f64(chunk / p.rate.min(cautious).max(1.0)))
             .min()
             .unwrap_or(Duration::from_secs(1))
     }
@@ -1253,6 +1308,41 @@ mod tests {
         // Paused: deadlines slide with `now`.
         s.set_playhead(Playhead { position: ms(20_000), at: ms(2000), playing: false });
         assert_eq!(s.deadline(60, ms(9000)), ms(9000 + 4000 - 150));
+    }
+
+    #[test]
+    fn rates_are_measured_over_a_run_of_deliveries() {
+        // 50 ms RTT, 2 MB/s: two chunks asked at 0 start flowing at 50 ms
+        // and are read in one go at 66 ms (16 ms for 32 KiB).
+        let mut s = playing_track();
+        let p = s.add_peer(PeerInfo { rtt: ms(50), is_seed: false, has_all: true });
+        assert_eq!(requests(&s.poll(ms(0))), vec![(p.0, 0), (p.0, 1)]);
+        s.on_received(p, 0, ms(66));
+        s.on_received(p, 1, ms(66));
+        let rate = s.peers[p.0].rate;
+        // Per chunk, the second would look infinitely fast (the old
+        // estimate said ~50 MB/s); over the run it is what the path did.
+        assert!((1.0e6..4.2e6).contains(&rate), "{rate}");
+        // The wait for the first byte is not transfer time: a lone request
+        // to the idle peer, its 16 KiB in 8 ms after the round trip.
+        let before = s.peers[p.0].rate;
+        s.request(2, p, ms(100), ms(100), &mut Vec::new());
+        s.on_received(p, 2, ms(158));
+        let sample = (s.peers[p.0].rate - 0.7 * before) / 0.3;
+        assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
+    }
+
+    #[test]
+    fn a_rate_measured_before_any_request_replaces_the_guess_but_not_the_start_margin() {
+        let mut s = track();
+        let p = s.add_peer(PeerInfo { rtt: ms(80), is_seed: false, has_all: true });
+        s.measured_rate(p, 2.5e6);
+        assert_eq!((s.peers[p.0].rate, s.peers[p.0].samples), (2.5e6, 1));
+        s.measured_rate(p, 1.0);
+        assert_eq!(s.peers[p.0].rate, 2.5e6, "a first measurement only");
+        // A start has no room for a retransmission: its margin assumes no
+        // more than the cautious initial rate (16 KiB at 256 KB/s).
+        assert_eq!(s.start_margin(), ms(80) + Duration::from_micros(62_500));
     }
 
     #[test]
