@@ -92,8 +92,15 @@ fn hashing(c: &mut Criterion) {
     g.bench_function(format!("decode and verify ({} chunks)", layout.count()), |b| {
         b.iter(|| Manifest::decode_verified(black_box(encoded.clone()), manifest.id()).unwrap())
     });
+    let list = manifest.hash_pages(0..manifest.page_count()).unwrap();
+    g.bench_function(format!("learn and check its hash list ({} chunks)", layout.count()), |b| {
+        b.iter(|| {
+            let m = Manifest::decode_verified(encoded.clone(), manifest.id()).unwrap();
+            m.learn_hashes(0, black_box(&list)).unwrap();
+        })
+    });
     let media = manifest.media().clone();
-    let hashes = manifest.hashes().to_vec();
+    let (hashes, _) = chunk_bytes(&data, &layout).unwrap();
     g.bench_function(format!("encode ({} chunks)", layout.count()), |b| {
         b.iter(|| Manifest::new(media.clone(), layout, black_box(hashes.clone())).unwrap())
     });

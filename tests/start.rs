@@ -58,6 +58,23 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     }
     let first = m.chunk_at_time(Duration::ZERO);
     assert!(s.answer.head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
+    // The manifest holds a hash per page of the chunk hash list, not the
+    // list (a third of its size at most here; the time index is the rest),
+    // and the head was checked with the pages the start's chunks need: the
+    // rest of the list comes behind them, unread yet.
+    let (len, list) = (m.encoded().len(), 32 * m.layout().count() as usize);
+    assert!(len * 3 < list, "{name}: manifest of {len} bytes for a {list}-byte hash list");
+    let budget = u64::from(chorus_streamer::client::START_BUDGET);
+    let mut needed: Vec<u32> = m
+        .start_chunks(Duration::ZERO, budget)
+        .into_iter()
+        .map(chorus_protocol::Manifest::page_of)
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    if m.page_count() as usize > needed.len() {
+        assert!(!m.hashes_known(), "{name}: the whole hash list came before the head");
+    }
     // The decoder opens and decodes its first audio from those chunks
     // alone: a store holding nothing else (and nothing fetching) is enough.
     // A read of any other chunk (a scan of the file's end for tags or a
@@ -87,6 +104,7 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
             .await
             .unwrap();
     assert!(report.time_to_first_audio.is_some(), "{name}: no audio");
+    assert!(m.hashes_known(), "{name}: the rest of the hash list never came");
     (name, report.requests_before_start)
 }
 

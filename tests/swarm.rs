@@ -144,8 +144,18 @@ async fn a_listener_survives_losing_two_of_five_sources_and_the_seed_serves_a_mi
 fn start_liar(
     manifest: chorus_protocol::Manifest,
 ) -> (chorus_streamer::transport::Transport, tokio::task::JoinHandle<()>) {
-    use chorus_protocol::Message;
-    use chorus_protocol::message::{ChunkRun, Have, ManifestResponse};
+    start_fake(manifest, None)
+}
+
+/// With `file` (the track's bytes), an honest peer but for its start
+/// responses: the pages of the hash list its chunks need and the chunks,
+/// but not the rest of the list. Without, [`start_liar`].
+fn start_fake(
+    manifest: chorus_protocol::Manifest,
+    file: Option<bytes::Bytes>,
+) -> (chorus_streamer::transport::Transport, tokio::task::JoinHandle<()>) {
+    use chorus_protocol::message::{ChunkRun, Hashes, Have, ManifestResponse};
+    use chorus_protocol::{ChunkIndex, Manifest, Message};
     use chorus_streamer::wire::{read_frame, write_chunk, write_message};
     let identity = Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap());
     let limits = chorus_streamer::tls::TransportLimits::default();
@@ -160,13 +170,26 @@ fn start_liar(
     let listen = vec![t.local_addr().unwrap()];
     let hello = t.hello(listen);
     let endpoint = t.endpoint().clone();
+    // A chunk's bytes: the file's, or junk of the right length.
+    let bytes_of = move |m: &Manifest, index: ChunkIndex| {
+        let r = m.layout().byte_range(index);
+        match &file {
+            Some(f) => f.slice(r.start as usize..r.end as usize),
+            None => bytes::Bytes::from(vec![0x5a; (r.end - r.start) as usize]),
+        }
+    };
+    let honest = bytes_of.clone();
+    let lists = |m: &Manifest, pages: std::ops::Range<u32>| {
+        let data = m.hash_pages(pages.clone()).unwrap();
+        Message::Hashes(Hashes { track: m.id(), first_page: pages.start, data })
+    };
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
-            let (m, hello) = (manifest.clone(), hello.clone());
+            let (m, hello, bytes_of) = (manifest.clone(), hello.clone(), honest.clone());
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let (m, hello) = (m.clone(), hello.clone());
+                    let (m, hello, bytes_of) = (m.clone(), hello.clone(), bytes_of.clone());
                     tokio::spawn(async move {
                         let Ok(Some(f)) = read_frame(&mut recv).await else { return };
                         match f.message {
@@ -181,6 +204,9 @@ fn start_liar(
                                 };
                                 let _ = write_message(&mut send, &Message::ManifestResponse(reply))
                                     .await;
+                                // The true hash list: the lie is in the chunks.
+                                let _ =
+                                    write_message(&mut send, &lists(&m, 0..m.page_count())).await;
                                 let all = ChunkRun { start: 0, len: m.layout().count() };
                                 let _ = write_message(
                                     &mut send,
@@ -188,12 +214,33 @@ fn start_liar(
                                 )
                                 .await;
                             }
+                            Message::StartRequest(r) => {
+                                let at = Duration::from_millis(u64::from(r.at_ms));
+                                let reply = ManifestResponse {
+                                    track: m.id(),
+                                    manifest: m.encoded().clone(),
+                                    origin: true,
+                                };
+                                let _ = write_message(&mut send, &Message::ManifestResponse(reply))
+                                    .await;
+                                let chunks = m.start_chunks(at, u64::from(r.budget));
+                                let mut pages: Vec<u32> =
+                                    chunks.iter().map(|i| Manifest::page_of(*i)).collect();
+                                pages.sort_unstable();
+                                pages.dedup();
+                                for p in pages {
+                                    let _ = write_message(&mut send, &lists(&m, p..p + 1)).await;
+                                }
+                                for i in chunks {
+                                    let _ =
+                                        write_chunk(&mut send, m.id(), i, bytes_of(&m, i)).await;
+                                }
+                            }
                             Message::ChunkRequest(r) => {
                                 for i in r.first.0..r.first.0 + r.count {
-                                    let index = chorus_protocol::ChunkIndex(i);
-                                    let len = m.layout().chunk_len(index) as usize;
-                                    let junk = bytes::Bytes::from(vec![0x5a; len]);
-                                    if write_chunk(&mut send, r.track, index, junk).await.is_err() {
+                                    let index = ChunkIndex(i);
+                                    let data = bytes_of(&m, index);
+                                    if write_chunk(&mut send, r.track, index, data).await.is_err() {
                                         return;
                                     }
                                 }
@@ -207,6 +254,54 @@ fn start_liar(
         }
     });
     (t, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_response_without_the_rest_of_the_hash_list_does_not_stall_the_listener() {
+    // The only peer's start response has the pages its chunks need, not
+    // the rest of the list: nothing past them can be checked until the
+    // fetch asks it for the manifest's whole list (as it does when a start
+    // response ends without it).
+    let lib = library_dir(&["beat-thee.mp3"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    assert!(manifest.page_count() > 1);
+    let file = bytes::Bytes::from(std::fs::read(sample("beat-thee.mp3")).unwrap());
+    let (fake, fake_task) = start_fake(manifest.clone(), Some(file));
+    let client = client();
+    let addr = fake.local_addr().unwrap();
+    let pool = chorus_streamer::start::Pool::dial(&client, &[(addr, Some(fake.peer_id()))]);
+    let want = chorus_protocol::message::Want::Track(manifest.id());
+    let s = pool.start(&want, Duration::ZERO).await.unwrap();
+    let m = s.answer.manifest.clone();
+    assert!(!m.hashes_known(), "only the start's pages came");
+    let out = tempfile::tempdir().unwrap();
+    let wav = out.path().join("out.wav");
+    let options = PlayOptions {
+        head: s.answer.head.clone(),
+        duration: Some(Duration::from_secs(3)),
+        ..PlayOptions::default()
+    };
+    let report = play(
+        m.clone(),
+        vec![s.source],
+        OutputSpec::Wav(wav.clone()),
+        options,
+        Instant::now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(m.hashes_known(), "the fetch completed the list");
+    assert_eq!(report.underruns, 0);
+    let (_, _, got) = decode_file(&wav, None).unwrap();
+    let (_, _, want) = decode_file(&sample("beat-thee.mp3"), None).unwrap();
+    assert!(got.len() > 44_100 * 2 * 2, "three seconds played: {}", got.len());
+    assert!(want.starts_with(&got), "the audio is the original's");
+    client.close().await;
+    fake.close().await;
+    fake_task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

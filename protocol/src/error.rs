@@ -90,6 +90,21 @@ pub enum ProtocolError {
         /// The number of chunks in the track.
         count: u32,
     },
+    /// A chunk's hash is in a page of the manifest's hash list that has
+    /// not arrived yet (see [`crate::Manifest::learn_hashes`]).
+    #[error("the hash of chunk {index} has not arrived yet")]
+    HashUnknown {
+        /// The chunk.
+        index: ChunkIndex,
+    },
+    /// Hash list bytes do not hash to the manifest's page hash.
+    #[error("page {page} of the hash list of track {track} failed verification")]
+    HashPageMismatch {
+        /// The track.
+        track: TrackId,
+        /// The page.
+        page: u32,
+    },
     /// A chunk had the wrong length for its position in the track.
     #[error("chunk {index} has {len} bytes, expected {expected}")]
     ChunkLength {

@@ -21,9 +21,9 @@ use crate::limits;
 use crate::message::{Message, MessageKind, chunk_data_prefix};
 
 /// The protocol version this implementation writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The oldest protocol version this implementation reads.
-pub const MIN_VERSION: u8 = 1;
+pub const MIN_VERSION: u8 = 2;
 /// Bytes before the payload: length, version, kind.
 pub const HEADER_LEN: usize = 6;
 /// The length field's size.

@@ -2,10 +2,22 @@
 //! fetches a byte of audio, and the root of trust for every chunk.
 //!
 //! A [`Manifest`] holds the codec and container hints, sample rate, channels,
-//! length in frames, the byte length and chunk size, one blake3 hash per
-//! chunk, a time index and the tags. Its canonical encoding is hashed to make
-//! the [`TrackId`]; [`Manifest::decode_verified`] checks received bytes
-//! against the id they were asked for.
+//! length in frames, the byte length and chunk size, one hash per page of
+//! the chunk hash list, a time index and the tags. Its canonical encoding is
+//! hashed to make the [`TrackId`]; [`Manifest::decode_verified`] checks
+//! received bytes against the id they were asked for.
+//!
+//! ## The hash list, in pages
+//!
+//! Each chunk has a blake3 hash; the list of them is cut into pages of
+//! [`HASHES_PER_PAGE`] (2 KiB), and the manifest holds a hash of each page.
+//! So a manifest stays small (a FLAC of 885 chunks: 14 page hashes, not 885
+//! chunk hashes; 4.8 KB with its time index instead of 33 KB), and a start
+//! response can send
+//! the page its first chunk needs before that chunk and the rest of the list
+//! after it: the first chunk is checked as soon as it is in, not after the
+//! whole list. Pages are learned with [`Manifest::learn_hashes`], checked
+//! against their hash, into a table every clone of the manifest shares.
 //!
 //! ## The time index
 //!
@@ -19,6 +31,7 @@
 //! ([`Manifest::chunk_at_time`]).
 
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -29,9 +42,41 @@ use crate::error::{ProtocolError, Result};
 use crate::ids::{ChunkHash, ChunkIndex, TrackId};
 use crate::limits;
 
-/// The manifest encoding version this implementation writes and reads.
-pub const MANIFEST_VERSION: u8 = 1;
+/// The manifest encoding version this implementation writes and reads
+/// (2: page hashes in place of the chunk hash list).
+pub const MANIFEST_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"CHMF";
+
+/// Chunk hashes per page of the hash list: a page is 2 KiB.
+pub const HASHES_PER_PAGE: u32 = 64;
+
+/// The blake3 key-derivation context of page hashes: a page hash can never
+/// be mistaken for a chunk's or a manifest's.
+const PAGE_CONTEXT: &str = "chorus 2026-11-26 hash list page";
+
+/// The hash of one page of a hash list (its chunk hashes, concatenated).
+fn page_hash(hashes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(PAGE_CONTEXT);
+    h.update(hashes);
+    *h.finalize().as_bytes()
+}
+
+/// How many pages a list of `chunks` hashes has.
+fn pages_for(chunks: u32) -> u32 {
+    chunks.div_ceil(HASHES_PER_PAGE)
+}
+
+/// The chunk hashes learned so far, by page; shared by a manifest's clones.
+struct HashList {
+    pages: Vec<OnceLock<Box<[ChunkHash]>>>,
+}
+
+impl std::fmt::Debug for HashList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = self.pages.iter().filter(|p| p.get().is_some()).count();
+        write!(f, "HashList({known} of {} pages)", self.pages.len())
+    }
+}
 
 macro_rules! code_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $code:literal),* $(,)? }) => {
@@ -182,22 +227,52 @@ pub struct MediaInfo {
 }
 
 /// A verified, canonical track manifest. Build one with [`Manifest::new`] or
-/// decode one with [`Manifest::decode_verified`].
-#[derive(Clone, Debug, PartialEq)]
+/// decode one with [`Manifest::decode_verified`]. Clones share the hash
+/// list learned so far.
+#[derive(Clone, Debug)]
 pub struct Manifest {
     id: TrackId,
     encoded: Bytes,
     media: MediaInfo,
     layout: ChunkLayout,
-    hashes: Vec<ChunkHash>,
+    pages: Vec<[u8; 32]>,
+    list: Arc<HashList>,
+}
+
+impl PartialEq for Manifest {
+    /// The same track (the encoding decides; what was learned is not part
+    /// of it).
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded == other.encoded
+    }
 }
 
 impl Manifest {
-    /// Builds a manifest, validating every field, and computes its id.
+    /// Builds a manifest with its whole hash list, validating every field,
+    /// and computes its id.
     pub fn new(media: MediaInfo, layout: ChunkLayout, hashes: Vec<ChunkHash>) -> Result<Self> {
-        validate(&media, &layout, &hashes)?;
-        let mut buf = BytesMut::with_capacity(encoded_len_hint(&media, &hashes));
-        encode(&mut buf, &media, &layout, &hashes);
+        if hashes.len() != layout.count() as usize {
+            return Err(ProtocolError::Invalid("chunk hash count does not match the layout"));
+        }
+        let mut pages = Vec::with_capacity(pages_for(layout.count()) as usize);
+        let mut bytes = Vec::with_capacity(32 * HASHES_PER_PAGE as usize);
+        for page in hashes.chunks(HASHES_PER_PAGE as usize) {
+            bytes.clear();
+            page.iter().for_each(|h| bytes.extend_from_slice(h.as_bytes()));
+            pages.push(page_hash(&bytes));
+        }
+        let m = Self::build(media, layout, pages)?;
+        for (slot, page) in m.list.pages.iter().zip(hashes.chunks(HASHES_PER_PAGE as usize)) {
+            let _ = slot.set(page.into());
+        }
+        Ok(m)
+    }
+
+    /// A manifest with page hashes and no hash list learned yet.
+    fn build(media: MediaInfo, layout: ChunkLayout, pages: Vec<[u8; 32]>) -> Result<Self> {
+        validate(&media, &layout, pages.len())?;
+        let mut buf = BytesMut::with_capacity(encoded_len_hint(&media, pages.len()));
+        encode(&mut buf, &media, &layout, &pages);
         let encoded = buf.freeze();
         if encoded.len() > limits::MAX_MANIFEST_LEN {
             return Err(ProtocolError::TooMany {
@@ -207,7 +282,8 @@ impl Manifest {
             });
         }
         let id = TrackId::of_manifest_bytes(&encoded);
-        Ok(Self { id, encoded, media, layout, hashes })
+        let list = Arc::new(HashList { pages: pages.iter().map(|_| OnceLock::new()).collect() });
+        Ok(Self { id, encoded, media, layout, pages, list })
     }
 
     /// Decodes manifest bytes received for `expected`, checking the hash
@@ -230,8 +306,8 @@ impl Manifest {
                 max: limits::MAX_MANIFEST_LEN as u64,
             });
         }
-        let (media, layout, hashes) = decode(&bytes)?;
-        let m = Self::new(media, layout, hashes)?;
+        let (media, layout, pages) = decode(&bytes)?;
+        let m = Self::build(media, layout, pages)?;
         // Canonical: the only encoding of this value is the one we got.
         if m.encoded != bytes {
             return Err(ProtocolError::NonCanonical("manifest"));
@@ -264,17 +340,100 @@ impl Manifest {
         &self.layout
     }
 
-    /// All chunk hashes, in order.
-    pub fn hashes(&self) -> &[ChunkHash] {
-        &self.hashes
+    /// The number of pages of the hash list.
+    pub fn page_count(&self) -> u32 {
+        self.pages.len() as u32
     }
 
-    /// The hash of one chunk.
+    /// The page of the hash list that holds a chunk's hash.
+    pub fn page_of(index: ChunkIndex) -> u32 {
+        index.0 / HASHES_PER_PAGE
+    }
+
+    /// True once this page of the hash list is known.
+    pub fn page_known(&self, page: u32) -> bool {
+        self.list.pages.get(page as usize).is_some_and(|p| p.get().is_some())
+    }
+
+    /// True once the whole hash list is known.
+    pub fn hashes_known(&self) -> bool {
+        self.list.pages.iter().all(|p| p.get().is_some())
+    }
+
+    /// Learns pages of the hash list from `first` on: `data` is their
+    /// chunk hashes, concatenated (every page whole; the last page of the
+    /// list holds the rest). Each page is checked against its hash before
+    /// it is kept; pages already known are checked and left as they are.
+    pub fn learn_hashes(&self, first: u32, data: &[u8]) -> Result<()> {
+        let mut rest = data;
+        let mut page = first;
+        while !rest.is_empty() {
+            if page >= self.page_count() {
+                return Err(ProtocolError::Invalid("hash list page beyond the track"));
+            }
+            let chunks = self.page_chunks(page);
+            let len = 32 * (chunks.end - chunks.start) as usize;
+            if rest.len() < len {
+                return Err(ProtocolError::Truncated);
+            }
+            let (bytes, tail) = rest.split_at(len);
+            if page_hash(bytes) != self.pages[page as usize] {
+                return Err(ProtocolError::HashPageMismatch { track: self.id, page });
+            }
+            let slot = &self.list.pages[page as usize];
+            if slot.get().is_none() {
+                let hashes: Box<[ChunkHash]> = bytes
+                    .chunks_exact(32)
+                    .map(|h| {
+                        let mut a = [0u8; 32];
+                        a.copy_from_slice(h);
+                        ChunkHash::from_bytes(a)
+                    })
+                    .collect();
+                let _ = slot.set(hashes);
+            }
+            rest = tail;
+            page += 1;
+        }
+        Ok(())
+    }
+
+    /// The hash list's pages `pages`, concatenated, if all of them are
+    /// known: what [`Manifest::learn_hashes`] takes.
+    pub fn hash_pages(&self, pages: Range<u32>) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        for page in pages {
+            for h in self.list.pages.get(page as usize)?.get()?.iter() {
+                out.put_slice(h.as_bytes());
+            }
+        }
+        Some(out.freeze())
+    }
+
+    /// The chunks whose hashes a page holds.
+    pub fn page_chunks(&self, page: u32) -> Range<u32> {
+        let count = self.layout.count();
+        let start = page.saturating_mul(HASHES_PER_PAGE).min(count);
+        start..start.saturating_add(HASHES_PER_PAGE).min(count)
+    }
+
+    /// The hash of one chunk: an error if it is beyond the track or its
+    /// page of the hash list is not known yet.
     pub fn chunk_hash(&self, index: ChunkIndex) -> Result<ChunkHash> {
-        self.hashes
-            .get(index.as_usize())
+        if index.0 >= self.layout.count() {
+            return Err(ProtocolError::ChunkOutOfRange { index, count: self.layout.count() });
+        }
+        let page = self.list.pages.get(Self::page_of(index) as usize).and_then(|p| p.get());
+        page.and_then(|p| p.get((index.0 % HASHES_PER_PAGE) as usize))
             .copied()
-            .ok_or(ProtocolError::ChunkOutOfRange { index, count: self.layout.count() })
+            .ok_or(ProtocolError::HashUnknown { index })
+    }
+
+    /// True if `index` is in the head of a start at `at`: a header chunk,
+    /// or the chunk playback starts in. A start response sends the head
+    /// first, after the hash list pages it needs.
+    pub fn is_head(&self, index: ChunkIndex, at: Duration) -> bool {
+        index == self.chunk_at_time(at) || self.is_header_chunk(index)
     }
 
     /// Checks a received chunk and, if it passes, returns it as a
@@ -419,9 +578,9 @@ fn interpolate(a: TimePoint, b: TimePoint, offset: u64) -> u64 {
     a.time_us + u64::try_from(num / den).unwrap_or(u64::MAX).min(b.time_us - a.time_us)
 }
 
-fn validate(media: &MediaInfo, layout: &ChunkLayout, hashes: &[ChunkHash]) -> Result<()> {
-    if hashes.len() != layout.count() as usize {
-        return Err(ProtocolError::Invalid("chunk hash count does not match the layout"));
+fn validate(media: &MediaInfo, layout: &ChunkLayout, pages: usize) -> Result<()> {
+    if pages != pages_for(layout.count()) as usize {
+        return Err(ProtocolError::Invalid("hash list page count does not match the layout"));
     }
     if media.sample_rate == 0 || media.sample_rate > limits::MAX_SAMPLE_RATE {
         return Err(ProtocolError::Invalid("sample rate"));
@@ -465,13 +624,13 @@ fn check_count(what: &'static str, count: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn encoded_len_hint(media: &MediaInfo, hashes: &[ChunkHash]) -> usize {
-    64 + 32 * hashes.len() + 20 * media.header_ranges.len() + 10 * media.time_index.len() + 256
+fn encoded_len_hint(media: &MediaInfo, pages: usize) -> usize {
+    64 + 32 * pages + 20 * media.header_ranges.len() + 10 * media.time_index.len() + 256
 }
 
 /// Field order is the format; see PROTOCOL.md. Offsets and times in the
 /// index are delta-coded from the previous point.
-fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, hashes: &[ChunkHash]) {
+fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[[u8; 32]]) {
     buf.put_slice(MAGIC);
     buf.put_u8(MANIFEST_VERSION);
     buf.put_u8(media.codec.code());
@@ -481,8 +640,8 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, hashes: &
     buf.put_varint(media.frames);
     buf.put_varint(layout.byte_len());
     buf.put_varint(u64::from(layout.chunk_size().get()));
-    for h in hashes {
-        buf.put_slice(h.as_bytes());
+    for p in pages {
+        buf.put_slice(p);
     }
     buf.put_varint(media.header_ranges.len() as u64);
     for r in &media.header_ranges {
@@ -499,7 +658,7 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, hashes: &
     put_tags(buf, &media.tags);
 }
 
-fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
+fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
     let mut r = Reader::new(bytes);
     let mut magic = [0u8; 4];
     for m in &mut magic {
@@ -525,14 +684,14 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
     let byte_len = r.varint("byte length")?;
     let chunk_size = ChunkSize::new(r.varint_u32("chunk size")?)?;
     let layout = ChunkLayout::new(byte_len, chunk_size)?;
-    // Check the hashes fit before allocating for them.
-    let n = layout.count() as usize;
+    // Check the page hashes fit before allocating for them.
+    let n = pages_for(layout.count()) as usize;
     if r.remaining() < 32 * n {
         return Err(ProtocolError::Truncated);
     }
-    let mut hashes = Vec::with_capacity(n);
+    let mut pages = Vec::with_capacity(n);
     for _ in 0..n {
-        hashes.push(ChunkHash::from_bytes(r.array32()?));
+        pages.push(r.array32()?);
     }
     let nh = r.len("header ranges", limits::MAX_HEADER_RANGES)?;
     let mut header_ranges = Vec::with_capacity(nh);
@@ -569,5 +728,5 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<ChunkHash>)> {
         time_index,
         tags,
     };
-    Ok((media, layout, hashes))
+    Ok((media, layout, pages))
 }

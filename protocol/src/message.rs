@@ -235,12 +235,29 @@ pub enum Want {
     Query(String),
 }
 
+/// Pages of a track's chunk hash list (see [`crate::manifest`]): the
+/// receiver checks each against the manifest's page hash. Sent after a
+/// [`ManifestResponse`] (all pages), and in a start response around its
+/// head (the pages the head needs, then the rest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashes {
+    /// The track.
+    pub track: TrackId,
+    /// The first page.
+    pub first_page: u32,
+    /// Chunk hashes of the pages from `first_page` on, concatenated (32
+    /// bytes each; every page whole).
+    pub data: Bytes,
+}
+
 /// Asks for everything needed to start playing, in one response: for a
 /// query, the catalog entry of the best match (a [`SearchResponse`] of one);
-/// then the [`ManifestResponse`] (and [`Have`] from a cache); then
-/// [`ChunkData`] for the chunks holding the demuxer's headers and for those
-/// from media time `at_ms` on, in that order, up to `budget` bytes of chunk
-/// data. One round trip from request to the decoder's first packet.
+/// then the [`ManifestResponse`] (and [`Have`] from a cache); then the head:
+/// [`Hashes`] pages for it and [`ChunkData`] for the chunks holding the
+/// demuxer's headers and the chunk at `at_ms`; then [`Hashes`] for the
+/// rest of the list and the chunks after the head, in that order, up to
+/// `budget` bytes of chunk data. One round trip from request to the
+/// decoder's first packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartRequest {
     /// The track, or words to find it by.
@@ -365,6 +382,7 @@ pub enum Message {
     StartRequest(StartRequest),
     Connect(Connect),
     Rendezvous(Rendezvous),
+    Hashes(Hashes),
     Error(ErrorReply),
 }
 
@@ -388,6 +406,7 @@ pub enum MessageKind {
     StartRequest = 0x0d,
     Connect = 0x0e,
     Rendezvous = 0x0f,
+    Hashes = 0x10,
     Error = 0x7f,
 }
 
@@ -411,6 +430,7 @@ impl TryFrom<u8> for MessageKind {
             0x0d => K::StartRequest,
             0x0e => K::Connect,
             0x0f => K::Rendezvous,
+            0x10 => K::Hashes,
             0x7f => K::Error,
             c => return Err(ProtocolError::UnknownMessageType(c)),
         })
@@ -480,6 +500,7 @@ impl Message {
             Self::StartRequest(_) => K::StartRequest,
             Self::Connect(_) => K::Connect,
             Self::Rendezvous(_) => K::Rendezvous,
+            Self::Hashes(_) => K::Hashes,
             Self::Error(_) => K::Error,
         }
     }
@@ -544,6 +565,11 @@ impl Message {
             Self::Connect(_) => 32 + 1,
             Self::Rendezvous(m) => {
                 32 + socket_addr_len(&m.addr) + 1 + if m.relay.is_some() { 32 } else { 0 }
+            }
+            Self::Hashes(m) => {
+                32 + varint_len(u64::from(m.first_page))
+                    + varint_len(m.data.len() as u64)
+                    + m.data.len()
             }
             Self::Error(m) => varint_len(u64::from(m.code.code())) + str_len(&m.message),
         }
@@ -661,6 +687,12 @@ impl Message {
                         buf.put_slice(token);
                     }
                 }
+            }
+            Self::Hashes(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(u64::from(m.first_page));
+                buf.put_varint(m.data.len() as u64);
+                buf.put_slice(&m.data);
             }
             Self::Error(m) => {
                 buf.put_varint(u64::from(m.code.code()));
@@ -824,6 +856,15 @@ impl Message {
                     _ => return Err(ProtocolError::Invalid("rendezvous relay flag")),
                 };
                 Self::Rendezvous(Rendezvous { peer, addr, relay })
+            }
+            MessageKind::Hashes => {
+                let track = track(r)?;
+                let first_page = r.varint_u32("hash list page")?;
+                let data = r.bytes("hash list", 32 * limits::MAX_CHUNKS as usize)?;
+                if data.is_empty() || data.len() % 32 != 0 {
+                    return Err(ProtocolError::Invalid("hash list length"));
+                }
+                Self::Hashes(Hashes { track, first_page, data })
             }
             MessageKind::Error => {
                 let code = u16::try_from(r.varint("error code")?)

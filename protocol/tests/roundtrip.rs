@@ -50,6 +50,25 @@ proptest! {
             let r = m.layout().byte_range(i);
             prop_assert!(m.verify_chunk(i, &data[r.start as usize..r.end as usize]).is_ok());
         }
+        // A decoded manifest checks no chunk before it learns the page of
+        // the hash list that holds its hash; a page with a flipped byte is
+        // refused; its clones share what it learns.
+        let first = chorus_protocol::ChunkIndex(0);
+        let chunk0 = &data[..m.layout().byte_range(first).end as usize];
+        let unknown = matches!(back.verify_chunk(first, chunk0), Err(ProtocolError::HashUnknown { .. }));
+        prop_assert!(unknown);
+        let clone = back.clone();
+        for page in 0..m.page_count() {
+            let mut list = m.hash_pages(page..page + 1).unwrap().to_vec();
+            list[0] ^= 1;
+            let refused = back.learn_hashes(page, &list);
+            let mismatch = matches!(refused, Err(ProtocolError::HashPageMismatch { .. }));
+            prop_assert!(mismatch, "{:?}", refused);
+            list[0] ^= 1;
+            back.learn_hashes(page, &list).unwrap();
+        }
+        prop_assert!(clone.hashes_known());
+        prop_assert!(clone.verify_chunk(first, chunk0).is_ok());
         // Deadlines never fall as the file goes on, outside header chunks.
         let mut last = std::time::Duration::ZERO;
         for i in m.layout().indices() {

@@ -34,7 +34,7 @@ fn hello() {
             mapped: None,
             ticket: None,
         }),
-        "00000037 01 01
+        "00000037 02 01
          01 01
          1111111111111111111111111111111111111111111111111111111111111111
          01 04 7f000001 1ec6
@@ -51,7 +51,7 @@ fn chunk_request() {
             count: 4,
             deadline_ms: 250,
         }),
-        "00000027 01 06
+        "00000027 02 06
          2222222222222222222222222222222222222222222222222222222222222222
          ac02 04 fa01",
     );
@@ -65,7 +65,7 @@ fn chunk_data() {
             index: ChunkIndex(1),
             data: Bytes::from_static(b"abc"),
         }),
-        "00000027 01 07
+        "00000027 02 07
          3333333333333333333333333333333333333333333333333333333333333333
          01 03 616263",
     );
@@ -79,7 +79,7 @@ fn start_requests() {
             at_ms: 300,
             budget: 49_152,
         }),
-        "0000000b 01 0d 01 02 6162 ac02 808003",
+        "0000000b 02 0d 01 02 6162 ac02 808003",
     );
     snapshot(
         &Message::StartRequest(StartRequest {
@@ -87,7 +87,7 @@ fn start_requests() {
             at_ms: 0,
             budget: 1,
         }),
-        "00000025 01 0d 00
+        "00000025 02 0d 00
          4444444444444444444444444444444444444444444444444444444444444444
          00 01",
     );
@@ -97,7 +97,7 @@ fn start_requests() {
 fn error_reply() {
     snapshot(
         &Message::Error(ErrorReply { code: ErrorCode::UnknownTrack, message: "no".into() }),
-        "00000006 01 7f 02 02 6e6f",
+        "00000006 02 7f 02 02 6e6f",
     );
 }
 
@@ -117,12 +117,31 @@ fn manifest_encoding() {
         tags: Tags { title: Some("T".into()), track_number: Some(3), ..Tags::default() },
     };
     let m = Manifest::new(media, layout, hashes.clone()).unwrap();
+    // One page of the hash list: its hash, keyed for pages.
+    let list = [*hashes[0].as_bytes(), *hashes[1].as_bytes()].concat();
+    let page =
+        blake3::Hasher::new_derive_key("chorus 2026-11-26 hash list page").update(&list).finalize();
     let expected = format!(
-        "4348 4d46 01 01 01 c4d802 02 8009 dc0b 8008 {}{} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
-        hex(hashes[0].as_bytes()),
-        hex(hashes[1].as_bytes())
+        "4348 4d46 02 01 01 c4d802 02 8009 dc0b 8008 {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
+        hex(page.as_bytes()),
     );
     let expected: String = expected.split_whitespace().collect();
     assert_eq!(hex(m.encoded()), expected);
     assert_eq!(m.id(), TrackId::of_manifest_bytes(m.encoded()));
+    assert_eq!(m.hash_pages(0..1).unwrap().as_ref(), &list[..]);
+}
+
+#[test]
+fn hashes() {
+    snapshot(
+        &Message::Hashes(Hashes {
+            track: TrackId::from_bytes([0x22; 32]),
+            first_page: 1,
+            data: Bytes::from_static(&[0x33; 32]),
+        }),
+        "00000044 02 10
+         2222222222222222222222222222222222222222222222222222222222222222
+         01 20
+         3333333333333333333333333333333333333333333333333333333333333333",
+    );
 }

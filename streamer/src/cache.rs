@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 #[derive(Debug)]
 struct CachedTrack {
     manifest: Manifest,
+    /// The hash list is on disk (written once it is whole).
+    listed: bool,
     have: Vec<bool>,
     bytes: u64,
     last_used: u64,
@@ -57,6 +59,9 @@ pub struct ChunkCache {
     writable: bool,
     index: Mutex<Index>,
 }
+
+/// A cached track's chunk hash list, beside its manifest.
+const HASHES_FILE: &str = "hashes";
 
 /// The suffix of a file being written, renamed into place when whole.
 const TMP_SUFFIX: &str = ".tmp";
@@ -91,6 +96,11 @@ impl ChunkCache {
             let manifest = fs::read(path.join("manifest"))
                 .ok()
                 .and_then(|b| Manifest::decode_verified(Bytes::from(b), id).ok());
+            // Its hash list, without which no chunk can be checked.
+            let manifest = manifest.filter(|m| {
+                let list = fs::read(path.join(HASHES_FILE)).unwrap_or_default();
+                m.learn_hashes(0, &list).is_ok() && m.hashes_known()
+            });
             let Some(manifest) = manifest else {
                 tracing::warn!("removing unreadable cache entry {}", path.display());
                 let _ = fs::remove_dir_all(&path);
@@ -118,7 +128,8 @@ impl ChunkCache {
                 }
             }
             index.total += bytes;
-            index.tracks.insert(id, CachedTrack { manifest, have, bytes, last_used: 0 });
+            let entry = CachedTrack { manifest, listed: true, have, bytes, last_used: 0 };
+            index.tracks.insert(id, entry);
         }
         Ok(Self { dir: dir.to_owned(), max_bytes, writable, index: Mutex::new(index) })
     }
@@ -160,7 +171,7 @@ impl ChunkCache {
         self.lock()
             .tracks
             .values()
-            .filter(|t| t.have.iter().all(|h| *h))
+            .filter(|t| t.have.iter().all(|h| *h) && t.manifest.hashes_known())
             .map(|t| t.manifest.clone())
             .collect()
     }
@@ -177,11 +188,13 @@ impl ChunkCache {
         let dir = self.track_dir(&id);
         fs::create_dir_all(&dir).map_err(|e| io("creating cache entry", &dir, e))?;
         write_atomic(&dir.join("manifest"), manifest.encoded())?;
+        let listed = self.write_list(manifest)?;
         let n = manifest.layout().count() as usize;
         self.lock().tracks.insert(
             id,
             CachedTrack {
                 manifest: manifest.clone(),
+                listed,
                 have: vec![false; n],
                 bytes: 0,
                 last_used: 0,
@@ -190,9 +203,23 @@ impl ChunkCache {
         Ok(())
     }
 
-    /// The manifest of a cached track.
+    /// Writes a manifest's hash list if it is whole (it may still be
+    /// arriving: the manifest is shared with the fetch that learns it).
+    /// True if written.
+    fn write_list(&self, manifest: &Manifest) -> Result<bool> {
+        match manifest.hash_pages(0..manifest.page_count()) {
+            Some(list) if manifest.hashes_known() => {
+                write_atomic(&self.track_dir(&manifest.id()).join(HASHES_FILE), &list)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The manifest of a cached track, once its hash list is whole (what
+    /// serving it to others needs).
     pub fn manifest(&self, id: &TrackId) -> Option<Manifest> {
-        self.lock().tracks.get(id).map(|t| t.manifest.clone())
+        self.lock().tracks.get(id).filter(|t| t.manifest.hashes_known()).map(|t| t.manifest.clone())
     }
 
     /// Stores a verified chunk, evicting least recently used tracks if the
@@ -202,11 +229,18 @@ impl ChunkCache {
         if !self.writable {
             return Ok(());
         }
-        if self.manifest(id).is_none() {
-            return Err(Error::UnknownTrack(*id));
-        }
-        if self.lock().tracks.get(id).is_some_and(|t| t.have[index.as_usize()]) {
-            return Ok(());
+        let unlisted = match self.lock().tracks.get(id) {
+            None => return Err(Error::UnknownTrack(*id)),
+            Some(t) if t.have[index.as_usize()] => return Ok(()),
+            Some(t) => (!t.listed).then(|| t.manifest.clone()),
+        };
+        // The list that checks chunks on reading goes to disk once whole
+        // (an entry left without one is dropped when the cache opens).
+        if let Some(m) = unlisted
+            && self.write_list(&m)?
+            && let Some(t) = self.lock().tracks.get_mut(id)
+        {
+            t.listed = true;
         }
         self.make_room(id, data.len() as u64);
         write_atomic(&self.track_dir(id).join(index.0.to_string()), data)?;
@@ -355,6 +389,38 @@ mod tests {
             tags: Tags { title: Some(format!("t{seed}")), ..Tags::default() },
         };
         (Manifest::new(media, layout, hashes).unwrap(), chunks)
+    }
+
+    #[test]
+    fn a_track_is_kept_across_a_reopen_only_with_its_whole_hash_list() {
+        let dir = tempfile::tempdir().unwrap();
+        // 80 chunks: two pages of the hash list.
+        let (full, chunks) = track(5, 80 * 1024);
+        let m = Manifest::decode(full.encoded().clone()).unwrap();
+        let page0 = full.hash_pages(0..1).unwrap();
+        m.learn_hashes(0, &page0).unwrap();
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            c.put_manifest(&m).unwrap();
+            // A chunk checked with the first page is kept, but the track
+            // is not offered to others before its list is whole.
+            c.put_chunk(&m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+            assert!(c.manifest(&m.id()).is_none());
+        }
+        // Reopened with no list on disk: nothing could check its chunks.
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(c.get_chunk(&m.id(), ChunkIndex(0)).is_none());
+        c.put_manifest(&m).unwrap();
+        c.put_chunk(&m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+        m.learn_hashes(1, &full.hash_pages(1..2).unwrap()).unwrap();
+        // The next chunk stored writes the list, now whole.
+        c.put_chunk(&m.verify(ChunkIndex(70), chunks[70].clone()).unwrap()).unwrap();
+        assert!(c.manifest(&m.id()).is_some());
+        drop(c);
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(c.manifest(&m.id()).is_some_and(|m| m.hashes_known()));
+        assert_eq!(c.get_chunk(&m.id(), ChunkIndex(70)).unwrap().data(), &chunks[70]);
+        assert!(c.get_chunk(&m.id(), ChunkIndex(0)).is_some());
     }
 
     #[test]

@@ -204,6 +204,15 @@ impl Peer {
             }
             _ => return Err(Error::UnexpectedReply("expected the manifest")),
         };
+        // Then its whole hash list.
+        while !manifest.hashes_known() {
+            match next_reply(&mut recv).await? {
+                Message::Hashes(h) if h.track == track => {
+                    manifest.learn_hashes(h.first_page, &h.data)?;
+                }
+                _ => return Err(Error::UnexpectedReply("expected the track's hash list")),
+            }
+        }
         if origin {
             return Ok((manifest, true, None));
         }
@@ -423,27 +432,35 @@ impl HeadRest {
     }
 
     /// The next chunk, verified; `None` once the response has ended (a
-    /// responder serving from a cache may send fewer than asked).
+    /// responder serving from a cache may send fewer than asked). Pages of
+    /// the hash list on the way are learned into the manifest (shared with
+    /// its clones): the response is over once every chunk and every page
+    /// is in.
     pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
-        if self.expected.is_empty() {
-            return Ok(None);
-        }
-        let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
-            .await
-            .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
-        match frame.map(|f| f.message) {
-            None | Some(Message::Error(_)) => {
-                self.expected.clear();
-                Ok(None)
+        loop {
+            if self.expected.is_empty() && self.manifest.hashes_known() {
+                return Ok(None);
             }
-            Some(Message::ChunkData(c)) if c.track == self.manifest.id() => {
-                let Some(pos) = self.expected.iter().position(|i| *i == c.index) else {
-                    return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
-                };
-                self.expected.swap_remove(pos);
-                Ok(Some(self.manifest.verify(c.index, c.data)?))
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
+                .await
+                .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
+            match frame.map(|f| f.message) {
+                None | Some(Message::Error(_)) => {
+                    self.expected.clear();
+                    return Ok(None);
+                }
+                Some(Message::Hashes(h)) if h.track == self.manifest.id() => {
+                    self.manifest.learn_hashes(h.first_page, &h.data)?;
+                }
+                Some(Message::ChunkData(c)) if c.track == self.manifest.id() => {
+                    let Some(pos) = self.expected.iter().position(|i| *i == c.index) else {
+                        return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
+                    };
+                    self.expected.swap_remove(pos);
+                    return Ok(Some(self.manifest.verify(c.index, c.data)?));
+                }
+                Some(_) => return Err(Error::UnexpectedReply("expected chunk data")),
             }
-            Some(_) => Err(Error::UnexpectedReply("expected chunk data")),
         }
     }
 }
@@ -557,7 +574,8 @@ async fn read_start(
         let secs = since.elapsed().max(Duration::from_millis(1)).as_secs_f64();
         rest.rate = Some(head_bytes as f64 / secs);
     }
-    let rest = (!rest.expected.is_empty()).then_some(rest);
+    // The rest: chunks, or pages of the hash list, still to come.
+    let rest = (!rest.expected.is_empty() || !manifest.hashes_known()).then_some(rest);
     Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
 }
 

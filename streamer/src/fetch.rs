@@ -306,13 +306,17 @@ pub async fn fetch_track(
     // (playback stopped): a request left running would go on pulling
     // bytes nobody wants through the peers' uplinks.
     let mut tasks = AbortOnDrop::default();
-    // The rest of a start response: its chunks are in flight already.
+    // The rest of a start response: its chunks are in flight already,
+    // and the rest of the hash list right behind the head.
+    let listed = Arc::new(tokio::sync::Notify::new());
     for (key, i) in &keys {
-        let pump = adopt_head(&sources[*i], *key, &mut sched, now(), &store, &config, &stats, &tx);
+        let (source, t) = (&sources[*i], now());
+        let pump = adopt_head(source, *key, &mut sched, t, &store, &config, &stats, &tx, &listed);
         if let Some(pump) = pump {
             tasks.insert((*key, u32::MAX), pump);
         }
     }
+    let mut listed_whole = manifest.hashes_known();
     let mut sources = sources;
     let mut seen_seeks = control.seeks.load(Ordering::Relaxed);
     // The first start (a seek raises `ready` again): what the count of
@@ -359,8 +363,9 @@ pub async fn fetch_track(
                     runs.iter().flat_map(|r| r.start..r.start.saturating_add(r.len)),
                 );
             }
-            if let Some(pump) = adopt_head(&s, key, &mut sched, now(), &store, &config, &stats, &tx)
-            {
+            let t = now();
+            let pump = adopt_head(&s, key, &mut sched, t, &store, &config, &stats, &tx, &listed);
+            if let Some(pump) = pump {
                 tasks.insert((key, u32::MAX), pump);
             }
             keys.insert(key, sources.len());
@@ -413,8 +418,26 @@ pub async fn fetch_track(
             stats.requests_before_start.store(sent, Ordering::Relaxed);
             started = true;
         }
-        for action in sched.poll(t) {
-            act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
+        // Nothing is asked for before its hash can be checked: until the
+        // rest of the hash list is in (a start response sends it behind
+        // its chunks), what arrives is taken and the start rule judged, but
+        // no request goes out; after HASH_LIST_WAIT the sources are asked.
+        listed_whole = listed_whole || manifest.hashes_known();
+        if !listed_whole && t >= HASH_LIST_WAIT {
+            if let Err(e) = complete_hash_list(&manifest, &sources).await {
+                store.fail(e.clone());
+                break Err(e);
+            }
+            listed_whole = true;
+            continue;
+        }
+        if listed_whole {
+            for action in sched.poll(t) {
+                act(
+                    action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks,
+                    t,
+                );
+            }
         }
         // No live peer: others may still be joining (their handshake or
         // manifest answer came later than a source that failed at once), so
@@ -436,6 +459,9 @@ pub async fn fetch_track(
         }
         if let Some(since) = alone_since {
             wake = wake.min(since + config.stall_timeout);
+        }
+        if !listed_whole {
+            wake = wake.min(HASH_LIST_WAIT);
         }
         let wake = tokio::time::Instant::from_std(epoch + wake);
         stats.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -478,6 +504,7 @@ pub async fn fetch_track(
             }
             () = store.wait_for_need() => {}
             () = control.changed.notified() => {}
+            () = listed.notified() => {}
             () = tokio::time::sleep_until(wake) => {}
         }
     };
@@ -637,6 +664,7 @@ fn adopt_head(
     config: &FetchConfig,
     stats: &Arc<FetchStats>,
     tx: &mpsc::Sender<Event>,
+    listed: &Arc<tokio::sync::Notify>,
 ) -> Option<JoinHandle<()>> {
     let slot = source.head_rest.as_ref()?;
     let mut rest = slot.lock().ok()?.take()?;
@@ -649,9 +677,16 @@ fn adopt_head(
     }
     let (store, stats, cache, tx) =
         (store.clone(), stats.clone(), config.cache.clone(), tx.clone());
+    let listed = listed.clone();
     Some(tokio::spawn(async move {
+        let mut told = false;
         let ended = loop {
-            match rest.next().await {
+            let next = rest.next().await;
+            if !told && store.manifest().hashes_known() {
+                listed.notify_one();
+                told = true;
+            }
+            match next {
                 Ok(Some(chunk)) => {
                     let i = chunk.index().0;
                     pending.retain(|p| *p != i);
@@ -670,6 +705,10 @@ fn adopt_head(
                 Err(e) => break classify(&e).0,
             }
         };
+        // Over: the hash list is whole, or will not come this way.
+        if !told {
+            listed.notify_one();
+        }
         for chunk in pending {
             let error = Error::UnexpectedReply("the start response ended without this chunk");
             let ev = Event::Failed { key, chunk, failure: ended, gone: false, error };
@@ -678,6 +717,33 @@ fn adopt_head(
             }
         }
     }))
+}
+
+/// How long a fetch waits for the rest of the hash list, which a start
+/// response sends behind its chunks, before asking a peer for it.
+const HASH_LIST_WAIT: Duration = Duration::from_secs(1);
+
+/// Completes the hash list the start response did not (it ended early,
+/// or its peer went quiet): the sources are asked for the manifest and its
+/// list, one after another.
+async fn complete_hash_list(
+    manifest: &chorus_protocol::Manifest,
+    sources: &[Source],
+) -> Result<(), String> {
+    for s in sources {
+        if manifest.hashes_known() {
+            break;
+        }
+        match s.peer.manifest_and_origin(manifest.id()).await {
+            Ok((whole, _, _)) => {
+                if let Some(list) = whole.hash_pages(0..whole.page_count()) {
+                    let _ = manifest.learn_hashes(0, &list);
+                }
+            }
+            Err(e) => tracing::debug!("no hash list from {}: {e}", s.peer.addr()),
+        }
+    }
+    if manifest.hashes_known() { Ok(()) } else { Err("no peer sent the track's hash list".into()) }
 }
 
 fn classify(error: &Error) -> (Failure, bool) {

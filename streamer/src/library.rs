@@ -26,7 +26,7 @@ use crate::probe;
 
 /// The index file's name in the data dir.
 pub const INDEX_FILE: &str = "library.idx";
-const INDEX_VERSION: u32 = 3;
+const INDEX_VERSION: u32 = 4;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]
@@ -299,6 +299,8 @@ struct IndexEntry {
     size: u64,
     mtime_ns: u128,
     manifest: Vec<u8>,
+    /// The chunk hash list (the manifest holds a hash per page of it).
+    hashes: Vec<u8>,
 }
 
 /// Loads the previous index from `data_dir`. A missing index is empty; an
@@ -330,6 +332,9 @@ pub fn load_index(data_dir: &Path) -> (Vec<LibraryTrack>, Vec<Skipped>) {
         .into_iter()
         .filter_map(|e| {
             let manifest = Manifest::decode(Bytes::from(e.manifest)).ok()?;
+            // A track whose list does not check out is indexed again.
+            manifest.learn_hashes(0, &e.hashes).ok()?;
+            manifest.hashes_known().then_some(())?;
             Some(LibraryTrack {
                 file_name: file_name_of(&e.path),
                 path: e.path,
@@ -354,6 +359,11 @@ pub fn save_index(data_dir: &Path, library: &Library) -> Result<()> {
                 size: t.size,
                 mtime_ns: t.mtime_ns,
                 manifest: t.manifest.encoded().to_vec(),
+                hashes: t
+                    .manifest
+                    .hash_pages(0..t.manifest.page_count())
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default(),
             })
             .collect(),
         skipped: library.skipped.clone(),

@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::message::{
-    ChunkRequest, ErrorCode, Have, Hello, ManifestResponse, NO_DEADLINE, PeerExchange, PeerInfo,
-    SearchResponse, StartRequest, Want, WhoHasReply,
+    ChunkRequest, ErrorCode, Hashes, Have, Hello, ManifestResponse, NO_DEADLINE, PeerExchange,
+    PeerInfo, SearchResponse, StartRequest, Want, WhoHasReply,
 };
-use chorus_protocol::{Message, PeerId, ProtocolError, TrackId, frame, limits};
+use chorus_protocol::{
+    ChunkIndex, Manifest, Message, PeerId, ProtocolError, TrackId, frame, limits,
+};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
@@ -740,6 +742,7 @@ async fn serve_stream(
                     origin: true,
                 };
                 write_message(&mut send, &Message::ManifestResponse(reply)).await?;
+                write_hashes(&mut send, &t.manifest, 0..t.manifest.page_count()).await?;
             }
             None => {
                 match shared.cache.as_ref().and_then(|c| c.manifest(&r.track).map(|m| (c, m))) {
@@ -751,6 +754,7 @@ async fn serve_stream(
                             origin: false,
                         };
                         write_message(&mut send, &Message::ManifestResponse(reply)).await?;
+                        write_hashes(&mut send, &m, 0..m.page_count()).await?;
                         let have = Have { track: r.track, runs: cache.have(&r.track) };
                         write_message(&mut send, &Message::Have(have)).await?;
                     }
@@ -1068,9 +1072,12 @@ async fn serve_start(
                 return write_error(send, ErrorCode::Internal, "file unavailable".into()).await;
             }
         };
-        for index in track.manifest.start_chunks(at, want) {
-            if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
-                break;
+        for (pages, chunks) in start_order(&track.manifest, at, want) {
+            write_hashes(send, &track.manifest, pages).await?;
+            for index in chunks {
+                if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+                    return Ok(());
+                }
             }
         }
         return Ok(());
@@ -1083,19 +1090,61 @@ async fn serve_start(
     let reply = ManifestResponse { track: id, manifest: manifest.encoded().clone(), origin: false };
     write_message(send, &Message::ManifestResponse(reply)).await?;
     write_message(send, &Message::Have(Have { track: id, runs: cache.have(&id) })).await?;
-    for index in manifest.start_chunks(at, want) {
-        let c = cache.clone();
-        let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
-            .await
-            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
-        // What the cache lacks the asker fetches by deadline (it has the
-        // Have list).
-        if let Some(chunk) = chunk {
-            let data = chunk.into_data();
-            let len = data.len();
-            write_chunk(send, id, index, data).await?;
-            shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-            shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+    for (pages, chunks) in start_order(&manifest, at, want) {
+        write_hashes(send, &manifest, pages).await?;
+        for index in chunks {
+            let c = cache.clone();
+            let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
+                .await
+                .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+            // What the cache lacks the asker fetches by deadline (it has the
+            // Have list).
+            if let Some(chunk) = chunk {
+                let data = chunk.into_data();
+                let len = data.len();
+                write_chunk(send, id, index, data).await?;
+                shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a start response sends after the manifest, in order: the pages of
+/// the hash list its chunks need, the head (the header chunks and the chunk
+/// playback starts in: checked as soon as it is in), the rest of its
+/// chunks within the budget, then the other pages (the list is whole
+/// before the asker's own requests are answered).
+fn start_order(manifest: &Manifest, at: Duration, budget: u64) -> [(Vec<u32>, Vec<ChunkIndex>); 2] {
+    let (head, rest): (Vec<ChunkIndex>, Vec<ChunkIndex>) =
+        manifest.start_chunks(at, budget).into_iter().partition(|i| manifest.is_head(*i, at));
+    let mut pages: Vec<u32> = head.iter().chain(&rest).map(|i| Manifest::page_of(*i)).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    let other = (0..manifest.page_count()).filter(|p| pages.binary_search(p).is_err()).collect();
+    let mut chunks = head;
+    chunks.extend(rest);
+    [(pages, chunks), (other, Vec::new())]
+}
+
+/// Writes pages of a manifest's hash list, a message per run of
+/// consecutive pages (sorted). Pages this node does not know are left out
+/// (a cache holds only tracks whose list is whole).
+async fn write_hashes(
+    send: &mut SendStream,
+    manifest: &Manifest,
+    pages: impl IntoIterator<Item = u32>,
+) -> Result<()> {
+    let mut pages = pages.into_iter().peekable();
+    while let Some(first) = pages.next() {
+        let mut end = first + 1;
+        while pages.next_if_eq(&end).is_some() {
+            end += 1;
+        }
+        if let Some(data) = manifest.hash_pages(first..end) {
+            let msg = Hashes { track: manifest.id(), first_page: first, data };
+            write_message(send, &Message::Hashes(msg)).await?;
         }
     }
     Ok(())

@@ -179,6 +179,10 @@ pub fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(target, relay)| Message::Connect(Connect { target, relay })),
         (peer_id(), socket_addr(), proptest::option::of(any::<[u8; 32]>()))
             .prop_map(|(peer, addr, relay)| Message::Rendezvous(Rendezvous { peer, addr, relay })),
+        (track_id(), any::<u32>(), 1usize..8).prop_map(|(track, first_page, n)| {
+            let data = Bytes::from((0..32 * n).map(|i| i as u8).collect::<Vec<u8>>());
+            Message::Hashes(Hashes { track, first_page, data })
+        }),
         (error_code(), text(60))
             .prop_map(|(code, message)| Message::Error(ErrorReply { code, message })),
     ]
