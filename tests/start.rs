@@ -61,7 +61,7 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     // The manifest holds a hash per page of the chunk hash list, not the
     // list (a third of its size at most here; the time index is the rest),
     // and the head was checked with the pages the start's chunks need: the
-    // rest of the list comes behind them, unread yet.
+    // rest of the list comes behind the start's chunks, unread yet.
     let (len, list) = (m.encoded().len(), 32 * m.layout().count() as usize);
     assert!(len * 3 < list, "{name}: manifest of {len} bytes for a {list}-byte hash list");
     let budget = u64::from(chorus_streamer::client::START_BUDGET);

@@ -278,11 +278,7 @@ async fn a_start_response_without_the_rest_of_the_hash_list_does_not_stall_the_l
     assert!(!m.hashes_known(), "only the start's pages came");
     let out = tempfile::tempdir().unwrap();
     let wav = out.path().join("out.wav");
-    let options = PlayOptions {
-        head: s.answer.head.clone(),
-        duration: Some(Duration::from_secs(3)),
-        ..PlayOptions::default()
-    };
+    let options = PlayOptions { head: s.answer.head.clone(), ..PlayOptions::default() };
     let report = play(
         m.clone(),
         vec![s.source],
@@ -297,8 +293,7 @@ async fn a_start_response_without_the_rest_of_the_hash_list_does_not_stall_the_l
     assert_eq!(report.underruns, 0);
     let (_, _, got) = decode_file(&wav, None).unwrap();
     let (_, _, want) = decode_file(&sample("beat-thee.mp3"), None).unwrap();
-    assert!(got.len() > 44_100 * 2 * 2, "three seconds played: {}", got.len());
-    assert!(want.starts_with(&got), "the audio is the original's");
+    assert!(got == want, "the whole track, exactly the original's audio");
     client.close().await;
     fake.close().await;
     fake_task.abort();

@@ -207,9 +207,7 @@ impl Peer {
         // Then its whole hash list.
         while !manifest.hashes_known() {
             match next_reply(&mut recv).await? {
-                Message::Hashes(h) if h.track == track => {
-                    manifest.learn_hashes(h.first_page, &h.data)?;
-                }
+                Message::Hashes(h) if h.track == track => learn_new_hashes(&manifest, &h)?,
                 _ => return Err(Error::UnexpectedReply("expected the track's hash list")),
             }
         }
@@ -450,7 +448,7 @@ impl HeadRest {
                     return Ok(None);
                 }
                 Some(Message::Hashes(h)) if h.track == self.manifest.id() => {
-                    self.manifest.learn_hashes(h.first_page, &h.data)?;
+                    learn_new_hashes(&self.manifest, &h)?;
                 }
                 Some(Message::ChunkData(c)) if c.track == self.manifest.id() => {
                     let Some(pos) = self.expected.iter().position(|i| *i == c.index) else {
@@ -577,6 +575,16 @@ async fn read_start(
     // The rest: chunks, or pages of the hash list, still to come.
     let rest = (!rest.expected.is_empty() || !manifest.hashes_known()).then_some(rest);
     Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
+}
+
+/// Learns pages of a hash list a peer sent, refusing pages already known:
+/// an honest answer sends each page once, so every message read makes
+/// progress and a reply carries at most the list.
+fn learn_new_hashes(manifest: &Manifest, h: &chorus_protocol::message::Hashes) -> Result<()> {
+    if manifest.page_known(h.first_page) {
+        return Err(Error::UnexpectedReply("a page of the hash list sent twice"));
+    }
+    Ok(manifest.learn_hashes(h.first_page, &h.data)?)
 }
 
 fn clip_runs(runs: Vec<ChunkRun>, manifest: &Manifest) -> Vec<ChunkRun> {

@@ -307,7 +307,7 @@ pub async fn fetch_track(
     // bytes nobody wants through the peers' uplinks.
     let mut tasks = AbortOnDrop::default();
     // The rest of a start response: its chunks are in flight already,
-    // and the rest of the hash list right behind the head.
+    // and the rest of the hash list behind its chunks.
     let listed = Arc::new(tokio::sync::Notify::new());
     for (key, i) in &keys {
         let (source, t) = (&sources[*i], now());
@@ -316,6 +316,9 @@ pub async fn fetch_track(
             tasks.insert((*key, u32::MAX), pump);
         }
     }
+    // Pages of the hash list the scheduler has been told of.
+    let mut listed_pages: Vec<bool> =
+        (0..manifest.page_count()).map(|p| manifest.page_known(p)).collect();
     let mut listed_whole = manifest.hashes_known();
     let mut sources = sources;
     let mut seen_seeks = control.seeks.load(Ordering::Relaxed);
@@ -418,26 +421,28 @@ pub async fn fetch_track(
             stats.requests_before_start.store(sent, Ordering::Relaxed);
             started = true;
         }
-        // Nothing is asked for before its hash can be checked: until the
-        // rest of the hash list is in (a start response sends it behind
-        // its chunks), what arrives is taken and the start rule judged, but
-        // no request goes out; after HASH_LIST_WAIT the sources are asked.
-        listed_whole = listed_whole || manifest.hashes_known();
-        if !listed_whole && t >= HASH_LIST_WAIT {
-            if let Err(e) = complete_hash_list(&manifest, &sources).await {
+        // Nothing is asked for before its hash can be checked: the pages
+        // of the hash list a start response sends behind its chunks let
+        // their chunks be asked for as they come; after HASH_LIST_WAIT
+        // without the whole list the sources are asked for it.
+        if !listed_whole {
+            if t >= HASH_LIST_WAIT
+                && !manifest.hashes_known()
+                && let Err(e) = complete_hash_list(&manifest, &sources).await
+            {
                 store.fail(e.clone());
                 break Err(e);
             }
-            listed_whole = true;
-            continue;
-        }
-        if listed_whole {
-            for action in sched.poll(t) {
-                act(
-                    action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks,
-                    t,
-                );
+            for (page, listed) in listed_pages.iter_mut().enumerate() {
+                if !*listed && manifest.page_known(page as u32) {
+                    sched.set_listed(manifest.page_chunks(page as u32));
+                    *listed = true;
+                }
             }
+            listed_whole = listed_pages.iter().all(|l| *l);
+        }
+        for action in sched.poll(t) {
+            act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
         }
         // No live peer: others may still be joining (their handshake or
         // manifest answer came later than a source that failed at once), so

@@ -1113,9 +1113,9 @@ async fn serve_start(
 
 /// What a start response sends after the manifest, in order: the pages of
 /// the hash list its chunks need, the head (the header chunks and the chunk
-/// playback starts in: checked as soon as it is in), the rest of its
-/// chunks within the budget, then the other pages (the list is whole
-/// before the asker's own requests are answered).
+/// playback starts in: checked as soon as it is in), the rest of its chunks
+/// within the budget, then the other pages. The asker's fetch meanwhile
+/// asks for chunks whose pages it has.
 fn start_order(manifest: &Manifest, at: Duration, budget: u64) -> [(Vec<u32>, Vec<ChunkIndex>); 2] {
     let (head, rest): (Vec<ChunkIndex>, Vec<ChunkIndex>) =
         manifest.start_chunks(at, budget).into_iter().partition(|i| manifest.is_head(*i, at));

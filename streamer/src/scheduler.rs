@@ -242,6 +242,9 @@ pub struct Scheduler {
     sizes: Vec<u32>,
     media: Vec<Duration>,
     header: Vec<bool>,
+    /// Chunks whose hash is not known yet (their page of the hash list has
+    /// not arrived): not asked for, since what came could not be checked.
+    unlisted: Vec<bool>,
     state: Vec<ChunkState>,
     /// How many live peers hold each chunk.
     avail: Vec<u32>,
@@ -278,6 +281,7 @@ impl Scheduler {
         Self {
             config,
             state: vec![ChunkState::Missing; n],
+            unlisted: vec![false; n],
             avail: vec![0; n],
             here: 0,
             sizes,
@@ -306,7 +310,20 @@ impl Scheduler {
                 m.media().header_ranges.iter().any(|h| h.start < r.end && r.start < h.end)
             })
             .collect();
-        Self::new(config, sizes, media, header, m.duration())
+        let mut s = Self::new(config, sizes, media, header, m.duration());
+        for i in layout.indices() {
+            s.unlisted[i.as_usize()] = !m.page_known(chorus_protocol::Manifest::page_of(i));
+        }
+        s
+    }
+
+    /// The hashes of `chunks` are known now: they may be asked for.
+    pub fn set_listed(&mut self, chunks: std::ops::Range<u32>) {
+        let n = self.unlisted.len();
+        let end = (chunks.end as usize).min(n);
+        for u in &mut self.unlisted[(chunks.start as usize).min(end)..end] {
+            *u = false;
+        }
     }
 
     /// Number of chunks.
@@ -490,6 +507,9 @@ impl Scheduler {
         now: Duration,
         exclude: &[InFlight],
     ) -> Option<(PeerKey, Duration)> {
+        if self.unlisted[chunk as usize] {
+            return None;
+        }
         let size = u64::from(self.sizes[chunk as usize]);
         let mut best_peer: Option<(PeerKey, Duration)> = None;
         let mut best_any: Option<(PeerKey, Duration)> = None;
@@ -1308,6 +1328,25 @@ mod tests {
         // Paused: deadlines slide with `now`.
         s.set_playhead(Playhead { position: ms(20_000), at: ms(2000), playing: false });
         assert_eq!(s.deadline(60, ms(9000)), ms(9000 + 4000 - 150));
+    }
+
+    #[test]
+    fn a_chunk_whose_hash_is_not_known_yet_is_not_asked_for() {
+        let mut s = playing_track();
+        for u in &mut s.unlisted[4..] {
+            *u = true;
+        }
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.on_received(p, 0, ms(5));
+        s.on_received(p, 1, ms(6));
+        let asked: Vec<u32> = requests(&s.poll(ms(10))).iter().map(|r| r.1).collect();
+        assert_eq!(asked, [2, 3], "only the listed chunks");
+        s.on_received(p, 2, ms(30));
+        s.on_received(p, 3, ms(31));
+        assert!(requests(&s.poll(ms(32))).is_empty(), "nothing it could not check");
+        s.set_listed(4..100);
+        let asked: Vec<u32> = requests(&s.poll(ms(33))).iter().map(|r| r.1).collect();
+        assert_eq!(asked.first(), Some(&4));
     }
 
     #[test]
