@@ -69,6 +69,9 @@ fn pages_for(chunks: u32) -> u32 {
 /// The chunk hashes learned so far, by page; shared by a manifest's clones.
 struct HashList {
     pages: Vec<OnceLock<Box<[ChunkHash]>>>,
+    /// The whole list's bytes, for a manifest built with it: what a seed
+    /// sends, as slices, with no copy.
+    whole: OnceLock<Bytes>,
 }
 
 impl std::fmt::Debug for HashList {
@@ -265,6 +268,9 @@ impl Manifest {
         for (slot, page) in m.list.pages.iter().zip(hashes.chunks(HASHES_PER_PAGE as usize)) {
             let _ = slot.set(page.into());
         }
+        let mut whole = BytesMut::with_capacity(32 * hashes.len());
+        hashes.iter().for_each(|h| whole.put_slice(h.as_bytes()));
+        let _ = m.list.whole.set(whole.freeze());
         Ok(m)
     }
 
@@ -282,7 +288,10 @@ impl Manifest {
             });
         }
         let id = TrackId::of_manifest_bytes(&encoded);
-        let list = Arc::new(HashList { pages: pages.iter().map(|_| OnceLock::new()).collect() });
+        let list = Arc::new(HashList {
+            pages: pages.iter().map(|_| OnceLock::new()).collect(),
+            whole: OnceLock::new(),
+        });
         Ok(Self { id, encoded, media, layout, pages, list })
     }
 
@@ -395,12 +404,30 @@ impl Manifest {
             rest = tail;
             page += 1;
         }
+        // Whole now: kept as one buffer too, served as slices.
+        if self.list.whole.get().is_none()
+            && let Some(whole) = self.hash_pages(0..self.page_count())
+        {
+            let _ = self.list.whole.set(whole);
+        }
         Ok(())
     }
 
     /// The hash list's pages `pages`, concatenated, if all of them are
     /// known: what [`Manifest::learn_hashes`] takes.
     pub fn hash_pages(&self, pages: Range<u32>) -> Option<Bytes> {
+        if let Some(whole) = self.list.whole.get()
+            && pages.start <= pages.end
+            && pages.end <= self.page_count()
+        {
+            let from = 32 * self.page_chunks(pages.start).start as usize;
+            let to = if pages.is_empty() {
+                from
+            } else {
+                32 * self.page_chunks(pages.end - 1).end as usize
+            };
+            return Some(whole.slice(from..to));
+        }
         let mut out = BytesMut::new();
         for page in pages {
             for h in self.list.pages.get(page as usize)?.get()?.iter() {

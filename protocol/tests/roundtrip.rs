@@ -68,6 +68,10 @@ proptest! {
             back.learn_hashes(page, &list).unwrap();
         }
         prop_assert!(clone.hashes_known());
+        // The list as learned page by page is the list it was built with.
+        let n = m.page_count();
+        prop_assert_eq!(clone.hash_pages(0..n), m.hash_pages(0..n));
+        prop_assert_eq!(clone.hash_pages(n / 2..n), m.hash_pages(n / 2..n));
         prop_assert!(clone.verify_chunk(first, chunk0).is_ok());
         // Deadlines never fall as the file goes on, outside header chunks.
         let mut last = std::time::Duration::ZERO;
