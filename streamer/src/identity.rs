@@ -15,6 +15,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::{Error, Result};
 
+/// Fills `buf` from the system's randomness (rustls's ring provider). If
+/// that ever fails, with bytes unique to this call (blake3 of the clock, a
+/// counter and a per-process random hasher state): enough for what uses
+/// this (nonces, ticket ids, relay tokens, all short-lived and unique per
+/// key), not for keys ([`SwarmKey::generate`] fails instead).
+pub(crate) fn fill_unique(buf: &mut [u8]) {
+    if rustls::crypto::ring::default_provider().secure_random.fill(buf).is_ok() {
+        return;
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut h = blake3::Hasher::new();
+    h.update(&n.to_le_bytes());
+    h.update(&crate::discovery::new_query_id().to_le_bytes());
+    h.finalize_xof().fill(buf);
+}
+
 /// The file in the data dir that holds the node's private key (PKCS#8 DER).
 pub const KEY_FILE: &str = "identity.key";
 

@@ -447,15 +447,11 @@ impl Relays {
     }
 }
 
-/// A fresh token from the OS's randomness (the clock and a random hasher
-/// key if that ever fails: a relay token only has to be unguessable for
-/// the relay's short life, and only the two ends are told it).
+/// A fresh relay token: it only has to be unguessable for the relay's
+/// short life, and only the two ends are told it.
 fn rand_bytes() -> [u8; 32] {
     let mut b = [0u8; 32];
-    if rustls::crypto::ring::default_provider().secure_random.fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&crate::discovery::new_query_id().to_le_bytes());
-        b[8..16].copy_from_slice(&crate::discovery::new_query_id().to_le_bytes());
-    }
+    crate::identity::fill_unique(&mut b);
     b
 }
 

@@ -107,7 +107,7 @@ impl Opener {
         let expiry = secs(now).saturating_add(TICKET_LIFETIME.as_secs());
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&u32::try_from(expiry).unwrap_or(u32::MAX).to_be_bytes());
-        fill_random(&mut id[4..]);
+        crate::identity::fill_unique(&mut id[4..]);
         Ticket { id, key: self.key(&id) }
     }
 
@@ -156,7 +156,7 @@ pub fn is_sealed(name: &str) -> bool {
 pub fn seal(ticket: &Ticket, request: &StartRequest) -> Option<String> {
     let plain = frame::encode(&Message::StartRequest(request.clone())).ok()?;
     let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce);
+    crate::identity::fill_unique(&mut nonce);
     let mut sealed = plain.to_vec();
     aead_key(&ticket.key)
         .seal_in_place_append_tag(
@@ -179,21 +179,6 @@ fn aead_key(key: &[u8; 32]) -> aead::LessSafeKey {
     let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key)
         .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 takes 32-byte keys"));
     aead::LessSafeKey::new(unbound)
-}
-
-fn fill_random(buf: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    if ring::rand::SystemRandom::new().fill(buf).is_err() {
-        // No system randomness: a nonce from the clock and a counter is
-        // still unique per key, which is what ChaCha20-Poly1305 needs.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let seed = blake3::hash(&[t.to_le_bytes().as_slice(), &n.to_le_bytes()].concat());
-        for (b, s) in buf.iter_mut().zip(seed.as_bytes().iter().cycle()) {
-            *b = *s;
-        }
-    }
 }
 
 /// When a ticket expires (Unix seconds): its id's first four bytes.
@@ -407,7 +392,7 @@ impl ResumeStore {
 /// QUIC tokens it brings can be told apart ([`ResumeStore::dialling`]).
 pub fn dial_name() -> String {
     let mut r = [0u8; 5];
-    fill_random(&mut r);
+    crate::identity::fill_unique(&mut r);
     let tag = label(&r);
     format!("{}.dial.chorus", tag.trim_end_matches(SUFFIX))
 }
