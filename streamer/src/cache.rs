@@ -229,18 +229,27 @@ impl ChunkCache {
         if !self.writable {
             return Ok(());
         }
-        let unlisted = match self.lock().tracks.get(id) {
+        // The list that checks chunks on reading goes to disk once whole
+        // (an entry left without one is dropped when the cache opens): by
+        // the first put that finds it whole, claimed under the lock, so
+        // puts on other threads do not write it at the same time.
+        let unlisted = match self.lock().tracks.get_mut(id) {
             None => return Err(Error::UnknownTrack(*id)),
             Some(t) if t.have[index.as_usize()] => return Ok(()),
-            Some(t) => (!t.listed).then(|| t.manifest.clone()),
+            Some(t) if !t.listed && t.manifest.hashes_known() => {
+                t.listed = true;
+                Some(t.manifest.clone())
+            }
+            Some(_) => None,
         };
-        // The list that checks chunks on reading goes to disk once whole
-        // (an entry left without one is dropped when the cache opens).
         if let Some(m) = unlisted
-            && self.write_list(&m)?
-            && let Some(t) = self.lock().tracks.get_mut(id)
+            && let Err(e) = self.write_list(&m)
         {
-            t.listed = true;
+            // The chunk is still worth keeping; a later put tries again.
+            tracing::debug!("cache: hash list of {} not written: {e}", id.fmt_short());
+            if let Some(t) = self.lock().tracks.get_mut(id) {
+                t.listed = false;
+            }
         }
         self.make_room(id, data.len() as u64);
         write_atomic(&self.track_dir(id).join(index.0.to_string()), data)?;
@@ -421,6 +430,36 @@ mod tests {
         assert!(c.manifest(&m.id()).is_some_and(|m| m.hashes_known()));
         assert_eq!(c.get_chunk(&m.id(), ChunkIndex(70)).unwrap().data(), &chunks[70]);
         assert!(c.get_chunk(&m.id(), ChunkIndex(0)).is_some());
+    }
+
+    #[test]
+    fn chunks_put_from_many_threads_as_the_list_turns_whole_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, chunks) = track(7, 80 * 1024);
+        let m = Manifest::decode(full.encoded().clone()).unwrap();
+        m.learn_hashes(0, &full.hash_pages(0..1).unwrap()).unwrap();
+        let c = std::sync::Arc::new(ChunkCache::open(dir.path(), 1 << 22).unwrap());
+        c.put_manifest(&m).unwrap();
+        m.learn_hashes(1, &full.hash_pages(1..2).unwrap()).unwrap();
+        // Every thread's first put finds the list whole and unwritten: one
+        // writes it, and none loses its chunk to another's write.
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (c, m, chunks) = (c.clone(), m.clone(), chunks.clone());
+                std::thread::spawn(move || {
+                    for i in (t..80).step_by(8) {
+                        let v = m.verify(ChunkIndex(i as u32), chunks[i].clone()).unwrap();
+                        c.put_chunk(&v).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(c);
+        let c = ChunkCache::open(dir.path(), 1 << 22).unwrap();
+        for i in 0..80u32 {
+            assert!(c.get_chunk(&m.id(), ChunkIndex(i)).is_some(), "chunk {i}");
+        }
     }
 
     #[test]
