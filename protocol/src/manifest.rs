@@ -406,6 +406,7 @@ impl Manifest {
         }
         // Whole now: kept as one buffer too, served as slices.
         if self.list.whole.get().is_none()
+            && self.hashes_known()
             && let Some(whole) = self.hash_pages(0..self.page_count())
         {
             let _ = self.list.whole.set(whole);
