@@ -34,6 +34,13 @@ pub struct PlaybackStats {
     /// The start gate: a real-time sink starts playing only once this is
     /// raised (by the fetcher's start rule) or the stream has ended.
     pub gate: std::sync::Arc<AtomicBool>,
+    /// Raised by the decode thread once the sink holds its prebuffer: with
+    /// the gate, what a sink waits for before it starts its clock.
+    pub primed: AtomicBool,
+    /// Times the sink's consumer asked for audio before the first sample
+    /// (each played silence ahead of the first note): 0 when a sink starts
+    /// its clock as the first audio is ready.
+    pub fills_before_start: AtomicU64,
     /// Raised while the listener has paused: the consumer plays silence
     /// without taking samples (and without counting underruns).
     pub paused: AtomicBool,
@@ -99,6 +106,8 @@ impl PlaybackStats {
             stop: AtomicBool::new(false),
             skip: AtomicBool::new(false),
             gate,
+            primed: AtomicBool::new(false),
+            fills_before_start: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             volume: AtomicU32::new(1.0f32.to_bits()),
             seek_request: AtomicU64::new(0),
@@ -233,6 +242,15 @@ impl PlaybackStats {
             let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
             let _ = self.first_audio_ns.compare_exchange(0, ns, Relaxed, Relaxed);
         }
+    }
+
+    /// Whether a sink that has not started yet should start now: the
+    /// prebuffer is in and the start rule holds, or the stream has ended
+    /// (a track shorter than the prebuffer), or playback stopped.
+    pub fn ready_to_start(&self) -> bool {
+        (self.primed.load(Relaxed) && self.gate.load(Relaxed))
+            || self.end_of_stream.load(Relaxed)
+            || self.stop.load(Relaxed)
     }
 
     /// Records that the decoder is open at the place playback starts from

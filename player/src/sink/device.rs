@@ -18,15 +18,22 @@ use super::{Sink, SinkFormat};
 use crate::error::{Error, Result};
 use crate::stats::PlaybackStats;
 
-/// A playing cpal output stream.
+/// A cpal output stream playing the ring.
 pub struct DeviceSink {
     format: SinkFormat,
     writer: RingWriter,
     stats: Arc<PlaybackStats>,
     failed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
-    // Dropping the stream stops it; kept last so the writer outlives it.
-    _stream: cpal::Stream,
+    /// The thread that owns the stream (a cpal stream need not be `Send`).
+    device: Option<DeviceThread>,
+}
+
+/// The thread that opens the stream, starts it once the first audio is
+/// ready and drops it (stopping it) when told to.
+struct DeviceThread {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
 }
 
 const HINT: &str = "use --out null to play without sound, or --out FILE.wav to write a file";
@@ -164,6 +171,46 @@ where
     Ok(stream)
 }
 
+/// Opens the device's stream (not started) for a ring of its format.
+fn open_stream(
+    name: Option<&str>,
+    rate: u32,
+    channels: usize,
+    prebuffer: Duration,
+    stats: &Arc<PlaybackStats>,
+    failed: &Arc<AtomicBool>,
+    failure: &Arc<Mutex<Option<String>>>,
+) -> Result<(cpal::Stream, SinkFormat, RingWriter)> {
+    let device = find_device(name)?;
+    let (config, sample_format) = choose_config(&device, rate, channels)?;
+    let format = SinkFormat { rate: config.sample_rate, channels: usize::from(config.channels) };
+    let (writer, reader) = ring(format.rate, format.channels, prebuffer, stats.clone());
+    let (f, fl) = (failed.clone(), failure.clone());
+    let stream = match sample_format {
+        SampleFormat::F32 => build::<f32>(&device, &config, reader, f, fl),
+        SampleFormat::I16 => build::<i16>(&device, &config, reader, f, fl),
+        _ => build::<i32>(&device, &config, reader, f, fl),
+    }?;
+    Ok((stream, format, writer))
+}
+
+impl DeviceThread {
+    fn join(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
+        let _ = self.handle.join();
+    }
+}
+
+impl Drop for DeviceSink {
+    fn drop(&mut self) {
+        // Stops the stream before the ring's writer goes.
+        if let Some(d) = self.device.take() {
+            d.join();
+        }
+    }
+}
+
 impl DeviceSink {
     /// Opens the device and starts a stream that plays the ring.
     pub fn open(
@@ -173,8 +220,7 @@ impl DeviceSink {
         prebuffer: Duration,
         stats: Arc<PlaybackStats>,
     ) -> Result<Self> {
-        let _quiet = QuietAlsa::new();
-        Self::open_quietly(name, rate, channels, prebuffer, stats).map_err(|e| match e {
+        Self::open_on_thread(name, rate, channels, prebuffer, stats).map_err(|e| match e {
             Error::Device(msg) if !msg.contains("--out null") => {
                 Error::Device(format!("cannot open the audio device ({msg}); {HINT}"))
             }
@@ -182,28 +228,73 @@ impl DeviceSink {
         })
     }
 
-    fn open_quietly(
+    /// Opens the stream on its own thread, which starts it when the first
+    /// audio is ready ([`PlaybackStats::ready_to_start`]): the device's
+    /// first period is then audio, not silence before it (a stream started
+    /// at the open plays its first note up to a period late).
+    fn open_on_thread(
         name: Option<&str>,
         rate: u32,
         channels: usize,
         prebuffer: Duration,
         stats: Arc<PlaybackStats>,
     ) -> Result<Self> {
-        let device = find_device(name)?;
-        let (config, sample_format) = choose_config(&device, rate, channels)?;
-        let format =
-            SinkFormat { rate: config.sample_rate, channels: usize::from(config.channels) };
-        let (writer, reader) = ring(format.rate, format.channels, prebuffer, stats.clone());
         let failed = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
-        let (f, fl) = (failed.clone(), failure.clone());
-        let stream = match sample_format {
-            SampleFormat::F32 => build::<f32>(&device, &config, reader, f, fl),
-            SampleFormat::I16 => build::<i16>(&device, &config, reader, f, fl),
-            _ => build::<i32>(&device, &config, reader, f, fl),
-        }?;
-        stream.play().map_err(|e| Error::Device(e.to_string()))?;
-        Ok(Self { format, writer, stats, failed, failure, _stream: stream })
+        let stop = Arc::new(AtomicBool::new(false));
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+        let name = name.map(str::to_owned);
+        let (f, fl, s, st) = (failed.clone(), failure.clone(), stop.clone(), stats.clone());
+        let handle = std::thread::Builder::new()
+            .name("chorus-audio-device".into())
+            .spawn(move || {
+                let opened = {
+                    let _quiet = QuietAlsa::new();
+                    open_stream(name.as_deref(), rate, channels, prebuffer, &st, &f, &fl)
+                };
+                let stream = match opened {
+                    Ok((stream, format, writer)) => {
+                        if opened_tx.send(Ok((format, writer))).is_err() {
+                            return;
+                        }
+                        stream
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while !s.load(Ordering::Relaxed) && !st.ready_to_start() {
+                    std::thread::sleep(super::START_POLL);
+                }
+                if !s.load(Ordering::Relaxed) {
+                    if let Err(e) = stream.play() {
+                        if let Ok(mut slot) = fl.lock() {
+                            slot.get_or_insert_with(|| e.to_string());
+                        }
+                        f.store(true, Ordering::Relaxed);
+                    }
+                }
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                drop(stream);
+            })
+            .map_err(|e| Error::Device(format!("cannot start the audio thread: {e}")))?;
+        let device = DeviceThread { stop, handle };
+        match opened_rx.recv() {
+            Ok(Ok((format, writer))) => {
+                Ok(Self { format, writer, stats, failed, failure, device: Some(device) })
+            }
+            Ok(Err(e)) => {
+                device.join();
+                Err(e)
+            }
+            Err(_) => {
+                device.join();
+                Err(Error::Device("the audio thread ended while opening the device".into()))
+            }
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -248,5 +339,41 @@ impl Sink for DeviceSink {
         // Let the device play out what it already took from the ring.
         std::thread::sleep(Duration::from_millis(50));
         self.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
+
+    /// ALSA's `null` PCM (defined by alsa.conf on every Linux machine): the
+    /// real cpal path, started only once its first audio is ready.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_device_stream_starts_when_the_first_audio_is_ready() {
+        let gate = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PlaybackStats::with_gate(Instant::now(), gate.clone()));
+        let mut sink =
+            DeviceSink::open(Some("null"), 48_000, 2, Duration::from_millis(20), stats.clone())
+                .expect("ALSA's null device");
+        let format = sink.format();
+        sink.write(&vec![0.25; format.rate as usize / 10 * format.channels]).unwrap();
+        assert!(stats.primed.load(Relaxed));
+        // Long enough for a stream started at the open to call back often.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(stats.time_to_first_audio().is_none(), "the gate holds playback back");
+        gate.store(true, Relaxed);
+        for _ in 0..5000 {
+            if stats.time_to_first_audio().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(stats.time_to_first_audio().is_some(), "played once the gate opened");
+        assert_eq!(stats.fills_before_start.load(Relaxed), 0, "no silence ahead of the first note");
+        stats.stop.store(true, Relaxed);
+        drop(sink);
     }
 }

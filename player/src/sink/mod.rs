@@ -70,6 +70,10 @@ pub trait Sink {
     fn begin_segment(&mut self, base: std::time::Duration, discard: bool);
 }
 
+/// How often a sink that has not started checks whether its first audio is
+/// ready ([`crate::stats::PlaybackStats::ready_to_start`]).
+pub(crate) const START_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Opens the sink `spec` for audio at `rate` with `channels`.
 pub fn open(
     spec: &OutputSpec,

@@ -34,17 +34,24 @@ impl NullSink {
     ) -> Self {
         let (writer, mut reader) = ring(rate, channels, prebuffer, stats.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let (s, st) = (stop.clone(), stats.clone());
         let clock = std::thread::Builder::new()
             .name("chorus-null-sink".into())
             .spawn(move || {
+                // Like a device started when its first audio is ready: the
+                // clock runs from that moment, not from the open.
+                while !s.load(Ordering::Relaxed) && !st.ready_to_start() {
+                    std::thread::sleep(super::START_POLL);
+                }
                 let start = Instant::now();
                 let mut consumed: u64 = 0;
                 // One period's worth, allocated once.
                 let mut scratch = vec![0f32; (rate as usize / 50 + 1) * channels * 4];
                 while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(PERIOD);
-                    let due = (start.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+                    // A device takes a period ahead of what it plays: the
+                    // first as it starts, then one each period.
+                    let ahead = start.elapsed() + PERIOD;
+                    let due = (ahead.as_secs_f64() * f64::from(rate)) as u64;
                     let mut frames = due.saturating_sub(consumed);
                     while frames > 0 {
                         let n = (frames as usize).min(scratch.len() / channels);
@@ -52,6 +59,7 @@ impl NullSink {
                         frames -= n as u64;
                         consumed += n as u64;
                     }
+                    std::thread::sleep(PERIOD);
                 }
             })
             .ok();
@@ -88,5 +96,36 @@ impl Sink for NullSink {
 impl Drop for NullSink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Opens a null sink whose gate is closed, fills its prebuffer, waits
+    /// several periods, opens the gate: its first fill is audio.
+    #[test]
+    fn the_clock_starts_when_the_first_audio_is_ready() {
+        let gate = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PlaybackStats::with_gate(Instant::now(), gate.clone()));
+        let mut sink = NullSink::open(1000, 1, Duration::from_millis(20), stats.clone());
+        sink.write(&[0.5; 200]).unwrap();
+        assert!(stats.primed.load(Relaxed));
+        // Long enough for a clock started at the open to run several periods.
+        std::thread::sleep(PERIOD * 6);
+        assert!(stats.time_to_first_audio().is_none(), "the gate holds playback back");
+        gate.store(true, Relaxed);
+        for _ in 0..5000 {
+            if stats.time_to_first_audio().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(stats.time_to_first_audio().is_some(), "played once the gate opened");
+        assert_eq!(stats.fills_before_start.load(Relaxed), 0, "no silence ahead of the first note");
+        stats.stop.store(true, Relaxed);
+        sink.finish().unwrap();
     }
 }

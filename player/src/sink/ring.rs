@@ -27,7 +27,7 @@ pub fn ring(
     stats.rate.store(u64::from(rate), Relaxed);
     let env = Envelope::new(rate, channels, stats.volume());
     (
-        RingWriter { prod, stats: stats.clone(), pushed: 0 },
+        RingWriter { prod, stats: stats.clone(), pushed: 0, prebuffer, primed: false },
         RingReader {
             cons,
             stats,
@@ -65,6 +65,10 @@ pub struct RingWriter {
     stats: Arc<PlaybackStats>,
     /// Samples pushed so far.
     pushed: u64,
+    /// Samples the consumer waits for before it starts.
+    prebuffer: usize,
+    /// Whether [`PlaybackStats::primed`] has been raised.
+    primed: bool,
 }
 
 impl RingWriter {
@@ -79,6 +83,10 @@ impl RingWriter {
             samples = &samples[n..];
             if n > 0 {
                 full_since = None;
+                if !self.primed && self.prod.occupied_len() >= self.prebuffer {
+                    self.primed = true;
+                    self.stats.primed.store(true, Relaxed);
+                }
                 continue;
             }
             if !alive() {
@@ -170,6 +178,9 @@ impl RingReader {
         }
         let eos = self.stats.end_of_stream.load(Relaxed);
         let filled = self.take(out, false);
+        if !self.started {
+            self.stats.fills_before_start.fetch_add(1, Relaxed);
+        }
         self.env.apply(&mut out[..filled], true, volume);
         if filled < out.len() {
             out[filled..].fill(0.0);
@@ -278,9 +289,13 @@ mod tests {
         r.fill(&mut out);
         assert_eq!(out, [0.0; 8], "below the 20-sample prebuffer: silence, not an underrun");
         assert_eq!(stats.underruns.load(Relaxed), 0);
+        assert!(!stats.primed.load(Relaxed));
+        assert_eq!(stats.fills_before_start.load(Relaxed), 1);
         w.push_all(&[0.5; 20], &|| true);
+        assert!(stats.primed.load(Relaxed), "the prebuffer is in");
         r.fill(&mut out);
         assert_eq!(out, [0.5; 8]);
+        assert_eq!(stats.fills_before_start.load(Relaxed), 1);
         assert!(stats.time_to_first_audio().is_some());
         r.fill(&mut out);
         r.fill(&mut out);
