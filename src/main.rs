@@ -1,22 +1,9 @@
 //! `chorus`: the command line of the Chorus peer-to-peer music streaming node.
 //!
-//! Argument parsing is in [`cli`]; each command lives in its own module and
-//! only calls into the library crates.
+//! The commands are in crate `chorus-cli` (argument parsing in its `cli`
+//! module), `chorus bench` in crate `chorus-bench`.
 
-mod bench;
-mod cli;
-mod config;
-mod demo;
-mod fetch;
-mod memory;
-mod output;
-mod peers;
-mod play;
-mod resources;
-mod search;
-mod seed;
-mod signals;
-mod tui;
+use chorus_cli::{cli, config, demo, fetch, memory, play, resources, search, seed, signals};
 
 use std::process::ExitCode;
 
@@ -99,7 +86,7 @@ fn main() -> ExitCode {
             cli::Command::Play(args) => play::run(&cli.global, args).await,
             cli::Command::Devices => play::devices(),
             cli::Command::Demo(args) => demo::run(&cli.global, args).await,
-            cli::Command::Bench(args) => bench::run(&cli.global, args).await,
+            cli::Command::Bench(args) => chorus_bench::run(&cli.global, args).await,
             cli::Command::Config => config::show(&cli.global),
             cli::Command::Peers => memory::show(&cli.global),
             cli::Command::Swarm(args) => match args.action {

@@ -95,9 +95,9 @@ fn record_start(rec: &Recorder, swarm: &Swarm, metric: &str, r: &PlayResult) {
     );
 }
 
-/// Plays what [`crate::play::prepare`] found, as `chorus play` does.
+/// Plays what [`chorus_cli::play::prepare`] found, as `chorus play` does.
 async fn play_prepared(
-    prepared: crate::play::Prepared,
+    prepared: chorus_cli::play::Prepared,
     cache: Option<Arc<ChunkCache>>,
     started: Instant,
     plan: &PlayPlan,
@@ -108,7 +108,7 @@ async fn play_prepared(
 }
 
 /// `single`: one listener at a time, on the start path `chorus play` runs
-/// ([`Pool`] and [`crate::play::prepare`]). Per play: a cold start by id
+/// ([`Pool`] and [`chorus_cli::play::prepare`]). Per play: a cold start by id
 /// (new endpoint, peers never seen), a seek into the middle, a warm start
 /// of the next track (connections up), a replay of the first track (its
 /// start is in the listener's cache), a start by id from a new process on
@@ -137,7 +137,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let listener = swarm.listener()?;
         listener.resume().load(&tickets);
         let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
-        let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
+        let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
         // Where the time went: the pool's steps, from when the play was asked.
         let shift = pool.epoch().saturating_duration_since(started);
@@ -159,7 +159,8 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         // Warm: connections up, a track never played.
         let started = Instant::now();
         let next_id = next.manifest.id().to_string();
-        let prepared = crate::play::prepare(&pool, &no_cache, &next_id, Duration::ZERO).await?;
+        let prepared =
+            chorus_cli::play::prepare(&pool, &no_cache, &next_id, Duration::ZERO).await?;
         rec.add("single", profile, "manifest_warm_ms", Unit::Ms, ms(started.elapsed()));
         let plan =
             PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
@@ -169,7 +170,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
 
         // Replay: the first track again; its start is in the cache.
         let started = Instant::now();
-        let prepared = crate::play::prepare(&pool, &cache, &id, Duration::ZERO).await?;
+        let prepared = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await?;
         let r = play_prepared(prepared, Some(cache), started, &plan).await?;
         record_start(rec, swarm, "start_replay", &r);
         bar.inc(1);
@@ -183,7 +184,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let listener = swarm.listener_on(host)?;
         listener.resume().load(&tickets);
         let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
-        let prepared = crate::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
+        let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         let sealed = prepared.timeline.steps.iter().any(|(s, _)| s.contains("sealed in"));
         let shift = pool.epoch().saturating_duration_since(started);
         for (step, at) in &prepared.timeline.steps {
@@ -201,7 +202,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let listener = swarm.listener()?;
         let pool = Pool::dial(&listener, &addrs);
         let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
-        let prepared = crate::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
+        let prepared = chorus_cli::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
         let r = play_prepared(prepared, None, started, &plan).await?;
         record_start(rec, swarm, "start_query", &r);
         listener.close().await;
@@ -292,7 +293,7 @@ pub async fn discovery(
         for a in holders {
             pool.add(a, None, "dht");
         }
-        let prepared = crate::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
+        let prepared = chorus_cli::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
         let plan =
             PlayPlan { listen, seeks: vec![], seek_after: listen, limit: Duration::from_secs(20) };
         let r = play_prepared(prepared, None, started, &plan).await?;

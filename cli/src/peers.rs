@@ -20,7 +20,9 @@ use crate::cli::Global;
 /// `HOST[:PORT]` or `PEER_ID@HOST[:PORT]`.
 #[derive(Debug, Clone)]
 pub struct PeerAddr {
+    /// The peer's id, if given (then only that peer is accepted there).
     pub id: Option<PeerId>,
+    /// Where it listens.
     pub addr: SocketAddr,
 }
 

@@ -10,6 +10,7 @@ use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
 use crate::cli::{FetchArgs, Global};
 use crate::{output, peers};
 
+/// `chorus fetch`.
 pub async fn run(global: &Global, args: FetchArgs) -> Result<()> {
     let (transport, peer) = peers::dial(global, &args.peer).await?;
     let result = fetch(global, &args, &peer).await;

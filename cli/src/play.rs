@@ -24,6 +24,7 @@ use crate::output;
 use crate::peers;
 use crate::tui::Key;
 
+/// `chorus play`.
 pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
     let started = Instant::now();
     let file = crate::config::load(global)?;
@@ -197,8 +198,11 @@ fn resolve_cached(cache: &chorus_streamer::cache::ChunkCache, query: &str) -> Op
 
 /// A track ready to play: what it is, its manifest, who serves it.
 pub struct Prepared {
+    /// The track's catalog entry, from its verified manifest.
     pub entry: CatalogEntry,
+    /// The verified manifest.
     pub manifest: Manifest,
+    /// The peers to fetch from.
     pub sources: Vec<Source>,
     /// Chunks fetched ahead into the cache (0 if not prefetched).
     pub prefetched: usize,
@@ -886,6 +890,7 @@ pub fn title(e: &CatalogEntry) -> String {
     }
 }
 
+/// A track in a line: title, artist, length, format and short id.
 pub fn describe(e: &CatalogEntry) -> String {
     let mut s = format!("\"{}\"", title(e));
     if let Some(a) = &e.tags.artist {
@@ -906,8 +911,11 @@ pub fn describe(e: &CatalogEntry) -> String {
 /// answered as fetch sources, and the head of the track if the first
 /// holder's start response carried it.
 pub struct Found {
+    /// The verified manifest.
     pub manifest: Manifest,
+    /// The holders that answered.
     pub sources: Vec<Source>,
+    /// The head of the track, if a start response carried it.
     pub head: Vec<VerifiedChunk>,
 }
 
@@ -982,6 +990,7 @@ pub async fn sources_for(holders: &[Peer], track: TrackId, at: Duration) -> Resu
     }
 }
 
+/// The sink the output options name.
 pub fn output_spec(out: &OutputArgs) -> OutputSpec {
     match out.out.as_deref().unwrap_or("default") {
         "default" => OutputSpec::Device(out.device.clone()),
@@ -1108,6 +1117,7 @@ async fn dial_heard(
     found
 }
 
+/// Prints a playback's summary (and with `-v` its sources and start).
 pub fn print_report(global: &Global, r: &PlaybackReport) {
     if global.quiet {
         return;

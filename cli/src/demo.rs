@@ -21,8 +21,15 @@ use crate::{output, play};
 /// The track the demo plays when none is named.
 const DEMO_TRACK: &str = "apex aleph";
 
+/// The source tree this was built from (the workspace root, where
+/// `samples/` is; this crate is one folder below it).
+fn source_tree() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
 fn default_samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/out")
+    source_tree().join("samples/out")
 }
 
 /// The folder of tracks to use. A folder the user names (`--samples DIR`) is
@@ -41,7 +48,7 @@ pub fn sample_dir(given: Option<&Path>) -> Result<PathBuf> {
     if dir.join("SHA256SUMS").exists() {
         return Ok(dir);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/build.sh");
+    let script = source_tree().join("samples/build.sh");
     if !script.exists() {
         bail!(
             "no sample set at {} and no samples/build.sh to make one; pass --samples DIR",
@@ -79,6 +86,7 @@ async fn start_node(dir: &Path, data: &Path) -> Result<Node> {
     Ok(node)
 }
 
+/// `chorus demo`.
 pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     let samples = sample_dir(args.samples.as_deref())?;
     let work = tempfile::tempdir().context("making a temp dir")?;

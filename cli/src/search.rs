@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cli::{Global, SearchArgs};
 use crate::{output, peers};
 
+/// One track of `chorus search --json`.
 #[derive(Serialize)]
 pub struct JsonEntry<'a> {
     track_id: String,
@@ -24,6 +25,7 @@ pub struct JsonEntry<'a> {
     file_name: &'a str,
 }
 
+/// `chorus search`.
 pub async fn run(global: &Global, args: SearchArgs) -> Result<()> {
     let file = crate::config::load(global)?;
     let mut addrs = args.peers.clone();

@@ -63,8 +63,11 @@ fn parse(text: &str, path: &Path) -> Result<FileConfig> {
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// A command-line flag (or its environment variable).
     Flag,
+    /// The config file.
     File,
+    /// The built-in default.
     Default,
 }
 
@@ -89,11 +92,17 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
 /// The settings `chorus play` runs with.
 #[derive(Debug, Clone)]
 pub struct PlaySettings {
+    /// Peers to stream from.
     pub peers: (Vec<PeerAddr>, Origin),
+    /// Where audio goes (`default`, `null`, a file, `-`).
     pub out: (String, Origin),
+    /// The output device, if not the default.
     pub device: (Option<String>, Origin),
+    /// The chunk cache's size in MiB.
     pub cache_mib: (u64, Origin),
+    /// The starting volume, in percent.
     pub volume: (u32, Origin),
+    /// Whether ReplayGain evens out loudness.
     pub normalize: (bool, Origin),
 }
 

@@ -258,10 +258,10 @@ pub async fn start(
     transport: &Transport,
     nodes: &[&Node],
     track: &Track,
-) -> Result<crate::play::Prepared> {
+) -> Result<chorus_cli::play::Prepared> {
     let pool = chorus_streamer::start::Pool::dial(transport, &addrs(nodes));
     let id = track.manifest.id().to_string();
-    crate::play::prepare(&pool, &ChunkCache::disabled(), &id, Duration::ZERO)
+    chorus_cli::play::prepare(&pool, &ChunkCache::disabled(), &id, Duration::ZERO)
         .await
         .with_context(|| format!("no node of the swarm serves {}", track.name))
 }

@@ -12,6 +12,7 @@ use crate::cli::{Global, SeedArgs};
 use crate::output;
 use crate::peers;
 
+/// `chorus seed`.
 pub async fn run(global: &Global, args: SeedArgs) -> Result<()> {
     for d in &args.dirs {
         if !d.is_dir() {

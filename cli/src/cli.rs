@@ -9,10 +9,17 @@ use crate::peers::PeerAddr;
 /// Peer-to-peer music streaming: seed a library, search, fetch and play
 /// tracks from peers over QUIC.
 #[derive(Debug, Parser)]
-#[command(name = "chorus", version, about, propagate_version = true)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Peer-to-peer music streaming node: seed, search, fetch and play tracks from peers over QUIC",
+    propagate_version = true
+)]
 pub struct Cli {
+    /// Options every command takes.
     #[command(flatten)]
     pub global: Global,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,6 +76,7 @@ pub enum Switch {
     Off,
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Index music directories and serve them to peers over QUIC
@@ -93,18 +101,22 @@ pub enum Command {
     Swarm(SwarmArgs),
 }
 
+/// `chorus swarm`.
 #[derive(Debug, Args)]
 pub struct SwarmArgs {
+    /// What to do.
     #[command(subcommand)]
     pub action: SwarmAction,
 }
 
+/// `chorus swarm` actions.
 #[derive(Debug, clap::Subcommand)]
 pub enum SwarmAction {
     /// Make a new swarm key and print it
     New,
 }
 
+/// `chorus play`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "On a terminal, keys control playback: space pause/resume, \u{2190}/\u{2192} seek \u{b1}10 s, \u{2191}/\u{2193} volume, n/p next/previous track, q quit.\n\nA peer played from before gave this node a start ticket (kept in the data dir's `tickets` file): to it the first track's request goes inside the QUIC handshake and the answer comes back with the peer's: the first audio one round trip (and the transfer) after the click. `-v` prints each start's timeline.\n\nExit status: 0 when the queue played (or q was pressed); 1 on an error; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP (the terminal closed) stopped playback, which ends cleanly within a fraction of a second, terminal and cache intact."
@@ -124,6 +136,7 @@ pub struct PlayArgs {
     /// [default: `peers` in the config file; none: play from the cache]
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<PeerAddr>,
+    /// Where audio goes.
     #[command(flatten)]
     pub output: OutputArgs,
     /// Start this many seconds into the (first) track
@@ -143,6 +156,7 @@ pub struct PlayArgs {
     pub normalize: bool,
 }
 
+/// Where audio goes.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Where the sound goes: `default` (the audio device), `null` (real-time pace,
@@ -159,6 +173,7 @@ pub struct OutputArgs {
     pub duration: Option<f64>,
 }
 
+/// `chorus demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// A folder of tracks to seed, read only: never written, renamed or deleted
@@ -169,10 +184,12 @@ pub struct DemoArgs {
     /// [default: "apex aleph" from the sample set, else the first track found]
     #[arg(long, value_name = "WORDS")]
     pub track: Option<String>,
+    /// Where audio goes.
     #[command(flatten)]
     pub output: OutputArgs,
 }
 
+/// `chorus bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// A folder of tracks to seed, read only: never written, renamed or deleted
@@ -225,6 +242,7 @@ pub struct BenchArgs {
     pub plot: Option<PathBuf>,
 }
 
+/// `chorus seed`.
 #[derive(Debug, Args)]
 pub struct SeedArgs {
     /// Music directories to serve (searched recursively)
@@ -258,6 +276,7 @@ fn default_listen() -> std::net::SocketAddr {
     ([0, 0, 0, 0], chorus_streamer::node::DEFAULT_PORT).into()
 }
 
+/// `chorus search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// Words to look for in title, artist, album and file name; empty lists all
@@ -276,6 +295,7 @@ pub struct SearchArgs {
     pub limit: u32,
 }
 
+/// `chorus fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The track: its 64-hex-digit id, or a unique prefix of it

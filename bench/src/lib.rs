@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chorus_streamer::netem::LinkProfile;
 
-use crate::cli::{BenchArgs, Global};
+use chorus_cli::cli::{BenchArgs, Global};
 use report::{Recorder, Unit};
 use scenarios::Settings;
 
@@ -25,9 +25,10 @@ use scenarios::Settings;
 pub const SCENARIOS: [&str; 8] =
     ["single", "versus", "seek-storm", "flash-crowd", "churn", "discovery", "nat", "serve"];
 
+/// `chorus bench`: runs the scenarios asked for and reports them.
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
-    let samples = crate::demo::sample_dir(args.samples.as_deref())?;
+    let samples = chorus_cli::demo::sample_dir(args.samples.as_deref())?;
     let profiles = pick_profiles(&args.profiles)?;
     let scenarios = pick_scenarios(&args.scenarios)?;
     let settings = Settings {
@@ -69,7 +70,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         })
         .sum();
     let serve_steps = if scenarios.contains(&"serve") { 2 } else { 0 };
-    let bar = crate::output::bar(
+    let bar = chorus_cli::output::bar(
         per_profile * profiles.len() as u64 + serve_steps,
         "{elapsed_precise} [{wide_bar}] {pos}/{len} plays",
     );
@@ -149,7 +150,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     derive_stutter(&rec);
 
     let (series, bytes) = rec.finish();
-    let own = crate::resources::read_self();
+    let own = chorus_cli::resources::read_self();
     println!("{}", report::table(&series, &bytes));
     println!("{}", versus_spotify(&series, &bytes));
     if let Some(r) = own {
@@ -345,7 +346,7 @@ async fn listener_resources(swarm: &swarm::Swarm, rec: &Recorder) -> Result<()> 
     if !status.success() {
         bail!("the listener process failed ({status})");
     }
-    let r: crate::resources::Resources = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let r: chorus_cli::resources::Resources = serde_json::from_slice(&std::fs::read(&report)?)?;
     let profile = swarm.profile.name;
     rec.add("single", profile, "listener_cpu_ms", Unit::Ms, r.cpu.as_secs_f64() * 1e3);
     rec.add("single", profile, "listener_peak_mib", Unit::Mib, r.peak_rss_kib as f64 / 1024.0);

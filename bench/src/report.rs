@@ -207,9 +207,9 @@ pub fn table(series: &[Series], bytes: &BTreeMap<(String, String), Bytes>) -> St
                 "{:<12} {:<14} {:>10} {:>10} {:>10} {:>10.1}%",
                 scenario,
                 profile,
-                crate::output::size(b.seed),
-                crate::output::size(b.peers),
-                crate::output::size(b.cache),
+                chorus_cli::output::size(b.seed),
+                chorus_cli::output::size(b.peers),
+                chorus_cli::output::size(b.cache),
                 b.seed_share()
             );
         }
