@@ -106,19 +106,19 @@ pub struct FetchStats {
 }
 
 impl FetchStats {
-    fn add_peer_bytes(&self, source: &Source, bytes: u64) {
+    fn add_peer_bytes(&self, (peer, is_seed): (&Peer, bool), bytes: u64) {
         if let Ok(mut v) = self.by_peer.lock() {
-            let id = source.peer.id();
+            let id = peer.id();
             match v.iter_mut().find(|e| e.0 == id) {
                 Some(e) => {
                     e.2 += bytes;
                     // A direct path's address over a relay's (a relayed
                     // peer reached directly later).
-                    if source.peer.path() != crate::nat::Path::Relayed {
-                        e.1 = source.peer.addr();
+                    if peer.path() != crate::nat::Path::Relayed {
+                        e.1 = peer.addr();
                     }
                 }
-                None => v.push((id, source.peer.addr(), bytes, source.is_seed)),
+                None => v.push((id, peer.addr(), bytes, is_seed)),
             }
         }
     }
@@ -199,7 +199,7 @@ impl FetchControl {
 }
 
 enum Event {
-    Received { key: PeerKey, chunk: u32, bytes: u64 },
+    Received { key: PeerKey, chunk: u32 },
     Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
 }
 
@@ -249,7 +249,7 @@ pub async fn fetch_in_order(
                 let bytes = chunk.data().len() as u64;
                 stats.bytes.fetch_add(bytes, Ordering::Relaxed);
                 stats.chunks.fetch_add(1, Ordering::Relaxed);
-                stats.add_peer_bytes(&source, bytes);
+                stats.add_peer_bytes((&source.peer, source.is_seed), bytes);
                 if store.insert(chunk).is_err() || store.is_closed() {
                     return Ok(());
                 }
@@ -475,9 +475,8 @@ pub async fn fetch_track(
                 let Some(ev) = ev else { break Ok(()) };
                 let t = now();
                 let actions = match ev {
-                    Event::Received { key, chunk, bytes } => {
+                    Event::Received { key, chunk } => {
                         tasks.remove(&(key, chunk));
-                        stats.add_peer_bytes(&sources[keys[&key]], bytes);
                         sched.on_received(key, chunk, t)
                     }
                     Event::Failed { key, chunk, failure, gone, error } => {
@@ -561,7 +560,7 @@ fn act(
             let task = tokio::spawn(request(
                 key,
                 opened,
-                sources[i].peer.clone(),
+                (sources[i].peer.clone(), sources[i].is_seed),
                 store.clone(),
                 chunk,
                 deadline_ms,
@@ -596,7 +595,7 @@ fn act(
 async fn request(
     key: PeerKey,
     opened: Option<(quinn::SendStream, quinn::RecvStream)>,
-    peer: Peer,
+    (peer, is_seed): (Peer, bool),
     store: Arc<TrackStore>,
     chunk: u32,
     deadline_ms: u32,
@@ -616,11 +615,11 @@ async fn request(
             .map_err(|_| Error::Timeout(stall, "chunk data"))??;
         // Verified by the stream (once); the store and the cache take only
         // verified chunks.
-        land(&store, &stats, cache, next.ok_or(Error::StreamEnded)?)
+        land(&store, &stats, cache, next.ok_or(Error::StreamEnded)?, (&peer, is_seed))
     }
     .await;
     let ev = match result {
-        Ok(bytes) => Event::Received { key, chunk, bytes },
+        Ok(_) => Event::Received { key, chunk },
         Err(error) => {
             let (failure, gone) = classify(&error);
             Event::Failed { key, chunk, failure, gone, error }
@@ -631,14 +630,17 @@ async fn request(
 
 /// How a failed request counts against its peer, and whether the peer's
 /// connection is gone.
-/// A verified chunk arrived: into the store, the cache, the counters.
-/// Returns its length.
+/// A verified chunk arrived from `from` (a peer, and whether it is a
+/// seed): into the store, the cache, the counters (at once, so what came
+/// is credited to its peer even if the fetch ends before the driver hears
+/// of it).
 fn land(
     store: &TrackStore,
     stats: &FetchStats,
     cache: Option<Arc<ChunkCache>>,
     verified: chorus_protocol::VerifiedChunk,
-) -> Result<u64, Error> {
+    from: (&Peer, bool),
+) -> Result<(), Error> {
     let len = verified.data().len() as u64;
     if store.insert(verified.clone())? {
         if let Some(cache) = cache {
@@ -652,7 +654,8 @@ fn land(
     }
     stats.bytes.fetch_add(len, Ordering::Relaxed);
     stats.chunks.fetch_add(1, Ordering::Relaxed);
-    Ok(len)
+    stats.add_peer_bytes(from, len);
+    Ok(())
 }
 
 /// Takes over the rest of a start response `source` is sending, if any:
@@ -682,7 +685,7 @@ fn adopt_head(
     }
     let (store, stats, cache, tx) =
         (store.clone(), stats.clone(), config.cache.clone(), tx.clone());
-    let listed = listed.clone();
+    let (listed, from) = (listed.clone(), (source.peer.clone(), source.is_seed));
     Some(tokio::spawn(async move {
         let mut told = false;
         let ended = loop {
@@ -695,8 +698,8 @@ fn adopt_head(
                 Ok(Some(chunk)) => {
                     let i = chunk.index().0;
                     pending.retain(|p| *p != i);
-                    let ev = match land(&store, &stats, cache.clone(), chunk) {
-                        Ok(bytes) => Event::Received { key, chunk: i, bytes },
+                    let ev = match land(&store, &stats, cache.clone(), chunk, (&from.0, from.1)) {
+                        Ok(_) => Event::Received { key, chunk: i },
                         Err(error) => {
                             let (failure, gone) = classify(&error);
                             Event::Failed { key, chunk: i, failure, gone, error }
