@@ -313,3 +313,35 @@ async fn a_start_waits_for_the_answer_sealed_in_a_handshake_not_for_a_peer_that_
     known.shutdown().await;
     other.shutdown().await;
 }
+
+/// A seed cuts a track whose decoder skips a leading tag where its stream
+/// begins, so the chunk a start plays first is the stream from its first
+/// byte: the MP3 whose ID3 tag (a cover picture) is 143 KB had 4 KB of its
+/// stream in that chunk, less than the start rule's margin, and every start
+/// of it waited for the next chunk too.
+#[test]
+fn a_seed_cuts_each_track_where_its_audio_stream_begins() {
+    let dir = library_dir(&FORMATS);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(dir.path(), data.path());
+    let mut mid_chunk = 0;
+    for t in library.tracks() {
+        let (m, name) = (&t.manifest, &t.file_name);
+        let layout = m.layout();
+        let start = chorus_streamer::library::stream_start(m.media());
+        let at = layout.chunk_at(start).unwrap();
+        assert_eq!(layout.byte_range(at).start, start, "{name}: no cut where the stream starts");
+        let full = u64::from(layout.chunk_size().get());
+        if at.0 + 1 < layout.count() {
+            assert_eq!(layout.chunk_len(at), full, "{name}: a short first chunk of the stream");
+        }
+        mid_chunk += usize::from(start % full != 0);
+    }
+    let tagged = library.tracks().find(|t| t.file_name == "beat-thee.mp3").unwrap();
+    assert_eq!(
+        chorus_streamer::library::stream_start(tagged.manifest.media()),
+        143_370,
+        "past the tag"
+    );
+    assert_eq!(mid_chunk, 2, "both MP3s begin their streams after a tag, mid-chunk");
+}

@@ -1,7 +1,12 @@
 //! Chunking: how a track's bytes are cut into verifiable chunks.
 //!
-//! Every chunk but the last has exactly `chunk_size` bytes; the last holds the
-//! rest. Chunk `i` covers bytes `i * chunk_size .. min((i+1) * chunk_size, len)`.
+//! The first chunk holds `lead` bytes (1 to `chunk_size`), every later one
+//! `chunk_size` bytes but the last, which holds the rest: chunk `i > 0`
+//! covers bytes `lead + (i-1) * chunk_size ..`. A library cuts where the
+//! decoder starts reading past a leading tag (the lead is that offset
+//! modulo the chunk size), so the chunk playback starts with is the stream
+//! from its first byte, not the tail of a cover picture; with a lead of
+//! `chunk_size` the cuts are at multiples of it.
 
 use std::ops::Range;
 
@@ -52,17 +57,43 @@ impl Default for ChunkSize {
 pub struct ChunkLayout {
     byte_len: u64,
     chunk_size: ChunkSize,
+    /// The first chunk's length (before the end of the track cuts it).
+    lead: u32,
     count: u32,
 }
 
 impl ChunkLayout {
-    /// The layout of a track; fails for an empty track or one with more than
-    /// [`limits::MAX_CHUNKS`] chunks.
+    /// The layout of a track cut at multiples of `chunk_size`; fails for an
+    /// empty track or one with more than [`limits::MAX_CHUNKS`] chunks.
     pub fn new(byte_len: u64, chunk_size: ChunkSize) -> Result<Self> {
+        Self::with_lead(byte_len, chunk_size, chunk_size.get())
+    }
+
+    /// The layout with a cut at byte `boundary` (where the audio begins):
+    /// the first chunk holds `boundary` modulo the chunk size. A boundary
+    /// at 0, a multiple of the chunk size or past the end changes nothing.
+    pub fn aligned(byte_len: u64, chunk_size: ChunkSize, boundary: u64) -> Result<Self> {
+        let size = u64::from(chunk_size.get());
+        let lead = match boundary % size {
+            0 => size,
+            _ if boundary >= byte_len => size,
+            r => r,
+        };
+        // lead <= size, a u32.
+        Self::with_lead(byte_len, chunk_size, lead as u32)
+    }
+
+    /// The layout whose first chunk holds `lead` bytes (1 to the chunk
+    /// size), as a manifest states it.
+    pub fn with_lead(byte_len: u64, chunk_size: ChunkSize, lead: u32) -> Result<Self> {
         if byte_len == 0 {
             return Err(ProtocolError::Invalid("track length (empty)"));
         }
-        let count = byte_len.div_ceil(u64::from(chunk_size.get()));
+        if lead == 0 || lead > chunk_size.get() {
+            return Err(ProtocolError::Invalid("first chunk length (1 to the chunk size)"));
+        }
+        let rest = byte_len.saturating_sub(u64::from(lead));
+        let count = 1 + rest.div_ceil(u64::from(chunk_size.get()));
         if count > u64::from(limits::MAX_CHUNKS) {
             return Err(ProtocolError::TooMany {
                 what: "chunks in a track",
@@ -71,7 +102,7 @@ impl ChunkLayout {
             });
         }
         // count <= MAX_CHUNKS, a u32.
-        Ok(Self { byte_len, chunk_size, count: count as u32 })
+        Ok(Self { byte_len, chunk_size, lead, count: count as u32 })
     }
 
     /// The track's length in bytes.
@@ -82,6 +113,12 @@ impl ChunkLayout {
     /// The chunk size.
     pub fn chunk_size(&self) -> ChunkSize {
         self.chunk_size
+    }
+
+    /// The first chunk's length, before the end of the track cuts it (the
+    /// chunk size when the cuts are at its multiples).
+    pub fn lead(&self) -> u32 {
+        self.lead
     }
 
     /// The number of chunks.
@@ -100,9 +137,13 @@ impl ChunkLayout {
 
     /// The byte range chunk `index` covers (clamped to the track).
     pub fn byte_range(&self, index: ChunkIndex) -> Range<u64> {
-        let size = u64::from(self.chunk_size.get());
-        let start = (u64::from(index.0) * size).min(self.byte_len);
-        start..(start + size).min(self.byte_len)
+        let (size, lead) = (u64::from(self.chunk_size.get()), u64::from(self.lead));
+        let (start, len) = match index.0 {
+            0 => (0, lead),
+            i => (lead + u64::from(i - 1) * size, size),
+        };
+        let start = start.min(self.byte_len);
+        start..(start + len).min(self.byte_len)
     }
 
     /// The length of chunk `index` in bytes.
@@ -116,8 +157,17 @@ impl ChunkLayout {
         if offset >= self.byte_len {
             return None;
         }
-        // offset < byte_len, so the quotient is < count, a u32.
-        Some(ChunkIndex((offset / u64::from(self.chunk_size.get())) as u32))
+        Some(ChunkIndex(self.index_of(offset)))
+    }
+
+    /// The chunk holding `offset`, which is within the track.
+    fn index_of(&self, offset: u64) -> u32 {
+        let lead = u64::from(self.lead);
+        if offset < lead {
+            return 0;
+        }
+        // offset < byte_len, so the index is < count, a u32.
+        (1 + (offset - lead) / u64::from(self.chunk_size.get())) as u32
     }
 
     /// The chunks that together cover `range` (empty for an empty range).
@@ -126,9 +176,7 @@ impl ChunkLayout {
         if range.start >= end {
             return 0..0;
         }
-        let size = u64::from(self.chunk_size.get());
-        // Both quotients are <= count, a u32.
-        (range.start / size) as u32..end.div_ceil(size) as u32
+        self.index_of(range.start)..self.index_of(end - 1) + 1
     }
 
     /// Iterates over every chunk index.
@@ -142,10 +190,13 @@ pub fn chunk_bytes(data: &Bytes, layout: &ChunkLayout) -> Result<(Vec<ChunkHash>
     if data.len() as u64 != layout.byte_len() {
         return Err(ProtocolError::Invalid("data length does not match the layout"));
     }
-    let size = layout.chunk_size().get() as usize;
-    let chunks: Vec<Bytes> = (0..data.len())
-        .step_by(size)
-        .map(|start| data.slice(start..(start + size).min(data.len())))
+    let chunks: Vec<Bytes> = layout
+        .indices()
+        .map(|i| {
+            let r = layout.byte_range(i);
+            // Within data: its length is the layout's.
+            data.slice(r.start as usize..r.end as usize)
+        })
         .collect();
     let hashes = chunks.iter().map(|c| ChunkHash::of(c)).collect();
     Ok((hashes, chunks))
@@ -179,6 +230,36 @@ mod tests {
         assert_eq!(l.chunks_covering(5..5), 0..0);
         assert!(l.index(3).is_err());
         assert!(ChunkLayout::new(0, ChunkSize::DEFAULT).is_err());
+    }
+
+    #[test]
+    fn a_lead_puts_a_cut_at_the_boundary() {
+        let size = ChunkSize::new(1024).unwrap_or_default();
+        let l = ChunkLayout::aligned(5000, size, 1300).unwrap();
+        assert_eq!(l.lead(), 276);
+        assert_eq!(l.count(), 6);
+        assert_eq!(l.byte_range(ChunkIndex(0)), 0..276);
+        assert_eq!(l.byte_range(ChunkIndex(1)), 276..1300);
+        assert_eq!(l.byte_range(ChunkIndex(2)), 1300..2324);
+        assert_eq!(l.byte_range(ChunkIndex(5)), 4372..5000);
+        assert_eq!(l.chunk_at(275), Some(ChunkIndex(0)));
+        assert_eq!(l.chunk_at(276), Some(ChunkIndex(1)));
+        assert_eq!(l.chunk_at(1300), Some(ChunkIndex(2)));
+        assert_eq!(l.chunk_at(4999), Some(ChunkIndex(5)));
+        assert_eq!(l.chunks_covering(0..277), 0..2);
+        assert_eq!(l.chunks_covering(1300..2324), 2..3);
+        // No cut asked for, or one already at a multiple: plain layout.
+        for b in [0, 2048, 6000] {
+            assert_eq!(
+                ChunkLayout::aligned(5000, size, b).unwrap(),
+                ChunkLayout::new(5000, size).unwrap()
+            );
+        }
+        // A track shorter than its lead is one chunk.
+        let short = ChunkLayout::with_lead(100, size, 500).unwrap();
+        assert_eq!((short.count(), short.byte_range(ChunkIndex(0))), (1, 0..100));
+        assert!(ChunkLayout::with_lead(5000, size, 0).is_err());
+        assert!(ChunkLayout::with_lead(5000, size, 1025).is_err());
     }
 
     #[test]

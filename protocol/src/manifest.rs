@@ -43,8 +43,9 @@ use crate::ids::{ChunkHash, ChunkIndex, TrackId};
 use crate::limits;
 
 /// The manifest encoding version this implementation writes and reads
-/// (2: page hashes in place of the chunk hash list).
-pub const MANIFEST_VERSION: u8 = 2;
+/// (2: page hashes in place of the chunk hash list; 3: the first chunk's
+/// length, so a cut falls where the audio begins).
+pub const MANIFEST_VERSION: u8 = 3;
 const MAGIC: &[u8; 4] = b"CHMF";
 
 /// Chunk hashes per page of the hash list: a page is 2 KiB.
@@ -668,6 +669,7 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[
     buf.put_varint(media.frames);
     buf.put_varint(layout.byte_len());
     buf.put_varint(u64::from(layout.chunk_size().get()));
+    buf.put_varint(u64::from(layout.lead()));
     for p in pages {
         buf.put_slice(p);
     }
@@ -711,7 +713,8 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
     let frames = r.varint("frames")?;
     let byte_len = r.varint("byte length")?;
     let chunk_size = ChunkSize::new(r.varint_u32("chunk size")?)?;
-    let layout = ChunkLayout::new(byte_len, chunk_size)?;
+    let lead = r.varint_u32("first chunk length")?;
+    let layout = ChunkLayout::with_lead(byte_len, chunk_size, lead)?;
     // Check the page hashes fit before allocating for them.
     let n = pages_for(layout.count()) as usize;
     if r.remaining() < 32 * n {

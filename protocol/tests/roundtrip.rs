@@ -387,3 +387,33 @@ fn a_hello_s_optional_fields_decode_alone_or_together_and_only_in_order() {
     swapped[..4].copy_from_slice(&len.to_be_bytes());
     assert!(frame::decode(&Bytes::from(swapped)).is_err());
 }
+
+proptest! {
+    /// A layout with a cut anywhere covers every byte once, in order, and
+    /// finds each byte's chunk; the cut is a chunk's first byte.
+    #[test]
+    fn a_layout_with_a_cut_covers_every_byte_once(
+        len in 1u64..200_000,
+        shift in 0u32..7,
+        boundary in 0u64..210_000,
+    ) {
+        let size = ChunkSize::new(1024 << shift).unwrap();
+        let l = ChunkLayout::aligned(len, size, boundary).unwrap();
+        let mut next = 0;
+        for i in l.indices() {
+            let r = l.byte_range(i);
+            prop_assert_eq!(r.start, next);
+            prop_assert!(r.end > r.start && r.end - r.start <= u64::from(size.get()));
+            prop_assert_eq!(l.chunk_at(r.start), Some(i));
+            prop_assert_eq!(l.chunk_at(r.end - 1), Some(i));
+            prop_assert_eq!(l.chunks_covering(r.clone()), i.0..i.0 + 1);
+            next = r.end;
+        }
+        prop_assert_eq!(next, len);
+        prop_assert_eq!(l.chunk_at(len), None);
+        if boundary < len {
+            let at = l.chunk_at(boundary).unwrap();
+            prop_assert_eq!(l.byte_range(at).start, boundary);
+        }
+    }
+}

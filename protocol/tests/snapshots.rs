@@ -104,8 +104,10 @@ fn error_reply() {
 #[test]
 fn manifest_encoding() {
     let data = Bytes::from_static(&[0u8; 1500]);
-    let layout = ChunkLayout::new(1500, ChunkSize::new(1024).unwrap()).unwrap();
+    // Cut where the audio begins (the time index's point at byte 10).
+    let layout = ChunkLayout::aligned(1500, ChunkSize::new(1024).unwrap(), 10).unwrap();
     let (hashes, _) = chunk::chunk_bytes(&data, &layout).unwrap();
+    assert_eq!(hashes.len(), 3, "0..10, 10..1034, 1034..1500");
     let media = MediaInfo {
         codec: Codec::Mp3,
         container: Container::Mpeg,
@@ -118,11 +120,11 @@ fn manifest_encoding() {
     };
     let m = Manifest::new(media, layout, hashes.clone()).unwrap();
     // One page of the hash list: its hash, keyed for pages.
-    let list = [*hashes[0].as_bytes(), *hashes[1].as_bytes()].concat();
+    let list = [*hashes[0].as_bytes(), *hashes[1].as_bytes(), *hashes[2].as_bytes()].concat();
     let page =
         blake3::Hasher::new_derive_key("chorus 2026-11-26 hash list page").update(&list).finalize();
     let expected = format!(
-        "4348 4d46 02 01 01 c4d802 02 8009 dc0b 8008 {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
+        "4348 4d46 03 01 01 c4d802 02 8009 dc0b 8008 0a {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
         hex(page.as_bytes()),
     );
     let expected: String = expected.split_whitespace().collect();

@@ -26,7 +26,8 @@ use crate::probe;
 
 /// The index file's name in the data dir.
 pub const INDEX_FILE: &str = "library.idx";
-const INDEX_VERSION: u32 = 4;
+/// 5: manifests v3 (a cut where the audio begins).
+const INDEX_VERSION: u32 = 5;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]
@@ -456,6 +457,17 @@ pub fn walk(roots: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
     (files, warnings)
 }
 
+/// Where a track is cut (see [`ChunkLayout::aligned`]): where the decoder
+/// starts reading, when that is past a leading tag it skips (an MP3's ID3
+/// tag, often a cover picture of 100 KB and more), so the chunk a start
+/// plays first is the stream from its first byte, not the tag's tail with
+/// a few KB of audio; 0 (no cut) when the first header range begins the
+/// file (the decoder reads from there: a cut past the header would only
+/// split the chunk the header shares with the first audio).
+pub fn stream_start(media: &chorus_protocol::MediaInfo) -> u64 {
+    media.header_ranges.first().map_or(0, |h| h.start)
+}
+
 /// Indexes one file: probe, then read and hash every chunk. The file is
 /// stat'ed before and after; if it changed meanwhile the result is thrown
 /// away.
@@ -463,10 +475,10 @@ pub fn index_file(path: &Path, chunk_size: ChunkSize) -> Result<LibraryTrack> {
     let before = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
     let size = before.len();
     let probed = probe::probe_file(path, size)?;
-    let layout = ChunkLayout::new(size, chunk_size).map_err(|e| Error::NotAudio {
-        path: path.to_owned(),
-        reason: format!("cannot be chunked ({e})"),
-    })?;
+    let layout =
+        ChunkLayout::aligned(size, chunk_size, stream_start(&probed.media)).map_err(|e| {
+            Error::NotAudio { path: path.to_owned(), reason: format!("cannot be chunked ({e})") }
+        })?;
     let hashes = hash_file(path, &layout)?;
     let after = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
     if after.len() != size || mtime_ns(&after) != mtime_ns(&before) {

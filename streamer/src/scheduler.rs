@@ -240,6 +240,8 @@ pub struct Playhead {
 pub struct Scheduler {
     config: SchedulerConfig,
     sizes: Vec<u32>,
+    /// The largest chunk (the chunk size: the first may be shorter).
+    largest: u32,
     media: Vec<Duration>,
     header: Vec<bool>,
     /// Chunks whose hash is not known yet (their page of the hash list has
@@ -284,6 +286,7 @@ impl Scheduler {
             unlisted: vec![false; n],
             avail: vec![0; n],
             here: 0,
+            largest: sizes.iter().copied().max().unwrap_or(0),
             sizes,
             media,
             header,
@@ -1040,7 +1043,7 @@ impl Scheduler {
     /// cautious initial rate: a rate measured is the path without loss,
     /// and the margin is what covers a retransmission); 1 s with none.
     fn start_margin(&self) -> Duration {
-        let chunk = u64::from(self.sizes.first().copied().unwrap_or(0)) as f64;
+        let chunk = f64::from(self.largest);
         let cautious = self.config.initial_rate;
         self.peers
             .iter()

@@ -207,7 +207,10 @@ pub fn manifest() -> impl Strategy<Value = (Manifest, Bytes)> {
             |(data, cs, codec, container, rate, channels, frames, tags, steps, header)| {
                 let data = Bytes::from(data);
                 let size = ChunkSize::new(1024 << cs).expect("valid size");
-                let layout = ChunkLayout::new(data.len() as u64, size).expect("valid layout");
+                // Cut where the audio begins, as a library does.
+                let audio = time_index_first(&steps, data.len() as u64);
+                let layout =
+                    ChunkLayout::aligned(data.len() as u64, size, audio).expect("valid layout");
                 let (hashes, _) = chunk::chunk_bytes(&data, &layout).expect("chunked");
                 let mut time_index = Vec::new();
                 let (mut off, mut t) = (0u64, 0u64);
@@ -234,4 +237,9 @@ pub fn manifest() -> impl Strategy<Value = (Manifest, Bytes)> {
                 (Manifest::new(media, layout, hashes).expect("valid manifest"), data)
             },
         )
+}
+
+/// The first time index point's offset `steps` make (0 if none).
+fn time_index_first(steps: &[(u64, u64)], len: u64) -> u64 {
+    steps.first().map_or(0, |&(off, _)| off).min(len)
 }
