@@ -203,6 +203,17 @@ enum Event {
     Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
 }
 
+/// A task aborted when the fetch ends.
+struct AbortOnExit<T>(Option<JoinHandle<T>>);
+
+impl<T> Drop for AbortOnExit<T> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Request tasks by peer and chunk; dropping the map aborts them all.
 #[derive(Default)]
 struct AbortOnDrop(HashMap<(PeerKey, u32), JoinHandle<()>>);
@@ -327,6 +338,8 @@ pub async fn fetch_track(
     let mut started = control.ready.load(Ordering::Relaxed);
     // When the last live peer was lost (a joining one may still come).
     let mut alone_since: Option<Duration> = None;
+    // The hash list's completion, if it had to be asked for.
+    let mut completing = AbortOnExit(None);
     let result = loop {
         if store.is_closed() {
             break Ok(());
@@ -426,9 +439,19 @@ pub async fn fetch_track(
         // their chunks be asked for as they come; after HASH_LIST_WAIT
         // without the whole list the sources are asked for it.
         if !listed_whole {
-            if t >= HASH_LIST_WAIT
-                && !manifest.hashes_known()
-                && let Err(e) = complete_hash_list(&manifest, &sources).await
+            // Asked for on a task of its own (one peer after another, each
+            // bounded by its request timeout): the loop keeps taking events
+            // meanwhile, and the task wakes it when done.
+            if t >= HASH_LIST_WAIT && !manifest.hashes_known() && completing.0.is_none() {
+                let (m, s, done) = (manifest.clone(), sources.clone(), listed.clone());
+                completing.0 = Some(tokio::spawn(async move {
+                    let r = complete_hash_list(&m, &s).await;
+                    done.notify_one();
+                    r
+                }));
+            }
+            if let Some(task) = completing.0.take_if(|t| t.is_finished())
+                && let Ok(Err(e)) = task.await
             {
                 store.fail(e.clone());
                 break Err(e);
@@ -465,7 +488,7 @@ pub async fn fetch_track(
         if let Some(since) = alone_since {
             wake = wake.min(since + config.stall_timeout);
         }
-        if !listed_whole {
+        if !listed_whole && t < HASH_LIST_WAIT {
             wake = wake.min(HASH_LIST_WAIT);
         }
         let wake = tokio::time::Instant::from_std(epoch + wake);
