@@ -1072,15 +1072,14 @@ async fn serve_start(
                 return write_error(send, ErrorCode::Internal, "file unavailable".into()).await;
             }
         };
-        for (pages, chunks) in start_order(&track.manifest, at, want) {
-            write_hashes(send, &track.manifest, pages).await?;
-            for index in chunks {
-                if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
-                    return Ok(());
-                }
+        let order = start_order(&track.manifest, at, want);
+        write_hashes(send, &track.manifest, order.pages).await?;
+        for index in order.chunks {
+            if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+                return Ok(());
             }
         }
-        return Ok(());
+        return write_hashes(send, &track.manifest, order.other_pages).await;
     }
     let Some((cache, manifest)) =
         shared.cache.as_ref().and_then(|c| c.manifest(&id).map(|m| (c.clone(), m)))
@@ -1090,25 +1089,24 @@ async fn serve_start(
     let reply = ManifestResponse { track: id, manifest: manifest.encoded().clone(), origin: false };
     write_message(send, &Message::ManifestResponse(reply)).await?;
     write_message(send, &Message::Have(Have { track: id, runs: cache.have(&id) })).await?;
-    for (pages, chunks) in start_order(&manifest, at, want) {
-        write_hashes(send, &manifest, pages).await?;
-        for index in chunks {
-            let c = cache.clone();
-            let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
-                .await
-                .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
-            // What the cache lacks the asker fetches by deadline (it has the
-            // Have list).
-            if let Some(chunk) = chunk {
-                let data = chunk.into_data();
-                let len = data.len();
-                write_chunk(send, id, index, data).await?;
-                shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
-            }
+    let order = start_order(&manifest, at, want);
+    write_hashes(send, &manifest, order.pages).await?;
+    for index in order.chunks {
+        let c = cache.clone();
+        let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
+            .await
+            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        // What the cache lacks the asker fetches by deadline (it has the
+        // Have list).
+        if let Some(chunk) = chunk {
+            let data = chunk.into_data();
+            let len = data.len();
+            write_chunk(send, id, index, data).await?;
+            shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+            shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
         }
     }
-    Ok(())
+    write_hashes(send, &manifest, order.other_pages).await
 }
 
 /// What a start response sends after the manifest, in order: the pages of
@@ -1116,16 +1114,27 @@ async fn serve_start(
 /// playback starts in: checked as soon as it is in), the rest of its chunks
 /// within the budget, then the other pages. The asker's fetch meanwhile
 /// asks for chunks whose pages it has.
-fn start_order(manifest: &Manifest, at: Duration, budget: u64) -> [(Vec<u32>, Vec<ChunkIndex>); 2] {
+fn start_order(manifest: &Manifest, at: Duration, budget: u64) -> StartOrder {
     let (head, rest): (Vec<ChunkIndex>, Vec<ChunkIndex>) =
         manifest.start_chunks(at, budget).into_iter().partition(|i| manifest.is_head(*i, at));
     let mut pages: Vec<u32> = head.iter().chain(&rest).map(|i| Manifest::page_of(*i)).collect();
     pages.sort_unstable();
     pages.dedup();
-    let other = (0..manifest.page_count()).filter(|p| pages.binary_search(p).is_err()).collect();
+    let other_pages =
+        (0..manifest.page_count()).filter(|p| pages.binary_search(p).is_err()).collect();
     let mut chunks = head;
     chunks.extend(rest);
-    [(pages, chunks), (other, Vec::new())]
+    StartOrder { pages, chunks, other_pages }
+}
+
+/// What a start response sends after the manifest ([`start_order`]).
+struct StartOrder {
+    /// The pages of the hash list `chunks` need (sorted).
+    pages: Vec<u32>,
+    /// The head, then the rest of the start's chunks.
+    chunks: Vec<ChunkIndex>,
+    /// The other pages, last (sorted).
+    other_pages: Vec<u32>,
 }
 
 /// Writes pages of a manifest's hash list, a message per run of
