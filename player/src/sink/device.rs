@@ -268,6 +268,7 @@ impl DeviceSink {
                     std::thread::sleep(super::START_POLL);
                 }
                 if !s.load(Ordering::Relaxed) {
+                    let _quiet = QuietAlsa::new();
                     if let Err(e) = stream.play() {
                         if let Ok(mut slot) = fl.lock() {
                             slot.get_or_insert_with(|| e.to_string());
