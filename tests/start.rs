@@ -345,23 +345,3 @@ fn a_seed_cuts_each_track_where_its_audio_stream_begins() {
     );
     assert_eq!(mid_chunk, 2, "both MP3s begin their streams after a tag, mid-chunk");
 }
-
-/// A chunk's media time is the audio it holds: the index follows what the
-/// demuxer consumes (its reads end at kilobyte boundaries, as a player's
-/// end at chunk boundaries), not the 32 KiB blocks it asks a file for. The
-/// WAV's first chunk counted as 29 ms of the 93 it holds, and a start of it
-/// waited for four chunks where the start rule needed two.
-#[test]
-fn a_chunk_counts_the_audio_it_holds() {
-    let dir = library_dir(&["deprecation.wav"]);
-    let data = tempfile::tempdir().unwrap();
-    let (library, _, _) = scan(dir.path(), data.path());
-    let m = &library.tracks().next().unwrap().manifest;
-    let bytes_per_s = m.layout().byte_len() as f64 / m.duration().as_secs_f64();
-    let held = m.chunk_media_time(chorus_protocol::ChunkIndex(1)).as_secs_f64();
-    let content = f64::from(m.layout().chunk_size().get()) / bytes_per_s;
-    // Playable with chunk 0 alone: up to the packet that runs past it (a
-    // packet of 4 KiB at most here), less the read's last kilobyte.
-    let short = (4096.0 + 1024.0) / bytes_per_s;
-    assert!(held <= content && held >= content - short, "chunk 0: {held:.3} s of {content:.3} s");
-}

@@ -26,9 +26,8 @@ use crate::probe;
 
 /// The index file's name in the data dir.
 pub const INDEX_FILE: &str = "library.idx";
-/// 5: manifests v3 (a cut where the audio begins); 6: header ranges and
-/// time indexes measured with reads that end at kilobyte boundaries.
-const INDEX_VERSION: u32 = 6;
+/// 5: manifests v3 (a cut where the audio begins).
+const INDEX_VERSION: u32 = 5;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

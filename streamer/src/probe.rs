@@ -6,11 +6,8 @@
 //! probing and opening the container are headers, due at time zero (for an
 //! MP4 with its `moov` atom last, that is the end of the file). Bytes read
 //! while fetching the packet with timestamp `t` are due at `t`. A player that
-//! streams the file through symphonia reads in the same pattern (its reads
-//! end at chunk boundaries, these at kilobyte ones: the demuxer reads ahead
-//! no further here than there), so each chunk's deadline is the moment the
-//! decoder will actually ask for it, and the audio a run of chunks holds is
-//! what a start can count on.
+//! streams the file through symphonia reads in the same pattern, so each
+//! chunk's deadline is the moment the decoder will actually ask for it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -29,12 +26,9 @@ use symphonia::core::units::TimeBase;
 
 use crate::error::{Error, Result};
 
-/// How far apart (in bytes) two time index points must be at least: one
-/// per default chunk at most, as the MPEG index ([`MPEG_POINT_GAP`]),
-/// media time between them interpolated. (The demuxer's reads end at
-/// kilobyte boundaries, so a closer gap would put several points in every
-/// chunk, and the manifest, sent before the first chunk, would grow.)
-const MIN_POINT_GAP: u64 = 16 * 1024;
+/// How far apart (in bytes) two time index points must be at least; keeps
+/// the index to a few points per chunk for any file.
+const MIN_POINT_GAP: u64 = 4096;
 
 /// A file's media facts, ready to go into a manifest.
 #[derive(Debug, Clone)]
@@ -56,8 +50,7 @@ struct ReadLog {
 /// note; the tags are read apart ([`trailing_tags`]) and the duration is
 /// counted from the packets, into the manifest.
 struct LoggingSource {
-    /// Buffered: the reads below are at most a kilobyte each.
-    file: std::io::BufReader<File>,
+    file: File,
     /// Where the stream the reader sees starts in the file (after a
     /// leading ID3v2 tag, see [`mpeg_audio_start`]); positions are the
     /// stream's, reads are logged in the file's offsets.
@@ -68,21 +61,9 @@ struct LoggingSource {
     len_shown: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Reads end at multiples of this from the stream's start.
-const READ_GRAIN: u64 = chorus_protocol::limits::MIN_CHUNK_SIZE as u64;
-
 impl Read for LoggingSource {
-    /// Ends each read at a kilobyte boundary of the stream, as a player's
-    /// source ends each read at a chunk boundary (chunks are whole
-    /// kilobytes from where the stream starts): the demuxer then reads
-    /// ahead here no further than it will there, so the log follows what
-    /// it consumes (within a kilobyte), not the 32 KiB blocks it asks a
-    /// file for. A start's header chunks and each chunk's media time are
-    /// then what a player needs, not up to 32 KiB more.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let to_boundary = usize::try_from(READ_GRAIN - self.pos % READ_GRAIN).unwrap_or(usize::MAX);
-        let want = buf.len().min(to_boundary);
-        let n = self.file.read(&mut buf[..want])?;
+        let n = self.file.read(buf)?;
         if n > 0 {
             if let Ok(mut log) = self.log.lock() {
                 let at = self.base + self.pos;
@@ -199,7 +180,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     let base = mpeg_audio_start(&mut file, len);
     file.seek(SeekFrom::Start(base)).map_err(|e| Error::io("reading", path, e))?;
     let source = LoggingSource {
-        file: std::io::BufReader::with_capacity(64 * 1024, file),
+        file,
         base,
         pos: 0,
         len: len - base,
