@@ -361,19 +361,7 @@ mod tests {
                 .expect("ALSA's null device");
         let format = sink.format();
         sink.write(&vec![0.25; format.rate as usize / 10 * format.channels]).unwrap();
-        assert!(stats.primed.load(Relaxed));
-        // Long enough for a stream started at the open to call back often.
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(stats.time_to_first_audio().is_none(), "the gate holds playback back");
-        gate.store(true, Relaxed);
-        for _ in 0..5000 {
-            if stats.time_to_first_audio().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(stats.time_to_first_audio().is_some(), "played once the gate opened");
-        assert_eq!(stats.fills_before_start.load(Relaxed), 0, "no silence ahead of the first note");
+        super::super::assert_starts_at_the_first_audio(&stats, &gate);
         stats.stop.store(true, Relaxed);
         drop(sink);
     }

@@ -91,3 +91,26 @@ pub fn open(
         OutputSpec::Stdout => Box::new(wav::WavSink::stdout(rate, channels, stats)?),
     })
 }
+
+/// For the sinks' tests: holds the gate closed a while after the
+/// prebuffer is in (long enough for a clock started at the open to run
+/// several periods), opens it, and checks the first fill was audio.
+#[cfg(test)]
+pub(crate) fn assert_starts_at_the_first_audio(
+    stats: &crate::stats::PlaybackStats,
+    gate: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(stats.primed.load(Relaxed), "the prebuffer is in");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(stats.time_to_first_audio().is_none(), "the gate holds playback back");
+    gate.store(true, Relaxed);
+    for _ in 0..5000 {
+        if stats.time_to_first_audio().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(stats.time_to_first_audio().is_some(), "played once the gate opened");
+    assert_eq!(stats.fills_before_start.load(Relaxed), 0, "no silence ahead of the first note");
+}

@@ -112,19 +112,7 @@ mod tests {
         let stats = Arc::new(PlaybackStats::with_gate(Instant::now(), gate.clone()));
         let mut sink = NullSink::open(1000, 1, Duration::from_millis(20), stats.clone());
         sink.write(&[0.5; 200]).unwrap();
-        assert!(stats.primed.load(Relaxed));
-        // Long enough for a clock started at the open to run several periods.
-        std::thread::sleep(PERIOD * 6);
-        assert!(stats.time_to_first_audio().is_none(), "the gate holds playback back");
-        gate.store(true, Relaxed);
-        for _ in 0..5000 {
-            if stats.time_to_first_audio().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(stats.time_to_first_audio().is_some(), "played once the gate opened");
-        assert_eq!(stats.fills_before_start.load(Relaxed), 0, "no silence ahead of the first note");
+        super::super::assert_starts_at_the_first_audio(&stats, &gate);
         stats.stop.store(true, Relaxed);
         sink.finish().unwrap();
     }
