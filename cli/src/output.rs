@@ -31,7 +31,7 @@ pub fn say_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Prints to stderr without a newline; never panics (see [`say`]).
+/// Prints to stderr without a newline; never panics (see `say`).
 pub fn note_inline(args: std::fmt::Arguments<'_>) {
     let mut e = std::io::stderr().lock();
     let _ = write!(e, "{args}");

@@ -790,7 +790,7 @@ fn upgrades_to_sources(
 }
 
 /// Asks the peers we know who else holds `track` (the query travels two
-/// hops) and dials up to [`MAX_DISCOVERED_DIALS`] new holders at once, each
+/// hops) and dials up to `MAX_DISCOVERED_DIALS` new holders at once, each
 /// with a short timeout; a holder counts only once its certificate proves
 /// the id it was announced with. Failures only cost those peers.
 pub async fn discover(

@@ -607,7 +607,8 @@ pub struct ChunkStream {
 impl ChunkStream {
     /// The next chunk, verified, or `None` once every requested chunk has
     /// arrived. A chunk that fails its hash ends the stream with
-    /// [`ProtocolError::ChunkHashMismatch`]: the peer sent bad data.
+    /// [`chorus_protocol::ProtocolError::ChunkHashMismatch`]: the peer sent
+    /// bad data.
     pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
         if self.next >= self.end {
             return Ok(None);

@@ -136,7 +136,7 @@ impl Dht {
     /// library, with the text a search of this node matches: see
     /// [`index_text`]; `cached` ones held whole, found by id) and of each
     /// word of the listed ones' text. Returns how many keys were announced. Bounded: at most
-    /// [`MAX_ANNOUNCED_KEYS`] keys, [`ANNOUNCE_CONCURRENCY`] at a time.
+    /// [`MAX_ANNOUNCED_KEYS`] keys, `ANNOUNCE_CONCURRENCY` at a time.
     pub async fn announce(
         &self,
         listed: &[(TrackId, String)],

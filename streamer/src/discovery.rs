@@ -3,7 +3,7 @@
 //!
 //! A node learns peers from the hellos of those that connect to it (if they
 //! serve), from peer exchanges, and from the addresses it is started with.
-//! A [`WhoHas`] is answered with this node (if it holds the track, in its
+//! A [`WhoHas`](chorus_protocol::message::WhoHas) is answered with this node (if it holds the track, in its
 //! library or cache) plus, while `hops_left > 0`, the answers of up to
 //! [`FORWARD_FANOUT`] known peers asked with one hop less. A query id seen
 //! before gets an empty answer, so loops end.

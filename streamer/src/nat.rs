@@ -6,7 +6,7 @@
 //! both reach. P sees each of them at its public address (the NAT's
 //! mapping); that is what it tells the other.
 //!
-//! **Punch.** A sends P a [`Connect`]; P tells B, on B's own connection, a
+//! **Punch.** A sends P a [`Connect`](chorus_protocol::message::Connect); P tells B, on B's own connection, a
 //! [`Rendezvous`] naming A's public address; B sends a few bare packets
 //! there from its QUIC port (its NAT now expects A) and echoes; P answers A
 //! with B's public address; A dials it. A's own dial opened A's NAT to B.

@@ -104,7 +104,7 @@ impl MediaSource for LoggingSource {
 /// file has none, or if an MPEG frame does not follow it). Players read
 /// MPEG audio from there (`Manifest` header ranges start there), so a tag
 /// holding cover art is not fetched before the first note: its text is in
-/// the manifest ([`trailing_tags`] reads the whole file's tags).
+/// the manifest (`trailing_tags` reads the whole file's tags).
 pub fn mpeg_audio_start(file: &mut File, len: u64) -> u64 {
     let mut head = [0u8; 10];
     if file.seek(SeekFrom::Start(0)).is_err() || file.read_exact(&mut head).is_err() {

@@ -285,7 +285,7 @@ impl StoreState {
 
 /// A listener's tickets and QUIC tokens, by peer: in memory, and in a file
 /// of the data dir once [`ResumeStore::load`]ed, so the next process starts
-/// in one round trip too. Bounded: [`MAX_PEERS`] peers, two tokens and
+/// in one round trip too. Bounded: `MAX_PEERS` peers, two tokens and
 /// four dial names each.
 #[derive(Default)]
 pub struct ResumeStore {

@@ -4,8 +4,8 @@
 //! Certificates are not chained to any authority: a peer *is* its key. The
 //! verifiers below check that the certificate parses and that the handshake
 //! is signed by its key; which key was expected is checked after the
-//! handshake against the [`PeerId`] that was dialled
-//! ([`crate::client::Peer::connect`]), so a mismatch is a typed error.
+//! handshake against the [`PeerId`](chorus_protocol::PeerId) that was dialled
+//! ([`crate::transport::Transport::connect`]), so a mismatch is a typed error.
 
 use std::sync::Arc;
 use std::time::Duration;

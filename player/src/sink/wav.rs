@@ -10,7 +10,7 @@
 //! pause fades out and holds the writer until resumed (the file has no
 //! silence for it: it is time that stops, not sound), and a seek or skip
 //! fades out the last few milliseconds before the jump. That is why the
-//! last [`FADE_MS`](super::envelope::FADE_MS) of audio is held back until
+//! last [`FADE_MS`] of audio is held back until
 //! the next samples (or the end) come.
 
 use std::fs::File;
