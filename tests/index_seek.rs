@@ -88,6 +88,7 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
             points: points.clone(),
             open_at,
             format,
+            preroll: chorus_player::decode::preroll(&manifest),
         });
         let target = Duration::from_secs(60);
         let at = d.seek(target).unwrap();
@@ -119,5 +120,55 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
         assert_eq!(streamed.len(), local.len(), "{name}: sample count");
         let first = streamed.iter().zip(&local).position(|(a, b)| a.to_bits() != b.to_bits());
         assert_eq!(first, None, "{name}: first difference");
+    }
+}
+
+/// A seek reads from the index point in its target's own chunk (points are
+/// the first frame in each chunk, the preroll is the few frames the MPEG bit
+/// reservoir needs), unless the target is too near that chunk's start: most
+/// seeks wait for one chunk, not two.
+#[test]
+fn most_seeks_read_only_the_chunk_their_target_is_in() {
+    for name in ["inevitable.mp3", "beat-thee.mp3", "awakening.flac"] {
+        let lib = library_dir(&[name]);
+        let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
+        let manifest = library.tracks().next().unwrap().manifest.clone();
+        let layout = *manifest.layout();
+        let points: Vec<(u64, u64)> =
+            manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let path = sample(name);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let format =
+            if name.ends_with(".flac") { IndexedFormat::Flac } else { IndexedFormat::Mpeg };
+        let (mut own, mut seeks) = (0, 0);
+        // 40 targets spread over the track (a fixed, uneven step).
+        let step = manifest.duration().as_secs_f64() * 0.9 / 40.0;
+        for i in 1..=40 {
+            let target = Duration::from_secs_f64(step * f64::from(i) + 0.137 * f64::from(i % 7));
+            let lowest = Arc::new(Mutex::new(u64::MAX));
+            let (p, l, floor) = (path.clone(), lowest.clone(), points[0].0);
+            let open_at = Box::new(move |base: u64| -> Box<dyn MediaSource> {
+                let mut file = std::fs::File::open(&p).unwrap();
+                file.seek(SeekFrom::Start(base)).unwrap();
+                Box::new(Counting { file, base, len, floor, lowest: l.clone() })
+            });
+            let mut d = Decoder::open_file(&path).unwrap().with_index(SeekIndex {
+                points: points.clone(),
+                open_at,
+                format,
+                preroll: chorus_player::decode::preroll(&manifest),
+            });
+            d.seek(target).unwrap();
+            d.next_block().unwrap();
+            let first_read = layout.chunk_at(*lowest.lock().unwrap()).unwrap();
+            // The chunk the target's audio is in (the frame that holds it
+            // may start in the one before).
+            let at = manifest.chunk_at_time(target);
+            assert!(first_read.0 + 1 >= at.0, "{name} at {target:?}: read from {first_read:?}");
+            seeks += 1;
+            own += usize::from(first_read == at);
+        }
+        eprintln!("{name}: {own} of {seeks} seeks read only their target's chunk");
+        assert!(own * 4 >= seeks * 3, "{name}: {own} of {seeks} seeks read only their own chunk");
     }
 }

@@ -74,6 +74,8 @@ pub struct SeekIndex {
     pub open_at: OpenAt,
     /// The stream the points are frame starts of.
     pub format: IndexedFormat,
+    /// Audio to decode before a target ([`preroll`]).
+    pub preroll: Duration,
 }
 
 /// Streams whose frames a reader can start at.
@@ -92,22 +94,60 @@ pub enum IndexedFormat {
     Ogg,
 }
 
-/// Audio decoded before a seek target when starting from an index point:
-/// an MPEG frame's data may begin up to 511 bytes (a few frames) before it.
-const PREROLL: Duration = Duration::from_millis(250);
+/// Audio decoded before a seek target from an index point, so that the
+/// frame at the target decodes whole. MPEG: a frame's data may begin up to
+/// 511 bytes before its header (the bit reservoir), and the frame holding
+/// those bytes may take its own from up to 511 before it; symphonia's seek
+/// goes back to those frames if the reader saw them, so twice 511 bytes (at
+/// the stream's average rate) and two frames. Vorbis: 250 ms (a packet
+/// overlaps the one before it, and a page holds many). FLAC frames stand
+/// alone: none.
+pub fn preroll(manifest: &chorus_protocol::Manifest) -> Duration {
+    use chorus_protocol::{Codec, Container};
+    let media = manifest.media();
+    let vorbis = Duration::from_millis(250);
+    match media.container {
+        Container::Mpeg => {
+            let duration = manifest.duration().as_secs_f64();
+            let start = media.header_ranges.first().map_or(0, |h| h.start);
+            let bytes = manifest.layout().byte_len().saturating_sub(start) as f64;
+            if media.sample_rate == 0 || duration <= 0.0 || bytes <= 0.0 {
+                return vorbis;
+            }
+            // Samples per frame: 1152 for MPEG-1 layer III, 576 below 32 kHz
+            // (MPEG-2 and 2.5).
+            let frame = if media.sample_rate >= 32_000 { 1152.0 } else { 576.0 };
+            let frames = 2.0 * frame / f64::from(media.sample_rate);
+            Duration::from_secs_f64(frames + 2.0 * 511.0 * duration / bytes)
+        }
+        Container::Ogg if media.codec == Codec::Vorbis => vorbis,
+        _ => Duration::ZERO,
+    }
+}
 
-/// Where in the track a seek to `t` begins reading: the preroll before it
-/// for the indexed formats that decode one (MPEG, Ogg Vorbis). What the
-/// fetch should ask for first.
+/// Where in the track a seek to `t` begins reading: the index point at
+/// least the [`preroll`] before it for the indexed formats (what the fetch
+/// should ask for first; [`Decoder::seek`] starts there), else `t`.
 pub fn reads_from(manifest: &chorus_protocol::Manifest, t: Duration) -> Duration {
     use chorus_protocol::{Codec, Container};
     let media = manifest.media();
-    let preroll = match media.container {
-        Container::Mpeg => true,
+    let indexed = match media.container {
+        Container::Mpeg | Container::Flac => true,
         Container::Ogg => media.codec == Codec::Vorbis,
         _ => false,
     };
-    if preroll && !media.time_index.is_empty() { t.saturating_sub(PREROLL) } else { t }
+    let before = t.saturating_sub(preroll(manifest));
+    let point = media
+        .time_index
+        .iter()
+        .skip(1)
+        .map(|p| Duration::from_micros(p.time_us))
+        .take_while(|&at| at <= before)
+        .last();
+    match point {
+        Some(at) if indexed => at,
+        _ => t,
+    }
 }
 
 /// Maps a symphonia error, recovering our source's own reason when the
@@ -237,7 +277,7 @@ impl Decoder {
         Ok(Duration::from_secs_f64(required as f64 / f64::from(self.sample_rate)))
     }
 
-    /// A seek from the index point at least [`PREROLL`] before `t`: a new
+    /// A seek from the index point at least the [`preroll`] before `t`: a new
     /// reader over the bytes from that frame on, seeked accurately within
     /// them. `None` when no point serves (too near the start, or the bytes
     /// there are not two frame headers in a row: an index that is not
@@ -246,12 +286,7 @@ impl Decoder {
         let Some(index) = &self.index else { return Ok(None) };
         let rate = u64::from(self.sample_rate);
         let required = (t.as_secs_f64() * rate as f64) as u64;
-        // MPEG frames may take data from the frames before them (the bit
-        // reservoir); FLAC frames stand alone.
-        let preroll = match index.format {
-            IndexedFormat::Mpeg | IndexedFormat::Ogg => PREROLL,
-            IndexedFormat::Flac => Duration::ZERO,
-        };
+        let preroll = index.preroll;
         let before = required.saturating_sub((preroll.as_secs_f64() * rate as f64) as u64);
         // A point's timestamp in the reader's frames (its time was rounded
         // down to whole µs from an exact frame count).

@@ -627,7 +627,8 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
             });
             Box::new(ChunkSource::at(store.clone(), base, max_wait, on_stall))
         });
-        decoder = decoder.with_index(crate::decode::SeekIndex { points, open_at, format });
+        let preroll = crate::decode::preroll(t.store.manifest());
+        decoder = decoder.with_index(crate::decode::SeekIndex { points, open_at, format, preroll });
     }
     let started_at =
         if t.options.start.is_zero() { Duration::ZERO } else { decoder.seek(t.options.start)? };

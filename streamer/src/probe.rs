@@ -339,9 +339,21 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
 
 /// Frames an MPEG index is built for at most (a 2-hour MP3 has ~280,000).
 const MAX_MPEG_FRAMES: usize = 1 << 20;
-/// Bytes between an MPEG index's points (one per 16 KiB chunk or so: a seek
-/// reads at most that much before its target, and the manifest stays small).
-const MPEG_POINT_GAP: u64 = 16 * 1024;
+/// The blocks a frame-exact index (MPEG, FLAC, Ogg) has a point in: the
+/// first frame that starts in each block of this many bytes from where the
+/// stream starts (where a library cuts its chunks: the blocks are the
+/// default chunks). A seek then reads from the point in its target's own
+/// chunk, unless the target lies in the frame that straddles into it, and
+/// the manifest keeps one point per chunk.
+const POINT_BLOCK: u64 = 16 * 1024;
+
+/// True if a frame at `at` is the first to start in its [`POINT_BLOCK`]
+/// (counted from `origin`, where the stream starts) after the index's
+/// last point.
+fn first_in_block(last: Option<&TimePoint>, at: u64, origin: u64) -> bool {
+    let block = |offset: u64| offset.saturating_sub(origin) / POINT_BLOCK;
+    last.is_none_or(|p| block(at) > block(p.byte_offset))
+}
 
 /// The length of the MPEG audio frame whose 4-byte header is `h`, and its
 /// sample rate; `None` if `h` is not a valid header.
@@ -386,7 +398,7 @@ pub fn mpeg_frame(h: [u8; 4]) -> Option<(u64, u32)> {
 }
 
 /// A frame-exact index of the MPEG stream from `start`: the start of the
-/// first frame in every [`MPEG_POINT_GAP`] bytes, with that frame's packet
+/// first frame in every [`POINT_BLOCK`] of the stream, with that frame's packet
 /// time. `None` unless the frames walked match the packets the demuxer
 /// gave one for one (a leading Xing/Info frame, which gives none, aside).
 fn mpeg_index(path: &Path, start: u64, len: u64, times: &[u64]) -> Option<Vec<TimePoint>> {
@@ -409,7 +421,7 @@ fn mpeg_index(path: &Path, start: u64, len: u64, times: &[u64]) -> Option<Vec<Ti
     };
     let mut index: Vec<TimePoint> = Vec::new();
     for (&offset, &t) in frames.iter().zip(times) {
-        if index.last().is_none_or(|p| offset >= p.byte_offset + MPEG_POINT_GAP) {
+        if first_in_block(index.last(), offset, start) {
             index.push(TimePoint { byte_offset: offset, time_us: t });
         }
     }
@@ -449,7 +461,7 @@ fn flac_sync_at(file: &mut File, at: u64) -> bool {
         && (h[1] & 0xFE) == 0xF8
 }
 
-/// Frame starts of a FLAC file, one per [`MPEG_POINT_GAP`] or so, with
+/// Frame starts of a FLAC file, the first in every [`POINT_BLOCK`], with
 /// their exact times (µs from the start): from the first frame's offset
 /// and the frames' lengths and times (`frames`, as the demuxer read them).
 /// `None` if the frames do not add up to the file (each point is checked
@@ -459,7 +471,7 @@ fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePo
     let mut at = flac_first_frame(&mut file, len)?;
     let mut index: Vec<TimePoint> = Vec::new();
     for &(flen, t) in frames {
-        if index.last().is_none_or(|p| at >= p.byte_offset + MPEG_POINT_GAP) {
+        if first_in_block(index.last(), at, 0) {
             if !flac_sync_at(&mut file, at) {
                 return None;
             }
@@ -470,8 +482,8 @@ fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePo
     (!index.is_empty() && at <= len).then_some(index)
 }
 
-/// Page starts of an Ogg Vorbis stream (one logical stream), one per
-/// [`MPEG_POINT_GAP`] or so, each with the time of the samples its packets
+/// Page starts of an Ogg Vorbis stream (one logical stream), the first in
+/// every [`POINT_BLOCK`], each with the time of the samples its packets
 /// start at: the previous page's granule position (a Vorbis granule is the
 /// PCM sample count), in µs. The first point is the first audio page (what
 /// is before it holds the three header packets). `None` for anything else
@@ -501,8 +513,7 @@ fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<Vec<TimePoint>> {
         // Audio pages: once a page has ended a packet at a sample position
         // (headers end at granule 0); -1 means no packet ends on the page.
         if let Some(prev) = prev_granule {
-            let far = index.last().is_none_or(|p| at >= p.byte_offset + MPEG_POINT_GAP);
-            if far {
+            if first_in_block(index.last(), at, 0) {
                 let us = u64::try_from(u128::from(prev) * 1_000_000 / u128::from(rate)).ok()?;
                 index.push(TimePoint { byte_offset: at, time_us: us });
             }
