@@ -51,6 +51,10 @@ pub struct ChunkSource {
     /// what the indexer recorded as headers, read the same way. Seeking
     /// sees the length as usual.
     len_shown: Arc<AtomicBool>,
+    /// Bytes symphonia reads after skipping a range, only to keep them
+    /// rewindable ([`chorus_streamer::probe::skipped_fill`]): read as
+    /// zeros unless here, as the indexer did not count them as headers.
+    skipped: Option<std::ops::Range<u64>>,
 }
 
 impl ChunkSource {
@@ -87,7 +91,7 @@ impl ChunkSource {
     ) -> Self {
         let len = store.manifest().layout().byte_len().saturating_sub(base);
         let len_shown = Arc::new(AtomicBool::new(true));
-        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown }
+        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown, skipped: None }
     }
 
     /// Raise this once the decoder is open: from then on the source shows
@@ -103,6 +107,19 @@ impl Read for ChunkSource {
             return Ok(0);
         }
         let at = self.base + self.pos;
+        if let Some(skipped) = self.skipped.as_ref().filter(|s| s.contains(&self.pos)) {
+            let layout = self.store.manifest().layout();
+            let here = layout.chunk_at(at).is_some_and(|c| self.store.has(c.0));
+            if !here {
+                // Zeros up to the fill's end or the chunk's, whichever is first.
+                let chunk_end = layout.chunk_at(at).map_or(at, |c| layout.byte_range(c).end);
+                let end = (self.base + skipped.end).min(chunk_end);
+                let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+        }
         let n = match self.store.read_at(at, buf, REPORT_AFTER) {
             Ok(n) => n,
             Err(ReadError::TimedOut(chunk)) => {
@@ -127,6 +144,10 @@ impl Seek for ChunkSource {
         };
         match target {
             Some(p) => {
+                self.skipped = match to {
+                    SeekFrom::Current(d) if d > 0 => Some(chorus_streamer::probe::skipped_fill(p)),
+                    _ => None,
+                };
                 self.pos = p;
                 Ok(p)
             }

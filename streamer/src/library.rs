@@ -27,8 +27,9 @@ use crate::probe;
 /// The index file's name in the data dir.
 pub const INDEX_FILE: &str = "library.idx";
 /// 5: manifests v3 (a cut where the audio begins); 6: index points at the
-/// first frame in each chunk.
-const INDEX_VERSION: u32 = 6;
+/// first frame in each chunk; 7: no header range for what symphonia reads
+/// only to keep skipped bytes rewindable.
+const INDEX_VERSION: u32 = 7;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

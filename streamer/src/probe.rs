@@ -59,17 +59,42 @@ struct LoggingSource {
     len: u64,
     log: Arc<Mutex<ReadLog>>,
     len_shown: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes the demuxer skips but symphonia reads anyway: see [`skipped_fill`].
+    skipped: Option<Range<u64>>,
+}
+
+/// The bytes symphonia reads after a forward skip, not for the demuxer:
+/// `MediaSourceStream::ignore_bytes` skips a large range (an MP4's `mdat`,
+/// on its way to a `moov` at the end) by seeking to its ring buffer's
+/// length short of the end and reading the rest, so that the skipped bytes
+/// stay rewindable. A forward relative seek comes from nowhere else (no
+/// symphonia 0.6 reader seeks forward relatively), so after one landing at
+/// `at`, the next ring's length of bytes is that fill. The indexer does not
+/// count them as headers and the player's source fills them with zeros
+/// unless it has them: an MP4 with its index at the end starts without 64
+/// KiB of audio data it does not need first.
+pub fn skipped_fill(at: u64) -> Range<u64> {
+    let ring = MediaSourceStreamOptions::default().buffer_len as u64;
+    at..at.saturating_add(ring)
 }
 
 impl Read for LoggingSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.file.read(buf)?;
         if n > 0 {
-            if let Ok(mut log) = self.log.lock() {
-                let at = self.base + self.pos;
-                log.reads.push(at..at + n as u64);
+            // What symphonia reads only to keep skipped bytes rewindable
+            // is not the demuxer's.
+            let end = self.pos + n as u64;
+            let from = match &self.skipped {
+                Some(s) if s.contains(&self.pos) => s.end.min(end),
+                _ => self.pos,
+            };
+            if from < end {
+                if let Ok(mut log) = self.log.lock() {
+                    log.reads.push(self.base + from..self.base + end);
+                }
             }
-            self.pos += n as u64;
+            self.pos = end;
         }
         Ok(n)
     }
@@ -86,6 +111,10 @@ impl Seek for LoggingSource {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start")
         })?;
         self.file.seek(SeekFrom::Start(self.base + target))?;
+        self.skipped = match to {
+            SeekFrom::Current(d) if d > 0 => Some(skipped_fill(target)),
+            _ => None,
+        };
         self.pos = target;
         Ok(self.pos)
     }
@@ -186,6 +215,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         len: len - base,
         log: log.clone(),
         len_shown: len_shown.clone(),
+        skipped: None,
     };
     let mss = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
     let mut hint = Hint::new();
