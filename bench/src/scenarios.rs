@@ -203,6 +203,11 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         let pool = Pool::dial(&listener, &addrs);
         let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
         let prepared = chorus_cli::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
+        let shift = pool.epoch().saturating_duration_since(started);
+        for (step, at) in &prepared.timeline.steps {
+            let metric = format!("query_{}_ms", step.replace(' ', "_"));
+            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
+        }
         let r = play_prepared(prepared, None, started, &plan).await?;
         record_start(rec, swarm, "start_query", &r);
         listener.close().await;
