@@ -385,3 +385,57 @@ fn an_mp4_index_at_the_end_is_the_only_header_there() {
         );
     }
 }
+
+/// A node with nothing to serve, on loopback.
+fn empty_node() -> Node {
+    let node = Node::bind_with_cache(
+        Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap()),
+        ([127, 0, 0, 1], 0).into(),
+        chorus_streamer::library::Library::default(),
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    let n = node.clone();
+    tokio::spawn(async move { n.serve().await });
+    node
+}
+
+/// Waits until `n` of the pool's peers have said hello.
+async fn until_ready(pool: &Pool, n: usize) {
+    while pool.peers().len() < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_asks_the_peers_without_the_track_no_more_than_the_first() {
+    // The first two peers to answer hold nothing; the third is the seed.
+    // While the first answers the start (no match: a round trip), the
+    // others are asked whether they could serve it, so the start goes next
+    // to the seed, not to the second peer that has nothing: two start
+    // requests, not three (a round trip for every peer without the track).
+    let (seed, listener, _lib) = setup(None).await;
+    let empty = [empty_node(), empty_node()];
+    let at = |n: &Node| (n.transport().local_addr().unwrap(), Some(n.transport().peer_id()));
+    let id = seed.with_library(|l| l.best_match("Inevitable")).flatten().unwrap().track;
+    for want in [Want::Query("Inevitable".into()), Want::Track(id)] {
+        let pool = Pool::dial(&listener, &[at(&empty[0])]);
+        until_ready(&pool, 1).await;
+        let (addr, peer) = at(&empty[1]);
+        pool.add(addr, peer, "given");
+        until_ready(&pool, 2).await;
+        let (addr, peer) = at(&seed);
+        pool.add(addr, peer, "given");
+        until_ready(&pool, 3).await;
+        let s = pool.start(&want, Duration::ZERO).await.unwrap();
+        assert_eq!(s.answer.manifest.id(), id, "{want:?}");
+        assert_eq!(s.source.peer.id(), seed.transport().peer_id(), "{want:?}");
+        let asked = s.timeline.steps.iter().filter(|(step, _)| *step == "start request sent");
+        assert_eq!(asked.count(), 2, "{want:?}: {:?}", s.timeline.steps);
+    }
+    for n in empty {
+        n.shutdown().await;
+    }
+    seed.shutdown().await;
+}
