@@ -16,9 +16,11 @@
 //! replay) only the request remains.
 //!
 //! Tasks: one dial task per address (handshake, then hello, and beside the
-//! hello the answer to a sealed start), reporting to the pool;
-//! [`Pool::join_sources`] runs one task that asks each other peer for the
-//! manifest and what it holds.
+//! hello the answer to a sealed start), reporting to the pool; while a
+//! start request is out, one small question per other peer (could it serve
+//! the start?), so that a peer without the track costs one round trip, not
+//! one each; [`Pool::join_sources`] runs one task that asks each other peer
+//! for the manifest and what it holds.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
