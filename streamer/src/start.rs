@@ -16,11 +16,9 @@
 //! replay) only the request remains.
 //!
 //! Tasks: one dial task per address (handshake, then hello, and beside the
-//! hello the answer to a sealed start), reporting to the pool; while a
-//! start request is out, one small question per other peer (could it serve
-//! the start?), so that a peer without the track costs one round trip, not
-//! one each; [`Pool::join_sources`] runs one task that asks each other peer
-//! for the manifest and what it holds.
+//! hello the answer to a sealed start), reporting to the pool;
+//! [`Pool::join_sources`] runs one task that asks each other peer for the
+//! manifest and what it holds.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -115,105 +113,6 @@ struct SealedAnswer {
 /// window. Two such bursts at once overflowed a slow link's queue and
 /// slowed both (bench: lossy known starts 215 -> 367 ms), so one.
 pub const SEALED_PEERS: usize = 1;
-
-/// Most peers a start asks, besides the first, whether they could serve it.
-const MAX_PROBES: usize = 16;
-
-/// The question a start puts to the other peers of its pool while one of
-/// them answers it: can you serve this? A peer that cannot answers the
-/// start itself with an error a round trip later, so asking the peers in
-/// turn cost a round trip for each that had no match (a bench swarm's
-/// query for a track only the seed holds: two). The full start request is
-/// not sent to them all at once instead: every peer that can serve it would
-/// answer with a window's burst, and bursts at once overflow a slow link
-/// (see [`SEALED_PEERS`]). A search for a query, a who-has without
-/// forwarding for a track: answers of a few hundred bytes. Peers are asked
-/// as their handshakes complete, at most [`MAX_PROBES`].
-struct Probes<'w> {
-    want: &'w Want,
-    tasks: tokio::task::JoinSet<(Peer, Option<bool>)>,
-    asked: Vec<PeerId>,
-    /// Peers that said they can serve it, in the order they said so.
-    yes: Vec<Peer>,
-    /// Peers that said they cannot.
-    no: Vec<PeerId>,
-}
-
-impl<'w> Probes<'w> {
-    fn new(want: &'w Want) -> Self {
-        let (tasks, asked, yes, no) = Default::default();
-        Self { want, tasks, asked, yes, no }
-    }
-
-    /// Asks every handshaken peer not yet asked nor in `tried`.
-    fn ask_new(&mut self, pool: &Pool, tried: &[PeerId]) {
-        let s = pool.lock();
-        for peer in s.ready.iter().chain(&s.handshaken) {
-            let id = peer.id();
-            if self.asked.len() >= MAX_PROBES || self.asked.contains(&id) || tried.contains(&id) {
-                continue;
-            }
-            self.asked.push(id);
-            let (peer, want) = (peer.clone(), self.want.clone());
-            self.tasks.spawn(async move {
-                let holds = match &want {
-                    Want::Query(q) => peer.search(q, 1).await.map(|r| !r.is_empty()),
-                    Want::Track(t) => {
-                        let me = peer.id();
-                        peer.who_has(*t, 0).await.map(|r| r.iter().any(|p| p.id == me))
-                    }
-                };
-                (peer, holds.ok())
-            });
-        }
-    }
-
-    /// Asks the peers new to the pool, then waits for an answer or a new
-    /// peer. Cancel-safe: run beside a start request.
-    async fn watch(&mut self, pool: &Pool, tried: &[PeerId]) {
-        let notified = pool.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        self.ask_new(pool, tried);
-        if self.tasks.is_empty() {
-            notified.await;
-            return;
-        }
-        tokio::select! {
-            r = self.tasks.join_next() => self.note(r),
-            _ = notified => {}
-        }
-    }
-
-    fn note(
-        &mut self,
-        answer: Option<std::result::Result<(Peer, Option<bool>), tokio::task::JoinError>>,
-    ) {
-        match answer {
-            Some(Ok((peer, Some(true)))) => self.yes.push(peer),
-            Some(Ok((peer, Some(false)))) => self.no.push(peer.id()),
-            _ => {}
-        }
-    }
-
-    /// The next peer to ask for the start: one that said it can serve it,
-    /// else, once every peer asked has answered, the pool's next untried
-    /// peer that did not say it cannot (a probe that failed says nothing).
-    async fn next(&mut self, pool: &Pool, tried: &[PeerId]) -> Option<Peer> {
-        loop {
-            if let Some(p) = self.yes.iter().find(|p| !tried.contains(&p.id())) {
-                return Some(p.clone());
-            }
-            self.ask_new(pool, tried);
-            if self.tasks.is_empty() {
-                let skip: Vec<PeerId> = tried.iter().chain(&self.no).copied().collect();
-                return pool.next_untried(&skip).await;
-            }
-            let r = self.tasks.join_next().await;
-            self.note(r);
-        }
-    }
-}
 
 /// A search for peers under way (see [`Pool::searching`]).
 #[derive(Debug)]
@@ -619,33 +518,14 @@ impl Pool {
             }
         }
         let mut tried = Vec::new();
-        let mut probes = Probes::new(want);
         let mut last = None;
-        loop {
-            let next = if tried.is_empty() {
-                self.next_untried(&tried).await
-            } else {
-                probes.next(self, &tried).await
-            };
-            let Some(peer) = next else { break };
+        while let Some(peer) = self.next_untried(&tried).await {
             tried.push(peer.id());
             if timeline.steps.is_empty() {
                 timeline.mark("handshake done", self.epoch);
             }
             timeline.mark("start request sent", self.epoch);
-            // While it answers, the other peers are asked whether they
-            // could (see `Probes`).
-            let answer = {
-                let attempt = peer.start(want, at, START_BUDGET);
-                tokio::pin!(attempt);
-                loop {
-                    tokio::select! {
-                        r = &mut attempt => break r,
-                        () = probes.watch(self, &tried) => {}
-                    }
-                }
-            };
-            match answer {
+            match peer.start(want, at, START_BUDGET).await {
                 Ok(answer) => return Ok(self.started(peer, answer, timeline, false)),
                 Err(e) => {
                     tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
