@@ -57,6 +57,32 @@ impl MediaSource for Counting {
     }
 }
 
+/// A decoder of the sample `name` with the manifest's seek index, over a
+/// source that notes the lowest byte read from the stream's first frame on.
+fn indexed_decoder(
+    name: &str,
+    manifest: &chorus_protocol::Manifest,
+    format: IndexedFormat,
+) -> (Decoder, Arc<Mutex<u64>>) {
+    let points: Vec<(u64, u64)> =
+        manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+    let path = sample(name);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let lowest = Arc::new(Mutex::new(u64::MAX));
+    // The first point is the first frame: what comes before is the
+    // stream's header, which a FLAC reader reads first.
+    let floor = points[0].0;
+    let (p, l) = (path.clone(), lowest.clone());
+    let open_at = Box::new(move |base: u64| -> Box<dyn MediaSource> {
+        let mut file = std::fs::File::open(&p).unwrap();
+        file.seek(SeekFrom::Start(base)).unwrap();
+        Box::new(Counting { file, base, len, floor, lowest: l.clone() })
+    });
+    let preroll = chorus_player::decode::preroll(manifest);
+    let index = SeekIndex { points, open_at, format, preroll };
+    (Decoder::open_file(&path).unwrap().with_index(index), lowest)
+}
+
 #[test]
 fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
     let formats = [
@@ -73,23 +99,7 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
             manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
         assert!(points.len() > 10, "{name}: an index");
         let path = sample(name);
-        let len = std::fs::metadata(&path).unwrap().len();
-        let lowest = Arc::new(Mutex::new(u64::MAX));
-        // The first point is the first frame: what comes before is the
-        // stream's header, which a FLAC reader reads first.
-        let floor = points[0].0;
-        let (p, l) = (path.clone(), lowest.clone());
-        let open_at = Box::new(move |base: u64| -> Box<dyn MediaSource> {
-            let mut file = std::fs::File::open(&p).unwrap();
-            file.seek(SeekFrom::Start(base)).unwrap();
-            Box::new(Counting { file, base, len, floor, lowest: l.clone() })
-        });
-        let mut d = Decoder::open_file(&path).unwrap().with_index(SeekIndex {
-            points: points.clone(),
-            open_at,
-            format,
-            preroll: chorus_player::decode::preroll(&manifest),
-        });
+        let (mut d, lowest) = indexed_decoder(name, &manifest, format);
         let target = Duration::from_secs(60);
         let at = d.seek(target).unwrap();
         let mut streamed = Vec::new();
@@ -134,10 +144,6 @@ fn most_seeks_read_only_the_chunk_their_target_is_in() {
         let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
         let manifest = library.tracks().next().unwrap().manifest.clone();
         let layout = *manifest.layout();
-        let points: Vec<(u64, u64)> =
-            manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
-        let path = sample(name);
-        let len = std::fs::metadata(&path).unwrap().len();
         let format =
             if name.ends_with(".flac") { IndexedFormat::Flac } else { IndexedFormat::Mpeg };
         let (mut own, mut seeks) = (0, 0);
@@ -145,19 +151,7 @@ fn most_seeks_read_only_the_chunk_their_target_is_in() {
         let step = manifest.duration().as_secs_f64() * 0.9 / 40.0;
         for i in 1..=40 {
             let target = Duration::from_secs_f64(step * f64::from(i) + 0.137 * f64::from(i % 7));
-            let lowest = Arc::new(Mutex::new(u64::MAX));
-            let (p, l, floor) = (path.clone(), lowest.clone(), points[0].0);
-            let open_at = Box::new(move |base: u64| -> Box<dyn MediaSource> {
-                let mut file = std::fs::File::open(&p).unwrap();
-                file.seek(SeekFrom::Start(base)).unwrap();
-                Box::new(Counting { file, base, len, floor, lowest: l.clone() })
-            });
-            let mut d = Decoder::open_file(&path).unwrap().with_index(SeekIndex {
-                points: points.clone(),
-                open_at,
-                format,
-                preroll: chorus_player::decode::preroll(&manifest),
-            });
+            let (mut d, lowest) = indexed_decoder(name, &manifest, format);
             d.seek(target).unwrap();
             d.next_block().unwrap();
             let first_read = layout.chunk_at(*lowest.lock().unwrap()).unwrap();
