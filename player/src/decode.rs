@@ -108,21 +108,32 @@ pub fn preroll(manifest: &chorus_protocol::Manifest) -> Duration {
     let vorbis = Duration::from_millis(250);
     match media.container {
         Container::Mpeg => {
-            let duration = manifest.duration().as_secs_f64();
             let start = media.header_ranges.first().map_or(0, |h| h.start);
-            let bytes = manifest.layout().byte_len().saturating_sub(start) as f64;
-            if media.sample_rate == 0 || duration <= 0.0 || bytes <= 0.0 {
-                return vorbis;
-            }
-            // Samples per frame: 1152 for MPEG-1 layer III, 576 below 32 kHz
-            // (MPEG-2 and 2.5).
-            let frame = if media.sample_rate >= 32_000 { 1152.0 } else { 576.0 };
-            let frames = 2.0 * frame / f64::from(media.sample_rate);
-            Duration::from_secs_f64(frames + 2.0 * 511.0 * duration / bytes)
+            let bytes = manifest.layout().byte_len().saturating_sub(start);
+            mpeg_preroll(media.sample_rate, manifest.duration(), bytes).unwrap_or(vorbis)
         }
         Container::Ogg if media.codec == Codec::Vorbis => vorbis,
         _ => Duration::ZERO,
     }
+}
+
+/// Longest preroll: a manifest (a peer's word) could claim any duration
+/// for few bytes.
+const MAX_PREROLL: Duration = Duration::from_secs(1);
+
+/// [`preroll`] for MPEG audio of `bytes` playing for `duration` at
+/// `sample_rate`; `None` when those do not make a rate.
+fn mpeg_preroll(sample_rate: u32, duration: Duration, bytes: u64) -> Option<Duration> {
+    if sample_rate == 0 || duration.is_zero() || bytes == 0 {
+        return None;
+    }
+    // Samples per frame: 1152 for MPEG-1 layer III, 576 below 32 kHz (MPEG-2
+    // and 2.5).
+    let frame = if sample_rate >= 32_000 { 1152.0 } else { 576.0 };
+    let frames = 2.0 * frame / f64::from(sample_rate);
+    let reservoir = 2.0 * 511.0 * duration.as_secs_f64() / bytes as f64;
+    let preroll = Duration::try_from_secs_f64(frames + reservoir).unwrap_or(MAX_PREROLL);
+    Some(preroll.min(MAX_PREROLL))
 }
 
 /// Where in the track a seek to `t` begins reading: the index point at
@@ -593,5 +604,24 @@ impl MediaSource for HiddenLength {
 
     fn byte_len(&self) -> Option<u64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mpeg_preroll_is_two_frames_and_twice_the_reservoir_and_bounded() {
+        // 320 kb/s at 44.1 kHz: 2 × 26.1 ms frames + 1022 bytes at 40 kB/s.
+        let four_minutes = Duration::from_secs(240);
+        let p = mpeg_preroll(44_100, four_minutes, 40_000 * 240).unwrap();
+        assert!((p.as_secs_f64() - (2.0 * 1152.0 / 44_100.0 + 1022.0 / 40_000.0)).abs() < 1e-6);
+        // A manifest's claims (a peer's word) cannot make it a panic or an hour.
+        assert_eq!(mpeg_preroll(44_100, Duration::MAX, 1), Some(MAX_PREROLL));
+        assert_eq!(mpeg_preroll(1, four_minutes, u64::MAX), Some(MAX_PREROLL));
+        assert_eq!(mpeg_preroll(0, four_minutes, 1), None);
+        assert_eq!(mpeg_preroll(44_100, Duration::ZERO, 1), None);
+        assert_eq!(mpeg_preroll(44_100, four_minutes, 0), None);
     }
 }
