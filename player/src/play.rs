@@ -299,6 +299,14 @@ impl Player {
         };
         let before = Counters::read(&stats);
         let fetch_stats = Arc::new(FetchStats::default());
+        // The head came in the first source's start response: its bytes
+        // are that peer's (a short play may end before any other lands).
+        if let Some(s) = sources.first() {
+            let head: u64 = options.head.iter().map(|c| c.data().len() as u64).sum();
+            if head > 0 {
+                fetch_stats.credit(&s.peer, s.is_seed, head);
+            }
+        }
         if !options.start.is_zero() {
             store.hint(manifest.chunk_at_time(crate::decode::reads_from(&manifest, options.start)));
         }

@@ -106,6 +106,13 @@ pub struct FetchStats {
 }
 
 impl FetchStats {
+    /// Credits `bytes` received from `peer` outside a request: the head of
+    /// the track that came in its start response.
+    pub fn credit(&self, peer: &Peer, is_seed: bool, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.add_peer_bytes((peer, is_seed), bytes);
+    }
+
     fn add_peer_bytes(&self, (peer, is_seed): (&Peer, bool), bytes: u64) {
         if let Ok(mut v) = self.by_peer.lock() {
             let id = peer.id();
