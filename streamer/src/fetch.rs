@@ -522,11 +522,20 @@ pub async fn fetch_track(
                             let actions = sched.on_failed(key, chunk, failure, t);
                             if failure == Failure::Corrupt && sched.is_dead(key) {
                                 let peer = &sources[keys[&key]].peer;
-                                tracing::warn!("peer {addr} sent bad data twice: dropped and banned");
-                                if let Ok(mut b) = stats.banned.lock() {
-                                    b.push(peer.id());
+                                // Requests in flight to a peer just dropped
+                                // fail too (corrupt, if it kept lying): ban
+                                // it once.
+                                let first = stats.banned.lock().is_ok_and(|mut b| {
+                                    let first = !b.contains(&peer.id());
+                                    if first {
+                                        b.push(peer.id());
+                                    }
+                                    first
+                                });
+                                if first {
+                                    tracing::warn!("peer {addr} sent bad data twice: dropped and banned");
+                                    crate::close::Closed::BadData.close(peer.connection());
                                 }
-                                crate::close::Closed::BadData.close(peer.connection());
                             }
                             actions
                         }
