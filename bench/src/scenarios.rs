@@ -59,6 +59,11 @@ fn record_play(rec: &Recorder, scenario: &str, profile: &str, start_metric: &str
     }
     rec.add(scenario, profile, "underruns", Unit::Count, r.report.underruns as f64);
     rec.add(scenario, profile, "silent_ms", Unit::Ms, ms(r.report.silent));
+    // Where in the track it ran dry: just after the start (the start rule),
+    // after a seek, or later (the fetch).
+    if let Some(at) = r.report.underrun_at {
+        rec.add(scenario, profile, "underrun_at_ms", Unit::Ms, ms(at));
+    }
     for s in &r.seeks {
         rec.add(scenario, profile, "seek_ms", Unit::Ms, ms(*s));
     }

@@ -78,6 +78,8 @@ pub struct PlaybackReport {
     pub underruns: u64,
     /// Total silence played because of underruns.
     pub silent: Duration,
+    /// Where in the track the last underrun began (if this track had one).
+    pub underrun_at: Option<Duration>,
     /// Audio played.
     pub played: Duration,
     /// Verified chunk bytes fetched from peers.
@@ -410,6 +412,11 @@ impl Player {
             },
             underruns: after.underruns - before.underruns,
             silent: after.silent.saturating_sub(before.silent),
+            underrun_at: if after.underruns > before.underruns {
+                stats.underrun_at()
+            } else {
+                None
+            },
             played: heard.saturating_sub(started_at),
             bytes_fetched: fetch_stats.bytes.load(Relaxed),
             stalls: after.stalls - before.stalls,

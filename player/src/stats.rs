@@ -18,6 +18,8 @@ pub struct PlaybackStats {
     pub underruns: AtomicU64,
     /// Frames of silence played because of underruns.
     pub silent_frames: AtomicU64,
+    /// Where in the track the last underrun began, in ms + 1 (0: none).
+    pub underrun_at_ms: AtomicU64,
     /// Frames played.
     pub frames_played: AtomicU64,
     /// Output sample rate.
@@ -99,6 +101,7 @@ impl PlaybackStats {
             decoder_ready_ns: AtomicU64::new(0),
             underruns: AtomicU64::new(0),
             silent_frames: AtomicU64::new(0),
+            underrun_at_ms: AtomicU64::new(0),
             frames_played: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             end_of_stream: AtomicBool::new(false),
@@ -288,6 +291,12 @@ impl PlaybackStats {
     pub fn played(&self) -> Duration {
         let rate = self.rate.load(Relaxed).max(1);
         Duration::from_secs_f64(self.frames_played.load(Relaxed) as f64 / rate as f64)
+    }
+
+    /// Where in the track the last underrun began, if any did.
+    pub fn underrun_at(&self) -> Option<Duration> {
+        let at = self.underrun_at_ms.load(Relaxed);
+        (at > 0).then(|| Duration::from_millis(at - 1))
     }
 
     /// Silence played because of underruns.

@@ -188,6 +188,8 @@ impl RingReader {
                 if !self.in_underrun {
                     self.in_underrun = true;
                     self.stats.underruns.fetch_add(1, Relaxed);
+                    let at = u64::try_from(self.stats.position().as_millis()).unwrap_or(u64::MAX);
+                    self.stats.underrun_at_ms.store(at.saturating_add(1), Relaxed);
                 }
                 self.stats
                     .silent_frames
@@ -299,9 +301,11 @@ mod tests {
         assert!(stats.time_to_first_audio().is_some());
         r.fill(&mut out);
         r.fill(&mut out);
+        assert_eq!(stats.underrun_at(), None);
         r.fill(&mut out); // 30 pushed, 32 asked: underrun starts
         r.fill(&mut out); // still in the same episode
         assert_eq!(stats.underruns.load(Relaxed), 1);
+        assert!(stats.underrun_at().is_some(), "where it ran dry is noted");
         assert_eq!(stats.silent_frames.load(Relaxed), 1 + 4);
         w.push_all(&[0.5; 8], &|| true);
         r.fill(&mut out);
