@@ -385,3 +385,49 @@ fn an_mp4_index_at_the_end_is_the_only_header_there() {
         );
     }
 }
+
+/// A WAV's `fmt ` block's bytes per second and where its `data` begins.
+fn wav_layout(file: &std::path::Path) -> (u64, u64) {
+    let bytes = std::fs::read(file).unwrap();
+    let (mut at, mut rate) = (12usize, None);
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        match &bytes[at..at + 4] {
+            b"fmt " => rate = Some(u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap())),
+            b"data" => return (u64::from(rate.unwrap()), at as u64 + 8),
+            _ => {}
+        }
+        at += 8 + size + size % 2;
+    }
+    panic!("no data chunk");
+}
+
+/// The start rule counts the audio a chunk holds by the manifest's time
+/// index. For containers without a frame-exact index (WAV, MP4) its points
+/// came from the indexer's 32 KiB reads, each read's bytes stamped with the
+/// time of the packet that needed the first of them: the WAV's second
+/// chunk was said to start at 29 ms of audio, not 93, so a start waited for
+/// four chunks where two cover the margin. Now the points are within a
+/// kilobyte of their packets' bytes, and never late (a start must not
+/// count audio that is not there).
+#[test]
+fn a_wav_index_says_when_each_chunk_plays_within_a_kilobyte_and_never_late() {
+    let dir = library_dir(&["deprecation.wav"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(dir.path(), data.path());
+    let t = library.tracks().next().unwrap();
+    let (byte_rate, data_start) = wav_layout(&sample(&t.file_name));
+    let m = &t.manifest;
+    let kilobyte = 1024.0 / byte_rate as f64;
+    for i in 1..m.layout().count() - 1 {
+        let index = chorus_protocol::ChunkIndex(i);
+        let offset = m.layout().byte_range(index).start;
+        let exact = (offset - data_start) as f64 / byte_rate as f64;
+        let said = m.chunk_media_time(index).as_secs_f64();
+        assert!(said <= exact + 1e-3, "chunk {i}: said {said:.4} s, plays at {exact:.4} s");
+        assert!(
+            said >= exact - kilobyte - 1e-3,
+            "chunk {i}: said {said:.4} s, plays at {exact:.4} s"
+        );
+    }
+}

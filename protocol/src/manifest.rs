@@ -156,6 +156,25 @@ code_enum!(
 );
 
 impl Codec {
+    /// The longest frame (packet) of this codec as its usual encoders make
+    /// it, in samples: a decoder outputs a frame only once all of it is
+    /// here, so the audio playable from the bytes before a gap ends up to
+    /// this much before the byte where the gap begins (what a start rule
+    /// counting bytes must take off). FLAC and ALAC: 4096 (4608 at 48 kHz
+    /// for some FLAC encoders); MP3 1152; AAC 1024 (doubled for the
+    /// decoder's overlap); Vorbis 2048 (its long block); Opus at most
+    /// 120 ms; PCM as symphonia packs it (1152).
+    pub fn frame_samples(self) -> u32 {
+        match self {
+            Self::Mp3 | Self::Pcm => 1152,
+            Self::Aac | Self::Vorbis => 2048,
+            Self::Flac => 4608,
+            Self::Alac => 4096,
+            Self::Opus => 5760,
+            Self::Other(_) => 8192,
+        }
+    }
+
     /// A short lowercase name for listings.
     pub fn name(self) -> &'static str {
         match self {

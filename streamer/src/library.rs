@@ -28,8 +28,9 @@ use crate::probe;
 pub const INDEX_FILE: &str = "library.idx";
 /// 5: manifests v3 (a cut where the audio begins); 6: index points at the
 /// first frame in each chunk; 7: no header range for what symphonia reads
-/// only to keep skipped bytes rewindable.
-const INDEX_VERSION: u32 = 7;
+/// only to keep skipped bytes rewindable; 8: WAV and MP4 time points
+/// within a kilobyte of their packets (no longer a 32 KiB read's).
+const INDEX_VERSION: u32 = 8;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

@@ -30,6 +30,12 @@ use crate::error::{Error, Result};
 /// the index to a few points per chunk for any file.
 const MIN_POINT_GAP: u64 = 4096;
 
+/// The most the indexer's source returns per read once the probe is done:
+/// symphonia then fetches a kilobyte at a time, so the bytes each packet
+/// made it read locate the packet within a kilobyte (for containers the
+/// indexer has no frame-exact index of: WAV, MP4).
+const READ_GRAIN: usize = 1024;
+
 /// A file's media facts, ready to go into a manifest.
 #[derive(Debug, Clone)]
 pub struct Probed {
@@ -80,7 +86,15 @@ pub fn skipped_fill(at: u64) -> Range<u64> {
 
 impl Read for LoggingSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
+        // Once the probe is done, short reads: each read is then what one
+        // packet needed, within a kilobyte (the time index's grain).
+        let grain = if self.len_shown.load(std::sync::atomic::Ordering::Relaxed) {
+            READ_GRAIN
+        } else {
+            buf.len()
+        };
+        let len = grain.min(buf.len());
+        let n = self.file.read(&mut buf[..len])?;
         if n > 0 {
             // What symphonia reads only to keep skipped bytes rewindable
             // is not the demuxer's.
@@ -298,9 +312,15 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             // other: their offsets add up.
             flac_frames.push((packet.data.len() as u64, t));
         }
-        for r in reads {
-            add_point(&mut time_index, r.start, t);
-            add_point(&mut time_index, r.end.saturating_sub(1), t);
+        // The packet ends in its last read (reads are a kilobyte at most),
+        // so it starts at or before that read's end less its length: a
+        // point there says the audio at that byte starts no later than it
+        // does (the start rule never counts audio that is not there).
+        if let Some(last) = reads.last() {
+            let at = last.end.saturating_sub(packet.data.len() as u64);
+            if first_in_block(time_index.last(), at, base) {
+                add_point(&mut time_index, at, t);
+            }
         }
     }
     if packets == 0 {
