@@ -1481,7 +1481,8 @@ mod tests {
     #[test]
     fn the_start_rule_does_not_count_the_frame_that_straddles_into_a_missing_chunk() {
         // A FLAC-like track: 161 ms of audio per 16 KiB chunk, frames of
-        // 93 ms; a 40 ms round trip makes the margin 165 ms.
+        // 93 ms; a 10 ms round trip makes the margin 135 ms, less than
+        // the first chunk's 161.
         let n = 10;
         let mut s = Scheduler::new(
             SchedulerConfig::default(),
@@ -1491,9 +1492,10 @@ mod tests {
             ms(n as u64 * 161),
         );
         s.frame = ms(93);
-        let p = s.add_peer(PeerInfo { rtt: ms(40), is_seed: false, has_all: true });
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
         s.poll(ms(0));
         s.on_received(p, 0, ms(60));
+        assert_eq!(s.start_margin(), ms(135));
         assert_eq!(s.buffered_ahead(ms(0)), ms(161));
         assert!(!s.ready_to_start(ms(0)), "68 ms of it can play: under the margin");
         s.on_received(p, 1, ms(70));
