@@ -146,6 +146,10 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The longest frame the start rule takes off what is buffered
+/// ([`Scheduler::playable_ahead`]), whatever a manifest claims.
+const MAX_FRAME: Duration = Duration::from_secs(1);
+
 /// How long the rest of the window waits after the chunks playback starts
 /// with were asked: long enough for a peer to read them and queue them
 /// first, short against any round trip.
@@ -319,10 +323,11 @@ impl Scheduler {
             })
             .collect();
         let mut s = Self::new(config, sizes, media, header, m.duration());
+        // The manifest's sample rate is its peer's word: a frame is taken
+        // as a second at most.
         let media = m.media();
-        s.frame = Duration::from_secs_f64(
-            f64::from(media.codec.frame_samples()) / f64::from(media.sample_rate.max(1)),
-        );
+        let frame = f64::from(media.codec.frame_samples()) / f64::from(media.sample_rate.max(1));
+        s.frame = Duration::try_from_secs_f64(frame).unwrap_or(MAX_FRAME).min(MAX_FRAME);
         for i in layout.indices() {
             s.unlisted[i.as_usize()] = !m.page_known(chorus_protocol::Manifest::page_of(i));
         }
@@ -1476,6 +1481,31 @@ mod tests {
         // seek there waits (the playhead, still at 0, has 4 s).
         assert!(!s.ready_to_start(ms(3_990)));
         assert!(!s.ready_to_start(ms(20_000)), "nothing at a seek's target");
+    }
+
+    #[test]
+    fn a_frame_is_the_codecs_and_a_manifests_claims_cannot_stretch_it() {
+        use chorus_protocol::{ChunkLayout, ChunkSize, Codec, Container, MediaInfo, Tags, chunk};
+        let data = bytes::Bytes::from(vec![7u8; 40_000]);
+        let layout = ChunkLayout::new(40_000, ChunkSize::new(16_384).unwrap()).unwrap();
+        let (hashes, _) = chunk::chunk_bytes(&data, &layout).unwrap();
+        let with = |codec, sample_rate| {
+            let media = MediaInfo {
+                codec,
+                container: Container::Flac,
+                sample_rate,
+                channels: 2,
+                frames: 1000,
+                header_ranges: Vec::new(),
+                time_index: vec![],
+                tags: Tags::default(),
+            };
+            let m = chorus_protocol::Manifest::new(media, layout, hashes.clone()).unwrap();
+            Scheduler::for_manifest(SchedulerConfig::default(), &m).frame
+        };
+        assert_eq!(with(Codec::Flac, 48_000), ms(96));
+        assert_eq!(with(Codec::Mp3, 48_000), ms(24));
+        assert_eq!(with(Codec::Flac, 1), MAX_FRAME, "a rate of 1 Hz claimed");
     }
 
     #[test]
