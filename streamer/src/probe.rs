@@ -65,6 +65,8 @@ struct LoggingSource {
     len: u64,
     log: Arc<Mutex<ReadLog>>,
     len_shown: Arc<std::sync::atomic::AtomicBool>,
+    /// Reads of a kilobyte at most ([`READ_GRAIN`]).
+    fine: Arc<std::sync::atomic::AtomicBool>,
     /// Bytes the demuxer skips but symphonia reads anyway: see [`skipped_fill`].
     skipped: Option<Range<u64>>,
 }
@@ -86,9 +88,10 @@ pub fn skipped_fill(at: u64) -> Range<u64> {
 
 impl Read for LoggingSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // Once the probe is done, short reads: each read is then what one
-        // packet needed, within a kilobyte (the time index's grain).
-        let grain = if self.len_shown.load(std::sync::atomic::Ordering::Relaxed) {
+        // Once the probe is done, for a container without a frame-exact
+        // index, short reads: each read is then what one packet needed,
+        // within a kilobyte (the time index's grain).
+        let grain = if self.fine.load(std::sync::atomic::Ordering::Relaxed) {
             READ_GRAIN
         } else {
             buf.len()
@@ -219,6 +222,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     }
     let log = Arc::new(Mutex::new(ReadLog::default()));
     let len_shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fine = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut file = file;
     let base = mpeg_audio_start(&mut file, len);
     file.seek(SeekFrom::Start(base)).map_err(|e| Error::io("reading", path, e))?;
@@ -229,6 +233,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         len: len - base,
         log: log.clone(),
         len_shown: len_shown.clone(),
+        fine: fine.clone(),
         skipped: None,
     };
     let mss = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
@@ -268,6 +273,11 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     let container = container_of(format.format_info().format);
     let mut tags = Tags::default();
     collect_all_tags(format.as_mut(), &mut tags);
+    // MPEG, FLAC and Ogg Vorbis get a frame-exact index below; the others
+    // take their points from the reads, at a kilobyte's grain (more reads).
+    let exact = matches!(container, Container::Mpeg | Container::Flac)
+        || (container == Container::Ogg && codec == Codec::Vorbis);
+    fine.store(!exact, std::sync::atomic::Ordering::Relaxed);
 
     // Demux every packet, noting which bytes each one needed.
     let to_us = |ts: i64| -> u64 {
