@@ -322,10 +322,12 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             // other: their offsets add up.
             flac_frames.push((packet.data.len() as u64, t));
         }
-        // The packet ends in its last read (reads are a kilobyte at most),
-        // so it starts at or before that read's end less its length: a
-        // point there says the audio at that byte starts no later than it
-        // does (the start rule never counts audio that is not there).
+        // The packet ends in its last read, so it starts at or before that
+        // read's end less its length: a point there says the audio at that
+        // byte starts no later than it does (the start rule never counts
+        // audio that is not there). Within a kilobyte where the reads are
+        // fine; coarser for MPEG, FLAC and Ogg Vorbis, whose frame-exact
+        // index replaces these points (unless it cannot be built).
         if let Some(last) = reads.last() {
             let at = last.end.saturating_sub(packet.data.len() as u64);
             if first_in_block(time_index.last(), at, base) {
