@@ -41,6 +41,32 @@ fn pool_for(listener: &Transport, node: &Node) -> Arc<Pool> {
     Pool::dial(listener, &[(addr, Some(node.transport().peer_id()))])
 }
 
+/// The chunks a start answer began playback with, whole: its head, and
+/// the chunk whose first groups came with it, read on to its end from the
+/// rest of the same response (which the fetch then takes over).
+async fn whole_head(s: &chorus_streamer::start::Started) -> Vec<chorus_protocol::VerifiedChunk> {
+    use chorus_streamer::client::Arrival;
+    let mut head = s.answer.head.clone();
+    let Some(begun) = s.answer.begun else { return head };
+    let slot = s.source.head_rest.as_ref().expect("the rest of the response");
+    let mut rest = slot.lock().unwrap().take().expect("the rest of the response");
+    loop {
+        match rest.next().await.unwrap() {
+            Some(Arrival::Chunk(c)) => {
+                let done = c.index() == begun;
+                head.push(c);
+                if done {
+                    break;
+                }
+            }
+            Some(Arrival::Part(p)) => assert_eq!(p.index(), begun, "parts of the begun chunk"),
+            None => panic!("the response ended before chunk {begun}"),
+        }
+    }
+    *slot.lock().unwrap() = Some(rest);
+    head
+}
+
 /// Starts `want` from a fresh pool and plays it into a WAV file; returns
 /// the requests the fetcher sent before playback could start.
 async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (String, u64) {
@@ -51,13 +77,14 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
         Want::Query(_) => s.answer.entry.file_name.clone(),
         Want::Track(_) => s.answer.manifest.tags().title.clone().unwrap_or_default(),
     };
-    let m = &s.answer.manifest;
-    assert!(!s.answer.head.is_empty(), "{name}: the start response carried no chunks");
+    let m = &s.answer.manifest.clone();
+    let head = whole_head(&s).await;
+    assert!(!head.is_empty(), "{name}: the start response carried no chunks");
     for i in m.layout().indices().filter(|i| m.is_header_chunk(*i)) {
-        assert!(s.answer.head.iter().any(|c| c.index() == i), "{name}: header chunk {i} missing");
+        assert!(head.iter().any(|c| c.index() == i), "{name}: header chunk {i} missing");
     }
     let first = m.chunk_at_time(Duration::ZERO);
-    assert!(s.answer.head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
+    assert!(head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
     // The manifest holds a hash per page of the chunk hash list, not the
     // list (a third of its size at most here; the time index is the rest),
     // and the head was checked with the pages the start's chunks need: the
@@ -80,7 +107,7 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     // A read of any other chunk (a scan of the file's end for tags or a
     // duration, say) would wait in vain, and opening would fail.
     let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
-    for c in &s.answer.head {
+    for c in &head {
         store.insert(c.clone()).unwrap();
     }
     let source =
@@ -94,11 +121,8 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     // A real-time sink (the paced null one), whose first note waits for the
     // start rule as a device's does: a file sink writes as soon as it can,
     // whatever the fetch is still asking for.
-    let options = PlayOptions {
-        head: s.answer.head.clone(),
-        duration: Some(Duration::from_millis(300)),
-        ..PlayOptions::default()
-    };
+    let options =
+        PlayOptions { head, duration: Some(Duration::from_millis(300)), ..PlayOptions::default() };
     let report =
         play(m.clone(), vec![s.source.clone()], OutputSpec::Null, options, started, |_| {})
             .await
@@ -144,7 +168,7 @@ async fn sealed_start(listener: &Transport, node: &Node, want: &Want) -> (bool, 
     let peers = [(addr, Some(node.transport().peer_id()))];
     let pool = Pool::dial_asking(listener, &peers, Some((want, Duration::ZERO)));
     let s = pool.start(want, Duration::ZERO).await.unwrap();
-    assert!(!s.answer.head.is_empty());
+    assert!(!s.answer.head.is_empty() || s.answer.begun.is_some());
     let steps = s.timeline.steps.iter().map(|(step, _)| *step).collect();
     (s.sealed, steps)
 }
@@ -274,7 +298,7 @@ async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
     let pool = pool_for(&listener, &peer);
     let s = pool.start(&Want::Query("Inevitable".into()), Duration::ZERO).await.unwrap();
     assert_eq!(s.answer.manifest.id(), track.track);
-    assert!(!s.answer.origin && !s.answer.head.is_empty());
+    assert!(!s.answer.origin && (!s.answer.head.is_empty() || s.answer.begun.is_some()));
     assert_eq!(peer.stats().starts.load(Relaxed), 1);
     peer.shutdown().await;
     seed.shutdown().await;

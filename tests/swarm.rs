@@ -232,15 +232,30 @@ fn start_fake(
                                     let _ = write_message(&mut send, &lists(&m, p..p + 1)).await;
                                 }
                                 for i in chunks {
-                                    let _ =
-                                        write_chunk(&mut send, m.id(), i, bytes_of(&m, i)).await;
+                                    let _ = write_chunk(
+                                        &mut send,
+                                        m.id(),
+                                        i,
+                                        bytes::Bytes::new(),
+                                        bytes_of(&m, i),
+                                    )
+                                    .await;
                                 }
                             }
                             Message::ChunkRequest(r) => {
                                 for i in r.first.0..r.first.0 + r.count {
                                     let index = ChunkIndex(i);
                                     let data = bytes_of(&m, index);
-                                    if write_chunk(&mut send, r.track, index, data).await.is_err() {
+                                    if write_chunk(
+                                        &mut send,
+                                        r.track,
+                                        index,
+                                        bytes::Bytes::new(),
+                                        data,
+                                    )
+                                    .await
+                                    .is_err()
+                                    {
                                         return;
                                     }
                                 }

@@ -21,9 +21,9 @@ use crate::limits;
 use crate::message::{Message, MessageKind, chunk_data_prefix};
 
 /// The protocol version this implementation writes.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The oldest protocol version this implementation reads.
-pub const MIN_VERSION: u8 = 2;
+pub const MIN_VERSION: u8 = 3;
 /// Bytes before the payload: length, version, kind.
 pub const HEADER_LEN: usize = 6;
 /// The length field's size.
@@ -38,7 +38,8 @@ pub struct Frame {
     pub message: Message,
 }
 
-fn check_version(version: u8) -> Result<()> {
+/// Checks that this implementation reads frames of `version`.
+pub fn check_version(version: u8) -> Result<()> {
     if (MIN_VERSION..=VERSION).contains(&version) {
         Ok(())
     } else {
@@ -78,9 +79,16 @@ pub fn encode(message: &Message) -> Result<Bytes> {
 
 /// The frame header and fields of a chunk-data message, to be followed on the
 /// wire by the chunk's bytes: a sender writes both without copying the chunk.
-pub fn chunk_data_header(track: TrackId, index: ChunkIndex, data_len: usize) -> Result<Bytes> {
-    let mut prefix = BytesMut::with_capacity(64);
-    let fields = chunk_data_prefix(&mut prefix, track, index, data_len);
+/// `groups`: the chunk's group values ([`crate::groups::group_hashes`]), or
+/// empty.
+pub fn chunk_data_header(
+    track: TrackId,
+    index: ChunkIndex,
+    groups: &[u8],
+    data_len: usize,
+) -> Result<Bytes> {
+    let mut prefix = BytesMut::with_capacity(64 + groups.len());
+    let fields = chunk_data_prefix(&mut prefix, track, index, groups, data_len);
     let body_len = body_len_of(fields + data_len)?;
     let mut buf = BytesMut::with_capacity(HEADER_LEN + fields);
     buf.put_u32(body_len);

@@ -27,6 +27,7 @@ pub mod chunk;
 mod codec;
 mod error;
 pub mod frame;
+pub mod groups;
 pub mod ids;
 pub mod limits;
 pub mod manifest;

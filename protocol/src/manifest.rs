@@ -492,6 +492,37 @@ impl Manifest {
         Ok(VerifiedChunk { track: self.id, index, data })
     }
 
+    /// Starts receiving chunk `index` of `len` bytes, with the chaining
+    /// values of its groups if the sender put them before it (see
+    /// [`crate::groups`]): the length and the values are checked now, the
+    /// bytes as they come.
+    pub fn receive_chunk(
+        &self,
+        index: ChunkIndex,
+        len: usize,
+        groups: &[u8],
+    ) -> Result<crate::groups::ChunkReceiver> {
+        let expected = self.chunk_hash(index)?;
+        let want = self.layout.chunk_len(index);
+        if len as u64 != want {
+            return Err(ProtocolError::ChunkLength { index, len, expected: want });
+        }
+        crate::groups::ChunkReceiver::new(self.id, index, len, expected, groups)
+    }
+
+    /// Checks a chunk about to be sent (see [`Self::verify_chunk`]) and
+    /// returns its group values ([`crate::groups::group_hashes`]) for the
+    /// receiver: one pass over the bytes does both.
+    pub fn verify_in_groups(&self, index: ChunkIndex, data: &[u8]) -> Result<Bytes> {
+        let groups = crate::groups::group_hashes(data);
+        if groups.is_empty() {
+            self.verify_chunk(index, data)?;
+        } else {
+            self.receive_chunk(index, data.len(), &groups)?;
+        }
+        Ok(groups)
+    }
+
     /// Checks a received chunk: right length, right hash. Only bytes that
     /// pass may be stored, decoded or served.
     pub fn verify_chunk(&self, index: ChunkIndex, data: &[u8]) -> Result<()> {
@@ -595,6 +626,10 @@ pub struct VerifiedChunk {
 }
 
 impl VerifiedChunk {
+    pub(crate) fn new(track: TrackId, index: ChunkIndex, data: Bytes) -> Self {
+        Self { track, index, data }
+    }
+
     /// The track it belongs to.
     pub fn track(&self) -> TrackId {
         self.track

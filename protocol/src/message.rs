@@ -154,8 +154,67 @@ pub struct ChunkData {
     pub track: TrackId,
     /// The chunk.
     pub index: ChunkIndex,
+    /// The chaining values of its 4 KiB groups, concatenated, or empty
+    /// (see [`crate::groups`]): with them the receiver checks the chunk a
+    /// group at a time as it arrives.
+    pub groups: Bytes,
     /// Its bytes.
     pub data: Bytes,
+}
+
+/// Most bytes of group values a [`ChunkData`] carries: those of the
+/// largest chunk.
+pub const MAX_GROUP_HASHES: usize =
+    limits::MAX_CHUNK_SIZE as usize / crate::groups::GROUP_LEN * crate::groups::GROUP_HASH_LEN;
+
+/// The fields of a [`ChunkData`] frame before its data, read from the
+/// start of the frame's body: a receiver takes the data as it arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkHead {
+    /// The track.
+    pub track: TrackId,
+    /// The chunk.
+    pub index: ChunkIndex,
+    /// The group values (see [`ChunkData::groups`]).
+    pub groups: Bytes,
+    /// Bytes of chunk data that follow.
+    pub data_len: usize,
+    /// Bytes of the body before the data (version and kind included).
+    pub head_len: usize,
+}
+
+/// Reads a [`ChunkData`] frame's head from `body`, the first bytes of a
+/// frame body of `body_len` bytes whose kind is `ChunkData` (the version
+/// byte is checked by the caller): `None` while more bytes are needed.
+/// The head and the data length must add up to the body.
+pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
+    if body.len() < 2 {
+        return Ok(None);
+    }
+    let fields = body.slice(2..);
+    let mut r = Reader::new(&fields);
+    let head = (|| {
+        let track = track(&mut r)?;
+        let index = ChunkIndex(r.varint_u32("chunk index")?);
+        let groups = group_hashes(&mut r)?;
+        let data_len = r.len("chunk data", limits::MAX_CHUNK_SIZE as usize)?;
+        Ok(ChunkHead { track, index, groups, data_len, head_len: 2 + r.position() })
+    })();
+    match head {
+        Err(ProtocolError::Truncated) if body.len() < body_len => Ok(None),
+        Err(e) => Err(e),
+        Ok(h) if h.head_len + h.data_len == body_len => Ok(Some(h)),
+        Ok(h) if h.head_len + h.data_len > body_len => Err(ProtocolError::Truncated),
+        Ok(h) => Err(ProtocolError::TrailingBytes(body_len - h.head_len - h.data_len)),
+    }
+}
+
+fn group_hashes(r: &mut Reader<'_>) -> Result<Bytes> {
+    let groups = r.bytes("group hashes", MAX_GROUP_HASHES)?;
+    if groups.len() % crate::groups::GROUP_HASH_LEN != 0 {
+        return Err(ProtocolError::Invalid("group hashes length"));
+    }
+    Ok(groups)
 }
 
 /// A run of consecutive chunk indices.
@@ -541,7 +600,9 @@ impl Message {
                     + varint_len(u64::from(m.count))
                     + varint_len(u64::from(m.deadline_ms))
             }
-            Self::ChunkData(m) => chunk_data_header_len(m.index, m.data.len()) + m.data.len(),
+            Self::ChunkData(m) => {
+                chunk_data_header_len(m.index, &m.groups, m.data.len()) + m.data.len()
+            }
             Self::Have(m) => {
                 32 + varint_len(m.runs.len() as u64)
                     + m.runs
@@ -632,7 +693,7 @@ impl Message {
                 buf.put_varint(u64::from(m.deadline_ms));
             }
             Self::ChunkData(m) => {
-                put_chunk_data_header(buf, m.track, m.index, m.data.len());
+                put_chunk_data_header(buf, m.track, m.index, &m.groups, m.data.len());
                 buf.put_slice(&m.data);
             }
             Self::Have(m) => {
@@ -786,6 +847,7 @@ impl Message {
             MessageKind::ChunkData => Self::ChunkData(ChunkData {
                 track: track(r)?,
                 index: ChunkIndex(r.varint_u32("chunk index")?),
+                groups: group_hashes(r)?,
                 data: r.bytes("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
             }),
             MessageKind::Have => {
@@ -880,13 +942,24 @@ impl Message {
     }
 }
 
-fn chunk_data_header_len(index: ChunkIndex, data_len: usize) -> usize {
-    32 + varint_len(u64::from(index.0)) + varint_len(data_len as u64)
+fn chunk_data_header_len(index: ChunkIndex, groups: &[u8], data_len: usize) -> usize {
+    32 + varint_len(u64::from(index.0))
+        + varint_len(groups.len() as u64)
+        + groups.len()
+        + varint_len(data_len as u64)
 }
 
-fn put_chunk_data_header(buf: &mut impl BufMut, track: TrackId, index: ChunkIndex, len: usize) {
+fn put_chunk_data_header(
+    buf: &mut impl BufMut,
+    track: TrackId,
+    index: ChunkIndex,
+    groups: &[u8],
+    len: usize,
+) {
     buf.put_slice(track.as_bytes());
     buf.put_varint(u64::from(index.0));
+    buf.put_varint(groups.len() as u64);
+    buf.put_slice(groups);
     buf.put_varint(len as u64);
 }
 
@@ -897,8 +970,9 @@ pub(crate) fn chunk_data_prefix(
     buf: &mut impl BufMut,
     track: TrackId,
     index: ChunkIndex,
+    groups: &[u8],
     data_len: usize,
 ) -> usize {
-    put_chunk_data_header(buf, track, index, data_len);
-    chunk_data_header_len(index, data_len)
+    put_chunk_data_header(buf, track, index, groups, data_len);
+    chunk_data_header_len(index, groups, data_len)
 }

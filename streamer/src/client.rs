@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_protocol::groups::{ChunkReceiver, VerifiedPart};
 use chorus_protocol::message::{
     CatalogEntry, ChunkRequest, ChunkRun, Connect, Hello, ManifestRequest, PeerExchange, PeerInfo,
     Rendezvous, SearchRequest, StartRequest, Want, WhoHas,
@@ -22,7 +23,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
-use crate::wire::{read_frame, write_message};
+use crate::wire::{Reply, read_frame, read_reply, write_message};
 
 /// How long a peer may take to answer a request before its first byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,7 +311,9 @@ impl Peer {
     ) -> Result<ChunkStream> {
         let req = ChunkRequest { track: manifest.id(), first, count, deadline_ms };
         let recv = self.request_on(opened, &Message::ChunkRequest(req)).await?;
-        Ok(ChunkStream { recv, manifest: manifest.clone(), next: first.0, end: first.0 + count })
+        let parts = deadline_ms < PARTS_WITHIN_MS;
+        let (manifest, next, end) = (manifest.clone(), first.0, first.0 + count);
+        Ok(ChunkStream { recv, manifest, next, end, current: None, parts })
     }
 
     /// Downloads a whole track into `path`, verifying every chunk. Writes to
@@ -396,8 +399,12 @@ pub struct StartAnswer {
     /// What a responder serving from its cache holds (`None`: all).
     pub have: Option<Vec<ChunkRun>>,
     /// The header chunks and the first chunk of audio, verified: what the
-    /// decoder needs to start.
+    /// decoder needs to start; but for [`Self::begun`].
     pub head: Vec<VerifiedChunk>,
+    /// The last chunk the decoder needs to start, when the answer came
+    /// with its first groups checked ([`chorus_protocol::groups`]) rather
+    /// than whole: those and the rest of it come from [`Self::rest`].
+    pub begun: Option<ChunkIndex>,
     /// The rest of the response (more chunks of audio), still arriving:
     /// the fetcher takes it over ([`crate::fetch::Source::head_rest`]).
     pub rest: Option<HeadRest>,
@@ -413,12 +420,16 @@ pub struct HeadRest {
     expected: Vec<ChunkIndex>,
     /// Bytes per second the head came at (see [`HeadRest::delivery_rate`]).
     rate: Option<f64>,
+    /// The chunk arriving now.
+    current: Option<ChunkReceiver>,
+    /// Parts checked while the start read the response, for the fetcher.
+    parts: VecDeque<VerifiedPart>,
 }
 
 impl HeadRest {
-    /// The chunks still expected.
-    pub fn expected(&self) -> &[ChunkIndex] {
-        &self.expected
+    /// The chunks still expected: the one arriving now, and those to come.
+    pub fn expected(&self) -> Vec<ChunkIndex> {
+        self.current.iter().map(ChunkReceiver::index).chain(self.expected.iter().copied()).collect()
     }
 
     /// The rate the head of the response arrived at, bytes per second:
@@ -429,36 +440,97 @@ impl HeadRest {
         self.rate
     }
 
-    /// The next chunk, verified; `None` once the response has ended (a
+    /// The next chunk, or the next checked part of one (see
+    /// [`chorus_protocol::groups`]); `None` once the response has ended (a
     /// responder serving from a cache may send fewer than asked). Pages of
     /// the hash list on the way are learned into the manifest (shared with
     /// its clones): the response is over once every chunk and every page
     /// is in.
-    pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
+    pub async fn next(&mut self) -> Result<Option<Arrival>> {
+        if let Some(part) = self.parts.pop_front() {
+            return Ok(Some(Arrival::Part(part)));
+        }
         loop {
+            if self.current.is_some() {
+                return continue_chunk(&mut self.recv, &mut self.current).await.map(Some);
+            }
             if self.expected.is_empty() && self.manifest.hashes_known() {
                 return Ok(None);
             }
-            let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
+            let reply = tokio::time::timeout(REQUEST_TIMEOUT, read_reply(&mut self.recv))
                 .await
                 .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "the head of the track"))??;
-            match frame.map(|f| f.message) {
-                None | Some(Message::Error(_)) => {
+            match reply {
+                None | Some(Reply::Message(Message::Error(_))) => {
                     self.expected.clear();
                     return Ok(None);
                 }
-                Some(Message::Hashes(h)) if h.track == self.manifest.id() => {
+                Some(Reply::Message(Message::Hashes(h))) if h.track == self.manifest.id() => {
                     learn_new_hashes(&self.manifest, &h)?;
                 }
-                Some(Message::ChunkData(c)) if c.track == self.manifest.id() => {
-                    let Some(pos) = self.expected.iter().position(|i| *i == c.index) else {
+                Some(Reply::Chunk { head, first }) if head.track == self.manifest.id() => {
+                    let Some(pos) = self.expected.iter().position(|i| *i == head.index) else {
                         return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
                     };
                     self.expected.swap_remove(pos);
-                    return Ok(Some(self.manifest.verify(c.index, c.data)?));
+                    let receiver =
+                        self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?;
+                    if let Some(part) = begin_chunk(&mut self.current, receiver, first)? {
+                        return Ok(Some(Arrival::Part(part)));
+                    }
                 }
                 Some(_) => return Err(Error::UnexpectedReply("expected chunk data")),
             }
+        }
+    }
+}
+
+/// What a reply brought next: a chunk's checked part, or the whole chunk.
+#[derive(Debug)]
+pub enum Arrival {
+    /// Checked bytes of a chunk still arriving.
+    Part(VerifiedPart),
+    /// A whole chunk, verified.
+    Chunk(VerifiedChunk),
+}
+
+/// Replies whose first chunk is needed within this many milliseconds hand
+/// out its parts as they are checked ([`ChunkStream::next_arrival`]);
+/// later ones are taken whole (no copies for a reader that is not there).
+pub const PARTS_WITHIN_MS: u32 = 2_000;
+
+/// Starts taking a chunk whose head arrived, with the data that came
+/// with it: a part, if that completed a group.
+fn begin_chunk(
+    current: &mut Option<ChunkReceiver>,
+    receiver: ChunkReceiver,
+    first: Bytes,
+) -> Result<Option<VerifiedPart>> {
+    let receiver = current.insert(receiver);
+    if first.is_empty() { Ok(None) } else { Ok(receiver.push(first)?) }
+}
+
+/// Reads the chunk arriving on `recv` until a part of it is checked or it
+/// is whole.
+async fn continue_chunk(
+    recv: &mut RecvStream,
+    current: &mut Option<ChunkReceiver>,
+) -> Result<Arrival> {
+    loop {
+        let Some(receiver) = current.as_mut() else {
+            return Err(Error::UnexpectedReply("no chunk arriving"));
+        };
+        let remaining = receiver.remaining();
+        if remaining == 0 {
+            let Some(receiver) = current.take() else { continue };
+            return Ok(Arrival::Chunk(receiver.finish()?));
+        }
+        let piece = tokio::time::timeout(REQUEST_TIMEOUT, recv.read_chunk(remaining, true))
+            .await
+            .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "chunk data"))??;
+        let Some(piece) = piece else { return Err(Error::StreamEnded) };
+        if let Some(part) = receiver.push(piece.bytes)? {
+            return Ok(Arrival::Part(part));
         }
     }
 }
@@ -556,25 +628,56 @@ async fn read_start(
     let first = manifest.chunk_at_time(at);
     let mut needed: Vec<ChunkIndex> =
         expected.iter().copied().filter(|i| *i == first || manifest.is_header_chunk(*i)).collect();
-    let mut rest =
-        HeadRest { recv, manifest: manifest.clone(), expected: expected.clone(), rate: None };
+    let mut rest = HeadRest {
+        recv,
+        manifest: manifest.clone(),
+        expected: expected.clone(),
+        rate: None,
+        current: None,
+        parts: VecDeque::new(),
+    };
     let mut head = Vec::with_capacity(needed.len());
     let mut head_bytes = 0;
+    let mut parts = VecDeque::new();
     while !needed.is_empty() {
-        let Some(chunk) = rest.next().await? else { break };
+        let Some(arrival) = rest.next().await? else { break };
         arrivals.1.get_or_insert_with(std::time::Instant::now);
-        needed.retain(|i| *i != chunk.index());
-        head_bytes += chunk.data().len();
-        head.push(chunk);
+        match arrival {
+            Arrival::Chunk(chunk) => {
+                let i = chunk.index();
+                let before: usize = parts
+                    .iter()
+                    .filter(|p: &&VerifiedPart| p.index() == i)
+                    .map(|p| p.data().len())
+                    .sum();
+                parts.retain(|p| p.index() != i);
+                needed.retain(|n| *n != i);
+                head_bytes += chunk.data().len() - before;
+                head.push(chunk);
+            }
+            Arrival::Part(part) => {
+                // The decoder can start on what is checked of the last
+                // chunk it needs: the rest goes to the store as it comes.
+                let i = part.index();
+                head_bytes += part.data().len();
+                parts.push_back(part);
+                if needed == [i] {
+                    needed.clear();
+                }
+            }
+        }
     }
+    let begun = parts.front().map(VerifiedPart::index);
+    rest.parts = parts;
     if let Some(since) = arrivals.0.filter(|_| head_bytes > 0) {
         // At least a millisecond: bytes read in one go say nothing of time.
         let secs = since.elapsed().max(Duration::from_millis(1)).as_secs_f64();
         rest.rate = Some(head_bytes as f64 / secs);
     }
     // The rest: chunks, or pages of the hash list, still to come.
-    let rest = (!rest.expected.is_empty() || !manifest.hashes_known()).then_some(rest);
-    Ok(StartAnswer { entry, manifest, origin, have, head, rest, arrivals })
+    let more = !rest.expected.is_empty() || rest.current.is_some() || !rest.parts.is_empty();
+    let rest = (more || !manifest.hashes_known()).then_some(rest);
+    Ok(StartAnswer { entry, manifest, origin, have, head, begun, rest, arrivals })
 }
 
 /// Learns pages of a hash list a peer sent, refusing pages already known:
@@ -602,6 +705,10 @@ pub struct ChunkStream {
     manifest: Manifest,
     next: u32,
     end: u32,
+    /// The chunk arriving now.
+    current: Option<ChunkReceiver>,
+    /// True if parts are handed out ([`PARTS_WITHIN_MS`]).
+    parts: bool,
 }
 
 impl ChunkStream {
@@ -610,17 +717,53 @@ impl ChunkStream {
     /// [`chorus_protocol::ProtocolError::ChunkHashMismatch`]: the peer sent
     /// bad data.
     pub async fn next(&mut self) -> Result<Option<VerifiedChunk>> {
+        loop {
+            match self.next_arrival().await? {
+                None => return Ok(None),
+                Some(Arrival::Chunk(c)) => return Ok(Some(c)),
+                Some(Arrival::Part(_)) => {}
+            }
+        }
+    }
+
+    /// [`Self::next`], and the checked parts of a chunk before it is whole
+    /// when the reply's first chunk was needed soon ([`PARTS_WITHIN_MS`]).
+    pub async fn next_arrival(&mut self) -> Result<Option<Arrival>> {
+        if self.current.is_some() {
+            let arrival = continue_chunk(&mut self.recv, &mut self.current).await?;
+            if matches!(arrival, Arrival::Chunk(_)) {
+                self.next += 1;
+            }
+            return Ok(Some(arrival));
+        }
         if self.next >= self.end {
             return Ok(None);
         }
-        match next_reply(&mut self.recv).await? {
-            Message::ChunkData(c) if c.track == self.manifest.id() && c.index.0 == self.next => {
-                let chunk = self.manifest.verify(c.index, c.data)?;
-                self.next += 1;
-                Ok(Some(chunk))
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, read_reply(&mut self.recv))
+            .await
+            .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "a reply"))??;
+        match reply {
+            None => Err(Error::StreamEnded),
+            Some(Reply::Message(Message::Error(e))) => {
+                Err(Error::Remote { code: e.code, message: e.message })
             }
-            Message::ChunkData(c) => Err(Error::WrongChunk { expected: self.next, got: c.index.0 }),
-            _ => Err(Error::UnexpectedReply("expected chunk data")),
+            Some(Reply::Chunk { head, first })
+                if head.track == self.manifest.id() && head.index.0 == self.next =>
+            {
+                let mut receiver =
+                    self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?;
+                if !self.parts {
+                    receiver = receiver.whole_only();
+                }
+                if let Some(part) = begin_chunk(&mut self.current, receiver, first)? {
+                    return Ok(Some(Arrival::Part(part)));
+                }
+                Box::pin(self.next_arrival()).await
+            }
+            Some(Reply::Chunk { head, .. }) => {
+                Err(Error::WrongChunk { expected: self.next, got: head.index.0 })
+            }
+            Some(Reply::Message(_)) => Err(Error::UnexpectedReply("expected chunk data")),
         }
     }
 }

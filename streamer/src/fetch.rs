@@ -25,10 +25,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cache::ChunkCache;
-use crate::client::{HeadRest, Peer};
+use crate::client::{Arrival, HeadRest, Peer};
 use crate::error::Error;
 use crate::scheduler::{Action, Failure, PeerInfo, PeerKey, Playhead, Scheduler, SchedulerConfig};
 use crate::store::TrackStore;
+use chorus_protocol::groups::VerifiedPart;
 
 /// Fetch settings.
 #[derive(Debug, Clone)]
@@ -206,8 +207,22 @@ impl FetchControl {
 }
 
 enum Event {
-    Received { key: PeerKey, chunk: u32 },
-    Failed { key: PeerKey, chunk: u32, failure: Failure, gone: bool, error: Error },
+    Received {
+        key: PeerKey,
+        chunk: u32,
+    },
+    /// The first `bytes` of a chunk still arriving are checked and stored.
+    Part {
+        chunk: u32,
+        bytes: u64,
+    },
+    Failed {
+        key: PeerKey,
+        chunk: u32,
+        failure: Failure,
+        gone: bool,
+        error: Error,
+    },
 }
 
 /// A task aborted when the fetch ends.
@@ -509,6 +524,10 @@ pub async fn fetch_track(
                         tasks.remove(&(key, chunk));
                         sched.on_received(key, chunk, t)
                     }
+                    Event::Part { chunk, bytes } => {
+                        sched.part_arrived(chunk, bytes);
+                        Vec::new()
+                    }
                     Event::Failed { key, chunk, failure, gone, error } => {
                         tasks.remove(&(key, chunk));
                         stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -649,12 +668,17 @@ async fn request(
         )
         .await
         .map_err(|_| Error::Timeout(stall, "the peer to accept a request"))??;
-        let next = tokio::time::timeout(stall, stream.next())
-            .await
-            .map_err(|_| Error::Timeout(stall, "chunk data"))??;
-        // Verified by the stream (once); the store and the cache take only
-        // verified chunks.
-        land(&store, &stats, cache, next.ok_or(Error::StreamEnded)?, (&peer, is_seed))
+        loop {
+            let next = tokio::time::timeout(stall, stream.next_arrival())
+                .await
+                .map_err(|_| Error::Timeout(stall, "chunk data"))??;
+            // Verified by the stream (once); the store and the cache take
+            // only verified chunks, and checked parts of one.
+            match next.ok_or(Error::StreamEnded)? {
+                Arrival::Chunk(c) => break land(&store, &stats, cache, c, (&peer, is_seed)),
+                Arrival::Part(p) => land_part(&store, &p, &tx).await?,
+            }
+        }
     }
     .await;
     let ev = match result {
@@ -697,6 +721,19 @@ fn land(
     Ok(())
 }
 
+/// Checked bytes of a chunk still arriving: into the store, so a reader
+/// waiting on it goes on, and to the driver for the start rule. (Counted
+/// as fetched when the chunk is whole.) An error: the fetch is over.
+async fn land_part(
+    store: &TrackStore,
+    part: &VerifiedPart,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), Error> {
+    let bytes = store.insert_part(part)?;
+    let ev = Event::Part { chunk: part.index().0, bytes };
+    tx.send(ev).await.map_err(|_| Error::UnexpectedReply("the fetch is over"))
+}
+
 /// Takes over the rest of a start response `source` is sending, if any:
 /// its chunks count as in flight from that peer, and a task reads them
 /// as they arrive, reporting like a request would. Chunks the response
@@ -734,7 +771,12 @@ fn adopt_head(
                 told = true;
             }
             match next {
-                Ok(Some(chunk)) => {
+                Ok(Some(Arrival::Part(p))) => {
+                    if land_part(&store, &p, &tx).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(Arrival::Chunk(chunk))) => {
                     let i = chunk.index().0;
                     pending.retain(|p| *p != i);
                     let ev = match land(&store, &stats, cache.clone(), chunk, (&from.0, from.1)) {

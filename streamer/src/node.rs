@@ -36,6 +36,7 @@ use crate::library::{Library, LibraryTrack};
 use crate::tls::{self, TransportLimits};
 use crate::transport::{Transport, peer_id_from_connection};
 use crate::wire::{read_frame_max, write_chunk, write_error, write_message};
+use chorus_protocol::groups::group_hashes;
 
 /// The UDP port a node listens on when none is given.
 pub const DEFAULT_PORT: u16 = 47_800;
@@ -969,7 +970,10 @@ async fn serve_chunks(
     };
     for i in r.first.0..r.first.0 + r.count {
         let index = chorus_protocol::ChunkIndex(i);
-        if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+        // The first chunk of a reply is the one its asker may be waiting
+        // on: it goes in groups, usable as they arrive.
+        let in_groups = i == r.first.0;
+        if !send_library_chunk(shared, budget, send, &track, &file, index, in_groups).await? {
             break;
         }
     }
@@ -977,8 +981,9 @@ async fn serve_chunks(
 }
 
 /// Reads one chunk of a library track, checks it against the manifest and
-/// sends it. Returns false (after an error frame) if the file changed
-/// since it was indexed: the track is then withdrawn.
+/// sends it (`in_groups`: with its group values, see
+/// [`crate::wire::write_chunk`]). Returns false (after an error frame) if
+/// the file changed since it was indexed: the track is then withdrawn.
 async fn send_library_chunk(
     shared: &Arc<Shared>,
     budget: &Semaphore,
@@ -986,6 +991,7 @@ async fn send_library_chunk(
     track: &Arc<LibraryTrack>,
     file: &Arc<File>,
     index: chorus_protocol::ChunkIndex,
+    in_groups: bool,
 ) -> Result<bool> {
     let range = track.manifest.layout().byte_range(index);
     let len = (range.end - range.start) as usize;
@@ -994,19 +1000,25 @@ async fn send_library_chunk(
         .await
         .map_err(|_| Error::UnexpectedReply("budget closed"))?;
     let (f, m) = (file.clone(), track.clone());
-    let read = tokio::task::spawn_blocking(move || -> std::result::Result<Bytes, String> {
+    let read = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
         let mut buf = BytesMut::zeroed(len);
         f.read_exact_at(&mut buf, range.start).map_err(|e| e.to_string())?;
         // Never send bytes that do not match the manifest: the file may
-        // have changed since it was indexed.
-        m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
-        Ok(buf.freeze())
+        // have changed since it was indexed. (The group values come from
+        // the same pass over the bytes.)
+        let groups = if in_groups {
+            m.manifest.verify_in_groups(index, &buf).map_err(|e| e.to_string())?
+        } else {
+            m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
+            Bytes::new()
+        };
+        Ok((groups, buf.freeze()))
     })
     .await
     .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
     match read {
-        Ok(data) => {
-            write_chunk(send, track.manifest.id(), index, data).await?;
+        Ok((groups, data)) => {
+            write_chunk(send, track.manifest.id(), index, groups, data).await?;
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
             drop(permit);
@@ -1074,8 +1086,10 @@ async fn serve_start(
         };
         let order = start_order(&track.manifest, at, want);
         write_hashes(send, &track.manifest, order.pages).await?;
+        // Every chunk of the first flight goes in groups: the start rule
+        // may wait on any of them.
         for index in order.chunks {
-            if !send_library_chunk(shared, budget, send, &track, &file, index).await? {
+            if !send_library_chunk(shared, budget, send, &track, &file, index, true).await? {
                 return Ok(());
             }
         }
@@ -1093,15 +1107,16 @@ async fn serve_start(
     write_hashes(send, &manifest, order.pages).await?;
     for index in order.chunks {
         let c = cache.clone();
-        let chunk = tokio::task::spawn_blocking(move || c.get_chunk(&id, index))
-            .await
-            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        let chunk = tokio::task::spawn_blocking(move || {
+            c.get_chunk(&id, index).map(|c| (group_hashes(c.data()), c.into_data()))
+        })
+        .await
+        .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
         // What the cache lacks the asker fetches by deadline (it has the
         // Have list).
-        if let Some(chunk) = chunk {
-            let data = chunk.into_data();
+        if let Some((groups, data)) = chunk {
             let len = data.len();
-            write_chunk(send, id, index, data).await?;
+            write_chunk(send, id, index, groups, data).await?;
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
         }
@@ -1180,10 +1195,17 @@ async fn serve_cached_chunks(
     for i in r.first.0..r.first.0 + r.count {
         let index = chorus_protocol::ChunkIndex(i);
         let c = cache.clone();
-        let data = tokio::task::spawn_blocking(move || c.get_chunk(&r.track, index))
-            .await
-            .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
-        let Some(data) = data else {
+        // The first chunk of a reply goes in groups (see serve_chunks).
+        let in_groups = i == r.first.0;
+        let data = tokio::task::spawn_blocking(move || {
+            c.get_chunk(&r.track, index).map(|c| {
+                let groups = if in_groups { group_hashes(c.data()) } else { Bytes::new() };
+                (groups, c.into_data())
+            })
+        })
+        .await
+        .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        let Some((groups, data)) = data else {
             return write_error(
                 send,
                 ErrorCode::UnknownChunk,
@@ -1191,9 +1213,8 @@ async fn serve_cached_chunks(
             )
             .await;
         };
-        let data = data.into_data();
         let len = data.len();
-        write_chunk(send, r.track, index, data).await?;
+        write_chunk(send, r.track, index, groups, data).await?;
         shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
         shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
     }

@@ -275,6 +275,9 @@ pub struct Scheduler {
     /// The codec's longest frame: buffered audio plays only up to the frame
     /// that straddles into a missing chunk ([`Self::playable_ahead`]).
     frame: Duration,
+    /// Bytes checked so far of chunks arriving in groups (their parts are
+    /// readable before they are whole).
+    partial: Vec<u32>,
 }
 
 impl Scheduler {
@@ -307,6 +310,7 @@ impl Scheduler {
             target: Duration::ZERO,
             wake: None,
             frame: Duration::ZERO,
+            partial: vec![0; n],
         }
     }
 
@@ -356,6 +360,35 @@ impl Scheduler {
     /// True if the chunk is here.
     pub fn is_here(&self, chunk: u32) -> bool {
         matches!(self.state.get(chunk as usize), Some(ChunkState::Here))
+    }
+
+    /// The first `bytes` of a chunk still arriving are checked and in the
+    /// store: playback may start on them ([`Self::ready_to_start`]).
+    pub fn part_arrived(&mut self, chunk: u32, bytes: u64) {
+        if let Some(p) = self.partial.get_mut(chunk as usize) {
+            *p = (*p).max(u32::try_from(bytes).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// True if the chunk is here or its first bytes are.
+    fn is_begun(&self, chunk: u32) -> bool {
+        self.is_here(chunk) || self.partial.get(chunk as usize).is_some_and(|&p| p > 0)
+    }
+
+    /// Media time in the checked bytes of a chunk not yet whole: its share
+    /// of the chunk's time, as its share of the bytes.
+    fn part_time(&self, chunk: u32) -> Duration {
+        let i = chunk as usize;
+        let (Some(&part), Some(&size), Some(&start)) =
+            (self.partial.get(i), self.sizes.get(i), self.media.get(i))
+        else {
+            return Duration::ZERO;
+        };
+        if part == 0 || size == 0 {
+            return Duration::ZERO;
+        }
+        let end = self.media.get(i + 1).copied().unwrap_or(self.duration);
+        end.saturating_sub(start).mul_f64(f64::from(part.min(size)) / f64::from(size))
     }
 
     /// A chunk is already here (from a cache) without a request.
@@ -1012,7 +1045,7 @@ impl Scheduler {
         let first_missing = (start..self.chunk_count()).find(|&i| !self.is_here(i));
         match first_missing {
             None => self.duration.saturating_sub(from),
-            Some(i) => self.media[i as usize].saturating_sub(from),
+            Some(i) => (self.media[i as usize] + self.part_time(i)).saturating_sub(from),
         }
     }
 
@@ -1026,8 +1059,8 @@ impl Scheduler {
         let start = self.chunk_at(from);
         // Headers and the first chunk of audio are always needed.
         let headers_here =
-            (0..self.chunk_count()).all(|i| !self.header[i as usize] || self.is_here(i));
-        if !headers_here || !self.is_here(start) {
+            (0..self.chunk_count()).all(|i| !self.header[i as usize] || self.is_begun(i));
+        if !headers_here || !self.is_begun(start) {
             return false;
         }
         if self.is_complete() {
@@ -1043,7 +1076,7 @@ impl Scheduler {
         let rate = if measured > 0.0 { measured } else { guess }.max(1.0);
         let remaining: u64 = (start..self.chunk_count())
             .filter(|&i| !self.is_here(i))
-            .map(|i| u64::from(self.sizes[i as usize]))
+            .map(|i| u64::from(self.sizes[i as usize].saturating_sub(self.partial[i as usize])))
             .sum();
         // 15% headroom: rates are estimates, and a peer with one request in
         // flight loses a round trip per chunk that the estimate leaves out.
@@ -1508,11 +1541,9 @@ mod tests {
         assert_eq!(with(Codec::Flac, 1), MAX_FRAME, "a rate of 1 Hz claimed");
     }
 
-    #[test]
-    fn the_start_rule_does_not_count_the_frame_that_straddles_into_a_missing_chunk() {
-        // A FLAC-like track: 161 ms of audio per 16 KiB chunk, frames of
-        // 93 ms; a 10 ms round trip makes the margin 135 ms, less than
-        // the first chunk's 161.
+    /// A FLAC-like track: 10 chunks of 16 KiB, 161 ms of audio each,
+    /// frames of 93 ms.
+    fn flac_like() -> Scheduler {
         let n = 10;
         let mut s = Scheduler::new(
             SchedulerConfig::default(),
@@ -1522,6 +1553,15 @@ mod tests {
             ms(n as u64 * 161),
         );
         s.frame = ms(93);
+        s
+    }
+
+    #[test]
+    fn the_start_rule_does_not_count_the_frame_that_straddles_into_a_missing_chunk() {
+        // A FLAC-like track: 161 ms of audio per 16 KiB chunk, frames of
+        // 93 ms; a 10 ms round trip makes the margin 135 ms, less than
+        // the first chunk's 161.
+        let (n, mut s) = (10, flac_like());
         let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
         s.poll(ms(0));
         s.on_received(p, 0, ms(60));
@@ -1535,5 +1575,27 @@ mod tests {
             s.on_received(p, c, ms(80));
         }
         assert_eq!(s.playable_ahead(ms(1_400)), ms(210));
+    }
+
+    #[test]
+    fn checked_parts_of_a_chunk_still_arriving_count_toward_the_start() {
+        // The FLAC-like track above: 161 ms per 16 KiB chunk, 93 ms
+        // frames, a 135 ms margin. Chunk 0 whole leaves 68 ms playable;
+        // half of chunk 1 checked adds 80 ms (148 ms: enough), a quarter
+        // 40 ms (108 ms: not yet).
+        let mut s = flac_like();
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.poll(ms(0));
+        assert!(!s.ready_to_start(ms(0)));
+        // The first chunk's first group alone is a start: 40 ms, under.
+        s.part_arrived(0, 4096);
+        assert_eq!(s.buffered_ahead(ms(0)), Duration::from_micros(40_250));
+        assert!(!s.ready_to_start(ms(0)));
+        s.on_received(p, 0, ms(60));
+        s.part_arrived(1, 4096);
+        assert!(!s.ready_to_start(ms(0)), "108 ms can play");
+        s.part_arrived(1, 8192);
+        assert_eq!(s.buffered_ahead(ms(0)), Duration::from_micros(241_500));
+        assert!(s.ready_to_start(ms(0)), "148 ms can play");
     }
 }

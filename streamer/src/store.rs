@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chorus_protocol::groups::VerifiedPart;
 use chorus_protocol::{ChunkIndex, Manifest, ProtocolError, VerifiedChunk};
 
 use crate::cache::ChunkCache;
@@ -52,6 +53,9 @@ pub enum ReadError {
 #[derive(Debug)]
 struct Inner {
     chunks: Vec<Option<Bytes>>,
+    /// Checked groups of chunks still arriving, in order from the chunk's
+    /// start ([`TrackStore::insert_part`]); dropped when the chunk is in.
+    parts: Vec<(u32, Vec<Bytes>)>,
     /// Present, but only in the cache (dropped from memory).
     spilled: Vec<bool>,
     /// Bytes of `chunks` held in memory.
@@ -66,6 +70,28 @@ struct Inner {
     hint: Option<u32>,
     failed: Option<String>,
     closed: bool,
+}
+
+/// Copies from the checked parts of chunk `index` at `within` into `buf`:
+/// `None` if those bytes are not in yet.
+fn read_part(
+    parts: &[(u32, Vec<Bytes>)],
+    index: u32,
+    within: usize,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let (_, groups) = parts.iter().find(|(c, _)| *c == index)?;
+    let mut start = 0;
+    for g in groups {
+        if within < start + g.len() {
+            let at = within - start;
+            let n = buf.len().min(g.len() - at);
+            buf[..n].copy_from_slice(&g[at..at + n]);
+            return Some(n);
+        }
+        start += g.len();
+    }
+    None
 }
 
 /// One track's verified chunks.
@@ -99,6 +125,7 @@ impl TrackStore {
             spill,
             inner: Mutex::new(Inner {
                 chunks: vec![None; n],
+                parts: Vec::new(),
                 spilled: vec![false; n],
                 held: 0,
                 lost: Vec::new(),
@@ -146,10 +173,48 @@ impl TrackStore {
         inner.chunks[i] = Some(data);
         inner.present += 1;
         inner.urgent.retain(|&u| u != index.0);
+        inner.parts.retain(|(c, _)| *c != index.0);
         self.trim(&mut inner);
         drop(inner);
         self.arrived.notify_all();
         Ok(true)
+    }
+
+    /// Stores checked bytes of a chunk still arriving, so a reader waiting
+    /// on it goes on before the chunk is whole. Parts must come in order
+    /// from the chunk's start (one peer's reply); any other (a second
+    /// peer's copy, a chunk already here) is left out. Returns the bytes of
+    /// the chunk now readable.
+    pub fn insert_part(&self, part: &VerifiedPart) -> Result<u64, ProtocolError> {
+        if part.track() != self.manifest.id() {
+            return Err(ProtocolError::TrackIdMismatch {
+                expected: self.manifest.id(),
+                actual: part.track(),
+            });
+        }
+        let index = part.index().0;
+        let mut inner = self.lock();
+        let i = index as usize;
+        if inner.chunks.get(i).is_none_or(Option::is_some) || inner.spilled[i] {
+            return Ok(0);
+        }
+        let pos = match inner.parts.iter().position(|(c, _)| *c == index) {
+            Some(pos) => pos,
+            None => {
+                inner.parts.push((index, Vec::new()));
+                inner.parts.len() - 1
+            }
+        };
+        let groups = &mut inner.parts[pos].1;
+        let have: usize = groups.iter().map(Bytes::len).sum();
+        if part.offset() != have {
+            return Ok(have as u64);
+        }
+        groups.push(part.data().clone());
+        let have = have + part.data().len();
+        drop(inner);
+        self.arrived.notify_all();
+        Ok(have as u64)
     }
 
     /// Records chunks the cache holds as present without reading them (a
@@ -259,11 +324,13 @@ impl TrackStore {
             if inner.spilled[index.as_usize()] {
                 inner = self.unspill(inner, index);
             }
+            let within = (offset - layout.byte_range(index).start) as usize;
             if let Some(data) = &inner.chunks[index.as_usize()] {
-                let start = layout.byte_range(index).start;
-                let within = (offset - start) as usize;
                 let n = buf.len().min(data.len() - within);
                 buf[..n].copy_from_slice(&data[within..within + n]);
+                return Ok(n);
+            }
+            if let Some(n) = read_part(&inner.parts, index.0, within, buf) {
                 return Ok(n);
             }
             if let Some(reason) = &inner.failed {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::frame::{self, Frame};
-use chorus_protocol::message::{ErrorCode, ErrorReply};
+use chorus_protocol::message::{ChunkHead, ErrorCode, ErrorReply, MessageKind};
 use chorus_protocol::{ChunkIndex, Message, ProtocolError, TrackId, limits};
 use quinn::{RecvStream, SendStream};
 
@@ -23,16 +23,7 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>> {
 /// only with bytes received (a length prefix alone makes us hold nothing),
 /// and a body that arrives in one piece is kept without a copy.
 pub async fn read_frame_max(recv: &mut RecvStream, max: usize) -> Result<Option<Frame>> {
-    let mut prefix = [0u8; frame::LEN_PREFIX];
-    let mut got = 0;
-    while got < prefix.len() {
-        match recv.read(&mut prefix[got..]).await? {
-            Some(n) => got += n,
-            None if got == 0 => return Ok(None),
-            None => return Err(Error::StreamEnded),
-        }
-    }
-    let len = frame::read_header(prefix)?;
+    let Some(len) = read_len(recv).await? else { return Ok(None) };
     if len > max {
         let max = u32::try_from(max).unwrap_or(u32::MAX);
         return Err(ProtocolError::FrameTooLarge { len: len as u64, max }.into());
@@ -48,6 +39,74 @@ pub async fn read_frame_max(recv: &mut RecvStream, max: usize) -> Result<Option<
         body.extend_from_slice(&chunk.bytes);
     }
     Ok(Some(frame::decode_body(body.freeze())?))
+}
+
+/// What [`read_reply`] read: a whole message, or the head of a chunk
+/// whose data the caller reads as it arrives.
+#[derive(Debug)]
+pub enum Reply {
+    /// A message other than chunk data, whole.
+    Message(Message),
+    /// A chunk-data frame's head, and the first bytes of its data that came
+    /// with it; the other `head.data_len - first.len()` bytes follow on the
+    /// stream.
+    Chunk {
+        /// The frame's fields before the data.
+        head: ChunkHead,
+        /// Data read with the head.
+        first: Bytes,
+    },
+}
+
+/// Reads the next frame of a reply (at most [`limits::MAX_FRAME_LEN`]
+/// bytes), or `None` if the stream ended cleanly between frames. Chunk
+/// data is returned after its head, so the caller can check it a group at
+/// a time as it arrives ([`chorus_protocol::groups`]); any other message
+/// whole.
+pub async fn read_reply(recv: &mut RecvStream) -> Result<Option<Reply>> {
+    let Some(len) = read_len(recv).await? else { return Ok(None) };
+    let mut body = BytesMut::new();
+    loop {
+        if body.len() >= 2 {
+            chorus_protocol::frame::check_version(body[0])?;
+            if body[1] != MessageKind::ChunkData as u8 {
+                break;
+            }
+            let got = body.clone().freeze();
+            if let Some(head) = chorus_protocol::message::chunk_head(&got, len)? {
+                let first = got.slice(head.head_len..);
+                return Ok(Some(Reply::Chunk { head, first }));
+            }
+        }
+        if body.len() == len {
+            break;
+        }
+        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+            return Err(Error::StreamEnded);
+        };
+        body.extend_from_slice(&chunk.bytes);
+    }
+    while body.len() < len {
+        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+            return Err(Error::StreamEnded);
+        };
+        body.extend_from_slice(&chunk.bytes);
+    }
+    Ok(Some(Reply::Message(frame::decode_body(body.freeze())?.message)))
+}
+
+/// Reads a frame's length prefix: `None` if the stream ended before it.
+async fn read_len(recv: &mut RecvStream) -> Result<Option<usize>> {
+    let mut prefix = [0u8; frame::LEN_PREFIX];
+    let mut got = 0;
+    while got < prefix.len() {
+        match recv.read(&mut prefix[got..]).await? {
+            Some(n) => got += n,
+            None if got == 0 => return Ok(None),
+            None => return Err(Error::StreamEnded),
+        }
+    }
+    Ok(Some(frame::read_header(prefix)?))
 }
 
 /// How long a write may wait for the peer to take data (QUIC flow control)
@@ -71,14 +130,19 @@ pub async fn write_message(send: &mut SendStream, message: &Message) -> Result<(
 }
 
 /// Writes a chunk-data frame: the header, then the chunk's own `Bytes`
-/// without copying it.
+/// without copying it. `groups`: the chunk's group values
+/// ([`chorus_protocol::groups::group_hashes`]) or empty; with them the
+/// receiver checks and uses the chunk a group at a time as it arrives (for
+/// a chunk someone may be waiting on: the first of a reply; 32 bytes per
+/// 4 KiB).
 pub async fn write_chunk(
     send: &mut SendStream,
     track: TrackId,
     index: ChunkIndex,
+    groups: Bytes,
     data: Bytes,
 ) -> Result<()> {
-    let header = frame::chunk_data_header(track, index, data.len())?;
+    let header = frame::chunk_data_header(track, index, &groups, data.len())?;
     timed(send.write_all_chunks(&mut [header, data])).await
 }
 

@@ -151,9 +151,14 @@ pub fn message() -> impl Strategy<Value = Message> {
                 deadline_ms,
             })
         ),
-        (track_id(), any::<u32>(), vec(any::<u8>(), 0..2000)).prop_map(|(track, i, data)| {
-            Message::ChunkData(ChunkData { track, index: ChunkIndex(i), data: Bytes::from(data) })
-        }),
+        (track_id(), any::<u32>(), 0usize..4, vec(any::<u8>(), 0..2000)).prop_map(
+            |(track, i, groups, data)| Message::ChunkData(ChunkData {
+                track,
+                index: ChunkIndex(i),
+                groups: Bytes::from(vec![0x5a; 32 * groups]),
+                data: Bytes::from(data),
+            })
+        ),
         (track_id(), have_runs()).prop_map(|(track, runs)| Message::Have(Have { track, runs })),
         (track_id(), any::<u32>(), 1u32..=4096).prop_map(|(track, first, count)| {
             Message::Cancel(Cancel { track, first: ChunkIndex(first), count })
