@@ -181,10 +181,10 @@ impl TrackStore {
     }
 
     /// Stores checked bytes of a chunk still arriving, so a reader waiting
-    /// on it goes on before the chunk is whole. Parts must come in order
-    /// from the chunk's start (one peer's reply); any other (a second
-    /// peer's copy, a chunk already here) is left out. Returns the bytes of
-    /// the chunk now readable.
+    /// on it goes on before the chunk is whole. What is kept runs from the
+    /// chunk's start: a part past its end waits for the bytes before it
+    /// (is left out), one that overlaps it adds what is new. Returns the
+    /// bytes of the chunk held in parts (0 once the chunk is whole here).
     pub fn insert_part(&self, part: &VerifiedPart) -> Result<u64, ProtocolError> {
         if part.track() != self.manifest.id() {
             return Err(ProtocolError::TrackIdMismatch {
@@ -207,11 +207,16 @@ impl TrackStore {
         };
         let groups = &mut inner.parts[pos].1;
         let have: usize = groups.iter().map(Bytes::len).sum();
-        if part.offset() != have {
+        // A part that starts where the bytes here end, or overlaps their
+        // end (another peer's copy of the chunk, after the first one's
+        // reply broke off: checked against the same hash, so the same
+        // bytes), adds what is new.
+        let (start, data) = (part.offset(), part.data());
+        if start > have || start + data.len() <= have {
             return Ok(have as u64);
         }
-        groups.push(part.data().clone());
-        let have = have + part.data().len();
+        groups.push(data.slice(have - start..));
+        let have = start + data.len();
         drop(inner);
         self.arrived.notify_all();
         Ok(have as u64)
@@ -449,8 +454,16 @@ mod tests {
     use std::sync::Arc;
 
     fn store(len: usize, header: std::ops::Range<u64>) -> (Arc<TrackStore>, Vec<Bytes>) {
+        store_of(len, 1024, header)
+    }
+
+    fn store_of(
+        len: usize,
+        chunk_size: u32,
+        header: std::ops::Range<u64>,
+    ) -> (Arc<TrackStore>, Vec<Bytes>) {
         let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
-        let layout = ChunkLayout::new(len as u64, ChunkSize::new(1024).unwrap()).unwrap();
+        let layout = ChunkLayout::new(len as u64, ChunkSize::new(chunk_size).unwrap()).unwrap();
         let (hashes, chunks) = chunk::chunk_bytes(&data, &layout).unwrap();
         let media = MediaInfo {
             codec: Codec::Pcm,
@@ -474,6 +487,55 @@ mod tests {
         assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert!(!s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
         assert_eq!(s.present(), 1);
+    }
+
+    /// The checked parts of `data` (chunk `index` of `s`'s track) that a
+    /// receiver hands out when the bytes come in `pieces`.
+    fn parts_of(s: &TrackStore, index: u32, data: &Bytes, pieces: &[usize]) -> Vec<VerifiedPart> {
+        let m = s.manifest();
+        let groups = chorus_protocol::groups::group_hashes(data);
+        let mut r = m.receive_chunk(ChunkIndex(index), data.len(), &groups).unwrap();
+        let mut at = 0;
+        let mut parts = Vec::new();
+        for &n in pieces {
+            parts.extend(r.push(data.slice(at..at + n)).unwrap());
+            at += n;
+        }
+        parts
+    }
+
+    #[test]
+    fn parts_of_a_chunk_are_read_before_it_is_whole_from_either_peer() {
+        let (s, chunks) = store_of(64 * 1024, 16 * 1024, 0..10);
+        let at = 16 * 1024;
+        // One peer's reply: the first two groups, then it broke off.
+        let a = parts_of(&s, 1, &chunks[1], &[4096, 4096]);
+        assert_eq!(a.len(), 2);
+        assert_eq!(s.insert_part(&a[0]).unwrap(), 4096);
+        assert_eq!(s.insert_part(&a[0]).unwrap(), 4096, "the same part again adds nothing");
+        assert_eq!(s.insert_part(&a[1]).unwrap(), 8192);
+        let mut buf = [0u8; 100];
+        assert_eq!(s.read_at(at + 8000, &mut buf, Duration::ZERO), Ok(100));
+        assert_eq!(&buf[..], &chunks[1][8000..8100]);
+        assert!(s.read_at(at + 8192, &mut buf, Duration::ZERO).is_err(), "not here yet");
+        // Another peer's copy: its first part (three groups) overlaps what
+        // is here and adds the third; its last part follows on.
+        let b = parts_of(&s, 1, &chunks[1], &[12288, 4096]);
+        assert_eq!(s.insert_part(&b[0]).unwrap(), 12288);
+        assert_eq!(s.insert_part(&b[1]).unwrap(), 16384);
+        let mut all = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        while got < all.len() {
+            got += s.read_at(at + got as u64, &mut all[got..], Duration::ZERO).unwrap();
+        }
+        assert_eq!(&all[..], &chunks[1][..]);
+        // A part past the end of what is here waits for the bytes before it.
+        let c = parts_of(&s, 2, &chunks[2], &[4096, 4096]);
+        assert_eq!(s.insert_part(&c[1]).unwrap(), 0);
+        // The whole chunk replaces its parts.
+        let m = s.manifest().clone();
+        assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
+        assert_eq!(s.insert_part(&a[0]).unwrap(), 0, "a part of a chunk here is left out");
     }
 
     #[test]

@@ -65,32 +65,45 @@ pub enum Reply {
 /// whole.
 pub async fn read_reply(recv: &mut RecvStream) -> Result<Option<Reply>> {
     let Some(len) = read_len(recv).await? else { return Ok(None) };
-    let mut body = BytesMut::new();
+    // The body so far: the first piece as it came (no copy), joined with
+    // the next only while a chunk's head (at most ~8 KiB) is incomplete.
+    let mut got = Bytes::new();
     loop {
-        if body.len() >= 2 {
-            chorus_protocol::frame::check_version(body[0])?;
-            if body[1] != MessageKind::ChunkData as u8 {
+        if got.len() >= 2 {
+            chorus_protocol::frame::check_version(got[0])?;
+            if got[1] != MessageKind::ChunkData as u8 {
                 break;
             }
-            let got = body.clone().freeze();
             if let Some(head) = chorus_protocol::message::chunk_head(&got, len)? {
                 let first = got.slice(head.head_len..);
                 return Ok(Some(Reply::Chunk { head, first }));
             }
         }
-        if body.len() == len {
+        if got.len() == len {
             break;
         }
-        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+        let Some(piece) = recv.read_chunk(len - got.len(), true).await? else {
             return Err(Error::StreamEnded);
         };
-        body.extend_from_slice(&chunk.bytes);
+        got = if got.is_empty() {
+            piece.bytes
+        } else {
+            let mut joined = BytesMut::with_capacity(got.len() + piece.bytes.len());
+            joined.extend_from_slice(&got);
+            joined.extend_from_slice(&piece.bytes);
+            joined.freeze()
+        };
     }
+    if got.len() == len {
+        return Ok(Some(Reply::Message(frame::decode_body(got)?.message)));
+    }
+    let mut body = BytesMut::with_capacity(len.min(64 * 1024));
+    body.extend_from_slice(&got);
     while body.len() < len {
-        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+        let Some(piece) = recv.read_chunk(len - body.len(), true).await? else {
             return Err(Error::StreamEnded);
         };
-        body.extend_from_slice(&chunk.bytes);
+        body.extend_from_slice(&piece.bytes);
     }
     Ok(Some(Reply::Message(frame::decode_body(body.freeze())?.message)))
 }
