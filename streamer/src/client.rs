@@ -408,7 +408,8 @@ pub struct StartAnswer {
     /// The rest of the response (more chunks of audio), still arriving:
     /// the fetcher takes it over ([`crate::fetch::Source::head_rest`]).
     pub rest: Option<HeadRest>,
-    /// When the manifest and the first chunk arrived.
+    /// When the manifest arrived, and the first chunk (or its first
+    /// checked group: the timeline's "first chunk received").
     pub arrivals: (Option<std::time::Instant>, Option<std::time::Instant>),
 }
 
