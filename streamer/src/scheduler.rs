@@ -751,6 +751,14 @@ impl Scheduler {
                 ChunkState::Missing => {
                     if let Some((peer, ect)) = self.best_peer(i, deadline, now, &[]) {
                         self.request(i, peer, ect, now, &mut actions);
+                        // When it turns overdue if its peer sends nothing
+                        // (with no other timer, the driver slept past it).
+                        let rtt = self.peers[peer.0].rtt;
+                        let due = deadline.saturating_sub(self.config.hedge_window);
+                        if fixed || due <= now {
+                            let past = ect + rtt + self.config.overdue_slack;
+                            note(past.max(due) + Duration::from_millis(1));
+                        }
                     } else if let Some(slack) = self.busy_slack(i, deadline, now)
                         && fixed
                     {
@@ -1240,6 +1248,27 @@ mod tests {
         let cancels = s.on_received(b, 0, ms(5_030));
         assert_eq!(cancels, vec![Action::Cancel { peer: a, chunk: 0 }]);
         assert!(s.is_here(0));
+    }
+
+    #[test]
+    fn a_new_request_sets_the_timer_for_when_it_would_turn_overdue() {
+        // Four chunks, all in the window at once: no chunk enters it later,
+        // so the only timer is a stuck request's. Chunk 0, 16 KiB at the
+        // measured 256 KB/s behind nothing, is expected at 72.5 ms; past
+        // a round trip and 250 ms of slack it is overdue.
+        let n = 4;
+        let mut s = Scheduler::new(
+            SchedulerConfig::default(),
+            vec![16_384; n],
+            (0..n as u64).map(|i| ms(i * 400)).collect(),
+            vec![false; n],
+            ms(1_600),
+        );
+        let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.measured_rate(a, 256.0 * 1024.0);
+        s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
+        assert_eq!(requests(&s.poll(ms(0))).len(), n);
+        assert_eq!(s.poll_timeout(), Some(ms(72) + Duration::from_micros(500) + ms(10 + 250 + 1)));
     }
 
     #[test]
