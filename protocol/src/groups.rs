@@ -368,4 +368,33 @@ mod tests {
         r.push(Bytes::copy_from_slice(&data[..10])).expect("bytes");
         assert!(r.finish().is_err(), "a chunk cut short is not whole");
     }
+
+    #[test]
+    fn a_sender_checks_a_chunk_and_gets_its_group_values_in_one_pass() {
+        use crate::manifest::{Codec, Container, MediaInfo, Tags};
+        use crate::{ChunkLayout, ChunkSize, Manifest, chunk};
+        let data = Bytes::from(bytes(40_000));
+        let layout = ChunkLayout::new(40_000, ChunkSize::new(16 * 1024).unwrap()).unwrap();
+        let (hashes, chunks) = chunk::chunk_bytes(&data, &layout).unwrap();
+        let media = MediaInfo {
+            codec: Codec::Pcm,
+            container: Container::Wav,
+            sample_rate: 8000,
+            channels: 1,
+            frames: 40_000,
+            header_ranges: std::iter::once(0..10).collect(),
+            time_index: vec![],
+            tags: Tags::default(),
+        };
+        let m = Manifest::new(media, layout, hashes).unwrap();
+        let (groups, c) = m.verify_with_groups(ChunkIndex(1), chunks[1].clone()).unwrap();
+        assert_eq!(groups, group_hashes(&chunks[1]));
+        assert_eq!(c.data(), &chunks[1]);
+        let mut bad = chunks[1].to_vec();
+        bad[100] ^= 1;
+        assert!(m.verify_with_groups(ChunkIndex(1), Bytes::from(bad)).is_err());
+        // The last chunk (40,000 - 32,768 = 7,232 bytes) has two groups.
+        let (groups, _) = m.verify_with_groups(ChunkIndex(2), chunks[2].clone()).unwrap();
+        assert_eq!(groups.len(), 64);
+    }
 }

@@ -510,17 +510,21 @@ impl Manifest {
         crate::groups::ChunkReceiver::new(self.id, index, len, expected, groups)
     }
 
-    /// Checks a chunk about to be sent (see [`Self::verify_chunk`]) and
+    /// Checks a chunk about to be sent, as [`Self::verify`] does, and
     /// returns its group values ([`crate::groups::group_hashes`]) for the
-    /// receiver: one pass over the bytes does both.
-    pub fn verify_in_groups(&self, index: ChunkIndex, data: &[u8]) -> Result<Bytes> {
-        let groups = crate::groups::group_hashes(data);
+    /// receiver with it: one pass over the bytes does both.
+    pub fn verify_with_groups(
+        &self,
+        index: ChunkIndex,
+        data: Bytes,
+    ) -> Result<(Bytes, VerifiedChunk)> {
+        let groups = crate::groups::group_hashes(&data);
         if groups.is_empty() {
-            self.verify_chunk(index, data)?;
-        } else {
-            self.receive_chunk(index, data.len(), &groups)?;
+            return Ok((groups, self.verify(index, data)?));
         }
-        Ok(groups)
+        // The values merge to the chunk's hash, and they are the bytes'.
+        self.receive_chunk(index, data.len(), &groups)?;
+        Ok((groups, VerifiedChunk::new(self.id, index, data)))
     }
 
     /// Checks a received chunk: right length, right hash. Only bytes that

@@ -296,6 +296,27 @@ impl ChunkCache {
 
     /// Reads a chunk back, verifying it again; a chunk that fails is deleted.
     pub fn get_chunk(&self, id: &TrackId, index: ChunkIndex) -> Option<VerifiedChunk> {
+        self.read_checked(id, index, |m, data| m.verify(index, data))
+    }
+
+    /// [`Self::get_chunk`], with the chunk's group values for a receiver
+    /// ([`chorus_protocol::groups`]), from the same pass over its bytes.
+    pub fn get_chunk_with_groups(
+        &self,
+        id: &TrackId,
+        index: ChunkIndex,
+    ) -> Option<(Bytes, VerifiedChunk)> {
+        self.read_checked(id, index, |m, data| m.verify_with_groups(index, data))
+    }
+
+    /// Reads a chunk back and checks it with `check`; one that fails is
+    /// dropped (the caller fetches it again).
+    fn read_checked<T>(
+        &self,
+        id: &TrackId,
+        index: ChunkIndex,
+        check: impl FnOnce(&Manifest, Bytes) -> chorus_protocol::Result<T>,
+    ) -> Option<T> {
         let manifest = {
             let mut ix = self.lock();
             ix.clock += 1;
@@ -308,8 +329,7 @@ impl ChunkCache {
             t.manifest.clone()
         };
         let path = self.track_dir(id).join(index.0.to_string());
-        let verified =
-            fs::read(&path).ok().and_then(|d| manifest.verify(index, Bytes::from(d)).ok());
+        let verified = fs::read(&path).ok().and_then(|d| check(&manifest, Bytes::from(d)).ok());
         match verified {
             Some(chunk) => Some(chunk),
             None => {

@@ -36,7 +36,6 @@ use crate::library::{Library, LibraryTrack};
 use crate::tls::{self, TransportLimits};
 use crate::transport::{Transport, peer_id_from_connection};
 use crate::wire::{read_frame_max, write_chunk, write_error, write_message};
-use chorus_protocol::groups::group_hashes;
 
 /// The UDP port a node listens on when none is given.
 pub const DEFAULT_PORT: u16 = 47_800;
@@ -1006,13 +1005,15 @@ async fn send_library_chunk(
         // Never send bytes that do not match the manifest: the file may
         // have changed since it was indexed. (The group values come from
         // the same pass over the bytes.)
-        let groups = if in_groups {
-            m.manifest.verify_in_groups(index, &buf).map_err(|e| e.to_string())?
+        let buf = buf.freeze();
+        if in_groups {
+            let (groups, c) =
+                m.manifest.verify_with_groups(index, buf).map_err(|e| e.to_string())?;
+            Ok((groups, c.into_data()))
         } else {
             m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
-            Bytes::new()
-        };
-        Ok((groups, buf.freeze()))
+            Ok((Bytes::new(), buf))
+        }
     })
     .await
     .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
@@ -1108,7 +1109,7 @@ async fn serve_start(
     for index in order.chunks {
         let c = cache.clone();
         let chunk = tokio::task::spawn_blocking(move || {
-            c.get_chunk(&id, index).map(|c| (group_hashes(c.data()), c.into_data()))
+            c.get_chunk_with_groups(&id, index).map(|(g, c)| (g, c.into_data()))
         })
         .await
         .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
@@ -1198,10 +1199,11 @@ async fn serve_cached_chunks(
         // The first chunk of a reply goes in groups (see serve_chunks).
         let in_groups = i == r.first.0;
         let data = tokio::task::spawn_blocking(move || {
-            c.get_chunk(&r.track, index).map(|c| {
-                let groups = if in_groups { group_hashes(c.data()) } else { Bytes::new() };
-                (groups, c.into_data())
-            })
+            if in_groups {
+                c.get_chunk_with_groups(&r.track, index).map(|(g, c)| (g, c.into_data()))
+            } else {
+                c.get_chunk(&r.track, index).map(|c| (Bytes::new(), c.into_data()))
+            }
         })
         .await
         .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
