@@ -196,7 +196,7 @@ pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
     let head = (|| {
         let track = track(&mut r)?;
         let index = ChunkIndex(r.varint_u32("chunk index")?);
-        let groups = group_hashes(&mut r)?;
+        let groups = read_group_hashes(&mut r)?;
         let data_len = r.len("chunk data", limits::MAX_CHUNK_SIZE as usize)?;
         Ok(ChunkHead { track, index, groups, data_len, head_len: 2 + r.position() })
     })();
@@ -209,7 +209,7 @@ pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
     }
 }
 
-fn group_hashes(r: &mut Reader<'_>) -> Result<Bytes> {
+fn read_group_hashes(r: &mut Reader<'_>) -> Result<Bytes> {
     let groups = r.bytes("group hashes", MAX_GROUP_HASHES)?;
     if groups.len() % crate::groups::GROUP_HASH_LEN != 0 {
         return Err(ProtocolError::Invalid("group hashes length"));
@@ -847,7 +847,7 @@ impl Message {
             MessageKind::ChunkData => Self::ChunkData(ChunkData {
                 track: track(r)?,
                 index: ChunkIndex(r.varint_u32("chunk index")?),
-                groups: group_hashes(r)?,
+                groups: read_group_hashes(r)?,
                 data: r.bytes("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
             }),
             MessageKind::Have => {

@@ -730,42 +730,44 @@ impl ChunkStream {
     /// [`Self::next`], and the checked parts of a chunk before it is whole
     /// when the reply's first chunk was needed soon ([`PARTS_WITHIN_MS`]).
     pub async fn next_arrival(&mut self) -> Result<Option<Arrival>> {
-        if self.current.is_some() {
-            let arrival = continue_chunk(&mut self.recv, &mut self.current).await?;
-            if matches!(arrival, Arrival::Chunk(_)) {
-                self.next += 1;
+        if self.current.is_none() {
+            if self.next >= self.end {
+                return Ok(None);
             }
-            return Ok(Some(arrival));
-        }
-        if self.next >= self.end {
-            return Ok(None);
-        }
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, read_reply(&mut self.recv))
-            .await
-            .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "a reply"))??;
-        match reply {
-            None => Err(Error::StreamEnded),
-            Some(Reply::Message(Message::Error(e))) => {
-                Err(Error::Remote { code: e.code, message: e.message })
-            }
-            Some(Reply::Chunk { head, first })
-                if head.track == self.manifest.id() && head.index.0 == self.next =>
-            {
-                let mut receiver =
-                    self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?;
-                if !self.parts {
-                    receiver = receiver.whole_only();
+            let reply = tokio::time::timeout(REQUEST_TIMEOUT, read_reply(&mut self.recv))
+                .await
+                .map_err(|_| Error::Timeout(REQUEST_TIMEOUT, "a reply"))??;
+            let (head, first) = match reply {
+                None => return Err(Error::StreamEnded),
+                Some(Reply::Message(Message::Error(e))) => {
+                    return Err(Error::Remote { code: e.code, message: e.message });
                 }
-                if let Some(part) = begin_chunk(&mut self.current, receiver, first)? {
-                    return Ok(Some(Arrival::Part(part)));
+                Some(Reply::Chunk { head, first })
+                    if head.track == self.manifest.id() && head.index.0 == self.next =>
+                {
+                    (head, first)
                 }
-                Box::pin(self.next_arrival()).await
+                Some(Reply::Chunk { head, .. }) => {
+                    return Err(Error::WrongChunk { expected: self.next, got: head.index.0 });
+                }
+                Some(Reply::Message(_)) => {
+                    return Err(Error::UnexpectedReply("expected chunk data"));
+                }
+            };
+            let mut receiver =
+                self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?;
+            if !self.parts {
+                receiver = receiver.whole_only();
             }
-            Some(Reply::Chunk { head, .. }) => {
-                Err(Error::WrongChunk { expected: self.next, got: head.index.0 })
+            if let Some(part) = begin_chunk(&mut self.current, receiver, first)? {
+                return Ok(Some(Arrival::Part(part)));
             }
-            Some(Reply::Message(_)) => Err(Error::UnexpectedReply("expected chunk data")),
         }
+        let arrival = continue_chunk(&mut self.recv, &mut self.current).await?;
+        if matches!(arrival, Arrival::Chunk(_)) {
+            self.next += 1;
+        }
+        Ok(Some(arrival))
     }
 }
 
