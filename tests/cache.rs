@@ -144,3 +144,44 @@ fn an_mp3_whose_cover_art_the_player_skips_is_still_cached_whole() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read(&first).unwrap() == std::fs::read(&again).unwrap());
 }
+
+#[test]
+fn a_play_stopped_early_leaves_a_cache_entry_the_next_play_keeps() {
+    // A short play gets the start response only: its chunks, then the
+    // rest of the hash list behind them. The list must reach the disk
+    // even though no chunk came after it, or the next start throws the
+    // entry (and its chunks) away.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["beat-thee.mp3"]);
+    let index = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), index.path());
+    let id = library.tracks().next().unwrap().manifest.id();
+    let seed = rt.block_on(async { Seed::start(library) });
+    let peer = format!("{}@{}", seed.id, seed.addr);
+    let data = tempfile::tempdir().unwrap();
+    let entry = data.path().join("cache").join(id.to_string());
+    let play = || {
+        chorus_cmd(data.path())
+            .args(["play", "beat thee", "--peer", &peer, "--out", "null", "--duration", "0.05"])
+            .output()
+            .unwrap()
+    };
+    let o = play();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(entry.join("hashes").exists(), "the hash list was written");
+    let chunks = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|f| f.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+            .count()
+    };
+    let kept = chunks(&entry);
+    assert!(kept > 0);
+    let o = play();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("removing"), "{stderr}");
+    assert!(chunks(&entry) >= kept, "the chunks of the first play were kept");
+    rt.block_on(seed.stop());
+}

@@ -96,16 +96,19 @@ impl ChunkCache {
             let manifest = fs::read(path.join("manifest"))
                 .ok()
                 .and_then(|b| Manifest::decode_verified(Bytes::from(b), id).ok());
-            // Its hash list, without which no chunk can be checked.
-            let manifest = manifest.filter(|m| {
-                let list = fs::read(path.join(HASHES_FILE)).unwrap_or_default();
-                m.learn_hashes(0, &list).is_ok() && m.hashes_known()
-            });
             let Some(manifest) = manifest else {
                 tracing::warn!("removing unreadable cache entry {}", path.display());
                 let _ = fs::remove_dir_all(&path);
                 continue;
             };
+            // Its hash list, without which no chunk can be checked: missing
+            // when the play that made the entry ended before the list came.
+            let list = fs::read(path.join(HASHES_FILE)).unwrap_or_default();
+            if manifest.learn_hashes(0, &list).is_err() || !manifest.hashes_known() {
+                tracing::debug!("removing cache entry without its hash list {}", path.display());
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            }
             let layout = *manifest.layout();
             let mut have = vec![false; layout.count() as usize];
             let mut bytes = 0;
@@ -216,6 +219,33 @@ impl ChunkCache {
         }
     }
 
+    /// Writes a cached track's hash list once it is whole, if not written
+    /// yet: the list that checks chunks on reading (an entry left without
+    /// one is dropped when the cache opens). Called by every put and by a
+    /// fetch when the list's last page comes (a start response sends the
+    /// pages after its chunks: a play stopped before any later chunk came
+    /// left its entry unlisted). Claimed under the lock, so callers on
+    /// other threads do not write it at the same time.
+    pub fn list_whole(&self, id: &TrackId) {
+        if !self.writable {
+            return;
+        }
+        let unlisted = match self.lock().tracks.get_mut(id) {
+            Some(t) if !t.listed && t.manifest.hashes_known() => {
+                t.listed = true;
+                t.manifest.clone()
+            }
+            _ => return,
+        };
+        if let Err(e) = self.write_list(&unlisted) {
+            // The chunks are still worth keeping; a later call tries again.
+            tracing::debug!("cache: hash list of {} not written: {e}", id.fmt_short());
+            if let Some(t) = self.lock().tracks.get_mut(id) {
+                t.listed = false;
+            }
+        }
+    }
+
     /// The manifest of a cached track, once its hash list is whole (what
     /// serving it to others needs).
     pub fn manifest(&self, id: &TrackId) -> Option<Manifest> {
@@ -229,28 +259,12 @@ impl ChunkCache {
         if !self.writable {
             return Ok(());
         }
-        // The list that checks chunks on reading goes to disk once whole
-        // (an entry left without one is dropped when the cache opens): by
-        // the first put that finds it whole, claimed under the lock, so
-        // puts on other threads do not write it at the same time.
-        let unlisted = match self.lock().tracks.get_mut(id) {
+        match self.lock().tracks.get(id) {
             None => return Err(Error::UnknownTrack(*id)),
             Some(t) if t.have[index.as_usize()] => return Ok(()),
-            Some(t) if !t.listed && t.manifest.hashes_known() => {
-                t.listed = true;
-                Some(t.manifest.clone())
-            }
-            Some(_) => None,
-        };
-        if let Some(m) = unlisted
-            && let Err(e) = self.write_list(&m)
-        {
-            // The chunk is still worth keeping; a later put tries again.
-            tracing::debug!("cache: hash list of {} not written: {e}", id.fmt_short());
-            if let Some(t) = self.lock().tracks.get_mut(id) {
-                t.listed = false;
-            }
+            Some(_) => {}
         }
+        self.list_whole(id);
         self.make_room(id, data.len() as u64);
         write_atomic(&self.track_dir(id).join(index.0.to_string()), data)?;
         let mut ix = self.lock();
@@ -450,6 +464,26 @@ mod tests {
         assert!(c.manifest(&m.id()).is_some_and(|m| m.hashes_known()));
         assert_eq!(c.get_chunk(&m.id(), ChunkIndex(70)).unwrap().data(), &chunks[70]);
         assert!(c.get_chunk(&m.id(), ChunkIndex(0)).is_some());
+    }
+
+    #[test]
+    fn a_list_that_turns_whole_after_the_last_put_is_written_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, chunks) = track(8, 80 * 1024);
+        let m = Manifest::decode(full.encoded().clone()).unwrap();
+        m.learn_hashes(0, &full.hash_pages(0..1).unwrap()).unwrap();
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            c.put_manifest(&m).unwrap();
+            // A start response: its chunks first, the other pages behind.
+            c.put_chunk(&m.verify(ChunkIndex(0), chunks[0].clone()).unwrap()).unwrap();
+            m.learn_hashes(1, &full.hash_pages(1..2).unwrap()).unwrap();
+            c.list_whole(&m.id());
+            assert!(c.manifest(&m.id()).is_some());
+        }
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(c.manifest(&m.id()).is_some_and(|m| m.hashes_known()));
+        assert_eq!(c.get_chunk(&m.id(), ChunkIndex(0)).unwrap().data(), &chunks[0]);
     }
 
     #[test]

@@ -485,6 +485,10 @@ pub async fn fetch_track(
                 }
             }
             listed_whole = listed_pages.iter().all(|l| *l);
+            if listed_whole && let Some(cache) = config.cache.clone() {
+                let id = manifest.id();
+                tokio::task::spawn_blocking(move || cache.list_whole(&id));
+            }
         }
         for action in sched.poll(t) {
             act(action, &mut sched, &sources, &keys, &store, &config, &stats, &tx, &mut tasks, t);
