@@ -33,8 +33,9 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         output::stdout_is_audio();
     }
     let identity = peers::identity_for_play(global)?;
-    // The cache is opened once the dials are out (0.3-0.6 ms of reading
-    // that the handshakes overlap), unless this node serves it.
+    // The cache is opened once the dials are out (its entries are listed
+    // on a thread of its own; a start reads only its own track's), unless
+    // this node serves it.
     let mut opened = None;
     // With --listen, this node serves its cache to others while it plays,
     // from the same endpoint it fetches with.

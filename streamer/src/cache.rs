@@ -18,10 +18,11 @@
 //! holds but stores nothing ([`ChunkCache::stores`] is false), and playback
 //! goes on without it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chorus_protocol::message::ChunkRun;
@@ -48,16 +49,38 @@ struct Index {
     tracks: HashMap<TrackId, CachedTrack>,
     total: u64,
     clock: u64,
+    /// The scan of the whole directory is still going: an entry not in
+    /// `tracks` may still be on disk.
+    scanning: bool,
+    /// Entries being read from disk (by the scan or by a caller that
+    /// needed one before the scan came to it), or being created: nobody
+    /// else reads or removes them meanwhile.
+    loading: HashSet<TrackId>,
 }
 
 /// A bounded on-disk store of verified chunks.
 #[derive(Debug)]
 pub struct ChunkCache {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     dir: PathBuf,
     max_bytes: u64,
     /// False where the directory cannot be written: puts are then no-ops.
     writable: bool,
     index: Mutex<Index>,
+    /// Signalled when an entry has been read and when the scan ends.
+    loaded: Condvar,
+    /// Raised when the cache is dropped: the scan stops.
+    closed: AtomicBool,
+}
+
+impl Drop for ChunkCache {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A cached track's chunk hash list, beside its manifest.
@@ -76,7 +99,26 @@ impl ChunkCache {
     /// hash to its directory's name, a chunk file of the wrong size) and
     /// temp files left by failed writes are removed; the rest is kept. A
     /// directory that exists but cannot be written opens read-only.
+    ///
+    /// Returns at once: the entries are read on a thread of its own (a
+    /// full 2 GiB cache is ~130,000 files, 0.2-0.5 s to list), and an entry
+    /// asked for before the scan reaches it is read then, alone. A start
+    /// waits for its own track's entry, not for the whole cache.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
+        let cache = Self::open_unscanned(dir, max_bytes)?;
+        let shared = cache.shared.clone();
+        let scan = std::thread::Builder::new()
+            .name("chorus-cache-scan".into())
+            .spawn(move || shared.scan());
+        if scan.is_err() {
+            // No thread: read it all here.
+            cache.shared.scan();
+        }
+        Ok(cache)
+    }
+
+    /// [`Self::open`] without starting the scan.
+    fn open_unscanned(dir: &Path, max_bytes: u64) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io("creating cache dir", dir, e))?;
         let writable = {
             let probe = dir.join(format!(".probe{TMP_SUFFIX}"));
@@ -84,126 +126,85 @@ impl ChunkCache {
             let _ = fs::remove_file(&probe);
             ok
         };
-        let mut index = Index::default();
-        let entries = fs::read_dir(dir).map_err(|e| io("reading cache dir", dir, e))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(id) =
-                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<TrackId>().ok())
-            else {
-                continue;
-            };
-            let manifest = fs::read(path.join("manifest"))
-                .ok()
-                .and_then(|b| Manifest::decode_verified(Bytes::from(b), id).ok());
-            let Some(manifest) = manifest else {
-                tracing::warn!("removing unreadable cache entry {}", path.display());
-                let _ = fs::remove_dir_all(&path);
-                continue;
-            };
-            // Its hash list, without which no chunk can be checked: missing
-            // when the play that made the entry ended before the list came.
-            let list = fs::read(path.join(HASHES_FILE)).unwrap_or_default();
-            if manifest.learn_hashes(0, &list).is_err() || !manifest.hashes_known() {
-                tracing::debug!("removing cache entry without its hash list {}", path.display());
-                let _ = fs::remove_dir_all(&path);
-                continue;
-            }
-            let layout = *manifest.layout();
-            let mut have = vec![false; layout.count() as usize];
-            let mut bytes = 0;
-            for f in fs::read_dir(&path).into_iter().flatten().flatten() {
-                let name = f.file_name();
-                if name.to_str().is_some_and(|n| n.ends_with(TMP_SUFFIX)) {
-                    // Left by a write that did not finish.
-                    let _ = fs::remove_file(f.path());
-                    continue;
-                }
-                let Some(i) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-                let ok = layout
-                    .index(i)
-                    .is_ok_and(|idx| f.metadata().is_ok_and(|m| m.len() == layout.chunk_len(idx)));
-                if ok {
-                    have[i as usize] = true;
-                    bytes += layout.chunk_len(ChunkIndex(i));
-                } else {
-                    let _ = fs::remove_file(f.path());
-                }
-            }
-            index.total += bytes;
-            let entry = CachedTrack { manifest, listed: true, have, bytes, last_used: 0 };
-            index.tracks.insert(id, entry);
-        }
-        Ok(Self { dir: dir.to_owned(), max_bytes, writable, index: Mutex::new(index) })
+        let index = Index { scanning: true, ..Index::default() };
+        Ok(Self::with(dir.to_owned(), max_bytes, writable, index))
+    }
+
+    fn with(dir: PathBuf, max_bytes: u64, writable: bool, index: Index) -> Self {
+        let shared = Shared {
+            dir,
+            max_bytes,
+            writable,
+            index: Mutex::new(index),
+            loaded: Condvar::new(),
+            closed: AtomicBool::new(false),
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// A cache that holds nothing and stores nothing: for playing when the
     /// data dir cannot hold one.
     pub fn disabled() -> Self {
-        Self { dir: PathBuf::new(), max_bytes: 0, writable: false, index: Mutex::default() }
+        Self::with(PathBuf::new(), 0, false, Index::default())
     }
 
     /// False if this cache stores nothing (its directory is read-only, or it
     /// is [`ChunkCache::disabled`]).
     pub fn stores(&self) -> bool {
-        self.writable
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        // Every update of the index is a handful of field writes that leave
-        // it consistent at each step; a poisoned lock is still usable.
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.writable
     }
 
     /// The bound in bytes.
     pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.shared.max_bytes
     }
 
-    /// Bytes of chunks held.
+    /// Bytes of chunks held (once the scan has read every entry).
     pub fn total_bytes(&self) -> u64 {
-        self.lock().total
+        self.shared.lock_scanned().total
     }
 
-    fn track_dir(&self, id: &TrackId) -> PathBuf {
-        self.dir.join(id.to_string())
-    }
-
-    /// Manifests of the tracks held whole: what plays with no peer at all.
+    /// Manifests of the tracks held whole: what plays with no peer at all
+    /// (once the scan has read every entry).
     pub fn complete_tracks(&self) -> Vec<Manifest> {
-        self.lock()
-            .tracks
-            .values()
-            .filter(|t| t.have.iter().all(|h| *h) && t.manifest.hashes_known())
-            .map(|t| t.manifest.clone())
-            .collect()
+        complete(&self.shared.lock_scanned())
+    }
+
+    /// [`Self::complete_tracks`] among the entries read so far, without
+    /// waiting for the scan: for answering a peer's query at once.
+    pub fn complete_tracks_now(&self) -> Vec<Manifest> {
+        complete(&self.shared.lock())
     }
 
     /// Remembers a (verified) manifest, so its chunks can be stored.
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = manifest.id();
-        if !self.writable {
+        if !self.shared.writable {
             return Ok(());
         }
-        if self.lock().tracks.contains_key(&id) {
-            return Ok(());
+        {
+            let mut ix = self.shared.lock_with(&id);
+            if ix.tracks.contains_key(&id) {
+                return Ok(());
+            }
+            // Claimed while its files are written: the scan must not read
+            // (and drop) an entry half made.
+            ix.loading.insert(id);
         }
-        let dir = self.track_dir(&id);
-        fs::create_dir_all(&dir).map_err(|e| io("creating cache entry", &dir, e))?;
-        write_atomic(&dir.join("manifest"), manifest.encoded())?;
-        let listed = self.write_list(manifest)?;
-        let n = manifest.layout().count() as usize;
-        self.lock().tracks.insert(
-            id,
-            CachedTrack {
-                manifest: manifest.clone(),
-                listed,
-                have: vec![false; n],
-                bytes: 0,
-                last_used: 0,
-            },
-        );
-        Ok(())
+        let dir = self.shared.track_dir(&id);
+        let made = fs::create_dir_all(&dir)
+            .map_err(|e| io("creating cache entry", &dir, e))
+            .and_then(|()| write_atomic(&dir.join("manifest"), manifest.encoded()))
+            .and_then(|()| self.write_list(manifest));
+        let entry = made.as_ref().ok().map(|&listed| CachedTrack {
+            manifest: manifest.clone(),
+            listed,
+            have: vec![false; manifest.layout().count() as usize],
+            bytes: 0,
+            last_used: 0,
+        });
+        self.shared.loaded_entry(&id, entry);
+        made.map(|_| ())
     }
 
     /// Writes a manifest's hash list if it is whole (it may still be
@@ -212,7 +213,7 @@ impl ChunkCache {
     fn write_list(&self, manifest: &Manifest) -> Result<bool> {
         match manifest.hash_pages(0..manifest.page_count()) {
             Some(list) if manifest.hashes_known() => {
-                write_atomic(&self.track_dir(&manifest.id()).join(HASHES_FILE), &list)?;
+                write_atomic(&self.shared.track_dir(&manifest.id()).join(HASHES_FILE), &list)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -227,10 +228,10 @@ impl ChunkCache {
     /// left its entry unlisted). Claimed under the lock, so callers on
     /// other threads do not write it at the same time.
     pub fn list_whole(&self, id: &TrackId) {
-        if !self.writable {
+        if !self.shared.writable {
             return;
         }
-        let unlisted = match self.lock().tracks.get_mut(id) {
+        let unlisted = match self.shared.lock_with(id).tracks.get_mut(id) {
             Some(t) if !t.listed && t.manifest.hashes_known() => {
                 t.listed = true;
                 t.manifest.clone()
@@ -240,7 +241,7 @@ impl ChunkCache {
         if let Err(e) = self.write_list(&unlisted) {
             // The chunks are still worth keeping; a later call tries again.
             tracing::debug!("cache: hash list of {} not written: {e}", id.fmt_short());
-            if let Some(t) = self.lock().tracks.get_mut(id) {
+            if let Some(t) = self.shared.lock().tracks.get_mut(id) {
                 t.listed = false;
             }
         }
@@ -249,25 +250,26 @@ impl ChunkCache {
     /// The manifest of a cached track, once its hash list is whole (what
     /// serving it to others needs).
     pub fn manifest(&self, id: &TrackId) -> Option<Manifest> {
-        self.lock().tracks.get(id).filter(|t| t.manifest.hashes_known()).map(|t| t.manifest.clone())
+        let ix = self.shared.lock_with(id);
+        ix.tracks.get(id).filter(|t| t.manifest.hashes_known()).map(|t| t.manifest.clone())
     }
 
     /// Stores a verified chunk, evicting least recently used tracks if the
     /// cache would grow past its bound.
     pub fn put_chunk(&self, chunk: &VerifiedChunk) -> Result<()> {
         let (id, index, data) = (&chunk.track(), chunk.index(), &chunk.data()[..]);
-        if !self.writable {
+        if !self.shared.writable {
             return Ok(());
         }
-        match self.lock().tracks.get(id) {
+        match self.shared.lock_with(id).tracks.get(id) {
             None => return Err(Error::UnknownTrack(*id)),
             Some(t) if t.have[index.as_usize()] => return Ok(()),
             Some(_) => {}
         }
         self.list_whole(id);
         self.make_room(id, data.len() as u64);
-        write_atomic(&self.track_dir(id).join(index.0.to_string()), data)?;
-        let mut ix = self.lock();
+        write_atomic(&self.shared.track_dir(id).join(index.0.to_string()), data)?;
+        let mut ix = self.shared.lock();
         ix.clock += 1;
         let clock = ix.clock;
         if let Some(t) = ix.tracks.get_mut(id) {
@@ -284,8 +286,8 @@ impl ChunkCache {
     fn make_room(&self, keep: &TrackId, incoming: u64) {
         loop {
             let victim = {
-                let ix = self.lock();
-                if ix.total + incoming <= self.max_bytes {
+                let ix = self.shared.lock_scanned();
+                if ix.total + incoming <= self.shared.max_bytes {
                     return;
                 }
                 ix.tracks
@@ -300,8 +302,8 @@ impl ChunkCache {
     }
 
     fn evict(&self, id: &TrackId) {
-        let _ = fs::remove_dir_all(self.track_dir(id));
-        let mut ix = self.lock();
+        let _ = fs::remove_dir_all(self.shared.track_dir(id));
+        let mut ix = self.shared.lock();
         if let Some(t) = ix.tracks.remove(id) {
             ix.total -= t.bytes;
             tracing::debug!("cache: evicted {} ({} bytes)", id.fmt_short(), t.bytes);
@@ -332,7 +334,7 @@ impl ChunkCache {
         check: impl FnOnce(&Manifest, Bytes) -> chorus_protocol::Result<T>,
     ) -> Option<T> {
         let manifest = {
-            let mut ix = self.lock();
+            let mut ix = self.shared.lock_with(id);
             ix.clock += 1;
             let clock = ix.clock;
             let t = ix.tracks.get_mut(id)?;
@@ -342,7 +344,7 @@ impl ChunkCache {
             t.last_used = clock;
             t.manifest.clone()
         };
-        let path = self.track_dir(id).join(index.0.to_string());
+        let path = self.shared.track_dir(id).join(index.0.to_string());
         let verified = fs::read(&path).ok().and_then(|d| check(&manifest, Bytes::from(d)).ok());
         match verified {
             Some(chunk) => Some(chunk),
@@ -352,7 +354,7 @@ impl ChunkCache {
                     id.fmt_short()
                 );
                 let _ = fs::remove_file(&path);
-                let mut ix = self.lock();
+                let mut ix = self.shared.lock();
                 let len = manifest.layout().chunk_len(index);
                 if let Some(t) = ix.tracks.get_mut(id) {
                     if t.have[index.as_usize()] {
@@ -368,7 +370,7 @@ impl ChunkCache {
 
     /// The chunks held of a track, as runs.
     pub fn have(&self, id: &TrackId) -> Vec<ChunkRun> {
-        let ix = self.lock();
+        let ix = self.shared.lock_with(id);
         let Some(t) = ix.tracks.get(id) else { return Vec::new() };
         let mut runs: Vec<ChunkRun> = Vec::new();
         for (i, h) in t.have.iter().enumerate() {
@@ -385,13 +387,161 @@ impl ChunkCache {
 
     /// True if the chunk is held.
     pub fn holds(&self, id: &TrackId, index: ChunkIndex) -> bool {
-        self.lock().tracks.get(id).is_some_and(|t| t.have.get(index.as_usize()) == Some(&true))
+        let ix = self.shared.lock_with(id);
+        ix.tracks.get(id).is_some_and(|t| t.have.get(index.as_usize()) == Some(&true))
     }
 
     /// True if every chunk of the track is held.
     pub fn is_complete(&self, id: &TrackId) -> bool {
-        self.lock().tracks.get(id).is_some_and(|t| t.have.iter().all(|h| *h))
+        self.shared.lock_with(id).tracks.get(id).is_some_and(|t| t.have.iter().all(|h| *h))
     }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // Every update of the index is a handful of field writes that leave
+        // it consistent at each step; a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, Index>) -> MutexGuard<'a, Index> {
+        self.loaded.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn track_dir(&self, id: &TrackId) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    /// The index, with `id`'s entry read from disk first if the scan has
+    /// not come to it yet.
+    fn lock_with(&self, id: &TrackId) -> MutexGuard<'_, Index> {
+        let mut ix = self.lock();
+        loop {
+            if !ix.scanning || ix.tracks.contains_key(id) {
+                return ix;
+            }
+            if ix.loading.contains(id) {
+                ix = self.wait(ix);
+                continue;
+            }
+            drop(ix);
+            let path = self.track_dir(id);
+            let on_disk = path.is_dir();
+            ix = self.lock();
+            if !on_disk {
+                return ix;
+            }
+            if ix.tracks.contains_key(id) || ix.loading.contains(id) || !ix.scanning {
+                continue;
+            }
+            ix.loading.insert(*id);
+            drop(ix);
+            let entry = load_entry(&path, id);
+            self.loaded_entry(id, entry);
+            ix = self.lock();
+        }
+    }
+
+    /// Records an entry read from disk (claimed in `loading` before).
+    fn loaded_entry(&self, id: &TrackId, entry: Option<CachedTrack>) {
+        let mut ix = self.lock();
+        ix.loading.remove(id);
+        if let Some(t) = entry
+            && !ix.tracks.contains_key(id)
+        {
+            ix.total += t.bytes;
+            ix.tracks.insert(*id, t);
+        }
+        drop(ix);
+        self.loaded.notify_all();
+    }
+
+    /// The index once the scan has read every entry.
+    fn lock_scanned(&self) -> MutexGuard<'_, Index> {
+        let mut ix = self.lock();
+        while ix.scanning {
+            ix = self.wait(ix);
+        }
+        ix
+    }
+
+    /// Reads every entry not read yet, then marks the scan done.
+    fn scan(&self) {
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if self.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            let path = entry.path();
+            let Some(id) =
+                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<TrackId>().ok())
+            else {
+                continue;
+            };
+            {
+                let mut ix = self.lock();
+                if ix.tracks.contains_key(&id) || !ix.loading.insert(id) {
+                    continue;
+                }
+            }
+            let entry = load_entry(&path, &id);
+            self.loaded_entry(&id, entry);
+        }
+        self.lock().scanning = false;
+        self.loaded.notify_all();
+    }
+}
+
+/// The manifests of the tracks `ix` holds whole.
+fn complete(ix: &Index) -> Vec<Manifest> {
+    ix.tracks
+        .values()
+        .filter(|t| t.have.iter().all(|h| *h) && t.manifest.hashes_known())
+        .map(|t| t.manifest.clone())
+        .collect()
+}
+
+/// Reads one track's entry: its manifest, hash list and which chunk files
+/// it holds. An entry that does not check out is removed (None), as are
+/// temp files left by writes that did not finish.
+fn load_entry(path: &Path, id: &TrackId) -> Option<CachedTrack> {
+    let manifest = fs::read(path.join("manifest"))
+        .ok()
+        .and_then(|b| Manifest::decode_verified(Bytes::from(b), *id).ok());
+    let Some(manifest) = manifest else {
+        tracing::warn!("removing unreadable cache entry {}", path.display());
+        let _ = fs::remove_dir_all(path);
+        return None;
+    };
+    // Its hash list, without which no chunk can be checked: missing when
+    // the play that made the entry ended before the list came.
+    let list = fs::read(path.join(HASHES_FILE)).unwrap_or_default();
+    if manifest.learn_hashes(0, &list).is_err() || !manifest.hashes_known() {
+        tracing::debug!("removing cache entry without its hash list {}", path.display());
+        let _ = fs::remove_dir_all(path);
+        return None;
+    }
+    let layout = *manifest.layout();
+    let mut have = vec![false; layout.count() as usize];
+    let mut bytes = 0;
+    for f in fs::read_dir(path).into_iter().flatten().flatten() {
+        let name = f.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(TMP_SUFFIX)) {
+            // Left by a write that did not finish.
+            let _ = fs::remove_file(f.path());
+            continue;
+        }
+        let Some(i) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let ok = layout
+            .index(i)
+            .is_ok_and(|idx| f.metadata().is_ok_and(|m| m.len() == layout.chunk_len(idx)));
+        if ok {
+            have[i as usize] = true;
+            bytes += layout.chunk_len(ChunkIndex(i));
+        } else {
+            let _ = fs::remove_file(f.path());
+        }
+    }
+    Some(CachedTrack { manifest, listed: true, have, bytes, last_used: 0 })
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -464,6 +614,41 @@ mod tests {
         assert!(c.manifest(&m.id()).is_some_and(|m| m.hashes_known()));
         assert_eq!(c.get_chunk(&m.id(), ChunkIndex(70)).unwrap().data(), &chunks[70]);
         assert!(c.get_chunk(&m.id(), ChunkIndex(0)).is_some());
+    }
+
+    #[test]
+    fn a_track_asked_for_before_the_scan_reads_only_its_own_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracks: Vec<_> = (0..3).map(|i| track(20 + i, 3 * 1024)).collect();
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            for (m, chunks) in &tracks {
+                c.put_manifest(m).unwrap();
+                for (i, ch) in chunks.iter().enumerate() {
+                    c.put_chunk(&m.verify(ChunkIndex(i as u32), ch.clone()).unwrap()).unwrap();
+                }
+            }
+        }
+        // Opened with the scan not yet run (it runs on its own thread).
+        let c = ChunkCache::open_unscanned(dir.path(), 1 << 20).unwrap();
+        let (a, chunks) = &tracks[1];
+        assert_eq!(c.have(&a.id()), vec![ChunkRun { start: 0, len: 3 }]);
+        assert_eq!(c.get_chunk(&a.id(), ChunkIndex(2)).unwrap().data(), &chunks[2]);
+        let read = |c: &ChunkCache| c.shared.lock().tracks.len();
+        assert_eq!(read(&c), 1, "only the entry asked for was read");
+        // A track that is not there: nothing to read, nothing kept.
+        assert!(c.manifest(&TrackId::from_bytes([1; 32])).is_none());
+        assert_eq!(read(&c), 1);
+        // A track stored meanwhile is not read again by the scan (a chunk
+        // stored waits for the scan: the bound needs every entry's bytes).
+        let (d, dc) = track(30, 2 * 1024);
+        c.put_manifest(&d).unwrap();
+        c.shared.scan();
+        c.put_chunk(&d.verify(ChunkIndex(0), dc[0].clone()).unwrap()).unwrap();
+        assert_eq!(read(&c), 4);
+        assert_eq!(c.total_bytes(), 9 * 1024 + 1024);
+        assert_eq!(c.complete_tracks().len(), 3);
+        assert_eq!(c.have(&d.id()), vec![ChunkRun { start: 0, len: 1 }]);
     }
 
     #[test]
@@ -591,9 +776,10 @@ mod tests {
         fs::write(entry.join("manifest.tmp"), b"half a manifest").unwrap();
         fs::write(entry.join("notes"), b"not ours to judge").unwrap();
         let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        // Read by the scan, or at once when asked for.
+        assert_eq!(c.have(&m.id()), vec![ChunkRun { start: 0, len: 1 }]);
         assert!(!entry.join("1.tmp").exists() && !entry.join("manifest.tmp").exists());
         assert!(entry.join("notes").exists(), "only temp files are removed");
-        assert_eq!(c.have(&m.id()), vec![ChunkRun { start: 0, len: 1 }]);
         assert!(c.stores());
     }
 

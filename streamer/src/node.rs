@@ -1056,7 +1056,7 @@ async fn serve_start(
             // whole: a listener asks whichever peer answers first.
             let best = shared.library.read().ok().and_then(|l| l.best_match(q)).or_else(|| {
                 let cache = shared.cache.as_ref()?;
-                crate::library::best_match_among(&cache.complete_tracks(), q)
+                crate::library::best_match_among(&cache.complete_tracks_now(), q)
             });
             let Some(entry) = best else {
                 let msg = format!("no track matches '{q}'");
