@@ -143,6 +143,20 @@ fn a_fifo_output_works_and_errors_are_said_once() {
     let error = stderr.lines().find(|l| l.starts_with("error")).unwrap();
     assert!(error.contains("/nonexistent-dir/x.wav"), "{stderr}");
     assert_eq!(error.matches("No such file or directory").count(), 1, "said once: {error}");
+
+    // A device's name given as the output (as `chorus devices` lists it) is
+    // refused with a pointer to --device, not written as a WAV file of that
+    // name in the current folder.
+    let cwd = tempfile::tempdir().unwrap();
+    let o = chorus_cmd(data.path())
+        .current_dir(cwd.path())
+        .args(["play", &id, "--peer", &s.peer, "--out", "alsa:null"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--device"), "{stderr}");
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing written");
 }
 
 #[test]

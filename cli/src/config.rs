@@ -120,6 +120,9 @@ impl PlaySettings {
         };
         let flag_peers = args.map(|a| a.peers.clone()).filter(|p| !p.is_empty());
         let out = args.and_then(|a| a.output.out.clone());
+        if let Some(out) = out.as_ref().or(file.out.as_ref()) {
+            crate::play::check_out(out)?;
+        }
         let device = args.and_then(|a| a.output.device.clone()).map(Some);
         let normalize = args.filter(|a| a.normalize).map(|_| true);
         let volume = pick(args.and_then(|a| a.volume), file.volume, 100);

@@ -162,6 +162,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     let cache = ChunkCache::disabled();
     let prepared = play::prepare(&pool, &cache, &entry.track.to_string(), Duration::ZERO).await?;
     say(format!("playing {} from {} peers", play::describe(&prepared.entry), addrs.len()));
+    if let Some(o) = &args.output.out {
+        play::check_out(o)?;
+    }
     let mut out = OutputArgs {
         out: args.output.out.clone(),
         device: args.output.device.clone(),

@@ -998,6 +998,26 @@ pub async fn sources_for(holders: &[Peer], track: TrackId, at: Duration) -> Resu
     }
 }
 
+/// Checks an `--out` value: `default`, `null`, `-`, a FILE.wav, or a FIFO
+/// or device file that exists. Anything else is refused rather than
+/// written as a file of that name in the current folder (`--out alsa:null`,
+/// a name from `chorus devices`, made a WAV file called `alsa:null`).
+pub fn check_out(out: &str) -> Result<()> {
+    if matches!(out, "default" | "null" | "-") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(out);
+    let wav = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"));
+    let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    if wav || special {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--out {out}: not an output. Use `default` (the sound card: choose one with --device \
+         NAME, see `chorus devices`), `null`, `-` (standard output) or a file ending in .wav"
+    )
+}
+
 /// The sink the output options name.
 pub fn output_spec(out: &OutputArgs) -> OutputSpec {
     match out.out.as_deref().unwrap_or("default") {
