@@ -199,3 +199,48 @@ async fn a_peer_that_stops_answering_ends_playback_with_a_clear_error() {
     s.client.close().await;
     s.seed.stop().await;
 }
+
+/// The output opens while the first chunks are on their way, not after
+/// the decoder: a sound card's stream can take tens of milliseconds to
+/// open, which then overlaps the network's round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_opens_before_any_chunk_has_come() {
+    let s = swarm(&["apex-aleph.ogg"]).await;
+    let (_, manifest) = s.manifests[0].clone();
+    let handle: Arc<Mutex<Option<Playback>>> = Arc::default();
+    let h = handle.clone();
+    let options = PlayOptions { duration: Some(Duration::from_millis(200)), ..Default::default() };
+    // No source yet: no chunk can come until one is added below.
+    let playing = tokio::spawn(play(
+        manifest.clone(),
+        Vec::new(),
+        OutputSpec::Null,
+        options,
+        Instant::now(),
+        move |p| {
+            *h.lock().unwrap() = Some(p.clone());
+        },
+    ));
+    let mut opened = None;
+    for _ in 0..2000 {
+        let playback = handle.lock().unwrap().clone();
+        if let Some(p) = playback.filter(|p| p.stats.time_to_output_open().is_some()) {
+            opened = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let playback = opened.expect("the output opened with no chunk in hand");
+    assert_eq!(playback.store.present(), 0);
+    assert!(playback.stats.time_to_decoder_ready().is_none());
+    playback.add_source(source(&s.peer));
+    let report = tokio::time::timeout(Duration::from_secs(60), playing)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap();
+    assert!(report.output_open.unwrap() < report.decoder_ready.unwrap());
+    assert!(report.time_to_first_audio.is_some());
+    s.client.close().await;
+    s.seed.stop().await;
+}

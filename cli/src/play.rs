@@ -1202,6 +1202,9 @@ fn print_timeline(t: &Timeline, r: &PlaybackReport, asked: Instant, epoch: Insta
         line.push_str(&format!(", {step} {}", ms(shift + *at)));
     }
     line.push_str(&format!(", chunk requests before start {}", r.requests_before_start));
+    if let Some(open) = r.output_open {
+        line.push_str(&format!(", output open {}", ms(open)));
+    }
     if let Some(ready) = r.decoder_ready {
         line.push_str(&format!(", decoder ready {}", ms(ready)));
     }

@@ -109,6 +109,8 @@ pub struct PlaybackReport {
     /// When the decoder was open at the start point, from the start
     /// (`None` when joined without a gap).
     pub decoder_ready: Option<Duration>,
+    /// When the output was open, from the start (`None` when joined).
+    pub output_open: Option<Duration>,
 }
 
 /// A playback in progress: counters to show while it runs, and controls.
@@ -430,6 +432,7 @@ impl Player {
             joined: !new_sink,
             requests_before_start: fetch_stats.requests_before_start.load(Relaxed),
             decoder_ready: if new_sink { stats.time_to_decoder_ready() } else { None },
+            output_open: if new_sink { stats.time_to_output_open() } else { None },
         })
     }
 
@@ -613,6 +616,20 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
         tracing::warn!("stalled: waiting for chunk {chunk} from peers");
     });
     let stopped = || t.stats.stop.load(Relaxed) || t.cancel.load(Relaxed);
+    // A sound card opens while the first chunks are on their way, at the
+    // manifest's format (the converter makes up any difference): an audio
+    // server takes milliseconds to tens of them to open a stream, which
+    // after the decoder would come on top of the network's time. Files
+    // and standard output open once the track is known to decode.
+    if open.is_none() && matches!(output, OutputSpec::Device(_) | OutputSpec::Null) {
+        let media = t.store.manifest().media();
+        let (rate, channels) = (media.sample_rate, usize::from(media.channels));
+        if rate > 0 && channels > 0 {
+            let sink = sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?;
+            t.stats.mark_output_open();
+            *open = Some(OpenSink { sink, stats: t.stats.clone() });
+        }
+    }
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
     let shown = source.length_shown();
     let mut decoder = match Decoder::open(Box::new(source), t.hint) {
@@ -651,10 +668,11 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());
     let out = match open {
         Some(o) => o,
-        None => open.insert(OpenSink {
-            sink: sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?,
-            stats: t.stats.clone(),
-        }),
+        None => {
+            let sink = sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?;
+            t.stats.mark_output_open();
+            open.insert(OpenSink { sink, stats: t.stats.clone() })
+        }
     };
     let sink = &mut out.sink;
     sink.begin_segment(started_at, t.discard);

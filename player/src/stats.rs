@@ -14,6 +14,8 @@ pub struct PlaybackStats {
     /// Nanoseconds from `started` to the decoder being open at the place
     /// playback starts from; 0 until then.
     decoder_ready_ns: AtomicU64,
+    /// Nanoseconds from `started` to the output being open; 0 until then.
+    output_open_ns: AtomicU64,
     /// Underrun episodes after playback began (each plays silence).
     pub underruns: AtomicU64,
     /// Frames of silence played because of underruns.
@@ -99,6 +101,7 @@ impl PlaybackStats {
             started,
             first_audio_ns: AtomicU64::new(0),
             decoder_ready_ns: AtomicU64::new(0),
+            output_open_ns: AtomicU64::new(0),
             underruns: AtomicU64::new(0),
             silent_frames: AtomicU64::new(0),
             underrun_at_ms: AtomicU64::new(0),
@@ -261,6 +264,22 @@ impl PlaybackStats {
     pub fn mark_decoder_ready(&self) {
         let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
         let _ = self.decoder_ready_ns.compare_exchange(0, ns, Relaxed, Relaxed);
+    }
+
+    /// Records that the output (the sound card's stream) is open (the
+    /// decode thread, once per playback that opens one).
+    pub fn mark_output_open(&self) {
+        let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self.output_open_ns.compare_exchange(0, ns, Relaxed, Relaxed);
+    }
+
+    /// Time from the start to the output being open, if this playback
+    /// opened one.
+    pub fn time_to_output_open(&self) -> Option<Duration> {
+        match self.output_open_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     /// Time from the start to the decoder being ready, if it was.
