@@ -103,7 +103,9 @@ impl ChunkCache {
     /// Returns at once: the entries are read on a thread of its own (a
     /// full 2 GiB cache is ~130,000 files, 0.2-0.5 s to list), and an entry
     /// asked for before the scan reaches it is read then, alone. A start
-    /// waits for its own track's entry, not for the whole cache.
+    /// waits for its own track's entry, not for the whole cache. Eviction
+    /// waits for the scan: the bound may be passed meanwhile by what is
+    /// stored before it ends.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
         let cache = Self::open_unscanned(dir, max_bytes)?;
         let shared = cache.shared.clone();
@@ -267,7 +269,7 @@ impl ChunkCache {
             Some(_) => {}
         }
         self.list_whole(id);
-        self.make_room(id, data.len() as u64);
+        self.shared.make_room(Some(id), data.len() as u64);
         write_atomic(&self.shared.track_dir(id).join(index.0.to_string()), data)?;
         let mut ix = self.shared.lock();
         ix.clock += 1;
@@ -281,33 +283,6 @@ impl ChunkCache {
             }
         }
         Ok(())
-    }
-
-    fn make_room(&self, keep: &TrackId, incoming: u64) {
-        loop {
-            let victim = {
-                let ix = self.shared.lock_scanned();
-                if ix.total + incoming <= self.shared.max_bytes {
-                    return;
-                }
-                ix.tracks
-                    .iter()
-                    .filter(|(id, t)| *id != keep && t.bytes > 0)
-                    .min_by_key(|(_, t)| t.last_used)
-                    .map(|(id, _)| *id)
-            };
-            let Some(victim) = victim else { return };
-            self.evict(&victim);
-        }
-    }
-
-    fn evict(&self, id: &TrackId) {
-        let _ = fs::remove_dir_all(self.shared.track_dir(id));
-        let mut ix = self.shared.lock();
-        if let Some(t) = ix.tracks.remove(id) {
-            ix.total -= t.bytes;
-            tracing::debug!("cache: evicted {} ({} bytes)", id.fmt_short(), t.bytes);
-        }
     }
 
     /// Reads a chunk back, verifying it again; a chunk that fails is deleted.
@@ -486,8 +461,49 @@ impl Shared {
             let entry = load_entry(&path, &id);
             self.loaded_entry(&id, entry);
         }
+        // What was stored meanwhile may have taken the total past the
+        // bound: back within it before anyone sees the scan done.
+        self.evict_until(None, 0);
         self.lock().scanning = false;
         self.loaded.notify_all();
+    }
+
+    /// Evicts least recently used tracks (not `keep`) until `incoming`
+    /// more bytes fit. Not while the scan runs: the total is not known
+    /// yet, and a chunk stored meanwhile must not wait for it (a fetch
+    /// lands hundreds a second); the scan evicts when it ends.
+    fn make_room(&self, keep: Option<&TrackId>, incoming: u64) {
+        if !self.lock().scanning {
+            self.evict_until(keep, incoming);
+        }
+    }
+
+    /// The eviction loop of [`Self::make_room`].
+    fn evict_until(&self, keep: Option<&TrackId>, incoming: u64) {
+        loop {
+            let victim = {
+                let ix = self.lock();
+                if ix.total + incoming <= self.max_bytes {
+                    return;
+                }
+                ix.tracks
+                    .iter()
+                    .filter(|(id, t)| Some(*id) != keep && t.bytes > 0)
+                    .min_by_key(|(_, t)| t.last_used)
+                    .map(|(id, _)| *id)
+            };
+            let Some(victim) = victim else { return };
+            self.evict(&victim);
+        }
+    }
+
+    fn evict(&self, id: &TrackId) {
+        let _ = fs::remove_dir_all(self.track_dir(id));
+        let mut ix = self.lock();
+        if let Some(t) = ix.tracks.remove(id) {
+            ix.total -= t.bytes;
+            tracing::debug!("cache: evicted {} ({} bytes)", id.fmt_short(), t.bytes);
+        }
     }
 }
 
@@ -639,16 +655,43 @@ mod tests {
         // A track that is not there: nothing to read, nothing kept.
         assert!(c.manifest(&TrackId::from_bytes([1; 32])).is_none());
         assert_eq!(read(&c), 1);
-        // A track stored meanwhile is not read again by the scan (a chunk
-        // stored waits for the scan: the bound needs every entry's bytes).
+        // A track stored meanwhile does not wait for the scan, and the
+        // scan does not read it again.
         let (d, dc) = track(30, 2 * 1024);
         c.put_manifest(&d).unwrap();
-        c.shared.scan();
         c.put_chunk(&d.verify(ChunkIndex(0), dc[0].clone()).unwrap()).unwrap();
+        c.shared.scan();
         assert_eq!(read(&c), 4);
         assert_eq!(c.total_bytes(), 9 * 1024 + 1024);
         assert_eq!(c.complete_tracks().len(), 3);
         assert_eq!(c.have(&d.id()), vec![ChunkRun { start: 0, len: 1 }]);
+    }
+
+    #[test]
+    fn chunks_stored_during_the_scan_are_kept_in_bounds_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ca) = track(40, 3 * 1024);
+        let (b, cb) = track(41, 3 * 1024);
+        {
+            let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            for (m, chunks) in [(&a, &ca), (&b, &cb)] {
+                c.put_manifest(m).unwrap();
+                for (i, ch) in chunks.iter().enumerate() {
+                    c.put_chunk(&m.verify(ChunkIndex(i as u32), ch.clone()).unwrap()).unwrap();
+                }
+            }
+        }
+        // Reopened at 6 KiB, full, the scan not yet run: a new chunk is
+        // stored at once, past the bound.
+        let c = ChunkCache::open_unscanned(dir.path(), 6 * 1024).unwrap();
+        let (d, dc) = track(42, 1024);
+        c.put_manifest(&d).unwrap();
+        c.put_chunk(&d.verify(ChunkIndex(0), dc[0].clone()).unwrap()).unwrap();
+        assert!(c.holds(&d.id(), ChunkIndex(0)));
+        c.shared.scan();
+        assert!(c.total_bytes() <= 6 * 1024);
+        assert!(c.holds(&d.id(), ChunkIndex(0)), "the newest is kept");
+        assert_eq!(c.complete_tracks().len(), 2, "one older track was evicted");
     }
 
     #[test]
