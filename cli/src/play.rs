@@ -109,6 +109,10 @@ pub async fn run(global: &Global, args: PlayArgs) -> Result<()> {
         session.run(queue, started).await
     }
     .await;
+    // Chunks that came just before the end go to disk before the exit (a
+    // short play's are otherwise dropped with the runtime's queue).
+    let c = cache.clone();
+    let _ = tokio::task::spawn_blocking(move || c.flush(Duration::from_secs(2))).await;
     let given = if settings.peers.1 == crate::config::Origin::Flag { "flag" } else { "config" };
     let served = served.into_inner().unwrap_or_default();
     crate::memory::remember(&mut memory, &pool, given, &served);

@@ -276,15 +276,10 @@ impl Player {
             for chunk in &head {
                 let _ = store.insert(chunk.clone());
             }
-            if let Some(cache) = options.fetch.cache.clone() {
-                tokio::task::spawn_blocking(move || {
-                    for chunk in &head {
-                        if let Err(e) = cache.put_chunk(chunk) {
-                            tracing::debug!("not caching chunk {}: {e}", chunk.index());
-                            break;
-                        }
-                    }
-                });
+            if let Some(cache) = &options.fetch.cache {
+                for chunk in head {
+                    cache.put_chunk_later(chunk);
+                }
             }
         }
         let control = Arc::new(FetchControl::default());

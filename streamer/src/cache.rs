@@ -23,6 +23,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_protocol::message::ChunkRun;
@@ -75,6 +76,10 @@ struct Shared {
     loaded: Condvar,
     /// Raised when the cache is dropped: the scan stops.
     closed: AtomicBool,
+    /// Writes handed to [`ChunkCache::put_chunk_later`] (and list writes)
+    /// not yet done, and a signal when one is.
+    pending: Mutex<usize>,
+    written: Condvar,
 }
 
 impl Drop for ChunkCache {
@@ -140,6 +145,8 @@ impl ChunkCache {
             index: Mutex::new(index),
             loaded: Condvar::new(),
             closed: AtomicBool::new(false),
+            pending: Mutex::new(0),
+            written: Condvar::new(),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -206,6 +213,10 @@ impl ChunkCache {
             last_used: 0,
         });
         self.shared.loaded_entry(&id, entry);
+        // The list may have turned whole since it was written above, and
+        // a fetch's word that it did may have come before the entry was
+        // in the index: written now, whichever came last.
+        self.list_whole(&id);
         made.map(|_| ())
     }
 
@@ -247,6 +258,58 @@ impl ChunkCache {
                 t.listed = false;
             }
         }
+    }
+
+    /// Stores `chunk` on a blocking thread ([`Self::put_chunk`]), counted
+    /// until done so that [`Self::flush`] can wait for it: a play that
+    /// ends (or a process that exits) right after its chunks came keeps
+    /// them. A full disk is not an error here: the cache is a bonus.
+    pub fn put_chunk_later(self: &Arc<Self>, chunk: VerifiedChunk) {
+        self.later(move |c| {
+            if let Err(e) = c.put_chunk(&chunk) {
+                tracing::debug!("not caching chunk {}: {e}", chunk.index());
+            }
+        });
+    }
+
+    /// [`Self::list_whole`] on a blocking thread, counted like
+    /// [`Self::put_chunk_later`].
+    pub fn list_whole_later(self: &Arc<Self>, id: TrackId) {
+        self.later(move |c| c.list_whole(&id));
+    }
+
+    fn later(self: &Arc<Self>, write: impl FnOnce(&ChunkCache) + Send + 'static) {
+        if !self.shared.writable {
+            return;
+        }
+        *self.shared.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let cache = self.clone();
+        let run = move || {
+            write(&cache);
+            let mut n = cache.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            *n = n.saturating_sub(1);
+            cache.shared.written.notify_all();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(run)),
+            Err(_) => run(),
+        }
+    }
+
+    /// Waits (at most `limit`) for the writes handed to
+    /// [`Self::put_chunk_later`] to be done; false if some were not. Blocks:
+    /// call it on a blocking thread, before the process exits.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut n = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self.shared.written.wait_timeout(n, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
     }
 
     /// The manifest of a cached track, once its hash list is whole (what
@@ -692,6 +755,25 @@ mod tests {
         assert!(c.total_bytes() <= 6 * 1024);
         assert!(c.holds(&d.id(), ChunkIndex(0)), "the newest is kept");
         assert_eq!(c.complete_tracks().len(), 2, "one older track was evicted");
+    }
+
+    #[test]
+    fn writes_handed_to_blocking_threads_are_done_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, chunks) = track(50, 64 * 1024);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let c = Arc::new(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+        c.put_manifest(&m).unwrap();
+        rt.block_on(async {
+            for (i, ch) in chunks.iter().enumerate() {
+                c.put_chunk_later(m.verify(ChunkIndex(i as u32), ch.clone()).unwrap());
+            }
+        });
+        assert!(c.flush(Duration::from_secs(30)));
+        assert!(c.is_complete(&m.id()), "every write was done before flush returned");
+        drop(rt);
+        let c = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(c.have(&m.id()), vec![ChunkRun { start: 0, len: 64 }]);
     }
 
     #[test]

@@ -485,9 +485,8 @@ pub async fn fetch_track(
                 }
             }
             listed_whole = listed_pages.iter().all(|l| *l);
-            if listed_whole && let Some(cache) = config.cache.clone() {
-                let id = manifest.id();
-                tokio::task::spawn_blocking(move || cache.list_whole(&id));
+            if listed_whole && let Some(cache) = &config.cache {
+                cache.list_whole_later(manifest.id());
             }
         }
         for action in sched.poll(t) {
@@ -575,6 +574,14 @@ pub async fn fetch_track(
         }
     };
     drop(tasks);
+    // The list may have turned whole after the loop last looked (a start
+    // response's pages, read by its pump as the play ended).
+    if !listed_whole
+        && manifest.hashes_known()
+        && let Some(cache) = &config.cache
+    {
+        cache.list_whole_later(manifest.id());
+    }
     match result {
         Ok(()) => Ok(()),
         Err(why) => {
@@ -709,15 +716,10 @@ fn land(
     from: (&Peer, bool),
 ) -> Result<(), Error> {
     let len = verified.data().len() as u64;
-    if store.insert(verified.clone())? {
-        if let Some(cache) = cache {
-            tokio::task::spawn_blocking(move || {
-                // A full disk must not stop playback: the cache is a bonus.
-                if let Err(e) = cache.put_chunk(&verified) {
-                    tracing::debug!("not caching chunk {}: {e}", verified.index());
-                }
-            });
-        }
+    if store.insert(verified.clone())?
+        && let Some(cache) = cache
+    {
+        cache.put_chunk_later(verified);
     }
     stats.bytes.fetch_add(len, Ordering::Relaxed);
     stats.chunks.fetch_add(1, Ordering::Relaxed);
