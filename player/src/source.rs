@@ -109,10 +109,10 @@ impl Read for ChunkSource {
         let at = self.base + self.pos;
         if let Some(skipped) = self.skipped.as_ref().filter(|s| s.contains(&self.pos)) {
             let layout = self.store.manifest().layout();
-            let here = layout.chunk_at(at).is_some_and(|c| self.store.has(c.0));
-            if !here {
+            let chunk = layout.chunk_at(at);
+            if !chunk.is_some_and(|c| self.store.has(c.0)) {
                 // Zeros up to the fill's end or the chunk's, whichever is first.
-                let chunk_end = layout.chunk_at(at).map_or(at, |c| layout.byte_range(c).end);
+                let chunk_end = chunk.map_or(at, |c| layout.byte_range(c).end);
                 let end = (self.base + skipped.end).min(chunk_end);
                 let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
                 buf[..n].fill(0);
