@@ -13,6 +13,13 @@
 //! being written). A temp file left by a write that failed (a full disk, a
 //! crash) is removed at once or, at the latest, when the cache next opens.
 //!
+//! Opening lists the entries on a thread of its own (a full cache is over
+//! 100,000 files); an entry asked for before that scan reaches it is read
+//! alone, so a start never waits for the whole cache. Eviction waits for
+//! the scan (it needs every entry's bytes), which evicts when it ends.
+//! Writes handed to blocking threads ([`ChunkCache::put_chunk_later`]) are
+//! counted, so a process can [`ChunkCache::flush`] them before it exits.
+//!
 //! The cache writes only inside its own directory. Where that directory
 //! cannot be written (a read-only data dir), the cache still serves what it
 //! holds but stores nothing ([`ChunkCache::stores`] is false), and playback
