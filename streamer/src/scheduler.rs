@@ -273,7 +273,7 @@ pub struct Scheduler {
     /// When the last poll's decisions change with time alone.
     wake: Option<Duration>,
     /// The codec's longest frame: buffered audio plays only up to the frame
-    /// that straddles into a missing chunk ([`Self::playable_ahead`]).
+    /// that straddles into a missing chunk (`playable_ahead`).
     frame: Duration,
     /// Bytes checked so far of chunks arriving in groups (their parts are
     /// readable before they are whole).
@@ -1068,9 +1068,9 @@ impl Scheduler {
     /// The start rule for playback starting at `from` (the track's start,
     /// a start offset or a seek's target; not where a reader scanning
     /// toward it is, nor an old place): true once the audio that can play
-    /// from there ([`Self::playable_ahead`]) covers the time to fetch the
+    /// from there (`playable_ahead`) covers the time to fetch the
     /// rest at the measured aggregate rate, less the time the rest takes to
-    /// play, plus the margin ([`Self::start_margin`]).
+    /// play, plus the margin (`start_margin`).
     pub fn ready_to_start(&self, from: Duration) -> bool {
         let start = self.chunk_at(from);
         // Headers and the first chunk of audio are always needed.
