@@ -620,9 +620,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
         let media = t.store.manifest().media();
         let (rate, channels) = (media.sample_rate, usize::from(media.channels));
         if rate > 0 && channels > 0 {
-            let sink = sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?;
-            t.stats.mark_output_open();
-            *open = Some(OpenSink { sink, stats: t.stats.clone() });
+            *open = Some(open_output(t, output, rate, channels)?);
         }
     }
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
@@ -663,11 +661,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let (rate, channels) = (decoder.sample_rate(), decoder.channels());
     let out = match open {
         Some(o) => o,
-        None => {
-            let sink = sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?;
-            t.stats.mark_output_open();
-            open.insert(OpenSink { sink, stats: t.stats.clone() })
-        }
+        None => open.insert(open_output(t, output, rate, channels)?),
     };
     let sink = &mut out.sink;
     sink.begin_segment(started_at, t.discard);
@@ -728,6 +722,13 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     }
     let end = base + Duration::from_secs_f64(frames as f64 / f64::from(format.rate.max(1)));
     Ok((rate, format.rate, started_at, end))
+}
+
+/// Opens `output` for `t` at `rate` and `channels`, recording when.
+fn open_output(t: &Track, output: &OutputSpec, rate: u32, channels: usize) -> Result<OpenSink> {
+    let sink = sink::open(output, rate, channels, t.options.prebuffer, t.stats.clone())?;
+    t.stats.mark_output_open();
+    Ok(OpenSink { sink, stats: t.stats.clone() })
 }
 
 /// The track's own gain (ReplayGain), applied in the decode thread: it
