@@ -59,9 +59,14 @@ fn start_slow_peer(
                                 if corrupt {
                                     sent[GROUP_LEN + 10] ^= 0x40;
                                 }
-                                let header =
-                                    frame::chunk_data_header(m.id(), r.first, &groups, data.len())
-                                        .unwrap();
+                                let header = frame::chunk_data_header(
+                                    m.id(),
+                                    r.first,
+                                    Default::default(),
+                                    &groups,
+                                    data.len(),
+                                )
+                                .unwrap();
                                 let _ = send.write_all(&header).await;
                                 let _ = send.write_all(&sent[..GROUP_LEN + 100]).await;
                                 let _ = send.flush().await;

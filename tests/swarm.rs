@@ -236,6 +236,7 @@ fn start_fake(
                                         &mut send,
                                         m.id(),
                                         i,
+                                        Default::default(),
                                         bytes::Bytes::new(),
                                         bytes_of(&m, i),
                                     )
@@ -250,6 +251,7 @@ fn start_fake(
                                         &mut send,
                                         r.track,
                                         index,
+                                        Default::default(),
                                         bytes::Bytes::new(),
                                         data,
                                     )

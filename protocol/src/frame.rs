@@ -18,12 +18,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::error::{ProtocolError, Result};
 use crate::ids::{ChunkIndex, TrackId};
 use crate::limits;
-use crate::message::{Message, MessageKind, chunk_data_prefix};
+use crate::message::{Message, MessageKind, PathReport, chunk_data_prefix};
 
 /// The protocol version this implementation writes.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The oldest protocol version this implementation reads.
-pub const MIN_VERSION: u8 = 3;
+pub const MIN_VERSION: u8 = 4;
 /// Bytes before the payload: length, version, kind.
 pub const HEADER_LEN: usize = 6;
 /// The length field's size.
@@ -84,11 +84,12 @@ pub fn encode(message: &Message) -> Result<Bytes> {
 pub fn chunk_data_header(
     track: TrackId,
     index: ChunkIndex,
+    path: PathReport,
     groups: &[u8],
     data_len: usize,
 ) -> Result<Bytes> {
     let mut prefix = BytesMut::with_capacity(64 + groups.len());
-    let fields = chunk_data_prefix(&mut prefix, track, index, groups, data_len);
+    let fields = chunk_data_prefix(&mut prefix, track, index, path, groups, data_len);
     let body_len = body_len_of(fields + data_len)?;
     let mut buf = BytesMut::with_capacity(HEADER_LEN + fields);
     buf.put_u32(body_len);

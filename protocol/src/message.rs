@@ -147,6 +147,39 @@ pub struct ChunkRequest {
     pub deadline_ms: u32,
 }
 
+/// What the sender of a reply has seen of the path to its receiver: the
+/// QUIC packets it sent on this connection so far and how many of them it
+/// found lost. A receiver cannot see the losses on the way to it (QUIC
+/// retransmits them unseen); with this it knows whether a path is clean,
+/// which decides how much audio it must hold before it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathReport {
+    /// Packets sent.
+    pub sent: u64,
+    /// Packets found lost, at most `sent`.
+    pub lost: u64,
+}
+
+impl PathReport {
+    fn encoded_len(self) -> usize {
+        varint_len(self.sent) + varint_len(self.lost)
+    }
+
+    fn put(self, buf: &mut impl BufMut) {
+        buf.put_varint(self.sent);
+        buf.put_varint(self.lost);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let sent = r.varint("packets sent")?;
+        let lost = r.varint("packets lost")?;
+        if lost > sent {
+            return Err(ProtocolError::Invalid("more packets lost than sent"));
+        }
+        Ok(Self { sent, lost })
+    }
+}
+
 /// One chunk of a track. The receiver verifies it against the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkData {
@@ -154,6 +187,8 @@ pub struct ChunkData {
     pub track: TrackId,
     /// The chunk.
     pub index: ChunkIndex,
+    /// The sender's view of the path (see [`PathReport`]).
+    pub path: PathReport,
     /// The chaining values of its 4 KiB groups, concatenated, or empty
     /// (see [`crate::groups`]): with them the receiver checks the chunk a
     /// group at a time as it arrives.
@@ -175,6 +210,8 @@ pub struct ChunkHead {
     pub track: TrackId,
     /// The chunk.
     pub index: ChunkIndex,
+    /// The sender's view of the path (see [`PathReport`]).
+    pub path: PathReport,
     /// The group values (see [`ChunkData::groups`]).
     pub groups: Bytes,
     /// Bytes of chunk data that follow.
@@ -196,9 +233,10 @@ pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
     let head = (|| {
         let track = track(&mut r)?;
         let index = ChunkIndex(r.varint_u32("chunk index")?);
+        let path = PathReport::read(&mut r)?;
         let groups = read_group_hashes(&mut r)?;
         let data_len = r.len("chunk data", limits::MAX_CHUNK_SIZE as usize)?;
-        Ok(ChunkHead { track, index, groups, data_len, head_len: 2 + r.position() })
+        Ok(ChunkHead { track, index, path, groups, data_len, head_len: 2 + r.position() })
     })();
     match head {
         Err(ProtocolError::Truncated) if body.len() < body_len => Ok(None),
@@ -601,7 +639,7 @@ impl Message {
                     + varint_len(u64::from(m.deadline_ms))
             }
             Self::ChunkData(m) => {
-                chunk_data_header_len(m.index, &m.groups, m.data.len()) + m.data.len()
+                chunk_data_header_len(m.index, m.path, &m.groups, m.data.len()) + m.data.len()
             }
             Self::Have(m) => {
                 32 + varint_len(m.runs.len() as u64)
@@ -693,7 +731,7 @@ impl Message {
                 buf.put_varint(u64::from(m.deadline_ms));
             }
             Self::ChunkData(m) => {
-                put_chunk_data_header(buf, m.track, m.index, &m.groups, m.data.len());
+                put_chunk_data_header(buf, m.track, m.index, m.path, &m.groups, m.data.len());
                 buf.put_slice(&m.data);
             }
             Self::Have(m) => {
@@ -847,6 +885,7 @@ impl Message {
             MessageKind::ChunkData => Self::ChunkData(ChunkData {
                 track: track(r)?,
                 index: ChunkIndex(r.varint_u32("chunk index")?),
+                path: PathReport::read(r)?,
                 groups: read_group_hashes(r)?,
                 data: r.bytes("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
             }),
@@ -942,8 +981,14 @@ impl Message {
     }
 }
 
-fn chunk_data_header_len(index: ChunkIndex, groups: &[u8], data_len: usize) -> usize {
+fn chunk_data_header_len(
+    index: ChunkIndex,
+    path: PathReport,
+    groups: &[u8],
+    data_len: usize,
+) -> usize {
     32 + varint_len(u64::from(index.0))
+        + path.encoded_len()
         + varint_len(groups.len() as u64)
         + groups.len()
         + varint_len(data_len as u64)
@@ -953,11 +998,13 @@ fn put_chunk_data_header(
     buf: &mut impl BufMut,
     track: TrackId,
     index: ChunkIndex,
+    path: PathReport,
     groups: &[u8],
     len: usize,
 ) {
     buf.put_slice(track.as_bytes());
     buf.put_varint(u64::from(index.0));
+    path.put(buf);
     buf.put_varint(groups.len() as u64);
     buf.put_slice(groups);
     buf.put_varint(len as u64);
@@ -970,9 +1017,10 @@ pub(crate) fn chunk_data_prefix(
     buf: &mut impl BufMut,
     track: TrackId,
     index: ChunkIndex,
+    path: PathReport,
     groups: &[u8],
     data_len: usize,
 ) -> usize {
-    put_chunk_data_header(buf, track, index, groups, data_len);
-    chunk_data_header_len(index, groups, data_len)
+    put_chunk_data_header(buf, track, index, path, groups, data_len);
+    chunk_data_header_len(index, path, groups, data_len)
 }

@@ -249,10 +249,11 @@ fn chunk_data_header_plus_data_equals_the_full_frame() {
     let track = TrackId::from_bytes([9; 32]);
     let data = Bytes::from(vec![0xaa; 3000]);
     let groups = Bytes::from(vec![0x11; 64]);
-    let header = frame::chunk_data_header(track, ChunkIndex(5), &groups, data.len()).unwrap();
+    let path = PathReport { sent: 1_000_000, lost: 17 };
+    let header = frame::chunk_data_header(track, ChunkIndex(5), path, &groups, data.len()).unwrap();
     let mut joined = header.to_vec();
     joined.extend_from_slice(&data);
-    let msg = ChunkData { track, index: ChunkIndex(5), groups: groups.clone(), data };
+    let msg = ChunkData { track, index: ChunkIndex(5), path, groups: groups.clone(), data };
     let full = frame::encode(&Message::ChunkData(msg)).unwrap();
     assert_eq!(joined, full.to_vec());
 }
@@ -262,17 +263,18 @@ fn a_chunk_head_reads_from_any_prefix_of_the_body_and_only_when_whole() {
     let track = TrackId::from_bytes([9; 32]);
     let data = Bytes::from(vec![0xaa; 9000]);
     let groups = Bytes::from(vec![0x11; 96]);
-    let msg = ChunkData { track, index: ChunkIndex(300), groups: groups.clone(), data };
+    let path = PathReport { sent: 200, lost: 1 };
+    let msg = ChunkData { track, index: ChunkIndex(300), path, groups: groups.clone(), data };
     let wire = frame::encode(&Message::ChunkData(msg)).unwrap();
     let body = wire.slice(frame::LEN_PREFIX..);
-    let head_len = 2 + 32 + 2 + 1 + 96 + 2;
+    let head_len = 2 + 32 + 2 + 2 + 1 + 1 + 96 + 2;
     for cut in 0..head_len {
         assert_eq!(message::chunk_head(&body.slice(..cut), body.len()), Ok(None), "cut {cut}");
     }
     for cut in [head_len, head_len + 1, body.len()] {
         let head = message::chunk_head(&body.slice(..cut), body.len()).unwrap().unwrap();
         assert_eq!((head.index, head.data_len, head.head_len), (ChunkIndex(300), 9000, head_len));
-        assert_eq!((head.track, head.groups.clone()), (track, groups.clone()));
+        assert_eq!((head.track, head.groups.clone(), head.path), (track, groups.clone(), path));
     }
     // A body whose data length disagrees with the frame's is refused.
     assert!(message::chunk_head(&body, body.len() + 1).is_err());
@@ -281,7 +283,20 @@ fn a_chunk_head_reads_from_any_prefix_of_the_body_and_only_when_whole() {
     let bad = ChunkData {
         track,
         index: ChunkIndex(1),
+        path: PathReport::default(),
         groups: Bytes::from(vec![1; 33]),
+        data: Bytes::new(),
+    };
+    let wire = frame::encode(&Message::ChunkData(bad)).unwrap();
+    let body = wire.slice(frame::LEN_PREFIX..);
+    assert!(message::chunk_head(&body, body.len()).is_err());
+    assert!(frame::decode(&wire).is_err());
+    // A report of more packets lost than sent is refused.
+    let bad = ChunkData {
+        track,
+        index: ChunkIndex(1),
+        path: PathReport { sent: 3, lost: 4 },
+        groups: Bytes::new(),
         data: Bytes::new(),
     };
     let wire = frame::encode(&Message::ChunkData(bad)).unwrap();
@@ -294,7 +309,13 @@ fn a_chunk_head_reads_from_any_prefix_of_the_body_and_only_when_whole() {
 fn decoded_chunk_data_is_a_zero_copy_slice() {
     let track = TrackId::from_bytes([9; 32]);
     let data = Bytes::from(vec![0x55; 4096]);
-    let msg = ChunkData { track, index: ChunkIndex(0), groups: Bytes::new(), data };
+    let msg = ChunkData {
+        track,
+        index: ChunkIndex(0),
+        path: PathReport::default(),
+        groups: Bytes::new(),
+        data,
+    };
     let wire = frame::encode(&Message::ChunkData(msg)).unwrap();
     let f = frame::decode(&wire).unwrap();
     let Message::ChunkData(c) = f.message else { panic!("not chunk data") };

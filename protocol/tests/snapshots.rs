@@ -34,7 +34,7 @@ fn hello() {
             mapped: None,
             ticket: None,
         }),
-        "00000037 03 01
+        "00000037 04 01
          01 01
          1111111111111111111111111111111111111111111111111111111111111111
          01 04 7f000001 1ec6
@@ -51,7 +51,7 @@ fn chunk_request() {
             count: 4,
             deadline_ms: 250,
         }),
-        "00000027 03 06
+        "00000027 04 06
          2222222222222222222222222222222222222222222222222222222222222222
          ac02 04 fa01",
     );
@@ -63,12 +63,13 @@ fn chunk_data() {
         &Message::ChunkData(ChunkData {
             track: TrackId::from_bytes([0x33; 32]),
             index: ChunkIndex(1),
+            path: PathReport { sent: 300, lost: 2 },
             groups: Bytes::new(),
             data: Bytes::from_static(b"abc"),
         }),
-        "00000028 03 07
+        "0000002b 04 07
          3333333333333333333333333333333333333333333333333333333333333333
-         01 00 03 616263",
+         01 ac02 02 00 03 616263",
     );
 }
 
@@ -80,7 +81,7 @@ fn start_requests() {
             at_ms: 300,
             budget: 49_152,
         }),
-        "0000000b 03 0d 01 02 6162 ac02 808003",
+        "0000000b 04 0d 01 02 6162 ac02 808003",
     );
     snapshot(
         &Message::StartRequest(StartRequest {
@@ -88,7 +89,7 @@ fn start_requests() {
             at_ms: 0,
             budget: 1,
         }),
-        "00000025 03 0d 00
+        "00000025 04 0d 00
          4444444444444444444444444444444444444444444444444444444444444444
          00 01",
     );
@@ -98,7 +99,7 @@ fn start_requests() {
 fn error_reply() {
     snapshot(
         &Message::Error(ErrorReply { code: ErrorCode::UnknownTrack, message: "no".into() }),
-        "00000006 03 7f 02 02 6e6f",
+        "00000006 04 7f 02 02 6e6f",
     );
 }
 
@@ -142,7 +143,7 @@ fn hashes() {
             first_page: 1,
             data: Bytes::from_static(&[0x33; 32]),
         }),
-        "00000044 03 10
+        "00000044 04 10
          2222222222222222222222222222222222222222222222222222222222222222
          01 20
          3333333333333333333333333333333333333333333333333333333333333333",

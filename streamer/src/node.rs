@@ -35,7 +35,7 @@ use crate::identity::Identity;
 use crate::library::{Library, LibraryTrack};
 use crate::tls::{self, TransportLimits};
 use crate::transport::{Transport, peer_id_from_connection};
-use crate::wire::{read_frame_max, write_chunk, write_error, write_message};
+use crate::wire::{path_report, read_frame_max, write_chunk, write_error, write_message};
 
 /// The UDP port a node listens on when none is given.
 pub const DEFAULT_PORT: u16 = 47_800;
@@ -550,7 +550,7 @@ async fn push_start(
             r.budget = r.budget.min(SEALED_START_BUDGET);
             shared.stats.sealed_starts.fetch_add(1, Ordering::Relaxed);
             let budget = Semaphore::new(shared.limits.max_outstanding_bytes_per_peer);
-            serve_start(shared, &budget, &mut send, r).await
+            serve_start(shared, &budget, conn, &mut send, r).await
         }
         Err(why) => {
             shared.stats.sealed_refused.fetch_add(1, Ordering::Relaxed);
@@ -762,8 +762,8 @@ async fn serve_stream(
                 }
             }
         },
-        Message::ChunkRequest(r) => serve_chunks(shared, budget, &mut send, r).await?,
-        Message::StartRequest(r) => serve_start(shared, budget, &mut send, r).await?,
+        Message::ChunkRequest(r) => serve_chunks(shared, budget, &from.conn, &mut send, r).await?,
+        Message::StartRequest(r) => serve_start(shared, budget, &from.conn, &mut send, r).await?,
         Message::PeerExchange(px) => {
             let me = shared.transport.peer_id();
             let theirs: Vec<PeerInfo> = px
@@ -945,12 +945,13 @@ fn priority(deadline_ms: u32) -> i32 {
 async fn serve_chunks(
     shared: &Arc<Shared>,
     budget: &Semaphore,
+    conn: &Connection,
     send: &mut SendStream,
     r: ChunkRequest,
 ) -> Result<()> {
     shared.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
     let Some(track) = find(shared, &r.track) else {
-        return serve_cached_chunks(shared, send, r).await;
+        return serve_cached_chunks(shared, conn, send, r).await;
     };
     let count = track.manifest.layout().count();
     let end = u64::from(r.first.0) + u64::from(r.count);
@@ -972,7 +973,7 @@ async fn serve_chunks(
         // The first chunk of a reply is the one its asker may be waiting
         // on: it goes in groups, usable as they arrive.
         let in_groups = i == r.first.0;
-        if !send_library_chunk(shared, budget, send, &track, &file, index, in_groups).await? {
+        if !send_library_chunk(shared, budget, conn, send, &track, &file, index, in_groups).await? {
             break;
         }
     }
@@ -983,9 +984,11 @@ async fn serve_chunks(
 /// sends it (`in_groups`: with its group values, see
 /// [`crate::wire::write_chunk`]). Returns false (after an error frame) if
 /// the file changed since it was indexed: the track is then withdrawn.
+#[allow(clippy::too_many_arguments)]
 async fn send_library_chunk(
     shared: &Arc<Shared>,
     budget: &Semaphore,
+    conn: &Connection,
     send: &mut SendStream,
     track: &Arc<LibraryTrack>,
     file: &Arc<File>,
@@ -1019,7 +1022,7 @@ async fn send_library_chunk(
     .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
     match read {
         Ok((groups, data)) => {
-            write_chunk(send, track.manifest.id(), index, groups, data).await?;
+            write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data).await?;
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
             drop(permit);
@@ -1044,6 +1047,7 @@ async fn send_library_chunk(
 async fn serve_start(
     shared: &Arc<Shared>,
     budget: &Semaphore,
+    conn: &Connection,
     send: &mut SendStream,
     r: StartRequest,
 ) -> Result<()> {
@@ -1090,7 +1094,7 @@ async fn serve_start(
         // Every chunk of the first flight goes in groups: the start rule
         // may wait on any of them.
         for index in order.chunks {
-            if !send_library_chunk(shared, budget, send, &track, &file, index, true).await? {
+            if !send_library_chunk(shared, budget, conn, send, &track, &file, index, true).await? {
                 return Ok(());
             }
         }
@@ -1117,7 +1121,7 @@ async fn serve_start(
         // Have list).
         if let Some((groups, data)) = chunk {
             let len = data.len();
-            write_chunk(send, id, index, groups, data).await?;
+            write_chunk(send, id, index, path_report(conn), groups, data).await?;
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
         }
@@ -1179,6 +1183,7 @@ async fn write_hashes(
 /// is verified again as it is read back.
 async fn serve_cached_chunks(
     shared: &Shared,
+    conn: &Connection,
     send: &mut SendStream,
     r: ChunkRequest,
 ) -> Result<()> {
@@ -1216,7 +1221,7 @@ async fn serve_cached_chunks(
             .await;
         };
         let len = data.len();
-        write_chunk(send, r.track, index, groups, data).await?;
+        write_chunk(send, r.track, index, path_report(conn), groups, data).await?;
         shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
         shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
     }

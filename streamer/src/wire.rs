@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::frame::{self, Frame};
-use chorus_protocol::message::{ChunkHead, ErrorCode, ErrorReply, MessageKind};
+use chorus_protocol::message::{ChunkHead, ErrorCode, ErrorReply, MessageKind, PathReport};
 use chorus_protocol::{ChunkIndex, Message, ProtocolError, TrackId, limits};
 use quinn::{RecvStream, SendStream};
 
@@ -152,11 +152,20 @@ pub async fn write_chunk(
     send: &mut SendStream,
     track: TrackId,
     index: ChunkIndex,
+    path: PathReport,
     groups: Bytes,
     data: Bytes,
 ) -> Result<()> {
-    let header = frame::chunk_data_header(track, index, &groups, data.len())?;
+    let header = frame::chunk_data_header(track, index, path, &groups, data.len())?;
     timed(send.write_all_chunks(&mut [header, data])).await
+}
+
+/// This side's view of the path to the peer of `conn`, for the replies it
+/// sends ([`PathReport`]): the packets sent on the connection so far and
+/// those quinn found lost.
+pub fn path_report(conn: &quinn::Connection) -> PathReport {
+    let path = conn.stats().path;
+    PathReport { sent: path.sent_packets, lost: path.lost_packets.min(path.sent_packets) }
 }
 
 /// Writes an error reply.

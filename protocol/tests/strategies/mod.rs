@@ -94,6 +94,10 @@ pub fn catalog_entry() -> impl Strategy<Value = CatalogEntry> {
         )
 }
 
+pub fn path_report() -> impl Strategy<Value = PathReport> {
+    (any::<u64>(), any::<u64>()).prop_map(|(a, b)| PathReport { sent: a.max(b), lost: a.min(b) })
+}
+
 pub fn have_runs() -> impl Strategy<Value = Vec<ChunkRun>> {
     vec((0u32..1000, 1u32..1000), 0..20).prop_map(|gaps| {
         let mut next = 0u32;
@@ -151,10 +155,11 @@ pub fn message() -> impl Strategy<Value = Message> {
                 deadline_ms,
             })
         ),
-        (track_id(), any::<u32>(), 0usize..4, vec(any::<u8>(), 0..2000)).prop_map(
-            |(track, i, groups, data)| Message::ChunkData(ChunkData {
+        (track_id(), any::<u32>(), path_report(), 0usize..4, vec(any::<u8>(), 0..2000)).prop_map(
+            |(track, i, path, groups, data)| Message::ChunkData(ChunkData {
                 track,
                 index: ChunkIndex(i),
+                path,
                 groups: Bytes::from(vec![0x5a; 32 * groups]),
                 data: Bytes::from(data),
             })
