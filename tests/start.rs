@@ -238,6 +238,46 @@ async fn a_second_process_sends_its_start_sealed_in_the_handshake_and_gets_the_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_process() {
+    // `lan`: no loss, no rate limit, so no queue to overflow.
+    let link = LinkProfile::by_name("lan").unwrap();
+    let (node, _, _lib) = setup(Some(link.clone())).await;
+    let seed = node.transport().peer_id();
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("tickets");
+    let id = node.with_library(|l| l.best_match("deprecation").map(|e| e.track)).flatten().unwrap();
+    let want = Want::Track(id);
+    let first = new_process(&file, link.clone(), 10);
+    assert_eq!(first.resume().path(&seed), None);
+    // Two seconds of the WAV (about 350 KB, 300 packets and more).
+    let started = Instant::now();
+    let addr = node.transport().local_addr().unwrap();
+    let pool = Pool::dial_asking(&first, &[(addr, Some(seed))], Some((&want, Duration::ZERO)));
+    let s = pool.start(&want, Duration::ZERO).await.unwrap();
+    let m = s.answer.manifest.clone();
+    let head = whole_head(&s).await;
+    let options =
+        PlayOptions { head, duration: Some(Duration::from_secs(2)), ..PlayOptions::default() };
+    let wav = data.path().join("out.wav");
+    play(m, vec![s.source.clone()], OutputSpec::Wav(wav), options, started, |_| {}).await.unwrap();
+    // Every chunk reply's head carried the seed's packet counts on this
+    // connection; the store has the latest.
+    let seen = first.resume().path(&seed).expect("the seed reported nothing");
+    assert!(seen.sent >= chorus_streamer::scheduler::CLEAN_AFTER_PACKETS, "{seen:?}");
+    assert!(seen.lost * 1000 <= seen.sent, "loss on a link without any: {seen:?}");
+    assert_eq!(s.source.peer.path_seen(), Some(seen), "the source's peer reads the same");
+    // Kept with the ticket: the next process judges the path from the
+    // start, before the seed has sent it anything.
+    first.resume().save().unwrap();
+    let line = std::fs::read_to_string(&file).unwrap();
+    assert!(line.contains(&format!(" {}/{}", seen.sent, seen.lost)), "{line}");
+    first.close().await;
+    let second = new_process(&file, link, 20);
+    assert_eq!(second.resume().path(&seed), Some(seen));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_the_seed_cannot_open_costs_a_round_trip_not_an_error() {
     let (node, _, _lib) = setup(None).await;
     let seed = node.transport().peer_id();

@@ -8,13 +8,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_protocol::groups::{ChunkReceiver, VerifiedPart};
 use chorus_protocol::message::{
-    CatalogEntry, ChunkRequest, ChunkRun, Connect, Hello, ManifestRequest, PeerExchange, PeerInfo,
-    Rendezvous, SearchRequest, StartRequest, Want, WhoHas,
+    CatalogEntry, ChunkRequest, ChunkRun, Connect, Hello, ManifestRequest, PathReport,
+    PeerExchange, PeerInfo, Rendezvous, SearchRequest, StartRequest, Want, WhoHas,
 };
 use chorus_protocol::{
     ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
@@ -46,6 +47,9 @@ pub struct Peer {
     hello: Hello,
     version: u8,
     path: crate::nat::Path,
+    /// Where what the peer reports of the path from it is kept, with the
+    /// history of earlier connections ([`Peer::path_seen`]).
+    resume: Option<Arc<crate::resume::ResumeStore>>,
 }
 
 /// A manifest answer: the manifest, whether the peer is an original seed,
@@ -83,7 +87,15 @@ impl Peer {
             mapped: None,
             ticket: None,
         };
-        Self { conn, id, addr, hello, version: frame::MIN_VERSION, path: crate::nat::Path::Direct }
+        Self {
+            conn,
+            id,
+            addr,
+            hello,
+            version: frame::MIN_VERSION,
+            path: crate::nat::Path::Direct,
+            resume: None,
+        }
     }
 
     pub(crate) async fn handshake(
@@ -133,6 +145,27 @@ impl Peer {
     pub(crate) fn with_path(mut self, path: crate::nat::Path) -> Self {
         self.path = path;
         self
+    }
+
+    /// Keeps what this peer reports of the path in `store`
+    /// ([`Peer::note_path`]), where earlier connections' reports are.
+    pub(crate) fn with_resume(mut self, store: Arc<crate::resume::ResumeStore>) -> Self {
+        self.resume = Some(store);
+        self
+    }
+
+    /// Notes a report of the path from this peer (from a reply's head).
+    pub fn note_path(&self, report: PathReport) {
+        if let Some(store) = &self.resume {
+            store.note_path(self.id, self.conn.stable_id(), report);
+        }
+    }
+
+    /// What this peer has reported of the path from it, this connection
+    /// and earlier ones (earlier processes' too): packets sent and lost.
+    /// `None` before any report.
+    pub fn path_seen(&self) -> Option<PathReport> {
+        self.resume.as_ref()?.path(&self.id)
     }
 
     /// The negotiated protocol version.
@@ -313,7 +346,7 @@ impl Peer {
         let recv = self.request_on(opened, &Message::ChunkRequest(req)).await?;
         let parts = deadline_ms < PARTS_WITHIN_MS;
         let (manifest, next, end) = (manifest.clone(), first.0, first.0 + count);
-        Ok(ChunkStream { recv, manifest, next, end, current: None, parts })
+        Ok(ChunkStream { recv, manifest, next, end, current: None, parts, path: None })
     }
 
     /// Downloads a whole track into `path`, verifying every chunk. Writes to
@@ -425,9 +458,16 @@ pub struct HeadRest {
     current: Option<ChunkReceiver>,
     /// Parts checked while the start read the response, for the fetcher.
     parts: VecDeque<VerifiedPart>,
+    /// The peer's latest report of the path ([`HeadRest::path`]).
+    path: Option<PathReport>,
 }
 
 impl HeadRest {
+    /// What the peer reported of the path in the last chunk's head.
+    pub fn path(&self) -> Option<PathReport> {
+        self.path
+    }
+
     /// The chunks still expected: the one arriving now, and those to come.
     pub fn expected(&self) -> Vec<ChunkIndex> {
         self.current.iter().map(ChunkReceiver::index).chain(self.expected.iter().copied()).collect()
@@ -470,6 +510,7 @@ impl HeadRest {
                     learn_new_hashes(&self.manifest, &h)?;
                 }
                 Some(Reply::Chunk { head, first }) if head.track == self.manifest.id() => {
+                    self.path = Some(head.path);
                     let Some(pos) = self.expected.iter().position(|i| *i == head.index) else {
                         return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
                     };
@@ -636,6 +677,7 @@ async fn read_start(
         rate: None,
         current: None,
         parts: VecDeque::new(),
+        path: None,
     };
     let mut head = Vec::with_capacity(needed.len());
     let mut head_bytes = 0;
@@ -710,9 +752,17 @@ pub struct ChunkStream {
     current: Option<ChunkReceiver>,
     /// True if parts are handed out ([`PARTS_WITHIN_MS`]).
     parts: bool,
+    /// The peer's latest report of the path ([`ChunkStream::path`]).
+    path: Option<PathReport>,
 }
 
 impl ChunkStream {
+    /// What the peer reported of the path in the last chunk's head: its
+    /// packets sent and lost on this connection.
+    pub fn path(&self) -> Option<PathReport> {
+        self.path
+    }
+
     /// The next chunk, verified, or `None` once every requested chunk has
     /// arrived. A chunk that fails its hash ends the stream with
     /// [`chorus_protocol::ProtocolError::ChunkHashMismatch`]: the peer sent
@@ -745,6 +795,7 @@ impl ChunkStream {
                 Some(Reply::Chunk { head, first })
                     if head.track == self.manifest.id() && head.index.0 == self.next =>
                 {
+                    self.path = Some(head.path);
                     (head, first)
                 }
                 Some(Reply::Chunk { head, .. }) => {

@@ -322,6 +322,9 @@ pub async fn fetch_track(
             is_seed: s.is_seed || s.peer.path() == crate::nat::Path::Relayed,
             has_all: s.have.is_none(),
         });
+        if let Some(path) = s.peer.path_seen() {
+            sched.set_path(key, path);
+        }
         if let Some(runs) = &s.have {
             sched.peer_has(key, runs.iter().flat_map(|r| r.start..r.start.saturating_add(r.len)));
         }
@@ -395,6 +398,9 @@ pub async fn fetch_track(
                 is_seed: s.is_seed || s.peer.path() == crate::nat::Path::Relayed,
                 has_all: s.have.is_none(),
             });
+            if let Some(path) = s.peer.path_seen() {
+                sched.set_path(key, path);
+            }
             if let Some(runs) = &s.have {
                 sched.peer_has(
                     key,
@@ -525,6 +531,10 @@ pub async fn fetch_track(
                 let actions = match ev {
                     Event::Received { key, chunk } => {
                         tasks.remove(&(key, chunk));
+                        let seen = keys.get(&key).and_then(|&i| sources[i].peer.path_seen());
+                        if let Some(path) = seen {
+                            sched.set_path(key, path);
+                        }
                         sched.on_received(key, chunk, t)
                     }
                     Event::Part { chunk, bytes } => {
@@ -686,7 +696,12 @@ async fn request(
             // Verified by the stream (once); the store and the cache take
             // only verified chunks, and checked parts of one.
             match next.ok_or(Error::StreamEnded)? {
-                Arrival::Chunk(c) => break land(&store, &stats, cache, c, (&peer, is_seed)),
+                Arrival::Chunk(c) => {
+                    if let Some(path) = stream.path() {
+                        peer.note_path(path);
+                    }
+                    break land(&store, &stats, cache, c, (&peer, is_seed));
+                }
                 Arrival::Part(p) => land_part(&store, &p, &tx).await?,
             }
         }
@@ -785,6 +800,9 @@ fn adopt_head(
                 Ok(Some(Arrival::Chunk(chunk))) => {
                     let i = chunk.index().0;
                     pending.retain(|p| *p != i);
+                    if let Some(path) = rest.path() {
+                        from.0.note_path(path);
+                    }
                     let ev = match land(&store, &stats, cache.clone(), chunk, (&from.0, from.1)) {
                         Ok(_) => Event::Received { key, chunk: i },
                         Err(error) => {

@@ -41,11 +41,12 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chorus_protocol::message::{StartRequest, Ticket};
+use chorus_protocol::message::{PathReport, StartRequest, Ticket};
 use chorus_protocol::{Message, PeerId, frame};
 use ring::aead;
 
 use crate::identity::Identity;
+use crate::scheduler::CLEAN_AFTER_PACKETS;
 
 /// How long a ticket is good for.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -253,6 +254,34 @@ struct Entry {
     /// Server names of this process's recent dials to the peer: QUIC
     /// stores and takes tokens by server name.
     names: Vec<String>,
+    /// What the peer reported of the path from it on earlier connections
+    /// (kept in the file), and on the live one: (its `stable_id`, the
+    /// latest report). See [`ResumeStore::note_path`].
+    history: PathReport,
+    live: Option<(usize, PathReport)>,
+}
+
+impl Entry {
+    fn path(&self) -> PathReport {
+        let live = self.live.map(|(_, r)| r).unwrap_or_default();
+        PathReport {
+            sent: self.history.sent.saturating_add(live.sent),
+            lost: self.history.lost.saturating_add(live.lost),
+        }
+    }
+}
+
+/// Packets of path history kept per peer: older counts are halved past
+/// this, so the record follows a path that changes (a new router, a move
+/// from Wi-Fi to 4G) within a few sessions.
+const PATH_HISTORY: u64 = 20_000;
+
+fn decayed(mut r: PathReport) -> PathReport {
+    while r.sent > PATH_HISTORY {
+        r.sent /= 2;
+        r.lost /= 2;
+    }
+    r
 }
 
 #[derive(Default)]
@@ -268,7 +297,14 @@ impl StoreState {
     fn entry(&mut self, peer: PeerId) -> &mut Entry {
         let e = match self.entries.iter().position(|e| e.peer == peer) {
             Some(i) => self.entries.remove(i),
-            None => Entry { peer, ticket: None, tokens: Vec::new(), names: Vec::new() },
+            None => Entry {
+                peer,
+                ticket: None,
+                tokens: Vec::new(),
+                names: Vec::new(),
+                history: PathReport::default(),
+                live: None,
+            },
         };
         if self.entries.len() >= MAX_PEERS {
             self.entries.remove(0);
@@ -382,6 +418,53 @@ impl ResumeStore {
         e.names.push(name.to_owned());
     }
 
+    /// Notes what `peer` reported of the path from it on the connection
+    /// `conn` (its `stable_id`): its packets sent and lost so far. Reports
+    /// grow over a connection; a new connection's first report folds the
+    /// last one's into the history.
+    pub fn note_path(&self, peer: PeerId, conn: usize, report: PathReport) {
+        let mut s = self.lock();
+        let e = s.entry(peer);
+        match e.live {
+            Some((c, r)) if c == conn => {
+                if report.sent >= r.sent {
+                    e.live = Some((c, report));
+                }
+            }
+            old => {
+                if let Some((_, r)) = old {
+                    e.history = decayed(PathReport {
+                        sent: e.history.sent.saturating_add(r.sent),
+                        lost: e.history.lost.saturating_add(r.lost),
+                    });
+                }
+                e.live = Some((conn, report));
+            }
+        }
+    }
+
+    /// What `peer` reported of the path from it, over the connections this
+    /// store remembers (earlier processes' too): packets sent and lost.
+    /// Until it has reported [`CLEAN_AFTER_PACKETS`], what every peer
+    /// reported: most loss is on the listener's own link (Wi-Fi, a cell),
+    /// which every path shares, so that is the best guess for a peer not
+    /// yet heard from enough (the seed a start goes to is often one that
+    /// sent little before: a fallback), and its own reports replace it as
+    /// they come.
+    pub fn path(&self, peer: &PeerId) -> Option<PathReport> {
+        let s = self.lock();
+        let own = s.entries.iter().find(|e| e.peer == *peer).map(Entry::path).unwrap_or_default();
+        let p = if own.sent >= CLEAN_AFTER_PACKETS {
+            own
+        } else {
+            s.entries.iter().map(Entry::path).fold(PathReport::default(), |a, p| PathReport {
+                sent: a.sent.saturating_add(p.sent),
+                lost: a.lost.saturating_add(p.lost),
+            })
+        };
+        (p.sent > 0).then_some(p)
+    }
+
     /// QUIC tokens kept for `peer` (for tests and diagnostics).
     pub fn tokens(&self, peer: &PeerId) -> usize {
         self.lock().entries.iter().find(|e| e.peer == *peer).map_or(0, |e| e.tokens.len())
@@ -428,25 +511,44 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// One line per peer, least recently used first: `peer ticket-id key
-/// token,token`, hex, `-` for none.
+/// token,token sent/lost`, hex (the counts decimal), `-` for none.
 fn render(entries: &[Entry]) -> String {
-    let mut out = String::from("# chorus start tickets: peer ticket-id key tokens\n");
+    let mut out =
+        String::from("# chorus start tickets: peer ticket-id key tokens packets-sent/lost\n");
     // A peer dialled that gave nothing yet is not worth a line.
     for e in entries.iter().filter(|e| e.ticket.is_some() || !e.tokens.is_empty()) {
         let tokens: Vec<String> = e.tokens.iter().map(|t| hex(t)).collect();
         let (id, key) =
             e.ticket.as_ref().map_or(("-".into(), "-".into()), |t| (hex(&t.id), hex(&t.key)));
         let tokens = if tokens.is_empty() { "-".to_owned() } else { tokens.join(",") };
-        out.push_str(&format!("{} {id} {key} {tokens}\n", hex(e.peer.as_bytes())));
+        let path = decayed(e.path());
+        out.push_str(&format!(
+            "{} {id} {key} {tokens} {}/{}\n",
+            hex(e.peer.as_bytes()),
+            path.sent,
+            path.lost
+        ));
     }
     out
+}
+
+/// `sent/lost`, lost at most sent.
+fn parse_path(field: &str) -> Option<PathReport> {
+    let (sent, lost) = field.split_once('/')?;
+    let r = PathReport { sent: sent.parse().ok()?, lost: lost.parse().ok()? };
+    (r.lost <= r.sent).then_some(r)
 }
 
 fn parse(text: &str) -> Vec<Entry> {
     let mut entries = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [peer, id, key, tokens] = f.as_slice() else { continue };
+        // Files written before the path history have four fields.
+        let (peer, id, key, tokens, path) = match f.as_slice() {
+            [peer, id, key, tokens] => (peer, id, key, tokens, None),
+            [peer, id, key, tokens, path] => (peer, id, key, tokens, Some(*path)),
+            _ => continue,
+        };
         let Some(peer) = unhex(peer).and_then(|p| <[u8; 32]>::try_from(p).ok()) else { continue };
         let ticket = match (unhex(id), unhex(key)) {
             (Some(id), Some(key)) => match (<[u8; 16]>::try_from(id), <[u8; 32]>::try_from(key)) {
@@ -463,8 +565,15 @@ fn parse(text: &str) -> Vec<Entry> {
             .take(TOKENS_PER_PEER)
             .map(Bytes::from)
             .collect();
-        let names = Vec::new();
-        entries.push(Entry { peer: PeerId::from_bytes(peer), ticket, tokens, names });
+        let history = path.and_then(parse_path).map(decayed).unwrap_or_default();
+        entries.push(Entry {
+            peer: PeerId::from_bytes(peer),
+            ticket,
+            tokens,
+            names: Vec::new(),
+            history,
+            live: None,
+        });
         if entries.len() >= MAX_PEERS {
             break;
         }
@@ -549,5 +658,50 @@ mod tests {
         let damaged = ResumeStore::default();
         damaged.load(&path);
         assert_eq!(damaged.ticket(&node.peer_id(), now), None);
+    }
+
+    fn report(sent: u64, lost: u64) -> PathReport {
+        PathReport { sent, lost }
+    }
+
+    #[test]
+    fn path_reports_add_up_over_connections_and_outlive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tickets");
+        let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+        let store = ResumeStore::default();
+        store.load(&path);
+        assert_eq!(store.path(&a), None, "nothing reported yet");
+        // Reports grow over a connection: the latest stands.
+        store.note_path(a, 7, report(100, 1));
+        store.note_path(a, 7, report(300, 2));
+        store.note_path(a, 7, report(250, 2));
+        assert_eq!(store.path(&a), Some(report(300, 2)));
+        // A new connection's counts start again: the old ones are kept.
+        store.note_path(a, 8, report(50, 0));
+        assert_eq!(store.path(&a), Some(report(350, 2)));
+        // A peer heard from too little is judged by every peer's reports.
+        store.note_path(b, 9, report(40, 0));
+        assert_eq!(store.path(&b), Some(report(390, 2)));
+        // Kept with the ticket, and read back by the next process.
+        store.remember(a, Ticket { id: [3; 16], key: [4; 32] });
+        store.remember(b, Ticket { id: [5; 16], key: [6; 32] });
+        store.save().unwrap();
+        let again = ResumeStore::default();
+        again.load(&path);
+        assert_eq!(again.path(&a), Some(report(350, 2)));
+        again.note_path(a, 7, report(10, 0));
+        assert_eq!(again.path(&a), Some(report(360, 2)), "a new process's connection adds");
+        // A file from before the counts, or with bad ones, loads without them.
+        let line = |end: &str| format!("{} - - - {end}\n", hex(a.as_bytes()));
+        for text in [line("").trim_end().to_owned() + "\n", line("5/9"), line("x/1")] {
+            std::fs::write(&path, text).unwrap();
+            let old = ResumeStore::default();
+            old.load(&path);
+            assert_eq!(old.path(&a), None);
+        }
+        // Old counts fade: a path that changed is judged by its new
+        // behaviour within a few sessions.
+        assert_eq!(decayed(report(80_000, 800)), report(20_000, 200));
     }
 }

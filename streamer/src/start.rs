@@ -208,7 +208,9 @@ impl Pool {
                     (conn, actual, false)
                 }
             };
-            let provisional = Peer::before_hello(conn.clone(), actual, addr);
+            let resume = self.transport.resume().clone();
+            let provisional =
+                Peer::before_hello(conn.clone(), actual, addr).with_resume(resume.clone());
             {
                 let mut s = self.lock();
                 if s.handshaken.iter().all(|p| p.id() != actual) {
@@ -221,7 +223,7 @@ impl Pool {
             // The answer to a sealed start comes with the handshake: read
             // it while the hello goes.
             let (_, greeted) = tokio::join!(self.read_sealed(provisional, sealed), greet);
-            greeted
+            greeted.map(|p| p.with_resume(resume))
         }
         .await;
         let mut s = self.lock();

@@ -387,7 +387,7 @@ impl Transport {
         let listen = self.listen_addrs();
         let peer = Peer::handshake(conn, actual, addr, Message::Hello(self.hello(listen))).await?;
         self.learn_from(&peer);
-        Ok(peer)
+        Ok(peer.with_resume(self.resume().clone()))
     }
 
     /// [`Transport::connect`], asking for `track`'s manifest along with the
@@ -403,7 +403,7 @@ impl Transport {
         let hello = Message::Hello(self.hello(self.listen_addrs()));
         let (peer, answer) = Peer::handshake_asking(conn, actual, addr, hello, track).await?;
         self.learn_from(&peer);
-        Ok((peer, answer))
+        Ok((peer.with_resume(self.resume().clone()), answer))
     }
 
     /// This node's identity.
