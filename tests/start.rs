@@ -248,7 +248,7 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     let id = node.with_library(|l| l.best_match("deprecation").map(|e| e.track)).flatten().unwrap();
     let want = Want::Track(id);
     let first = new_process(&file, link.clone(), 10);
-    assert_eq!(first.resume().path(&seed), None);
+    assert_eq!(first.resume().path(), None);
     // Two seconds of the WAV (about 350 KB, 300 packets and more).
     let started = Instant::now();
     let addr = node.transport().local_addr().unwrap();
@@ -262,7 +262,7 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     play(m, vec![s.source.clone()], OutputSpec::Wav(wav), options, started, |_| {}).await.unwrap();
     // Every chunk reply's head carried the seed's packet counts on this
     // connection; the store has the latest.
-    let seen = first.resume().path(&seed).expect("the seed reported nothing");
+    let seen = first.resume().path().expect("the seed reported nothing");
     assert!(seen.sent >= chorus_streamer::scheduler::CLEAN_AFTER_PACKETS, "{seen:?}");
     assert!(seen.lost * 1000 <= seen.sent, "loss on a link without any: {seen:?}");
     assert_eq!(s.source.peer.path_seen(), Some(seen), "the source's peer reads the same");
@@ -273,7 +273,7 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     assert!(line.contains(&format!(" {}/{}", seen.sent, seen.lost)), "{line}");
     first.close().await;
     let second = new_process(&file, link, 20);
-    assert_eq!(second.resume().path(&seed), Some(seen));
+    assert_eq!(second.resume().path(), Some(seen));
     node.shutdown().await;
 }
 

@@ -161,11 +161,13 @@ impl Peer {
         }
     }
 
-    /// What this peer has reported of the path from it, this connection
-    /// and earlier ones (earlier processes' too): packets sent and lost.
+    /// What the peers have reported of the paths to this node (this
+    /// connection and earlier ones, earlier processes' too), as the start
+    /// rule judges this peer's path by: the worst of all peers' counts
+    /// together and of each peer's own ([`crate::resume::ResumeStore::path`]).
     /// `None` before any report.
     pub fn path_seen(&self) -> Option<PathReport> {
-        self.resume.as_ref()?.path(&self.id)
+        self.resume.as_ref()?.path()
     }
 
     /// The negotiated protocol version.

@@ -443,26 +443,33 @@ impl ResumeStore {
         }
     }
 
-    /// What `peer` reported of the path from it, over the connections this
-    /// store remembers (earlier processes' too): packets sent and lost;
-    /// or what all peers reported, where that is worse or the peer has
-    /// reported fewer than [`CLEAN_AFTER_PACKETS`]. Most loss is on the
-    /// listener's own link (Wi-Fi, a cell), which every path shares: on a
-    /// link losing 1%, one of five peers shows none in its first 200
-    /// packets one time in eight, and the whole tells the truth sooner.
-    /// And the peer a known start is sealed to (the seed) is often one
-    /// that sent little before, being a fallback.
-    pub fn path(&self, peer: &PeerId) -> Option<PathReport> {
+    /// What the peers reported of the paths from them to this node: over
+    /// the connections this store remembers
+    /// (earlier processes' too), packets sent and lost; the worst of all
+    /// peers' counts together and of each peer's own that has reported
+    /// [`CLEAN_AFTER_PACKETS`] or more. Most loss is on the listener's own
+    /// link (Wi-Fi, a cell), which every path shares: on a link losing 1%,
+    /// one of five peers shows none in its first 200 packets one time in
+    /// eight, and the whole tells the truth sooner; the peer a known start
+    /// is sealed to (the seed) is often one that sent little before, being
+    /// a fallback. And the counts are each peer's word: taking the worst,
+    /// a peer that claims a clean path cannot hide the losses others
+    /// report (claiming losses only makes starts cautious).
+    pub fn path(&self) -> Option<PathReport> {
         let s = self.lock();
-        let own = s.entries.iter().find(|e| e.peer == *peer).map(Entry::path).unwrap_or_default();
         let all = s.entries.iter().map(Entry::path).fold(PathReport::default(), |a, p| {
             PathReport { sent: a.sent.saturating_add(p.sent), lost: a.lost.saturating_add(p.lost) }
         });
-        // Loss rates compared without division: own.lost / own.sent
-        // against all.lost / all.sent.
-        let worse = u128::from(all.lost) * u128::from(own.sent)
-            > u128::from(own.lost) * u128::from(all.sent);
-        let p = if own.sent >= CLEAN_AFTER_PACKETS && !worse { own } else { all };
+        // Loss rates compared without division.
+        let worse = |a: PathReport, b: PathReport| {
+            u128::from(a.lost) * u128::from(b.sent) > u128::from(b.lost) * u128::from(a.sent)
+        };
+        let p = s
+            .entries
+            .iter()
+            .map(Entry::path)
+            .filter(|p| p.sent >= CLEAN_AFTER_PACKETS)
+            .fold(all, |w, p| if worse(p, w) { p } else { w });
         (p.sent > 0).then_some(p)
     }
 
@@ -672,38 +679,41 @@ mod tests {
         let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
         let store = ResumeStore::default();
         store.load(&path);
-        assert_eq!(store.path(&a), None, "nothing reported yet");
+        assert_eq!(store.path(), None, "nothing reported yet");
         // Reports grow over a connection: the latest stands.
         store.note_path(a, 7, report(100, 1));
         store.note_path(a, 7, report(300, 2));
         store.note_path(a, 7, report(250, 2));
-        assert_eq!(store.path(&a), Some(report(300, 2)));
+        assert_eq!(store.path(), Some(report(300, 2)));
         // A new connection's counts start again: the old ones are kept.
         store.note_path(a, 8, report(50, 0));
-        assert_eq!(store.path(&a), Some(report(350, 2)));
-        // A peer heard from too little is judged by every peer's reports,
-        // and so is one whose own look better than the whole.
+        assert_eq!(store.path(), Some(report(350, 2)));
+        // A peer is judged by the worst of all peers' counts together and
+        // of each one's with enough packets: one that claims a clean path
+        // does not hide the others' losses.
         store.note_path(b, 9, report(40, 0));
-        assert_eq!(store.path(&b), Some(report(390, 2)));
-        store.note_path(b, 9, report(400, 0));
-        assert_eq!(store.path(&b), Some(report(750, 2)));
-        assert_eq!(store.path(&a), Some(report(350, 2)), "its own are worse than the whole");
+        assert_eq!(store.path(), Some(report(350, 2)));
+        store.note_path(b, 9, report(u64::MAX, 0));
+        assert_eq!(store.path(), Some(report(350, 2)));
+        let c = PeerId::from_bytes([3; 32]);
+        store.note_path(c, 10, report(150, 1));
+        assert_eq!(store.path(), Some(report(350, 2)), "150 packets are too few alone");
         // Kept with the ticket, and read back by the next process.
         store.remember(a, Ticket { id: [3; 16], key: [4; 32] });
         store.remember(b, Ticket { id: [5; 16], key: [6; 32] });
         store.save().unwrap();
         let again = ResumeStore::default();
         again.load(&path);
-        assert_eq!(again.path(&a), Some(report(350, 2)));
+        assert_eq!(again.path(), Some(report(350, 2)));
         again.note_path(a, 7, report(10, 0));
-        assert_eq!(again.path(&a), Some(report(360, 2)), "a new process's connection adds");
+        assert_eq!(again.path(), Some(report(360, 2)), "a new process's connection adds");
         // A file from before the counts, or with bad ones, loads without them.
         let line = |end: &str| format!("{} - - - {end}\n", hex(a.as_bytes()));
         for text in [line("").trim_end().to_owned() + "\n", line("5/9"), line("x/1")] {
             std::fs::write(&path, text).unwrap();
             let old = ResumeStore::default();
             old.load(&path);
-            assert_eq!(old.path(&a), None);
+            assert_eq!(old.path(), None);
         }
         // Old counts fade: a path that changed is judged by its new
         // behaviour within a few sessions.
