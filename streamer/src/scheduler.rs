@@ -43,7 +43,9 @@
 //!   is buffered, less the frame straddling into the first missing chunk)
 //!   covers the time to fetch the rest of the track at the measured rate
 //!   with 15% headroom (less the time the rest takes to play), plus a
-//!   round trip and two chunks' fetch time as a safety margin.
+//!   safety margin: a round trip and two chunks' fetch time at a cautious
+//!   rate, or, on a path the peers report clean ([`Scheduler::set_path`]),
+//!   1.5 round trips, the checked part of a later chunk counted.
 //! - **Slow start.** Until a peer's rate is measured it may hold at most two
 //!   requests, so a guess never strands a queue at a slow peer.
 //!
