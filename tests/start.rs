@@ -247,33 +247,51 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     let file = data.path().join("tickets");
     let id = node.with_library(|l| l.best_match("deprecation").map(|e| e.track)).flatten().unwrap();
     let want = Want::Track(id);
+    let addr = node.transport().local_addr().unwrap();
+    // Two seconds of the WAV (about 350 KB, 300 packets and more), as a
+    // new process with the tickets file would play them.
+    let play_from = |listener: Transport, out: std::path::PathBuf| {
+        let want = want.clone();
+        async move {
+            let started = Instant::now();
+            let pool =
+                Pool::dial_asking(&listener, &[(addr, Some(seed))], Some((&want, Duration::ZERO)));
+            let s = pool.start(&want, Duration::ZERO).await.unwrap();
+            let m = s.answer.manifest.clone();
+            let head = whole_head(&s).await;
+            let duration = Some(Duration::from_secs(2));
+            let options = PlayOptions { head, duration, ..PlayOptions::default() };
+            let source = s.source.clone();
+            let r = play(m, vec![source.clone()], OutputSpec::Wav(out), options, started, |_| {})
+                .await
+                .unwrap();
+            (listener, source, r)
+        }
+    };
     let first = new_process(&file, link.clone(), 10);
     assert_eq!(first.resume().path(), None);
-    // Two seconds of the WAV (about 350 KB, 300 packets and more).
-    let started = Instant::now();
-    let addr = node.transport().local_addr().unwrap();
-    let pool = Pool::dial_asking(&first, &[(addr, Some(seed))], Some((&want, Duration::ZERO)));
-    let s = pool.start(&want, Duration::ZERO).await.unwrap();
-    let m = s.answer.manifest.clone();
-    let head = whole_head(&s).await;
-    let options =
-        PlayOptions { head, duration: Some(Duration::from_secs(2)), ..PlayOptions::default() };
-    let wav = data.path().join("out.wav");
-    play(m, vec![s.source.clone()], OutputSpec::Wav(wav), options, started, |_| {}).await.unwrap();
+    let (first, source, r) = play_from(first, data.path().join("1.wav")).await;
+    let (cautious, clean) = r.start_margin.expect("the start rule was not judged");
+    assert!(!clean && cautious >= Duration::from_millis(125), "no reports yet: {cautious:?}");
     // Every chunk reply's head carried the seed's packet counts on this
     // connection; the store has the latest.
     let seen = first.resume().path().expect("the seed reported nothing");
     assert!(seen.sent >= chorus_streamer::scheduler::CLEAN_AFTER_PACKETS, "{seen:?}");
     assert!(seen.lost * 1000 <= seen.sent, "loss on a link without any: {seen:?}");
-    assert_eq!(s.source.peer.path_seen(), Some(seen), "the source's peer reads the same");
+    assert_eq!(source.peer.path_seen(), Some(seen), "the source's peer reads the same");
     // Kept with the ticket: the next process judges the path from the
-    // start, before the seed has sent it anything.
+    // start, before the seed has sent it anything, and starts on a round
+    // trip and a half.
     first.resume().save().unwrap();
     let line = std::fs::read_to_string(&file).unwrap();
     assert!(line.contains(&format!(" {}/{}", seen.sent, seen.lost)), "{line}");
     first.close().await;
     let second = new_process(&file, link, 20);
     assert_eq!(second.resume().path(), Some(seen));
+    let (second, _, r) = play_from(second, data.path().join("2.wav")).await;
+    let (margin, clean) = r.start_margin.expect("the start rule was not judged");
+    assert!(clean && margin < cautious, "{margin:?} on a clean path, {cautious:?} before");
+    second.close().await;
     node.shutdown().await;
 }
 

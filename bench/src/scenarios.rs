@@ -98,6 +98,10 @@ fn record_start(rec: &Recorder, swarm: &Swarm, metric: &str, r: &PlayResult) {
         Unit::Count,
         r.report.requests_before_start as f64,
     );
+    if let Some((_, clean)) = r.report.start_margin {
+        let pct = if clean { 100.0 } else { 0.0 };
+        rec.add("single", profile, &format!("{metric}_clean_path_pct"), Unit::Pct, pct);
+    }
 }
 
 /// Plays what [`chorus_cli::play::prepare`] found, as `chorus play` does.

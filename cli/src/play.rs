@@ -1206,6 +1206,10 @@ fn print_timeline(t: &Timeline, r: &PlaybackReport, asked: Instant, epoch: Insta
         line.push_str(&format!(", {step} {}", ms(shift + *at)));
     }
     line.push_str(&format!(", chunk requests before start {}", r.requests_before_start));
+    if let Some((margin, clean)) = r.start_margin {
+        let path = if clean { "the path clean" } else { "the path's loss unknown or seen" };
+        line.push_str(&format!(", start margin {} ({path})", ms(margin)));
+    }
     if let Some(open) = r.output_open {
         line.push_str(&format!(", output open {}", ms(open)));
     }

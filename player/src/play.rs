@@ -106,6 +106,10 @@ pub struct PlaybackReport {
     /// Chunk requests the fetcher sent before playback was allowed to
     /// start (0 when the head given in [`PlayOptions::head`] sufficed).
     pub requests_before_start: u64,
+    /// The start rule's margin when playback was allowed to start, and
+    /// whether the peers reported the path clean (`None`: the head
+    /// sufficed, the track was whole, or the rule was not judged).
+    pub start_margin: Option<(Duration, bool)>,
     /// When the decoder was open at the start point, from the start
     /// (`None` when joined without a gap).
     pub decoder_ready: Option<Duration>,
@@ -426,6 +430,10 @@ impl Player {
             bytes_from_cache,
             joined: !new_sink,
             requests_before_start: fetch_stats.requests_before_start.load(Relaxed),
+            start_margin: match fetch_stats.start_margin_us.load(Relaxed) {
+                0 => None,
+                us => Some((Duration::from_micros(us), fetch_stats.start_clean.load(Relaxed))),
+            },
             decoder_ready: if new_sink { stats.time_to_decoder_ready() } else { None },
             output_open: if new_sink { stats.time_to_output_open() } else { None },
         })

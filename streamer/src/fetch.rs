@@ -102,6 +102,11 @@ pub struct FetchStats {
     /// Chunk requests sent before the start rule was first met (seeks
     /// not counted).
     pub requests_before_start: AtomicU64,
+    /// The start rule's margin when it was first met, in microseconds (0:
+    /// not met yet), and whether the peers reported the path clean.
+    pub start_margin_us: AtomicU64,
+    /// See [`FetchStats::start_margin_us`].
+    pub start_clean: std::sync::atomic::AtomicBool,
     /// Times the driver went to sleep (after each event, change and timer).
     pub wakeups: AtomicU64,
 }
@@ -460,6 +465,10 @@ pub async fn fetch_track(
         {
             let sent = stats.requests.load(Ordering::Relaxed);
             stats.requests_before_start.store(sent, Ordering::Relaxed);
+            let (margin, clean) = sched.start_margin_now();
+            let us = u64::try_from(margin.as_micros()).unwrap_or(u64::MAX).max(1);
+            stats.start_margin_us.store(us, Ordering::Relaxed);
+            stats.start_clean.store(clean, Ordering::Relaxed);
             started = true;
         }
         // Nothing is asked for before its hash can be checked: the pages

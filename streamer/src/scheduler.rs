@@ -1172,6 +1172,12 @@ impl Scheduler {
         self.margin_and_path().0
     }
 
+    /// The start rule's margin now, and whether it comes from a path the
+    /// peers report clean (for `-v` and the benchmark).
+    pub fn start_margin_now(&self) -> (Duration, bool) {
+        self.margin_and_path()
+    }
+
     /// [`Self::start_margin`], and whether it comes from a clean path.
     fn margin_and_path(&self) -> (Duration, bool) {
         let chunk = f64::from(self.largest);
@@ -1701,7 +1707,7 @@ mod tests {
         assert_eq!(s.playable(ms(0), true), Duration::from_micros(148_500));
         assert!(s.ready_to_start(ms(0)));
         // Unknown, too few packets, or one in a hundred lost: the margin
-        // is a round trip and two chunks at the cautious rate (80 + 128
+        // is a round trip and two chunks at the cautious rate (80 + 125
         // ms), and the part of a later chunk does not count (68 ms).
         let few = PathReport { sent: CLEAN_AFTER_PACKETS - 1, lost: 0 };
         let lossy = PathReport { sent: 10_000, lost: 100 };
