@@ -197,6 +197,11 @@ impl<'a> Reader<'a> {
     /// A byte string as a zero-copy slice of the input.
     pub(crate) fn bytes(&mut self, what: &'static str, max: usize) -> Result<Bytes> {
         let n = self.len(what, max)?;
+        self.slice(n)
+    }
+
+    /// The next `n` bytes as a zero-copy slice of the input.
+    pub(crate) fn slice(&mut self, n: usize) -> Result<Bytes> {
         if self.remaining() < n {
             return Err(ProtocolError::Truncated);
         }

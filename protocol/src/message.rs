@@ -230,14 +230,10 @@ pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
     }
     let fields = body.slice(2..);
     let mut r = Reader::new(&fields);
-    let head = (|| {
-        let track = track(&mut r)?;
-        let index = ChunkIndex(r.varint_u32("chunk index")?);
-        let path = PathReport::read(&mut r)?;
-        let groups = read_group_hashes(&mut r)?;
-        let data_len = r.len("chunk data", limits::MAX_CHUNK_SIZE as usize)?;
-        Ok(ChunkHead { track, index, path, groups, data_len, head_len: 2 + r.position() })
-    })();
+    let head = read_chunk_head(&mut r).map(|mut h| {
+        h.head_len = 2 + r.position();
+        h
+    });
     match head {
         Err(ProtocolError::Truncated) if body.len() < body_len => Ok(None),
         Err(e) => Err(e),
@@ -245,6 +241,19 @@ pub fn chunk_head(body: &Bytes, body_len: usize) -> Result<Option<ChunkHead>> {
         Ok(h) if h.head_len + h.data_len > body_len => Err(ProtocolError::Truncated),
         Ok(h) => Err(ProtocolError::TrailingBytes(body_len - h.head_len - h.data_len)),
     }
+}
+
+/// The fields of a chunk-data payload before its data (`head_len` left
+/// 0): what [`chunk_head`] and [`Message::decode`] both read.
+fn read_chunk_head(r: &mut Reader<'_>) -> Result<ChunkHead> {
+    Ok(ChunkHead {
+        track: track(r)?,
+        index: ChunkIndex(r.varint_u32("chunk index")?),
+        path: PathReport::read(r)?,
+        groups: read_group_hashes(r)?,
+        data_len: r.len("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
+        head_len: 0,
+    })
 }
 
 fn read_group_hashes(r: &mut Reader<'_>) -> Result<Bytes> {
@@ -882,13 +891,17 @@ impl Message {
                 count: chunk_count(r)?,
                 deadline_ms: r.varint_u32("deadline")?,
             }),
-            MessageKind::ChunkData => Self::ChunkData(ChunkData {
-                track: track(r)?,
-                index: ChunkIndex(r.varint_u32("chunk index")?),
-                path: PathReport::read(r)?,
-                groups: read_group_hashes(r)?,
-                data: r.bytes("chunk data", limits::MAX_CHUNK_SIZE as usize)?,
-            }),
+            MessageKind::ChunkData => {
+                let h = read_chunk_head(r)?;
+                let data = r.slice(h.data_len)?;
+                Self::ChunkData(ChunkData {
+                    track: h.track,
+                    index: h.index,
+                    path: h.path,
+                    groups: h.groups,
+                    data,
+                })
+            }
             MessageKind::Have => {
                 let track = track(r)?;
                 let n = r.len("have runs", limits::MAX_HAVE_RUNS)?;
