@@ -28,17 +28,29 @@ pub async fn read_frame_max(recv: &mut RecvStream, max: usize) -> Result<Option<
         let max = u32::try_from(max).unwrap_or(u32::MAX);
         return Err(ProtocolError::FrameTooLarge { len: len as u64, max }.into());
     }
+    let body = read_body(recv, Bytes::new(), len).await?;
+    Ok(Some(frame::decode_body(body)?))
+}
+
+/// The rest of a frame body of `len` bytes of which `got` has come: it
+/// grows only with bytes received, and a body that arrives in one piece
+/// is kept without a copy.
+async fn read_body(recv: &mut RecvStream, got: Bytes, len: usize) -> Result<Bytes> {
+    if got.len() >= len {
+        return Ok(got);
+    }
     let mut body = BytesMut::new();
+    body.extend_from_slice(&got);
     while body.len() < len {
-        let Some(chunk) = recv.read_chunk(len - body.len(), true).await? else {
+        let Some(piece) = recv.read_chunk(len - body.len(), true).await? else {
             return Err(Error::StreamEnded);
         };
-        if body.is_empty() && chunk.bytes.len() == len {
-            return Ok(Some(frame::decode_body(chunk.bytes)?));
+        if body.is_empty() && piece.bytes.len() == len {
+            return Ok(piece.bytes);
         }
-        body.extend_from_slice(&chunk.bytes);
+        body.extend_from_slice(&piece.bytes);
     }
-    Ok(Some(frame::decode_body(body.freeze())?))
+    Ok(body.freeze())
 }
 
 /// What [`read_reply`] read: a whole message, or the head of a chunk
@@ -94,18 +106,8 @@ pub async fn read_reply(recv: &mut RecvStream) -> Result<Option<Reply>> {
             joined.freeze()
         };
     }
-    if got.len() == len {
-        return Ok(Some(Reply::Message(frame::decode_body(got)?.message)));
-    }
-    let mut body = BytesMut::with_capacity(len.min(64 * 1024));
-    body.extend_from_slice(&got);
-    while body.len() < len {
-        let Some(piece) = recv.read_chunk(len - body.len(), true).await? else {
-            return Err(Error::StreamEnded);
-        };
-        body.extend_from_slice(&piece.bytes);
-    }
-    Ok(Some(Reply::Message(frame::decode_body(body.freeze())?.message)))
+    let body = read_body(recv, got, len).await?;
+    Ok(Some(Reply::Message(frame::decode_body(body)?.message)))
 }
 
 /// Reads a frame's length prefix: `None` if the stream ended before it.
