@@ -180,9 +180,12 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         // Replay: the first track again; its start is in the cache.
         let started = Instant::now();
         let prepared = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await?;
-        let r = play_prepared(prepared, Some(cache), started, &plan).await?;
+        let r = play_prepared(prepared, Some(cache.clone()), started, &plan).await?;
         record_start(rec, swarm, "start_replay", &r);
         bar.inc(1);
+        // As `chorus play` does before it exits: the cache's writes done
+        // (they would otherwise run into the next process's start).
+        let _ = tokio::task::spawn_blocking(move || cache.flush(Duration::from_secs(2))).await;
         listener.resume().save()?;
         let host = listener.local_addr()?.ip();
         listener.close().await;
