@@ -673,6 +673,20 @@ mod tests {
     }
 
     #[test]
+    fn path_reports_from_many_peers_keep_the_store_bounded() {
+        // Every peer that sends a chunk reply leaves its counts: strangers
+        // by the hundred make the store drop its least recently used.
+        let store = ResumeStore::default();
+        for i in 0..(MAX_PEERS + 50) {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            store.note_path(PeerId::from_bytes(id), i, report(1_000, 0));
+        }
+        assert_eq!(store.lock().entries.len(), MAX_PEERS);
+        assert_eq!(store.path(), Some(report(1_000 * MAX_PEERS as u64, 0)));
+    }
+
+    #[test]
     fn path_reports_add_up_over_connections_and_outlive_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tickets");
