@@ -244,3 +244,24 @@ async fn the_output_opens_before_any_chunk_has_come() {
     s.client.close().await;
     s.seed.stop().await;
 }
+
+/// A play shorter than the sink's prebuffer (`--duration 0.01`) in a
+/// player that keeps its sink open for the next track: what was decoded
+/// plays at once, and the report has its first audio. (The sink waited
+/// for a prebuffer that was never coming and the play took 5 s to end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_shorter_than_the_prebuffer_starts_in_a_sink_kept_open() {
+    let s = swarm(&["awakening.flac"]).await;
+    let (_, manifest) = s.manifests[0].clone();
+    let mut player = chorus_player::play::Player::new(OutputSpec::Null, true);
+    let options = PlayOptions { duration: Some(Duration::from_millis(5)), ..Default::default() };
+    assert!(options.prebuffer > Duration::from_millis(5), "the play is shorter than it");
+    let report = player
+        .play(manifest, vec![source(&s.peer)], options, Instant::now(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.time_to_first_audio.is_some(), "the sink started on what it had");
+    player.finish().await.unwrap();
+    s.client.close().await;
+    s.seed.stop().await;
+}

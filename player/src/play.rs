@@ -728,6 +728,13 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
         Err(Error::Source(_)) if stopped() => {}
         r => r?,
     }
+    // All of the track that will be played is in the sink: a real-time
+    // sink kept open for the next track starts now even if it holds less
+    // than its prebuffer (a --duration shorter than it), instead of
+    // waiting for audio that is not coming.
+    if frames > 0 {
+        t.stats.primed.store(true, Relaxed);
+    }
     let end = base + Duration::from_secs_f64(frames as f64 / f64::from(format.rate.max(1)));
     Ok((rate, format.rate, started_at, end))
 }

@@ -220,8 +220,11 @@ impl RingReader {
                 // not played (it is dropped when its segment begins).
                 break;
             }
-            let waiting =
-                self.cons.occupied_len() < self.prebuffer || !self.stats.gate.load(Relaxed);
+            // The first start also goes ahead on less than the prebuffer
+            // once the writer says all there is to play is in (primed).
+            let short = self.cons.occupied_len() < self.prebuffer
+                && (self.started || !self.stats.primed.load(Relaxed));
+            let waiting = short || !self.stats.gate.load(Relaxed);
             if (!self.started || self.awaiting) && waiting && !eos {
                 break;
             }
