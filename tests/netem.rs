@@ -75,3 +75,41 @@ fn profiles_are_named_and_sane() {
     assert_eq!(LinkProfile::by_name("4g").unwrap().loss, 0.01);
     assert!(LinkProfile::by_name("nope").is_none());
 }
+
+/// A play asks a peer for no more than a round trip's work and a little
+/// more at a time. Given a second's work, a peer 80 ms away (its uplink
+/// 20 Mbit/s with a 250 ms drop-tail queue, no random loss) grew its
+/// congestion window until the queue overflowed: packets lost on a path
+/// that loses none, and a next start that judged it unclean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_does_not_overfill_the_queue_at_its_peers_bottleneck() {
+    use chorus_player::play::{PlayOptions, play};
+    use chorus_player::sink::OutputSpec;
+    let profile = LinkProfile::by_name("transatlantic").unwrap();
+    let (node, client, _lib) = seed_and_listener(&["deprecation.wav"], Some((profile, 5)));
+    let manifest =
+        node.with_library(|l| l.tracks().next().map(|t| t.manifest.clone())).flatten().unwrap();
+    let peer = client.connect(node.transport().local_addr().unwrap(), None).await.unwrap();
+    // A peer, not the seed: it is also given prefetch beyond the window.
+    let source =
+        chorus_streamer::fetch::Source { peer, is_seed: false, have: None, head_rest: None };
+    let options = PlayOptions { duration: Some(Duration::from_secs(6)), ..Default::default() };
+    // A seek into the middle a second in: the reader, not playing, asks
+    // for what it can (24 s of the WAV's audio, 4 MB) at once.
+    let report = play(manifest, vec![source], OutputSpec::Null, options, Instant::now(), |p| {
+        let p = p.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            p.seek(Duration::from_secs(30));
+        });
+    })
+    .await;
+    let report = report.unwrap();
+    let link = node.transport().link_stats().unwrap();
+    let (sent, dropped) = (link.sent.load(Relaxed), link.dropped.load(Relaxed));
+    // The fetch ran well ahead of what played (WAV: 176 KB/s).
+    assert!(report.bytes_fetched > 2_000_000, "{} bytes fetched", report.bytes_fetched);
+    assert_eq!(dropped, 0, "{dropped} of {sent} packets dropped at the full queue");
+    client.close().await;
+    node.shutdown().await;
+}
