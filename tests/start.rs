@@ -513,3 +513,60 @@ fn a_wav_index_says_when_each_chunk_plays_within_a_kilobyte_and_never_late() {
         );
     }
 }
+
+/// A track whose start is in the cache (played before) starts from it: no
+/// start request, no round trip; the pool's peers join for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_whose_start_is_cached_starts_from_the_cache_and_peers_join_for_the_rest() {
+    use chorus_streamer::cache::ChunkCache;
+    use chorus_streamer::fetch::FetchConfig;
+    let (node, listener, _lib) = setup(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(ChunkCache::open(dir.path(), 1 << 30).unwrap());
+    let id = node
+        .with_library(|l| {
+            l.tracks().find(|t| t.file_name == "apex-aleph.ogg").map(|t| t.manifest.id())
+        })
+        .flatten()
+        .unwrap()
+        .to_string();
+    let out = tempfile::tempdir().unwrap();
+    let with_cache = |seconds: u64| PlayOptions {
+        duration: Some(Duration::from_secs(seconds)),
+        fetch: FetchConfig { cache: Some(cache.clone()), ..FetchConfig::default() },
+        ..PlayOptions::default()
+    };
+    // Played once: its first seconds (and the hash list) go to the cache.
+    let pool = pool_for(&listener, &node);
+    let first = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await.unwrap();
+    assert_eq!(first.sources.len(), 1, "the first play asked a peer");
+    let wav = OutputSpec::Wav(out.path().join("first.wav"));
+    let report = play(first.manifest, first.sources, wav, with_cache(8), Instant::now(), |_| {});
+    report.await.unwrap();
+    assert!(cache.flush(Duration::from_secs(10)));
+
+    // Again, from a new pool: the start is the cache's, and 40 s of audio
+    // (the cache holds less) come from the peer that joins.
+    let pool = pool_for(&listener, &node);
+    let again = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await.unwrap();
+    assert!(again.sources.is_empty(), "no peer asked before the start");
+    let steps: Vec<&str> = again.timeline.steps.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, vec!["start in the cache"]);
+    let mut joins = again.joins.expect("peers join");
+    let wav = OutputSpec::Wav(out.path().join("again.wav"));
+    let report = play(again.manifest, Vec::new(), wav, with_cache(40), Instant::now(), |p| {
+        let p = p.clone();
+        tokio::spawn(async move {
+            while let Some(source) = joins.recv().await {
+                p.add_source(source);
+            }
+        });
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.requests_before_start, 0);
+    assert!(report.bytes_from_cache > 0);
+    assert!(report.bytes_fetched > 0, "the rest came from the peer that joined");
+    assert!(report.played >= Duration::from_secs(39), "played {:?}", report.played);
+    node.shutdown().await;
+}

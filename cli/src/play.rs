@@ -12,7 +12,7 @@ use chorus_player::sink::OutputSpec;
 use chorus_protocol::VerifiedChunk;
 use chorus_protocol::message::CatalogEntry;
 use chorus_protocol::message::Want;
-use chorus_protocol::{Manifest, PeerId, TrackId};
+use chorus_protocol::{ChunkIndex, Manifest, PeerId, TrackId};
 use chorus_streamer::client::{MAX_SEARCH_RESULTS, Peer};
 use chorus_streamer::fetch::{PREFETCH_AHEAD, PREFETCH_LEAD, Source, prefetch};
 use chorus_streamer::nat::{self, Path};
@@ -189,6 +189,66 @@ fn cached_entry(m: &Manifest) -> CatalogEntry {
     chorus_streamer::library::catalog_entry(m, String::new())
 }
 
+/// The other peers of the pool that hold `track` as they answer, and the
+/// holders they know of (who-has), found meanwhile; `first`: the source
+/// already in use.
+fn sources_joining(
+    pool: &Arc<Pool>,
+    track: TrackId,
+    first: Option<chorus_streamer::client::Peer>,
+) -> tokio::sync::mpsc::Receiver<Source> {
+    let mut joins = pool.join_sources(track, first.as_ref().map(|p| p.id()));
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let p = pool.clone();
+    tokio::spawn(async move {
+        let discovering = async {
+            // In the background: let every dial answer (bounded) so each
+            // peer is asked.
+            p.settle(CONNECT_GRACE).await;
+            let asked = p.peers();
+            let mut known = asked.clone();
+            known.extend(first);
+            let (ups, ups_rx) = tokio::sync::mpsc::channel(8);
+            upgrades_to_sources(track, ups_rx, tx.clone());
+            for peer in discover(p.transport(), &asked, &known, track, Some(ups)).await {
+                if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
+                    let _ = tx.send(Source { peer, is_seed, have, head_rest: None }).await;
+                }
+            }
+        };
+        let forwarding = async {
+            while let Some(src) = joins.recv().await {
+                if tx.send(src).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::join!(discovering, forwarding);
+    });
+    rx
+}
+
+/// A track by id whose start at `at` is in the cache: its manifest, the
+/// header chunks and enough audio from `at` for the start rule with no
+/// peer yet ([`chorus_streamer::scheduler::ALONE_START_AHEAD`], and a
+/// second more: the rule counts what can play, less a frame).
+fn cached_start(
+    cache: &chorus_streamer::cache::ChunkCache,
+    id: &TrackId,
+    at: Duration,
+) -> Option<Prepared> {
+    let m = cache.manifest(id)?;
+    let layout = *m.layout();
+    let first = m.chunk_at_time(at);
+    let until = m.chunk_at_time(at + chorus_streamer::scheduler::ALONE_START_AHEAD + ONE_SECOND);
+    let held = |i: ChunkIndex| cache.holds(id, i);
+    let headers = layout.indices().filter(|i| m.is_header_chunk(*i)).all(held);
+    let ahead = (first.0..=until.0).map(ChunkIndex).all(held);
+    (headers && ahead).then(|| Prepared::new(cached_entry(&m), m, Vec::new()))
+}
+
+const ONE_SECOND: Duration = Duration::from_secs(1);
+
 /// Finds a track the cache holds whole, by id (prefix) or words of its
 /// title, artist or album.
 fn resolve_cached(cache: &chorus_streamer::cache::ChunkCache, query: &str) -> Option<Prepared> {
@@ -271,6 +331,19 @@ pub async fn prepare(
     at: Duration,
 ) -> Result<Prepared> {
     let want = want_of(query);
+    // A track whose start is in the cache plays from it at once, while the
+    // peers are asked for the rest (an answer sealed in a handshake for it
+    // is forgone). Only with peers to ask: offline, a track the cache
+    // holds in part would stop where its cached part ends.
+    if let Some(Want::Track(id)) = &want
+        && pool.has_prospects()
+        && let Some(mut prepared) = cached_start(cache, id, at)
+    {
+        pool.forgo_sealed();
+        prepared.timeline.steps.push(("start in the cache", pool.epoch().elapsed()));
+        prepared.joins = Some(sources_joining(pool, *id, None));
+        return Ok(prepared);
+    }
     let started = match &want {
         Some(want) => pool.start(want, at).await,
         None => Err(chorus_streamer::Error::NoPeer("an id prefix needs a search".into())),
@@ -278,35 +351,7 @@ pub async fn prepare(
     match started {
         Ok(s) => {
             let track = s.answer.manifest.id();
-            let mut joins = pool.join_sources(track, s.source.peer.id());
-            // Holders the pool's peers know of join too, found meanwhile.
-            let (tx, rx) = tokio::sync::mpsc::channel(32);
-            let (p, first) = (pool.clone(), s.source.peer.clone());
-            tokio::spawn(async move {
-                let discovering = async {
-                    // In the background: let every dial answer (bounded)
-                    // so each peer is asked.
-                    p.settle(CONNECT_GRACE).await;
-                    let asked = p.peers();
-                    let mut known = asked.clone();
-                    known.push(first);
-                    let (ups, ups_rx) = tokio::sync::mpsc::channel(8);
-                    upgrades_to_sources(track, ups_rx, tx.clone());
-                    for peer in discover(p.transport(), &asked, &known, track, Some(ups)).await {
-                        if let Ok((_, is_seed, have)) = peer.manifest_and_origin(track).await {
-                            let _ = tx.send(Source { peer, is_seed, have, head_rest: None }).await;
-                        }
-                    }
-                };
-                let forwarding = async {
-                    while let Some(src) = joins.recv().await {
-                        if tx.send(src).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::join!(discovering, forwarding);
-            });
+            let rx = sources_joining(pool, track, Some(s.source.peer.clone()));
             if pool.unreached() > 0 {
                 tracing::warn!(
                     "some peers have not answered yet; starting without them (they join when they do)"

@@ -48,6 +48,8 @@
 //!   safety margin: a round trip and two chunks' fetch time at a cautious
 //!   rate, or, on a path the peers report clean ([`Scheduler::set_path`]),
 //!   1.5 round trips, the checked part of a later chunk counted.
+//!   With no peer yet (a start from the cache while the peers are
+//!   asked), 3 s of audio in hand ([`ALONE_START_AHEAD`]).
 //! - **Slow start.** Until a peer's rate is measured it may hold at most two
 //!   requests, so a guess never strands a queue at a slow peer.
 //!
@@ -172,6 +174,11 @@ const MAX_FRAME: Duration = Duration::from_secs(1);
 /// with were asked: long enough for a peer to read them and queue them
 /// first, short against any round trip.
 pub const FIRST_ALONE: Duration = Duration::from_millis(5);
+
+/// Audio a start needs in hand with no peer to fetch from yet (a track
+/// whose start is in the cache, its peers still being asked): 3 s, many
+/// round trips for a peer to join and deliver, even on a slow link.
+pub const ALONE_START_AHEAD: Duration = Duration::from_secs(3);
 
 /// The shortest time a rate is measured over.
 const MIN_RUN: Duration = Duration::from_millis(1);
@@ -1144,6 +1151,11 @@ impl Scheduler {
             return true;
         }
         let live: Vec<&Peer> = self.peers.iter().filter(|p| !p.dead).collect();
+        if live.is_empty() {
+            // No peer yet (a start from the cache while the peers are
+            // asked): the audio here must last until one can deliver.
+            return self.playable(from, false) >= ALONE_START_AHEAD;
+        }
         // Only rates measured count: a peer's assumed rate is a guess, and
         // on a slow swarm the guesses of peers not yet heard from started
         // playback that then stuttered. With none measured, the guess of
@@ -1625,6 +1637,29 @@ mod tests {
             slow.on_received(q, c, ms(10_000 + u64::from(c)));
         }
         assert!(slow.ready_to_start(ms(0)));
+    }
+
+    #[test]
+    fn with_no_peer_yet_the_start_needs_three_seconds_in_hand() {
+        // A track whose start is in the cache, no peer added yet: 7 chunks
+        // of 400 ms (2.8 s, less a frame) are not enough, 8 are.
+        let mut s = track();
+        for c in 0..7 {
+            s.mark_here(c);
+        }
+        assert!(!s.ready_to_start(ms(0)));
+        s.mark_here(7);
+        assert!(s.ready_to_start(ms(0)));
+        // From 1 s in, the same chunks hold 2.2 s: not enough.
+        assert!(!s.ready_to_start(ms(1_000)));
+        // Once a peer is there, the usual rule: one chunk of this 40 KB/s
+        // track is enough at 256 KB/s.
+        let mut t = track();
+        t.mark_here(0);
+        assert!(!t.ready_to_start(ms(0)));
+        let p = t.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        t.measured_rate(p, 256.0 * 1024.0);
+        assert!(t.ready_to_start(ms(0)));
     }
 
     #[test]

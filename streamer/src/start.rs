@@ -341,6 +341,22 @@ impl Pool {
         answer
     }
 
+    /// The first start will not use an answer that came with a handshake
+    /// (it played from the cache): those that came, or come, are dropped,
+    /// which stops their streams.
+    pub fn forgo_sealed(&self) {
+        let mut s = self.lock();
+        s.sealed_done = true;
+        s.sealed_answers.clear();
+    }
+
+    /// True if the pool has a peer or may still get one (a dial or a
+    /// search under way).
+    pub fn has_prospects(&self) -> bool {
+        let s = self.lock();
+        !s.handshaken.is_empty() || !s.ready.is_empty() || s.pending + s.searching > 0
+    }
+
     /// Dials one more peer, found after the pool began (`how`: "lan",
     /// "dht"…), unless the pool has it already.
     pub fn add(self: &Arc<Self>, addr: SocketAddr, id: Option<PeerId>, how: &'static str) {
@@ -562,13 +578,17 @@ impl Pool {
 
     /// The other peers of the pool that hold `track` (asked for its
     /// manifest and what they hold), as they answer, including peers whose
-    /// dial completes later. `skip` is the source already in use. Bounded:
-    /// one answer per peer of the pool.
-    pub fn join_sources(self: &Arc<Self>, track: TrackId, skip: PeerId) -> mpsc::Receiver<Source> {
+    /// dial completes later. `skip` is the source already in use, if any.
+    /// Bounded: one answer per peer of the pool.
+    pub fn join_sources(
+        self: &Arc<Self>,
+        track: TrackId,
+        skip: Option<PeerId>,
+    ) -> mpsc::Receiver<Source> {
         let (tx, rx) = mpsc::channel(16);
         let pool = self.clone();
         tokio::spawn(async move {
-            let mut asked = vec![skip];
+            let mut asked: Vec<PeerId> = skip.into_iter().collect();
             while let Some(peer) = pool.next_untried(&asked).await {
                 asked.push(peer.id());
                 let tx = tx.clone();
