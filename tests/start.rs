@@ -568,5 +568,19 @@ async fn a_track_whose_start_is_cached_starts_from_the_cache_and_peers_join_for_
     assert!(report.bytes_from_cache > 0);
     assert!(report.bytes_fetched > 0, "the rest came from the peer that joined");
     assert!(report.played >= Duration::from_secs(39), "played {:?}", report.played);
+    assert!(cache.flush(Duration::from_secs(10)));
+
+    // Its peer gone: what the cache holds plays, and then a clear error.
+    let addr = node.transport().local_addr().unwrap();
+    let peer = node.transport().peer_id();
     node.shutdown().await;
+    let pool = Pool::dial(&listener, &[(addr, Some(peer))]);
+    let offline = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await.unwrap();
+    assert!(offline.sources.is_empty());
+    let wav = OutputSpec::Wav(out.path().join("offline.wav"));
+    let e = play(offline.manifest, Vec::new(), wav, with_cache(100), Instant::now(), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no peer could be reached") && e.contains("cache held has played"), "{e}");
 }

@@ -610,10 +610,19 @@ pub async fn fetch_track(
                 .filter(|(i, _)| keys.iter().any(|(k, v)| v == i && sched.is_dead(*k)))
                 .map(|(_, s)| s.peer.addr().to_string())
                 .collect();
-            let reason = format!(
-                "no peer can serve the rest of the track: {why} (stopped answering or failed: {})",
-                reasons.join(", ")
-            );
+            let reason = if sources.is_empty() {
+                // None ever joined (a start from the cache, its peers gone).
+                format!(
+                    "no peer could be reached for the rest of the track ({why}; what the \
+                     cache held has played): check that the peers run `chorus seed`"
+                )
+            } else {
+                format!(
+                    "no peer can serve the rest of the track: {why} (stopped answering or \
+                     failed: {})",
+                    reasons.join(", ")
+                )
+            };
             store.fail(reason.clone());
             Err(reason)
         }

@@ -1195,8 +1195,8 @@ impl Scheduler {
     /// The start rule's margin: from the best live peer, its round trip
     /// and two chunks at its rate, but no faster than the cautious initial
     /// rate (a rate measured is the path without loss, and the margin is
-    /// what covers a retransmission and the chunk behind it); 1 s with
-    /// none. One chunk was enough while the start rule overcounted the
+    /// what covers a retransmission and the chunk behind it); with none,
+    /// [`ALONE_START_AHEAD`] (what the rule asks then). One chunk was enough while the start rule overcounted the
     /// audio it had (a WAV's coarse index, the frame that straddles into a
     /// missing chunk); counted exactly, one chunk stuttered in 4 of 15 WAV
     /// starts on the lossy profile, two in 2 of 15.
@@ -1236,7 +1236,7 @@ impl Scheduler {
                 }
             })
             .min()
-            .unwrap_or((Duration::from_secs(1), false))
+            .unwrap_or((ALONE_START_AHEAD, false))
     }
 }
 
