@@ -193,3 +193,38 @@ fn a_peer_that_never_answers_does_not_hold_playback_back() {
     assert!(stderr.contains("have not answered yet"), "went on without it: {stderr}");
     rt.block_on(seed.stop());
 }
+
+/// A track played before, asked for again by id: it starts from the cache
+/// while its peer is asked, and the rest comes from the peer, sample for
+/// sample what a local decode gives.
+#[test]
+fn a_track_played_before_starts_from_the_cache_by_id_and_its_peer_brings_the_rest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lib = library_dir(&["apex-aleph.ogg"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib.path(), data.path());
+    let id = library.tracks().next().unwrap().manifest.id().to_string();
+    let seed = rt.block_on(async { Seed::start(library) });
+    let peer = format!("{}@{}", seed.id, seed.addr);
+    let client = tempfile::tempdir().unwrap();
+    let first = client.path().join("first.wav");
+    let stdout = ok(&chorus(client.path())
+        .args(["play", &id, "--peer", &peer, "--duration", "8", "--out"])
+        .arg(&first)
+        .output()
+        .unwrap());
+    assert!(stdout.contains("from 1 peer(s)"), "{stdout}");
+    let again = client.path().join("again.wav");
+    let stdout = ok(&chorus(client.path())
+        .args(["play", &id, "--peer", &peer, "--duration", "60", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap());
+    assert!(stdout.contains("from the cache, peers joining"), "{stdout}");
+    assert!(!stdout.contains(" 0 B fetched"), "the rest came from the peer: {stdout}");
+    let got = decode_file(&again, None).unwrap().2;
+    let want = local("apex-aleph.ogg");
+    assert!(got.len() > want.len() / 2, "{} of {} samples", got.len(), want.len());
+    assert_same("from the cache, then the peer", &got, &want[..got.len()]);
+    rt.block_on(seed.stop());
+}

@@ -539,7 +539,10 @@ impl Session<'_> {
                 } else {
                     String::new()
                 };
-                let from = if prepared.sources.is_empty() {
+                let from = if prepared.sources.is_empty() && prepared.joins.is_some() {
+                    // A start from the cache: peers are being asked.
+                    "the cache, peers joining".to_owned()
+                } else if prepared.sources.is_empty() {
                     "the cache".to_owned()
                 } else {
                     format!("{} peer(s)", prepared.sources.len())
