@@ -195,7 +195,7 @@ fn cached_entry(m: &Manifest) -> CatalogEntry {
 fn sources_joining(
     pool: &Arc<Pool>,
     track: TrackId,
-    first: Option<chorus_streamer::client::Peer>,
+    first: Option<Peer>,
 ) -> tokio::sync::mpsc::Receiver<Source> {
     let mut joins = pool.join_sources(track, first.as_ref().map(|p| p.id()));
     let (tx, rx) = tokio::sync::mpsc::channel(32);
@@ -335,11 +335,11 @@ pub async fn prepare(
     // peers are asked for the rest (an answer sealed in a handshake for it
     // is forgone). Only with peers to ask: offline, a track the cache
     // holds in part would stop where its cached part ends.
-    if let Some(Want::Track(id)) = &want
+    if let Some(w @ Want::Track(id)) = &want
         && pool.has_prospects()
         && let Some(mut prepared) = cached_start(cache, id, at)
     {
-        pool.forgo_sealed();
+        pool.forgo_sealed(w);
         prepared.timeline.steps.push(("start in the cache", pool.epoch().elapsed()));
         prepared.joins = Some(sources_joining(pool, *id, None));
         return Ok(prepared);

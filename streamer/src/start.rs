@@ -341,10 +341,14 @@ impl Pool {
         answer
     }
 
-    /// The first start will not use an answer that came with a handshake
-    /// (it played from the cache): those that came, or come, are dropped,
-    /// which stops their streams.
-    pub fn forgo_sealed(&self) {
+    /// The start of `want` will not use an answer that came with a
+    /// handshake (it plays from the cache): if it is the start sealed in
+    /// the dials, those answers that came, or come, are dropped, which
+    /// stops their streams.
+    pub fn forgo_sealed(&self, want: &Want) {
+        if self.first.as_ref().is_none_or(|r| &r.want != want) {
+            return;
+        }
         let mut s = self.lock();
         s.sealed_done = true;
         s.sealed_answers.clear();
