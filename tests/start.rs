@@ -570,11 +570,13 @@ async fn a_track_whose_start_is_cached_starts_from_the_cache_and_peers_join_for_
     assert!(report.played >= Duration::from_secs(39), "played {:?}", report.played);
     assert!(cache.flush(Duration::from_secs(10)));
 
-    // Its peer gone: what the cache holds plays, and then a clear error.
-    let addr = node.transport().local_addr().unwrap();
+    // Its peer silent (a socket of the test's that never answers: the dial
+    // is under way until its timeout): what the cache holds plays, and
+    // then a clear error.
     let peer = node.transport().peer_id();
     node.shutdown().await;
-    let pool = Pool::dial(&listener, &[(addr, Some(peer))]);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pool = Pool::dial(&listener, &[(silent.local_addr().unwrap(), Some(peer))]);
     let offline = chorus_cli::play::prepare(&pool, &cache, &id, Duration::ZERO).await.unwrap();
     assert!(offline.sources.is_empty());
     let wav = OutputSpec::Wav(out.path().join("offline.wav"));
