@@ -1171,7 +1171,7 @@ impl Scheduler {
         // flight loses a round trip per chunk that the estimate leaves out.
         let fetch = Duration::from_secs_f64(remaining as f64 * 1.15 / rate);
         let play = self.duration.saturating_sub(from);
-        let (margin, clean) = self.margin_and_path();
+        let (margin, clean) = self.start_margin_now();
         self.playable(from, clean) >= fetch.saturating_sub(play) + margin
     }
 
@@ -1196,10 +1196,11 @@ impl Scheduler {
     /// and two chunks at its rate, but no faster than the cautious initial
     /// rate (a rate measured is the path without loss, and the margin is
     /// what covers a retransmission and the chunk behind it); with none,
-    /// [`ALONE_START_AHEAD`] (what the rule asks then). One chunk was enough while the start rule overcounted the
-    /// audio it had (a WAV's coarse index, the frame that straddles into a
-    /// missing chunk); counted exactly, one chunk stuttered in 4 of 15 WAV
-    /// starts on the lossy profile, two in 2 of 15.
+    /// [`ALONE_START_AHEAD`] (what the rule asks then). One chunk was
+    /// enough while the start rule overcounted the audio it had (a WAV's
+    /// coarse index, the frame that straddles into a missing chunk);
+    /// counted exactly, one chunk stuttered in 4 of 15 WAV starts on the
+    /// lossy profile, two in 2 of 15.
     ///
     /// From a peer whose path is clean (it reported
     /// [`CLEAN_AFTER_PACKETS`] packets or more, under one in a thousand
@@ -1209,17 +1210,12 @@ impl Scheduler {
     /// rate; and the checked part of a later chunk counts toward it, the
     /// rest of that chunk being on its way at the path's rate.
     fn start_margin(&self) -> Duration {
-        self.margin_and_path().0
+        self.start_margin_now().0
     }
 
-    /// The start rule's margin now, and whether it comes from a path the
-    /// peers report clean (for `-v` and the benchmark).
+    /// [`Self::start_margin`] now, and whether it comes from a path the
+    /// peers report clean (the start rule's own, `-v` and the benchmark).
     pub fn start_margin_now(&self) -> (Duration, bool) {
-        self.margin_and_path()
-    }
-
-    /// [`Self::start_margin`], and whether it comes from a clean path.
-    fn margin_and_path(&self) -> (Duration, bool) {
         let chunk = f64::from(self.largest);
         let cautious = self.config.initial_rate;
         self.peers

@@ -99,6 +99,15 @@ struct State {
     sealed_done: bool,
 }
 
+impl State {
+    /// The first start is settled: sealed answers that came are dropped
+    /// (which stops their streams), and later ones will be.
+    fn close_sealed(&mut self) {
+        self.sealed_done = true;
+        self.sealed_answers.clear();
+    }
+}
+
 /// A start answer that came with a peer's handshake.
 struct SealedAnswer {
     peer: Peer,
@@ -335,9 +344,7 @@ impl Pool {
                 None => notified.await,
             }
         };
-        let mut s = self.lock();
-        s.sealed_done = true;
-        s.sealed_answers.clear();
+        self.lock().close_sealed();
         answer
     }
 
@@ -349,9 +356,7 @@ impl Pool {
         if self.first.as_ref().is_none_or(|r| &r.want != want) {
             return;
         }
-        let mut s = self.lock();
-        s.sealed_done = true;
-        s.sealed_answers.clear();
+        self.lock().close_sealed();
     }
 
     /// True if the pool has a peer or may still get one (a dial or a
