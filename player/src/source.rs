@@ -55,6 +55,11 @@ pub struct ChunkSource {
     /// rewindable ([`chorus_streamer::probe::skipped_fill`]): read as
     /// zeros unless here, as the indexer did not count them as headers.
     skipped: Option<std::ops::Range<u64>>,
+    /// A FLAC's metadata bytes that decoding does not need (cover art,
+    /// padding: [`chorus_streamer::probe::flac_unneeded`]): those before the
+    /// first frame that are not in a header range. Read as zeros unless
+    /// here, so the first note does not wait for them.
+    unneeded: Vec<std::ops::Range<u64>>,
 }
 
 impl ChunkSource {
@@ -89,9 +94,16 @@ impl ChunkSource {
         max_wait: Duration,
         on_stall: Box<dyn Fn(u32) + Send + Sync>,
     ) -> Self {
-        let len = store.manifest().layout().byte_len().saturating_sub(base);
+        let m = store.manifest();
+        let len = m.layout().byte_len().saturating_sub(base);
         let len_shown = Arc::new(AtomicBool::new(true));
-        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown, skipped: None }
+        let unneeded = match (m.media().container, m.media().time_index.first()) {
+            (chorus_protocol::Container::Flac, Some(first)) => {
+                gaps(&m.media().header_ranges, first.byte_offset)
+            }
+            _ => Vec::new(),
+        };
+        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown, skipped: None, unneeded }
     }
 
     /// Raise this once the decoder is open: from then on the source shows
@@ -107,6 +119,18 @@ impl Read for ChunkSource {
             return Ok(0);
         }
         let at = self.base + self.pos;
+        if let Some(gap) = self.unneeded.iter().find(|g| g.contains(&at)) {
+            let layout = self.store.manifest().layout();
+            let chunk = layout.chunk_at(at);
+            if !chunk.is_some_and(|c| self.store.has(c.0)) {
+                let chunk_end = chunk.map_or(at, |c| layout.byte_range(c).end);
+                let end = gap.end.min(chunk_end).min(self.base + self.len);
+                let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+        }
         if let Some(skipped) = self.skipped.as_ref().filter(|s| s.contains(&self.pos)) {
             let layout = self.store.manifest().layout();
             let chunk = layout.chunk_at(at);
@@ -133,6 +157,22 @@ impl Read for ChunkSource {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// What lies before `first_audio` outside `headers` (sorted, disjoint).
+fn gaps(headers: &[std::ops::Range<u64>], first_audio: u64) -> Vec<std::ops::Range<u64>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for h in headers.iter().filter(|h| h.start < first_audio) {
+        if at < h.start {
+            out.push(at..h.start);
+        }
+        at = at.max(h.end);
+    }
+    if at < first_audio {
+        out.push(at..first_audio);
+    }
+    out
 }
 
 impl Seek for ChunkSource {

@@ -383,6 +383,12 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             time_index = exact;
         }
     }
+    let header_ranges = match container {
+        // Cover art and padding in a FLAC's metadata are not needed to
+        // decode: a player reads them as zeros ([`flac_unneeded`]).
+        Container::Flac => without(header_ranges, &flac_unneeded(path, len)),
+        _ => header_ranges,
+    };
     let header_ranges = cap_header_ranges(header_ranges);
     let channels = u16::try_from(channels).map_err(|_| not_audio(path, "too many channels"))?;
     Ok(Probed {
@@ -512,6 +518,79 @@ fn flac_first_frame(file: &mut File, len: u64) -> Option<u64> {
             return Some(at);
         }
     }
+}
+
+/// The bytes of a FLAC's metadata that decoding does not need: the image
+/// data of each PICTURE block (cover art, often a megabyte: fetched before
+/// the first note while it counted as a header) and the body of each
+/// PADDING block (zeros by the format). A player reads them as zeros
+/// unless it has them: the demuxer still reads the picture's fields (its
+/// lengths are real) and skips padding, so decoding is unchanged. Empty if
+/// the metadata cannot be walked.
+pub fn flac_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
+    let Ok(mut file) = File::open(path) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut magic = [0u8; 4];
+    if file.read_exact(&mut magic).is_err() || &magic != b"fLaC" {
+        return Vec::new();
+    }
+    let mut at = 4u64;
+    let be32 = |file: &mut File, at: u64| -> Option<u64> {
+        let mut b = [0u8; 4];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut b).ok()?;
+        Some(u64::from(u32::from_be_bytes(b)))
+    };
+    // A bounded walk: a metadata block takes at least 4 bytes.
+    for _ in 0..len / 4 {
+        let Some(h) = be32(&mut file, at) else { return Vec::new() };
+        let (last, kind, body) = (h >> 31 == 1, (h >> 24) & 0x7F, at + 4);
+        let end = body + (h & 0xFF_FFFF);
+        if end > len {
+            return Vec::new();
+        }
+        match kind {
+            1 => out.push(body..end),
+            6 => {
+                // Type, media type, description, four sizes, then the data.
+                let picture = (|| {
+                    let mime = be32(&mut file, body + 4)?;
+                    let desc = be32(&mut file, body + 8 + mime)?;
+                    let data_len_at = body + 12 + mime + desc + 16;
+                    let data = be32(&mut file, data_len_at)?;
+                    let start = data_len_at + 4;
+                    (start + data <= end).then_some(start..start + data)
+                })();
+                out.extend(picture);
+            }
+            _ => {}
+        }
+        at = end;
+        if last {
+            return out.into_iter().filter(|r| r.start < r.end).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// `ranges` (sorted, disjoint) less every range in `cut`.
+fn without(ranges: Vec<Range<u64>>, cut: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut pieces = vec![r];
+        for c in cut {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|p| {
+                    [p.start..p.end.min(c.start), p.start.max(c.end)..p.end]
+                        .into_iter()
+                        .filter(|q| q.start < q.end)
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
 }
 
 /// True if a FLAC frame header's sync code starts at `at`.
