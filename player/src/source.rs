@@ -55,10 +55,12 @@ pub struct ChunkSource {
     /// rewindable ([`chorus_streamer::probe::skipped_fill`]): read as
     /// zeros unless here, as the indexer did not count them as headers.
     skipped: Option<std::ops::Range<u64>>,
-    /// A FLAC's metadata bytes that decoding does not need (cover art,
-    /// padding: [`chorus_streamer::probe::flac_unneeded`]): those before the
-    /// first frame that are not in a header range. Read as zeros unless
-    /// here, so the first note does not wait for them.
+    /// A FLAC's or an MP4's metadata bytes that decoding does not need
+    /// (cover art, padding: [`chorus_streamer::probe::flac_unneeded`],
+    /// [`chorus_streamer::probe::mp4_unneeded`]): those outside the header
+    /// ranges before the first audio, and between header ranges after the
+    /// last audio (an MP4's index at its end). Read as zeros unless here,
+    /// so the first note does not wait for them.
     unneeded: Vec<std::ops::Range<u64>>,
 }
 
@@ -97,10 +99,13 @@ impl ChunkSource {
         let m = store.manifest();
         let len = m.layout().byte_len().saturating_sub(base);
         let len_shown = Arc::new(AtomicBool::new(true));
-        let unneeded = match (m.media().container, m.media().time_index.first()) {
-            (chorus_protocol::Container::Flac, Some(first)) => {
-                gaps(&m.media().header_ranges, first.byte_offset)
-            }
+        let media = m.media();
+        let unneeded = match (media.container, media.time_index.first(), media.time_index.last()) {
+            (
+                chorus_protocol::Container::Flac | chorus_protocol::Container::Mp4,
+                Some(first),
+                Some(last),
+            ) => gaps(&media.header_ranges, first.byte_offset, last.byte_offset),
             _ => Vec::new(),
         };
         Self { store, base, pos: 0, len, max_wait, on_stall, len_shown, skipped: None, unneeded }
@@ -159,8 +164,14 @@ impl Read for ChunkSource {
     }
 }
 
-/// What lies before `first_audio` outside `headers` (sorted, disjoint).
-fn gaps(headers: &[std::ops::Range<u64>], first_audio: u64) -> Vec<std::ops::Range<u64>> {
+/// What lies outside `headers` (sorted, disjoint) before `first_audio`,
+/// and between two of them that both begin after `last_audio` (the last
+/// audio point: no audio is there, only metadata the indexer left out).
+fn gaps(
+    headers: &[std::ops::Range<u64>],
+    first_audio: u64,
+    last_audio: u64,
+) -> Vec<std::ops::Range<u64>> {
     let mut out = Vec::new();
     let mut at = 0;
     for h in headers.iter().filter(|h| h.start < first_audio) {
@@ -172,6 +183,8 @@ fn gaps(headers: &[std::ops::Range<u64>], first_audio: u64) -> Vec<std::ops::Ran
     if at < first_audio {
         out.push(at..first_audio);
     }
+    let after: Vec<_> = headers.iter().filter(|h| h.start > last_audio).collect();
+    out.extend(after.windows(2).map(|w| w[0].end..w[1].start).filter(|g| g.start < g.end));
     out
 }
 

@@ -30,7 +30,7 @@ pub const INDEX_FILE: &str = "library.idx";
 /// first frame in each chunk; 7: no header range for what symphonia reads
 /// only to keep skipped bytes rewindable; 8: WAV and MP4 time points
 /// within a kilobyte of their packets (no longer a 32 KiB read's); 9: a
-/// FLAC's cover art and padding are not headers.
+/// FLAC's cover art and padding, and an MP4's cover art, are not headers.
 const INDEX_VERSION: u32 = 9;
 
 /// One servable track: a file and its manifest.

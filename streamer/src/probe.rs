@@ -387,6 +387,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         // Cover art and padding in a FLAC's metadata are not needed to
         // decode: a player reads them as zeros ([`flac_unneeded`]).
         Container::Flac => without(header_ranges, &flac_unneeded(path, len)),
+        Container::Mp4 => without(header_ranges, &mp4_unneeded(path, len)),
         _ => header_ranges,
     };
     let header_ranges = cap_header_ranges(header_ranges);
@@ -571,6 +572,81 @@ pub fn flac_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
         }
     }
     Vec::new()
+}
+
+/// The image data of an MP4's cover art (each `data` atom of
+/// `moov/udta/meta/ilst/covr`, or `moov/meta/...`, past its 16-byte
+/// header): as for a FLAC's picture ([`flac_unneeded`]), a player reads it
+/// as zeros unless it has it. Empty if the atoms cannot be walked.
+pub fn mp4_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
+    let Ok(mut file) = File::open(path) else { return Vec::new() };
+    let mut out = Vec::new();
+    let top = mp4_atoms(&mut file, 0, len);
+    for (kind, body, end) in top.iter().filter(|a| &a.0 == b"moov") {
+        let _ = kind;
+        for (kind, body, end) in mp4_atoms(&mut file, *body, *end) {
+            let metas = match &kind {
+                b"udta" => mp4_atoms(&mut file, body, end)
+                    .into_iter()
+                    .filter(|a| &a.0 == b"meta")
+                    .collect(),
+                b"meta" => vec![(kind, body, end)],
+                _ => Vec::new(),
+            };
+            for (_, meta, meta_end) in metas {
+                // `meta` is a full box: a version and flags come first.
+                for (kind, ilst, ilst_end) in mp4_atoms(&mut file, meta + 4, meta_end) {
+                    if &kind != b"ilst" {
+                        continue;
+                    }
+                    for (kind, covr, covr_end) in mp4_atoms(&mut file, ilst, ilst_end) {
+                        if &kind != b"covr" {
+                            continue;
+                        }
+                        for (kind, data, data_end) in mp4_atoms(&mut file, covr, covr_end) {
+                            // A type and a locale, then the image.
+                            if &kind == b"data" && data + 8 < data_end {
+                                out.push(data + 8..data_end);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The atoms between `start` and `end` of an MP4: kind, body start, end.
+/// At most 4096, and none past `end`; a malformed one ends the list.
+fn mp4_atoms(file: &mut File, start: u64, end: u64) -> Vec<([u8; 4], u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at + 8 <= end && out.len() < 4096 {
+        let mut h = [0u8; 16];
+        if file.seek(SeekFrom::Start(at)).is_err() || file.read_exact(&mut h[..8]).is_err() {
+            break;
+        }
+        let kind = [h[4], h[5], h[6], h[7]];
+        let (size, header) = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) {
+            0 => (end - at, 8),
+            1 => {
+                if file.read_exact(&mut h[8..16]).is_err() {
+                    break;
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[8..16]);
+                (u64::from_be_bytes(b), 16)
+            }
+            n => (u64::from(n), 8),
+        };
+        if size < header || at.saturating_add(size) > end {
+            break;
+        }
+        out.push((kind, at + header, at + size));
+        at += size;
+    }
+    out
 }
 
 /// `ranges` (sorted, disjoint) less every range in `cut`.
