@@ -67,6 +67,27 @@ async fn whole_head(s: &chorus_streamer::start::Started) -> Vec<chorus_protocol:
     head
 }
 
+/// A decoder opened on a store holding `head` and nothing else (and
+/// nothing fetching): a read of any other chunk waits in vain.
+fn decoder_on(
+    m: &chorus_protocol::Manifest,
+    head: &[chorus_protocol::VerifiedChunk],
+    name: &str,
+) -> chorus_player::decode::Decoder {
+    let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
+    for c in head {
+        store.insert(c.clone()).unwrap();
+    }
+    let source =
+        chorus_player::source::ChunkSource::new(store, Duration::from_secs(2), Box::new(|_| {}));
+    let shown = source.length_shown();
+    let hint = chorus_player::decode::extension_hint(m.media().container);
+    let d = chorus_player::decode::Decoder::open(Box::new(source), hint)
+        .unwrap_or_else(|e| panic!("{name}: the decoder needs more than the head: {e}"));
+    shown.store(true, Relaxed);
+    d
+}
+
 /// Starts `want` from a fresh pool and plays it into a WAV file; returns
 /// the requests the fetcher sent before playback could start.
 async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (String, u64) {
@@ -106,17 +127,7 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     // alone: a store holding nothing else (and nothing fetching) is enough.
     // A read of any other chunk (a scan of the file's end for tags or a
     // duration, say) would wait in vain, and opening would fail.
-    let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
-    for c in &head {
-        store.insert(c.clone()).unwrap();
-    }
-    let source =
-        chorus_player::source::ChunkSource::new(store, Duration::from_secs(2), Box::new(|_| {}));
-    let shown = source.length_shown();
-    let hint = chorus_player::decode::extension_hint(m.media().container);
-    let mut d = chorus_player::decode::Decoder::open(Box::new(source), hint)
-        .unwrap_or_else(|e| panic!("{name}: the decoder needs more than the head: {e}"));
-    shown.store(true, Relaxed);
+    let mut d = decoder_on(m, &head, &name);
     assert!(d.next_block().unwrap().is_some(), "{name}: no audio from the head");
     // A real-time sink (the paced null one), whose first note waits for the
     // start rule as a device's does: a file sink writes as soon as it can,
@@ -637,18 +648,8 @@ async fn start_from_its_head(file: &std::path::Path) -> (usize, Vec<std::ops::Ra
     let s = pool.start(&Want::Track(m.id()), Duration::ZERO).await.unwrap();
     let head = whole_head(&s).await;
     let bytes: usize = head.iter().map(|c| c.data().len()).sum();
-    let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
-    for c in &head {
-        store.insert(c.clone()).unwrap();
-    }
-    let source =
-        chorus_player::source::ChunkSource::new(store, Duration::from_secs(2), Box::new(|_| {}));
-    let shown = source.length_shown();
-    let hint = chorus_player::decode::extension_hint(m.media().container);
-    let name = file.display();
-    let mut d = chorus_player::decode::Decoder::open(Box::new(source), hint)
-        .unwrap_or_else(|e| panic!("{name}: the decoder needs more than the head: {e}"));
-    shown.store(true, Relaxed);
+    let name = file.display().to_string();
+    let mut d = decoder_on(&m, &head, &name);
     let mut got = Vec::new();
     while got.len() < 8_192 {
         let block = d.next_block().unwrap_or_else(|e| panic!("{name} at {}: {e}", got.len()));
