@@ -26,7 +26,8 @@
 //! interpolated linearly; after the last point, toward (byte length,
 //! duration). Byte ranges the demuxer needs before any audio plays (headers,
 //! an MP4 `moov` atom at the end of the file) are listed as `header_ranges`
-//! and are due at time zero. From these two, every chunk gets a deadline
+//! and are due at time zero; a FLAC's or an MP4's cover art and a FLAC's
+//! padding are left out (a player reads them as zeros). From these two, every chunk gets a deadline
 //! ([`Manifest::chunk_media_time`]) and every seek target a chunk
 //! ([`Manifest::chunk_at_time`]).
 
