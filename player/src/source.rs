@@ -218,3 +218,21 @@ impl MediaSource for ChunkSource {
         self.len_shown.load(Ordering::Relaxed).then_some(self.len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one range is the case
+    fn what_a_player_may_read_as_zeros() {
+        // Headers at 0..10 and 40..50 before the first audio at 60; an
+        // index at the end in three pieces after the last audio at 900.
+        let h = [0..10, 40..50, 1000..1010, 1100..1110, 1200..1210];
+        assert_eq!(gaps(&h, 60, 900), vec![10..40, 50..60, 1010..1100, 1110..1200]);
+        // An index at the front reaching past the first audio: no gap there.
+        assert_eq!(gaps(&[0..100], 60, 900), Vec::<std::ops::Range<u64>>::new());
+        // Audio from the first byte, one header range after the audio.
+        assert_eq!(gaps(&[0..10, 1000..1100], 0, 900), Vec::<std::ops::Range<u64>>::new());
+    }
+}

@@ -654,7 +654,7 @@ fn without(ranges: Vec<Range<u64>>, cut: &[Range<u64>]) -> Vec<Range<u64>> {
     let mut out = Vec::new();
     for r in ranges {
         let mut pieces = vec![r];
-        for c in cut {
+        for c in cut.iter().filter(|c| c.start < c.end) {
             pieces = pieces
                 .into_iter()
                 .flat_map(|p| {
@@ -876,6 +876,54 @@ mod tests {
         assert_eq!(capped.len(), chorus_protocol::limits::MAX_HEADER_RANGES);
         assert_eq!(capped.first().map(|r| r.start), Some(0));
         assert_eq!(capped.last().map(|r| r.end), Some(995));
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one range is the case
+    fn cutting_ranges_out_of_ranges() {
+        let r = without(vec![0..100, 200..300], &[10..20, 90..210, 250..250, 400..500]);
+        assert_eq!(r, vec![0..10, 20..90, 210..300]);
+        assert_eq!(without(vec![0..10], &[0..10]), Vec::<Range<u64>>::new());
+        assert_eq!(without(vec![5..10], &[]), vec![5..10]);
+    }
+
+    /// A FLAC's metadata blocks: STREAMINFO, a PICTURE, PADDING (last).
+    #[test]
+    fn a_flac_s_picture_data_and_padding_are_unneeded() {
+        let mut f = b"fLaC".to_vec();
+        f.extend_from_slice(&[0, 0, 0, 34]);
+        f.extend_from_slice(&[0; 34]);
+        let mut pic = Vec::new();
+        pic.extend_from_slice(&3u32.to_be_bytes());
+        pic.extend_from_slice(&3u32.to_be_bytes());
+        pic.extend_from_slice(b"png");
+        pic.extend_from_slice(&2u32.to_be_bytes());
+        pic.extend_from_slice(b"hi");
+        pic.extend_from_slice(&[0; 16]);
+        pic.extend_from_slice(&100u32.to_be_bytes());
+        pic.extend_from_slice(&[7; 100]);
+        f.push(6);
+        f.extend_from_slice(&(pic.len() as u32).to_be_bytes()[1..]);
+        let data_start = (f.len() + pic.len() - 100) as u64;
+        f.extend_from_slice(&pic);
+        f.extend_from_slice(&[0x81, 0, 0, 50]);
+        let pad = f.len() as u64;
+        f.extend_from_slice(&[0; 50]);
+        f.extend_from_slice(&[0xFF, 0xF8, 1, 2]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.flac");
+        std::fs::write(&path, &f).unwrap();
+        let len = f.len() as u64;
+        assert_eq!(flac_unneeded(&path, len), vec![data_start..data_start + 100, pad..pad + 50]);
+        // A picture that claims more than its block holds: only the padding.
+        let mut bad = f.clone();
+        let at = (data_start - 4) as usize;
+        bad[at..at + 4].copy_from_slice(&1000u32.to_be_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert_eq!(flac_unneeded(&path, len), vec![pad..pad + 50]);
+        // A block past the file's end: nothing (the walk gives up).
+        std::fs::write(&path, &f[..f.len() - 30]).unwrap();
+        assert_eq!(flac_unneeded(&path, len - 30), Vec::<Range<u64>>::new());
     }
 
     #[test]
