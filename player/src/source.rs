@@ -124,25 +124,17 @@ impl Read for ChunkSource {
             return Ok(0);
         }
         let at = self.base + self.pos;
-        if let Some(gap) = self.unneeded.iter().find(|g| g.contains(&at)) {
+        // Bytes no decoding needs (see `unneeded`, `skipped`): zeros up to
+        // the range's end or the chunk's, whichever is first, unless here.
+        let zeros_until =
+            self.unneeded.iter().find(|g| g.contains(&at)).map(|g| g.end).or_else(|| {
+                let s = self.skipped.as_ref().filter(|s| s.contains(&self.pos))?;
+                Some(self.base + s.end)
+            });
+        if let Some(until) = zeros_until {
             let layout = self.store.manifest().layout();
-            let chunk = layout.chunk_at(at);
-            if !chunk.is_some_and(|c| self.store.has(c.0)) {
-                let chunk_end = chunk.map_or(at, |c| layout.byte_range(c).end);
-                let end = gap.end.min(chunk_end).min(self.base + self.len);
-                let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
-                buf[..n].fill(0);
-                self.pos += n as u64;
-                return Ok(n);
-            }
-        }
-        if let Some(skipped) = self.skipped.as_ref().filter(|s| s.contains(&self.pos)) {
-            let layout = self.store.manifest().layout();
-            let chunk = layout.chunk_at(at);
-            if !chunk.is_some_and(|c| self.store.has(c.0)) {
-                // Zeros up to the fill's end or the chunk's, whichever is first.
-                let chunk_end = chunk.map_or(at, |c| layout.byte_range(c).end);
-                let end = (self.base + skipped.end).min(chunk_end);
+            if let Some(c) = layout.chunk_at(at).filter(|c| !self.store.has(c.0)) {
+                let end = until.min(layout.byte_range(c).end).min(self.base + self.len);
                 let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
                 buf[..n].fill(0);
                 self.pos += n as u64;

@@ -498,27 +498,39 @@ fn mpeg_index(path: &Path, start: u64, len: u64, times: &[u64]) -> Option<Vec<Ti
 }
 
 /// Where a FLAC stream's first frame starts: after "fLaC" and its
-/// metadata blocks (each a 4-byte header: last-block flag, type, length).
+/// metadata blocks ([`flac_blocks`]).
 fn flac_first_frame(file: &mut File, len: u64) -> Option<u64> {
+    flac_blocks(file, len)?.last().map(|b| b.2)
+}
+
+/// A FLAC's metadata blocks after "fLaC" (each a 4-byte header: last-block
+/// flag, type, length): type, body start, end. `None` if they do not end
+/// with a last block within `len` bytes.
+fn flac_blocks(file: &mut File, len: u64) -> Option<Vec<(u8, u64, u64)>> {
     let mut magic = [0u8; 4];
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_exact(&mut magic).ok()?;
     if &magic != b"fLaC" {
         return None;
     }
+    let mut blocks = Vec::new();
     let mut at = 4u64;
-    loop {
+    // Bounded: a block takes at least 4 bytes.
+    for _ in 0..len / 4 {
         let mut h = [0u8; 4];
         file.seek(SeekFrom::Start(at)).ok()?;
         file.read_exact(&mut h).ok()?;
-        at += 4 + u64::from(u32::from_be_bytes([0, h[1], h[2], h[3]]));
-        if at > len {
+        let end = at + 4 + u64::from(u32::from_be_bytes([0, h[1], h[2], h[3]]));
+        if end > len {
             return None;
         }
+        blocks.push((h[0] & 0x7F, at + 4, end));
         if h[0] & 0x80 != 0 {
-            return Some(at);
+            return Some(blocks);
         }
+        at = end;
     }
+    None
 }
 
 /// The bytes of a FLAC's metadata that decoding does not need: the image
@@ -530,26 +542,15 @@ fn flac_first_frame(file: &mut File, len: u64) -> Option<u64> {
 /// the metadata cannot be walked.
 pub fn flac_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
     let Ok(mut file) = File::open(path) else { return Vec::new() };
-    let mut out = Vec::new();
-    let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() || &magic != b"fLaC" {
-        return Vec::new();
-    }
-    let mut at = 4u64;
+    let Some(blocks) = flac_blocks(&mut file, len) else { return Vec::new() };
     let be32 = |file: &mut File, at: u64| -> Option<u64> {
         let mut b = [0u8; 4];
         file.seek(SeekFrom::Start(at)).ok()?;
         file.read_exact(&mut b).ok()?;
         Some(u64::from(u32::from_be_bytes(b)))
     };
-    // A bounded walk: a metadata block takes at least 4 bytes.
-    for _ in 0..len / 4 {
-        let Some(h) = be32(&mut file, at) else { return Vec::new() };
-        let (last, kind, body) = (h >> 31 == 1, (h >> 24) & 0x7F, at + 4);
-        let end = body + (h & 0xFF_FFFF);
-        if end > len {
-            return Vec::new();
-        }
+    let mut out = Vec::new();
+    for (kind, body, end) in blocks {
         match kind {
             1 => out.push(body..end),
             6 => {
@@ -566,12 +567,9 @@ pub fn flac_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
             }
             _ => {}
         }
-        at = end;
-        if last {
-            return out.into_iter().filter(|r| r.start < r.end).collect();
-        }
     }
-    Vec::new()
+    out.retain(|r| r.start < r.end);
+    out
 }
 
 /// The image data of an MP4's cover art (each `data` atom of
@@ -580,41 +578,32 @@ pub fn flac_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
 /// as zeros unless it has it. Empty if the atoms cannot be walked.
 pub fn mp4_unneeded(path: &Path, len: u64) -> Vec<Range<u64>> {
     let Ok(mut file) = File::open(path) else { return Vec::new() };
+    let f = &mut file;
+    let mut metas = Vec::new();
+    for moov in mp4_children(f, (0, len), b"moov") {
+        metas.extend(mp4_children(f, moov, b"meta"));
+        for udta in mp4_children(f, moov, b"udta") {
+            metas.extend(mp4_children(f, udta, b"meta"));
+        }
+    }
     let mut out = Vec::new();
-    let top = mp4_atoms(&mut file, 0, len);
-    for (kind, body, end) in top.iter().filter(|a| &a.0 == b"moov") {
-        let _ = kind;
-        for (kind, body, end) in mp4_atoms(&mut file, *body, *end) {
-            let metas = match &kind {
-                b"udta" => mp4_atoms(&mut file, body, end)
-                    .into_iter()
-                    .filter(|a| &a.0 == b"meta")
-                    .collect(),
-                b"meta" => vec![(kind, body, end)],
-                _ => Vec::new(),
-            };
-            for (_, meta, meta_end) in metas {
-                // `meta` is a full box: a version and flags come first.
-                for (kind, ilst, ilst_end) in mp4_atoms(&mut file, meta + 4, meta_end) {
-                    if &kind != b"ilst" {
-                        continue;
-                    }
-                    for (kind, covr, covr_end) in mp4_atoms(&mut file, ilst, ilst_end) {
-                        if &kind != b"covr" {
-                            continue;
-                        }
-                        for (kind, data, data_end) in mp4_atoms(&mut file, covr, covr_end) {
-                            // A type and a locale, then the image.
-                            if &kind == b"data" && data + 8 < data_end {
-                                out.push(data + 8..data_end);
-                            }
-                        }
-                    }
-                }
+    for (meta, end) in metas {
+        // `meta` is a full box: a version and flags come first.
+        for ilst in mp4_children(f, (meta + 4, end), b"ilst") {
+            for covr in mp4_children(f, ilst, b"covr") {
+                // Each `data` atom: a type and a locale, then the image.
+                let images = mp4_children(f, covr, b"data").into_iter();
+                out.extend(images.filter(|(d, end)| d + 8 < *end).map(|(d, end)| d + 8..end));
             }
         }
     }
     out
+}
+
+/// The bodies (start, end) of the atoms of `kind` within `parent`'s body.
+fn mp4_children(file: &mut File, parent: (u64, u64), kind: &[u8; 4]) -> Vec<(u64, u64)> {
+    let atoms = mp4_atoms(file, parent.0, parent.1).into_iter();
+    atoms.filter(|a| &a.0 == kind).map(|a| (a.1, a.2)).collect()
 }
 
 /// The atoms between `start` and `end` of an MP4: kind, body start, end.
