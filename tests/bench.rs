@@ -66,6 +66,14 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     assert_eq!(json["profiles"][0]["name"], "broadband");
     assert_eq!(json["profiles"][0]["rtt_ms"], 20.0);
     assert_eq!(json["reference"]["median_start_ms"], 265.0);
+    // What touching memory costs here, hot and after a second idle: the
+    // figures carry the second wherever a host pages idle memory out.
+    let memory = &json["config"]["machine"]["memory"];
+    for key in ["hot_us_per_page", "idle_us_per_page"] {
+        let us = memory[key].as_f64().unwrap_or_else(|| panic!("no {key}: {memory}"));
+        assert!(us > 0.0 && us < 10_000.0, "{key}: {us}");
+    }
+    assert!(stdout.contains("memory on this machine"), "{stdout}");
 
     // Starts take at least the link's round trip (20 ms) – the emulator
     // adds it – and, on this link, well under the play's time limit.

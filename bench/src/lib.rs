@@ -49,6 +49,11 @@ pub const SCENARIOS: [&str; 8] =
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
     fresh_large_allocations();
+    // Measured beside the run (it mostly sleeps): read with the machine.
+    let memory = std::thread::Builder::new()
+        .name("chorus-bench-memory-probe".into())
+        .spawn(memory_probe)
+        .ok();
     let samples = chorus_cli::demo::sample_dir(args.samples.as_deref())?;
     let profiles = pick_profiles(&args.profiles)?;
     let scenarios = pick_scenarios(&args.scenarios)?;
@@ -185,6 +190,10 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     for f in &failures {
         eprintln!("error: {f}");
     }
+    let memory = memory.and_then(|h| h.join().ok());
+    if let Some(m) = &memory {
+        println!("{}", m.describe());
+    }
     let config = serde_json::json!({
         "samples": samples,
         "tracks": tracks.iter().map(|t| &t.name).collect::<Vec<_>>(),
@@ -192,7 +201,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         "scenarios": scenarios,
         "settings": settings,
         "serve": { "connections": args.connections, "streams": args.streams, "seconds": args.serve_seconds },
-        "machine": machine(),
+        "machine": machine(memory.as_ref()),
     });
     if let Some(path) = &args.json {
         let run = report::RunJson {
@@ -320,7 +329,7 @@ fn versus_spotify(
     )
 }
 
-fn machine() -> serde_json::Value {
+fn machine(memory: Option<&MemoryProbe>) -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -334,7 +343,65 @@ fn machine() -> serde_json::Value {
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "os": std::env::consts::OS,
+        "memory": memory,
     })
+}
+
+/// What touching memory costs on this machine, per 4 KiB page: memory
+/// touched a moment ago, and the same memory after two seconds untouched. A
+/// virtual machine whose host reclaims its guests' idle memory pays a
+/// page-in for the second (seen here: 14-15 us a page after 2 s idle,
+/// 0.2 hot): every start then pays for the code and data it touches that
+/// sat idle since the last one, and the figures carry it.
+#[derive(Debug, serde::Serialize)]
+struct MemoryProbe {
+    /// Microseconds per page, touched a moment ago.
+    hot_us_per_page: f64,
+    /// Microseconds per page, after [`IDLE`] untouched.
+    idle_us_per_page: f64,
+}
+
+impl MemoryProbe {
+    fn describe(&self) -> String {
+        let mut line = format!(
+            "memory on this machine: {:.2} us per 4 KiB page touched again after {} s idle, {:.2} \
+             us hot",
+            self.idle_us_per_page,
+            IDLE.as_secs(),
+            self.hot_us_per_page
+        );
+        if self.idle_us_per_page > 2.0 && self.idle_us_per_page > 5.0 * self.hot_us_per_page {
+            line.push_str(
+                " (idle memory is paged out under this machine: every start also pays for the \
+                 code and data it touches that sat idle since the last one)",
+            );
+        }
+        line
+    }
+}
+
+/// How long the probe leaves its memory untouched: about the time between
+/// two starts of `single`.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// Measures [`MemoryProbe`] on 8 MiB of its own: two seconds, mostly
+/// asleep.
+fn memory_probe() -> MemoryProbe {
+    const PAGE: usize = 4096;
+    let mut buf = vec![0u8; 8 << 20];
+    let pages = (buf.len() / PAGE) as f64;
+    let touch = |buf: &mut [u8]| {
+        let t = Instant::now();
+        for i in (0..buf.len()).step_by(PAGE) {
+            buf[i] = std::hint::black_box(buf[i]).wrapping_add(1);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / pages
+    };
+    touch(&mut buf);
+    let hot = touch(&mut buf);
+    std::thread::sleep(IDLE);
+    let idle = touch(&mut buf);
+    MemoryProbe { hot_us_per_page: hot, idle_us_per_page: idle }
 }
 
 /// Runs `chorus play` as its own process against the swarm for a few
