@@ -719,3 +719,68 @@ async fn an_m4a_s_cover_art_is_not_fetched_before_the_first_note_wherever_its_in
         assert!(bytes < art_len / 4, "index at the {name}: a head of {bytes} bytes: {headers:?}");
     }
 }
+
+/// An Ogg Vorbis track's codec is made from its header pages, in the
+/// first chunk, before its first audio page is here: symphonia's reader
+/// makes it only once that page is whole (15 KB here, reaching into the
+/// next chunk), and making it (the setup header's codebooks) then came on
+/// the first note's path (bench, this track alone on `transatlantic`, two
+/// alternating pairs: known 107/104 -> 103/100 ms, cold 195/190 ->
+/// 188/187). A decoder opened with it decodes what a local decode gives;
+/// one made from other header bytes is not used.
+#[test]
+fn an_ogg_s_codec_is_made_before_its_first_audio_page_is_here() {
+    use chorus_player::decode::{Decoder, vorbis_from_headers};
+    let data = tempfile::tempdir().unwrap();
+    let lib = library_dir(&["apex-aleph.ogg"]);
+    let (library, _, _) = scan(lib.path(), data.path());
+    let m = library.tracks().next().unwrap().manifest.clone();
+    let file = std::fs::read(lib.path().join("apex-aleph.ogg")).unwrap();
+    let first_audio = m.media().time_index[0].byte_offset as usize;
+    let chunk0 = m.layout().byte_range(chorus_protocol::ChunkIndex(0));
+    assert!(first_audio as u64 <= chunk0.end, "the header pages are in the first chunk");
+    let chunk = |i: u32| {
+        let r = m.layout().byte_range(chorus_protocol::ChunkIndex(i));
+        let bytes = bytes::Bytes::copy_from_slice(&file[r.start as usize..r.end as usize]);
+        m.verify(chorus_protocol::ChunkIndex(i), bytes).unwrap()
+    };
+    let store_with = |n: u32| {
+        let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
+        for i in 0..n {
+            store.insert(chunk(i)).unwrap();
+        }
+        store
+    };
+    let hint = chorus_player::decode::extension_hint(m.media().container);
+    // The reader cannot open on the first chunk alone: it needs the whole
+    // first audio page.
+    let wait = Duration::from_millis(300);
+    let source = chorus_player::source::ChunkSource::new(store_with(1), wait, Box::new(|_| {}));
+    assert!(Decoder::open(Box::new(source), hint).is_err(), "the reader needs the next chunk");
+    // The codec needs only the header pages.
+    let early = vorbis_from_headers(&file[..first_audio]).expect("a codec from the header pages");
+    let source = chorus_player::source::ChunkSource::new(
+        store_with(m.layout().count()),
+        wait,
+        Box::new(|_| {}),
+    );
+    let mut d = Decoder::open_with(Box::new(source), hint, Some(early)).unwrap();
+    assert!(d.codec_made_early(), "the stream's headers are the ones it was made from");
+    let mut got = Vec::new();
+    while let Some(block) = d.next_block().unwrap() {
+        got.extend_from_slice(block);
+    }
+    let (_, _, local) =
+        chorus_player::decode::decode_file(&lib.path().join("apex-aleph.ogg"), None).unwrap();
+    assert_eq!(got.len(), local.len());
+    assert!(got.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample for sample");
+    // Header bytes that are not the stream's: their codec is not used.
+    let mut other = file[..first_audio].to_vec();
+    // A bit of the setup packet, which the codec is made from.
+    let setup = other.windows(7).rposition(|w| w == b"\x05vorbis").unwrap();
+    other[setup + (first_audio - setup) / 2] ^= 0x01;
+    let source = chorus_player::source::ChunkSource::new(store_with(2), wait, Box::new(|_| {}));
+    let early = vorbis_from_headers(&other);
+    let d = Decoder::open_with(Box::new(source), hint, early).unwrap();
+    assert!(!d.codec_made_early(), "a codec from other header bytes is not the stream's");
+}

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use chorus_protocol::Container;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::audio::well_known::CODEC_ID_VORBIS;
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
@@ -51,6 +52,9 @@ pub struct Decoder {
     buf: Vec<f32>,
     /// Seeking by the manifest's index (MPEG), when given.
     index: Option<SeekIndex>,
+    /// The codec was made from the header packets before the stream was
+    /// open ([`Decoder::open_with`]).
+    codec_made_early: bool,
     /// The track's first timestamp and length in frames (without the
     /// encoder's delay and padding), from the demuxer.
     start_ts: i64,
@@ -172,9 +176,102 @@ fn map_err(e: SymError) -> Error {
     Error::Decode(e)
 }
 
+/// The audio decoder for `params`, trimming gaps.
+fn make_decoder(params: &AudioCodecParameters) -> Result<Box<dyn AudioDecoder>> {
+    let mut opts = AudioDecoderOptions::default();
+    opts.gapless = true;
+    symphonia::default::get_codecs().make_audio_decoder(params, &opts).map_err(map_err)
+}
+
+/// A codec made from a stream's header packets before the stream is open
+/// ([`vorbis_from_headers`], [`Decoder::open_with`]).
+pub struct EarlyCodec {
+    /// The header bytes it was made from, as symphonia's reader hands them
+    /// to a codec (the identification and setup packets).
+    extra_data: Box<[u8]>,
+    decoder: Box<dyn AudioDecoder>,
+}
+
+impl std::fmt::Debug for EarlyCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarlyCodec").field("extra_data", &self.extra_data.len()).finish()
+    }
+}
+
+/// Most bytes of header pages looked at for [`vorbis_from_headers`]; a
+/// setup header is a few kilobytes.
+pub const MAX_VORBIS_HEADERS: usize = 256 * 1024;
+
+/// Makes the Vorbis codec of an Ogg stream from its first bytes, the pages
+/// of its three header packets (`header`: the bytes before the first audio
+/// page). Making it (the setup header's codebooks) takes a millisecond and
+/// more, ten on a cold process; symphonia's reader makes it only once the
+/// first audio page is whole (15 KB and more), so made from the header
+/// pages it is ready while that page is on its way. `None` for anything
+/// else (another codec, a header cut short, pages that do not parse): the
+/// stream then opens as usual, as it does if its own headers differ.
+pub fn vorbis_from_headers(header: &[u8]) -> Option<EarlyCodec> {
+    let header = &header[..header.len().min(MAX_VORBIS_HEADERS)];
+    let packets = ogg_first_packets(header, 3)?;
+    let [ident, comment, setup] = packets.as_slice() else { return None };
+    let is = |p: &[u8], kind: u8| p.len() > 7 && p[0] == kind && &p[1..7] == b"vorbis";
+    if ident.len() != 30 || !is(ident, 1) || !is(comment, 3) || !is(setup, 5) {
+        return None;
+    }
+    let rate = u32::from_le_bytes(ident.get(12..16)?.try_into().ok()?);
+    let extra_data: Box<[u8]> = [ident.as_slice(), setup.as_slice()].concat().into();
+    let mut params = AudioCodecParameters::new();
+    params.for_codec(CODEC_ID_VORBIS).with_sample_rate(rate).with_extra_data(extra_data.clone());
+    let decoder = make_decoder(&params).ok()?;
+    Some(EarlyCodec { extra_data, decoder })
+}
+
+/// The first `n` packets of the logical stream whose page comes first in
+/// `bytes` (Ogg pages: RFC 3533), or `None` if the pages end or break
+/// before them. Page checksums are not checked: a codec made from bytes
+/// that differ from the reader's (which checks them) is not used.
+fn ogg_first_packets(bytes: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
+    let (mut at, mut serial) = (0usize, None);
+    let (mut packets, mut packet) = (Vec::with_capacity(n), Vec::new());
+    while packets.len() < n {
+        let head = bytes.get(at..at + 27)?;
+        if &head[..4] != b"OggS" || head[4] != 0 {
+            return None;
+        }
+        let page_serial = u32::from_le_bytes(head[14..18].try_into().ok()?);
+        let segments = usize::from(head[26]);
+        let lacing = bytes.get(at + 27..at + 27 + segments)?;
+        let mut body = at + 27 + segments;
+        let same = *serial.get_or_insert(page_serial) == page_serial;
+        for &len in lacing {
+            let len = usize::from(len);
+            if same && packets.len() < n {
+                packet.extend_from_slice(bytes.get(body..body + len)?);
+                if len < 255 {
+                    packets.push(std::mem::take(&mut packet));
+                }
+            }
+            body += len;
+        }
+        at = body;
+    }
+    Some(packets)
+}
+
 impl Decoder {
     /// Opens `source`, probing with the container's extension as a hint.
     pub fn open(source: Box<dyn MediaSource>, hint_ext: Option<&str>) -> Result<Self> {
+        Self::open_with(source, hint_ext, None)
+    }
+
+    /// [`Decoder::open`], taking the codec `early` made from the stream's
+    /// header packets ([`vorbis_from_headers`]) if the stream's own are
+    /// the same bytes.
+    pub fn open_with(
+        source: Box<dyn MediaSource>,
+        hint_ext: Option<&str>,
+        early: Option<EarlyCodec>,
+    ) -> Result<Self> {
         let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
         let mut hint = Hint::new();
         if let Some(ext) = hint_ext {
@@ -201,14 +298,16 @@ impl Decoder {
             .ok_or(Error::NotPlayable("no time base"))?;
         let track_id = track.id;
         let (start_ts, num_frames) = (track.start_ts.get(), track.num_frames);
-        let decoder = symphonia::default::get_codecs()
-            .make_audio_decoder(params, &{
-                let mut o = AudioDecoderOptions::default();
-                o.gapless = true;
-                o
-            })
-            .map_err(map_err)?;
+        let early = early.filter(|e| {
+            params.codec == CODEC_ID_VORBIS && params.extra_data.as_deref() == Some(&e.extra_data)
+        });
+        let codec_made_early = early.is_some();
+        let decoder = match early {
+            Some(e) => e.decoder,
+            None => make_decoder(params)?,
+        };
         Ok(Self {
+            codec_made_early,
             format: Some(format),
             hint: hint_ext.map(str::to_owned),
             reopened: false,
@@ -242,6 +341,12 @@ impl Decoder {
             std::fs::File::open(path).map_err(|e| Error::Read { path: path.to_owned(), err: e })?;
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
         Self::open(Box::new(file), ext.as_deref())
+    }
+
+    /// True if the codec was made before the stream was open, from its
+    /// header packets ([`Decoder::open_with`]).
+    pub fn codec_made_early(&self) -> bool {
+        self.codec_made_early
     }
 
     /// Sample rate of the decoded audio.
@@ -610,6 +715,37 @@ impl MediaSource for HiddenLength {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Ogg page of `serial` carrying `segments` (lacing values) of `body`.
+    fn page(serial: u32, lacing: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut p = b"OggS\0\0".to_vec();
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&serial.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.push(lacing.len() as u8);
+        p.extend_from_slice(lacing);
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn ogg_packets_are_read_across_pages_for_the_first_stream_only() {
+        let (a, b, c) = (vec![1u8; 10], vec![2u8; 300], vec![3u8; 5]);
+        let mut bytes = page(7, &[10, 255], &[&a[..], &b[..255]].concat());
+        // Another logical stream's page in between is skipped.
+        bytes.extend(page(9, &[4], &[9; 4]));
+        bytes.extend(page(7, &[45, 5], &[&b[255..], &c[..]].concat()));
+        let packets = ogg_first_packets(&bytes, 3).unwrap();
+        assert_eq!(packets, [a.clone(), b.clone(), c.clone()]);
+        assert_eq!(ogg_first_packets(&bytes, 2).unwrap(), [a, b]);
+        // Cut short, or not Ogg: none (and no panic).
+        for cut in [0, 5, 27, 30, bytes.len() - 1] {
+            assert_eq!(ogg_first_packets(&bytes[..cut], 3), None, "cut at {cut}");
+        }
+        assert_eq!(ogg_first_packets(b"fLaC and more bytes than a page header", 1), None);
+        // Not Vorbis headers: no codec.
+        assert!(vorbis_from_headers(&bytes).is_none());
+    }
 
     #[test]
     fn the_mpeg_preroll_is_two_frames_and_twice_the_reservoir_and_bounded() {

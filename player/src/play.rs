@@ -633,11 +633,15 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     }
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
     let shown = source.length_shown();
-    let mut decoder = match Decoder::open(Box::new(source), t.hint) {
+    let early = early_codec(&t.store);
+    let mut decoder = match Decoder::open_with(Box::new(source), t.hint, early) {
         Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO, Duration::ZERO)),
         d => d?,
     };
     shown.store(true, Relaxed);
+    if decoder.codec_made_early() {
+        tracing::debug!("codec made from the header pages while the first audio page came");
+    }
     let media = t.store.manifest().media();
     let indexed = match media.container {
         chorus_protocol::Container::Mpeg => Some(crate::decode::IndexedFormat::Mpeg),
@@ -737,6 +741,34 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     }
     let end = base + Duration::from_secs_f64(frames as f64 / f64::from(format.rate.max(1)));
     Ok((rate, format.rate, started_at, end))
+}
+
+/// The Vorbis codec of an Ogg track, made from its header pages if they
+/// are here (the start brings them first): ready while the first audio
+/// page is still arriving ([`crate::decode::vorbis_from_headers`]). `None`
+/// for other tracks, or if those pages are not all here yet.
+fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
+    use chorus_protocol::{Codec, Container};
+    let manifest = store.manifest();
+    let media = manifest.media();
+    if media.container != Container::Ogg || media.codec != Codec::Vorbis {
+        return None;
+    }
+    let first_audio = media.time_index.first()?.byte_offset;
+    let end = first_audio.min(crate::decode::MAX_VORBIS_HEADERS as u64);
+    let chunks = manifest.layout().chunks_covering(0..end);
+    if end == 0 || !chunks.clone().all(|i| store.has(i)) {
+        return None;
+    }
+    let mut header = vec![0u8; usize::try_from(end).ok()?];
+    let mut at = 0;
+    while at < header.len() {
+        match store.read_at(at as u64, &mut header[at..], Duration::ZERO) {
+            Ok(n) if n > 0 => at += n,
+            _ => return None,
+        }
+    }
+    crate::decode::vorbis_from_headers(&header)
 }
 
 /// Opens `output` for `t` at `rate` and `channels`, recording when.
