@@ -234,15 +234,11 @@ fn ogg_first_packets(bytes: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
     let (mut at, mut serial) = (0usize, None);
     let (mut packets, mut packet) = (Vec::with_capacity(n), Vec::new());
     while packets.len() < n {
-        let head = bytes.get(at..at + 27)?;
-        if &head[..4] != b"OggS" || head[4] != 0 {
-            return None;
-        }
-        let page_serial = u32::from_le_bytes(head[14..18].try_into().ok()?);
-        let segments = usize::from(head[26]);
-        let lacing = bytes.get(at + 27..at + 27 + segments)?;
-        let mut body = at + 27 + segments;
-        let same = *serial.get_or_insert(page_serial) == page_serial;
+        let page = chorus_streamer::probe::ogg_page_header(bytes.get(at..)?)?;
+        let lacing_at = at + chorus_streamer::probe::OGG_PAGE_HEADER_LEN;
+        let lacing = bytes.get(lacing_at..lacing_at + page.segments)?;
+        let mut body = lacing_at + page.segments;
+        let same = *serial.get_or_insert(page.serial) == page.serial;
         for &len in lacing {
             let len = usize::from(len);
             if same && packets.len() < n {

@@ -688,6 +688,35 @@ fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePo
     (!index.is_empty() && at <= len).then_some(index)
 }
 
+/// The fixed part of an Ogg page's header (RFC 3533).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OggPageHeader {
+    /// The granule position (for Vorbis, the PCM sample count at the end
+    /// of the last packet the page ends; -1: none ends on it).
+    pub granule: i64,
+    /// The serial number of the page's logical stream.
+    pub serial: u32,
+    /// How many lacing values follow the header's 27 bytes.
+    pub segments: usize,
+}
+
+/// Bytes in the fixed part of an Ogg page header.
+pub const OGG_PAGE_HEADER_LEN: usize = 27;
+
+/// Reads the fixed part of an Ogg page header from the start of `h`;
+/// `None` if `h` is shorter or does not start with a version-0 page.
+pub fn ogg_page_header(h: &[u8]) -> Option<OggPageHeader> {
+    let h = h.get(..OGG_PAGE_HEADER_LEN)?;
+    if &h[..4] != b"OggS" || h[4] != 0 {
+        return None;
+    }
+    Some(OggPageHeader {
+        granule: i64::from_le_bytes(h[6..14].try_into().ok()?),
+        serial: u32::from_le_bytes(h[14..18].try_into().ok()?),
+        segments: usize::from(h[26]),
+    })
+}
+
 /// Page starts of an Ogg Vorbis stream (one logical stream), the first in
 /// every [`POINT_BLOCK`], each with the time of the samples its packets
 /// start at: the previous page's granule position (a Vorbis granule is the
@@ -704,15 +733,12 @@ fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<Vec<TimePoint>> {
         let mut h = [0u8; 27];
         file.seek(SeekFrom::Start(at)).ok()?;
         file.read_exact(&mut h).ok()?;
-        if &h[..4] != b"OggS" || h[4] != 0 {
+        let page = ogg_page_header(&h)?;
+        let granule = page.granule;
+        if *serial.get_or_insert(page.serial) != page.serial {
             return None;
         }
-        let granule = i64::from_le_bytes(h[6..14].try_into().ok()?);
-        let page_serial = u32::from_le_bytes(h[14..18].try_into().ok()?);
-        if *serial.get_or_insert(page_serial) != page_serial {
-            return None;
-        }
-        let mut segments = vec![0u8; usize::from(h[26])];
+        let mut segments = vec![0u8; page.segments];
         file.read_exact(&mut segments).ok()?;
         let page_len =
             27 + segments.len() as u64 + segments.iter().map(|&l| u64::from(l)).sum::<u64>();
