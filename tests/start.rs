@@ -625,6 +625,21 @@ fn with_cover_art(flac: &[u8], art: usize) -> Vec<u8> {
     out
 }
 
+/// The sample `name` and `extra` (a picture, metadata) made into `out` by
+/// ffmpeg with `args`; true if it did.
+fn remux(name: &str, extra: &std::path::Path, args: &[&str], out: &std::path::Path) -> bool {
+    std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(sample(name))
+        .arg("-i")
+        .arg(extra)
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("ffmpeg (scripts/setup installs it)")
+        .success()
+}
+
 /// The start of `file` (in a library of its own), as a start response's
 /// head from a seed on loopback: its bytes, and whether the decoder opened
 /// on that head alone and decoded what a local decode of the file gives,
@@ -704,20 +719,90 @@ async fn an_m4a_s_cover_art_is_not_fetched_before_the_first_note_wherever_its_in
         let lib = dir.path().join(name);
         std::fs::create_dir(&lib).unwrap();
         let file = lib.join("cover.m4a");
-        let made = std::process::Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-y", "-i"])
-            .arg(sample("coherence.m4a"))
-            .arg("-i")
-            .arg(&art)
-            .args(["-map", "0:a", "-map", "1", "-c", "copy", "-disposition:v:0", "attached_pic"])
-            .args(flags)
-            .arg(&file)
-            .status()
-            .unwrap();
-        assert!(made.success(), "{name}: ffmpeg could not add the art");
+        let args = ["-map", "0:a", "-map", "1", "-c", "copy", "-disposition:v:0", "attached_pic"];
+        let made = remux("coherence.m4a", &art, &[&args[..], flags].concat(), &file);
+        assert!(made, "{name}: ffmpeg could not add the art");
         let (bytes, headers) = start_from_its_head(&file).await;
         assert!(bytes < art_len / 4, "index at the {name}: a head of {bytes} bytes: {headers:?}");
     }
+}
+
+/// An Ogg Vorbis track's cover art (a base64 picture in its comment
+/// header, METADATA_BLOCK_PICTURE, as taggers write it; 800 KB here) is not
+/// fetched before the first note either: the pages that carry nothing but
+/// the comment are not headers, the player reads them as zeros (the
+/// reader skips them and drops the comment's tail), and the decoder opens
+/// on the head alone and decodes what a local decode gives. Its codec is
+/// still made early, from the identification and setup headers, and a
+/// seek by the index (which reads the header pages again) is sample for
+/// sample a local decode's. With the art counted as a header the head was
+/// the whole comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ogg_s_cover_art_is_not_fetched_before_the_first_note() {
+    use chorus_player::decode::{Decoder, IndexedFormat, SeekIndex};
+    let art = 800_000;
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta.txt");
+    std::fs::write(&meta, format!(";FFMETADATA1\nMETADATA_BLOCK_PICTURE={}\n", "A".repeat(art)))
+        .unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let file = lib.join("cover.ogg");
+    let args = ["-map", "0:a", "-map_metadata", "1", "-c", "copy"];
+    assert!(remux("apex-aleph.ogg", &meta, &args, &file), "ffmpeg could not add the comment");
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.len() > 2 * art, "the comment is in the file");
+
+    let (head, headers) = start_from_its_head(&file).await;
+    // (What symphonia's reader read ahead into the audio counts too.)
+    let header_bytes: u64 = headers.iter().map(|r| r.end - r.start).sum();
+    assert!(header_bytes < 128 * 1024, "{header_bytes} bytes of headers: {headers:?}");
+    assert!(head < art / 4, "the head was {head} bytes, art and all");
+
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(&lib, data.path());
+    let m = library.tracks().next().unwrap().manifest.clone();
+    let first_audio = m.media().time_index[0].byte_offset;
+    let store_with = |chunks: &mut dyn Iterator<Item = u32>| {
+        let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
+        for i in chunks {
+            let r = m.layout().byte_range(chorus_protocol::ChunkIndex(i));
+            let data = bytes::Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]);
+            store.insert(m.verify(chorus_protocol::ChunkIndex(i), data).unwrap()).unwrap();
+        }
+        store
+    };
+    // The codec is made from the header chunks alone.
+    let header_chunks: Vec<u32> = headers
+        .iter()
+        .filter(|r| r.start < first_audio)
+        .flat_map(|r| m.layout().chunks_covering(r.clone()))
+        .collect();
+    let store = store_with(&mut header_chunks.iter().copied());
+    let early = chorus_player::play::early_codec(&store).expect("a codec from the header chunks");
+    let all = store_with(&mut (0..m.layout().count()));
+    let wait = Duration::from_secs(2);
+    let source = chorus_player::source::ChunkSource::new(all.clone(), wait, Box::new(|_| {}));
+    let hint = chorus_player::decode::extension_hint(m.media().container);
+    let mut d = Decoder::open_with(Box::new(source), hint, Some(early)).unwrap();
+    assert!(d.codec_made_early(), "the stream's own headers are the ones it was made from");
+
+    // A seek by the index, through the same view of the bytes.
+    let points = m.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+    let open_at: chorus_player::decode::OpenAt = Box::new(move |base| {
+        Box::new(chorus_player::source::ChunkSource::at(all.clone(), base, wait, Box::new(|_| {})))
+    });
+    let preroll = chorus_player::decode::preroll(&m);
+    d = d.with_index(SeekIndex { points, open_at, format: IndexedFormat::Ogg, preroll });
+    let target = Duration::from_secs(20);
+    d.seek(target).unwrap();
+    let mut got = Vec::new();
+    while let Some(block) = d.next_block().unwrap() {
+        got.extend_from_slice(block);
+    }
+    let (_, _, local) = chorus_player::decode::decode_file(&file, Some(target)).unwrap();
+    assert_eq!(got.len(), local.len(), "samples from 20 s");
+    assert!(got.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample for sample");
 }
 
 /// An Ogg Vorbis track's codec is made from its header pages, in the

@@ -212,10 +212,16 @@ pub const MAX_VORBIS_HEADERS: usize = 256 * 1024;
 /// stream then opens as usual, as it does if its own headers differ.
 pub fn vorbis_from_headers(header: &[u8]) -> Option<EarlyCodec> {
     let header = &header[..header.len().min(MAX_VORBIS_HEADERS)];
-    let packets = ogg_first_packets(header, 3)?;
-    let [ident, comment, setup] = packets.as_slice() else { return None };
     let is = |p: &[u8], kind: u8| p.len() > 7 && p[0] == kind && &p[1..7] == b"vorbis";
-    if ident.len() != 30 || !is(ident, 1) || !is(comment, 3) || !is(setup, 5) {
+    // The pages of a comment that holds cover art are left out of the
+    // header ranges: then the setup header follows the identification's.
+    let packets = ogg_first_packets(header, 3).or_else(|| ogg_first_packets(header, 2))?;
+    let (ident, setup) = match packets.as_slice() {
+        [ident, comment, setup] if is(comment, 3) => (ident, setup),
+        [ident, setup] => (ident, setup),
+        _ => return None,
+    };
+    if ident.len() != 30 || !is(ident, 1) || !is(setup, 5) {
         return None;
     }
     let rate = u32::from_le_bytes(ident.get(12..16)?.try_into().ok()?);
@@ -228,8 +234,11 @@ pub fn vorbis_from_headers(header: &[u8]) -> Option<EarlyCodec> {
 
 /// The first `n` packets of the logical stream whose page comes first in
 /// `bytes` (Ogg pages: RFC 3533), or `None` if the pages end or break
-/// before them. Page checksums are not checked: a codec made from bytes
-/// that differ from the reader's (which checks them) is not used.
+/// before them. A page that goes on with a packet whose start is not in
+/// `bytes` (the pages before it left out) has that packet's end dropped,
+/// as symphonia's reader does. Page checksums are not checked: a codec
+/// made from bytes that differ from the reader's (which checks them) is
+/// not used.
 fn ogg_first_packets(bytes: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
     let (mut at, mut serial) = (0usize, None);
     let (mut packets, mut packet) = (Vec::with_capacity(n), Vec::new());
@@ -239,9 +248,13 @@ fn ogg_first_packets(bytes: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
         let lacing = bytes.get(lacing_at..lacing_at + page.segments)?;
         let mut body = lacing_at + page.segments;
         let same = *serial.get_or_insert(page.serial) == page.serial;
+        // The end of a packet whose start is not here: dropped.
+        let mut orphan = page.continued && packet.is_empty();
         for &len in lacing {
             let len = usize::from(len);
-            if same && packets.len() < n {
+            if orphan {
+                orphan = len == 255;
+            } else if same && packets.len() < n {
                 packet.extend_from_slice(bytes.get(body..body + len)?);
                 if len < 255 {
                     packets.push(std::mem::take(&mut packet));
@@ -733,12 +746,19 @@ mod tests {
         bytes.extend(page(7, &[45, 5], &[&b[255..], &c[..]].concat()));
         let packets = ogg_first_packets(&bytes, 3).unwrap();
         assert_eq!(packets, [a.clone(), b.clone(), c.clone()]);
-        assert_eq!(ogg_first_packets(&bytes, 2).unwrap(), [a, b]);
+        assert_eq!(ogg_first_packets(&bytes, 2).unwrap(), [a.clone(), b]);
         // Cut short, or not Ogg: none (and no panic).
         for cut in [0, 5, 27, 30, bytes.len() - 1] {
             assert_eq!(ogg_first_packets(&bytes[..cut], 3), None, "cut at {cut}");
         }
         assert_eq!(ogg_first_packets(b"fLaC and more bytes than a page header", 1), None);
+        // A page going on with a packet whose start is not here (the pages
+        // before it left out): that packet's end is dropped.
+        let mut cut = page(7, &[10], &a);
+        let mut orphan = page(7, &[255, 20, 5], &[&[0xEE; 275][..], &c[..]].concat());
+        orphan[5] |= 0x01;
+        cut.extend(orphan);
+        assert_eq!(ogg_first_packets(&cut, 2).unwrap(), [a, c]);
         // Not Vorbis headers: no codec.
         assert!(vorbis_from_headers(&bytes).is_none());
     }

@@ -745,9 +745,11 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
 
 /// The Vorbis codec of an Ogg track, made from its header pages if they
 /// are here (the start brings them first): ready while the first audio
-/// page is still arriving ([`crate::decode::vorbis_from_headers`]). `None`
-/// for other tracks, or if those pages are not all here yet.
-fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
+/// page is still arriving ([`crate::decode::vorbis_from_headers`]). The
+/// pages are the header ranges before the first audio page, one after the
+/// other (a comment holding cover art is left out of them). `None` for
+/// other tracks, or if those pages are not all here yet.
+pub fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
     use chorus_protocol::{Codec, Container};
     let manifest = store.manifest();
     let media = manifest.media();
@@ -755,17 +757,26 @@ fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
         return None;
     }
     let first_audio = media.time_index.first()?.byte_offset;
-    let end = first_audio.min(crate::decode::MAX_VORBIS_HEADERS as u64);
-    let chunks = manifest.layout().chunks_covering(0..end);
-    if end == 0 || !chunks.clone().all(|i| store.has(i)) {
-        return None;
-    }
-    let mut header = vec![0u8; usize::try_from(end).ok()?];
-    let mut at = 0;
-    while at < header.len() {
-        match store.read_at(at as u64, &mut header[at..], Duration::ZERO) {
-            Ok(n) if n > 0 => at += n,
-            _ => return None,
+    let mut header = Vec::new();
+    for r in &media.header_ranges {
+        let r = r.start..r.end.min(first_audio);
+        let room = crate::decode::MAX_VORBIS_HEADERS - header.len();
+        if r.start >= r.end || room == 0 {
+            continue;
+        }
+        let r = r.start..r.end.min(r.start + room as u64);
+        if !manifest.layout().chunks_covering(r.clone()).all(|i| store.has(i)) {
+            return None;
+        }
+        let from = header.len();
+        header.resize(from + usize::try_from(r.end - r.start).ok()?, 0);
+        let mut at = from;
+        while at < header.len() {
+            let offset = r.start + (at - from) as u64;
+            match store.read_at(offset, &mut header[at..], Duration::ZERO) {
+                Ok(n) if n > 0 => at += n,
+                _ => return None,
+            }
         }
     }
     crate::decode::vorbis_from_headers(&header)

@@ -55,13 +55,20 @@ pub struct ChunkSource {
     /// rewindable ([`chorus_streamer::probe::skipped_fill`]): read as
     /// zeros unless here, as the indexer did not count them as headers.
     skipped: Option<std::ops::Range<u64>>,
-    /// A FLAC's or an MP4's metadata bytes that decoding does not need
-    /// (cover art, padding: [`chorus_streamer::probe::flac_unneeded`],
-    /// [`chorus_streamer::probe::mp4_unneeded`]): those outside the header
-    /// ranges before the first audio, and between header ranges after the
-    /// last audio (an MP4's index at its end). Read as zeros unless here,
-    /// so the first note does not wait for them.
+    /// A FLAC's, an MP4's or an Ogg Vorbis stream's metadata bytes that
+    /// decoding does not need (cover art, padding:
+    /// [`chorus_streamer::probe::flac_unneeded`],
+    /// [`chorus_streamer::probe::mp4_unneeded`], an Ogg's comment-only
+    /// pages): those outside the header ranges before the first audio,
+    /// and between header ranges after the last audio (an MP4's index at
+    /// its end). Read as zeros unless here, so the first note does not
+    /// wait for them.
     unneeded: Vec<std::ops::Range<u64>>,
+    /// `unneeded` reads as zeros even where it is here (an Ogg's): what
+    /// the reader sees must not depend on what has arrived, as a page half
+    /// real and half zeros fails its checksum where a page of zeros is
+    /// skipped.
+    zeros_here: bool,
 }
 
 impl ChunkSource {
@@ -100,15 +107,27 @@ impl ChunkSource {
         let len = m.layout().byte_len().saturating_sub(base);
         let len_shown = Arc::new(AtomicBool::new(true));
         let media = m.media();
-        let unneeded = match (media.container, media.time_index.first(), media.time_index.last()) {
-            (
-                chorus_protocol::Container::Flac | chorus_protocol::Container::Mp4,
-                Some(first),
-                Some(last),
-            ) => gaps(&media.header_ranges, first.byte_offset, last.byte_offset),
+        use chorus_protocol::{Codec, Container};
+        let ogg = media.container == Container::Ogg && media.codec == Codec::Vorbis;
+        let cut = ogg || matches!(media.container, Container::Flac | Container::Mp4);
+        let unneeded = match (media.time_index.first(), media.time_index.last()) {
+            (Some(first), Some(last)) if cut => {
+                gaps(&media.header_ranges, first.byte_offset, last.byte_offset)
+            }
             _ => Vec::new(),
         };
-        Self { store, base, pos: 0, len, max_wait, on_stall, len_shown, skipped: None, unneeded }
+        Self {
+            store,
+            base,
+            pos: 0,
+            len,
+            max_wait,
+            on_stall,
+            len_shown,
+            skipped: None,
+            unneeded,
+            zeros_here: ogg,
+        }
     }
 
     /// Raise this once the decoder is open: from then on the source shows
@@ -125,22 +144,39 @@ impl Read for ChunkSource {
         }
         let at = self.base + self.pos;
         // Bytes no decoding needs (see `unneeded`, `skipped`): zeros up to
-        // the range's end or the chunk's, whichever is first, unless here.
-        let zeros_until =
-            self.unneeded.iter().find(|g| g.contains(&at)).map(|g| g.end).or_else(|| {
+        // the range's end or the chunk's, whichever is first, unless here
+        // (an Ogg's, here or not, to the range's end).
+        let zeros_until = self
+            .unneeded
+            .iter()
+            .find(|g| g.contains(&at))
+            .map(|g| (g.end, self.zeros_here))
+            .or_else(|| {
                 let s = self.skipped.as_ref().filter(|s| s.contains(&self.pos))?;
-                Some(self.base + s.end)
+                Some((self.base + s.end, false))
             });
-        if let Some(until) = zeros_until {
+        if let Some((until, here_too)) = zeros_until {
             let layout = self.store.manifest().layout();
-            if let Some(c) = layout.chunk_at(at).filter(|c| !self.store.has(c.0)) {
-                let end = until.min(layout.byte_range(c).end).min(self.base + self.len);
+            let zeros = if here_too {
+                Some(until)
+            } else {
+                let missing = layout.chunk_at(at).filter(|c| !self.store.has(c.0));
+                missing.map(|c| until.min(layout.byte_range(c).end))
+            };
+            if let Some(end) = zeros {
+                let end = end.min(self.base + self.len);
                 let n = buf.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
                 buf[..n].fill(0);
                 self.pos += n as u64;
                 return Ok(n);
             }
         }
+        // Where they are zeros here or not, a read from before them stops
+        // where they begin.
+        let next = self.unneeded.iter().map(|g| g.start).filter(|&z| z > at && self.zeros_here);
+        let room = next.min().map_or(usize::MAX, |z| usize::try_from(z - at).unwrap_or(usize::MAX));
+        let n = buf.len().min(room);
+        let buf = &mut buf[..n];
         let n = match self.store.read_at(at, buf, REPORT_AFTER) {
             Ok(n) => n,
             Err(ReadError::TimedOut(chunk)) => {

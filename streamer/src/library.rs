@@ -30,8 +30,10 @@ pub const INDEX_FILE: &str = "library.idx";
 /// first frame in each chunk; 7: no header range for what symphonia reads
 /// only to keep skipped bytes rewindable; 8: WAV and MP4 time points
 /// within a kilobyte of their packets (no longer a 32 KiB read's); 9: a
-/// FLAC's cover art and padding, and an MP4's cover art, are not headers.
-const INDEX_VERSION: u32 = 9;
+/// FLAC's cover art and padding, and an MP4's cover art, are not headers;
+/// 10: nor are an Ogg Vorbis comment's own pages (its cover art), and an
+/// Ogg whose comment spans pages gets a frame-exact index.
+const INDEX_VERSION: u32 = 10;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

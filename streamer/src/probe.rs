@@ -371,10 +371,12 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             time_index = exact;
         }
     }
+    let mut ogg_comment = None;
     if container == Container::Ogg && codec == Codec::Vorbis {
         // Page starts, with the time their audio starts at.
-        if let Some(pages) = ogg_index(path, len, sample_rate) {
+        if let Some((pages, comment)) = ogg_index(path, len, sample_rate) {
             time_index = pages;
+            ogg_comment = comment;
         }
     }
     if container == Container::Flac {
@@ -388,6 +390,8 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         // decode: a player reads them as zeros ([`flac_unneeded`]).
         Container::Flac => without(header_ranges, &flac_unneeded(path, len)),
         Container::Mp4 => without(header_ranges, &mp4_unneeded(path, len)),
+        // So are the pages of an Ogg Vorbis comment (cover art again).
+        Container::Ogg => without(header_ranges, ogg_comment.as_slice()),
         _ => header_ranges,
     };
     let header_ranges = cap_header_ranges(header_ranges);
@@ -698,6 +702,8 @@ pub struct OggPageHeader {
     pub serial: u32,
     /// How many lacing values follow the header's 27 bytes.
     pub segments: usize,
+    /// The page's first packet goes on from the page before.
+    pub continued: bool,
 }
 
 /// Bytes in the fixed part of an Ogg page header.
@@ -714,6 +720,7 @@ pub fn ogg_page_header(h: &[u8]) -> Option<OggPageHeader> {
         granule: i64::from_le_bytes(h[6..14].try_into().ok()?),
         serial: u32::from_le_bytes(h[14..18].try_into().ok()?),
         segments: usize::from(h[26]),
+        continued: h[5] & 0x01 != 0,
     })
 }
 
@@ -721,14 +728,18 @@ pub fn ogg_page_header(h: &[u8]) -> Option<OggPageHeader> {
 /// every [`POINT_BLOCK`], each with the time of the samples its packets
 /// start at: the previous page's granule position (a Vorbis granule is the
 /// PCM sample count), in µs. The first point is the first audio page (what
-/// is before it holds the three header packets). `None` for anything else
-/// (several streams, a bad page).
-fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<Vec<TimePoint>> {
+/// is before it holds the three header packets). With it, the pages that
+/// carry nothing but the comment header ([`ogg_comment_only`]). `None` for
+/// anything else (several streams, a bad page).
+fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<(Vec<TimePoint>, Option<Range<u64>>)> {
     let mut file = std::io::BufReader::with_capacity(64 * 1024, File::open(path).ok()?);
     let mut at = 0u64;
     let mut serial = None;
     let mut prev_granule: Option<u64> = None;
     let mut index: Vec<TimePoint> = Vec::new();
+    // Packets ended on the pages before this one (lacing values under 255).
+    let mut ended = 0usize;
+    let mut comment: Option<Range<u64>> = None;
     while at + 27 <= len {
         let mut h = [0u8; 27];
         file.seek(SeekFrom::Start(at)).ok()?;
@@ -742,26 +753,52 @@ fn ogg_index(path: &Path, len: u64, rate: u32) -> Option<Vec<TimePoint>> {
         file.read_exact(&mut segments).ok()?;
         let page_len =
             27 + segments.len() as u64 + segments.iter().map(|&l| u64::from(l)).sum::<u64>();
-        // Audio pages: once a page has ended a packet at a sample position
-        // (headers end at granule 0); -1 means no packet ends on the page.
-        if let Some(prev) = prev_granule {
+        let ended_here = segments.iter().filter(|&&l| l < 255).count();
+        if ended < 3 {
+            // A header page (the three header packets come first; the
+            // pages that carry only the comment have no granule: -1).
+            if ogg_comment_only(ended, &segments) {
+                let start = comment.as_ref().map_or(at, |c| c.start);
+                if comment.as_ref().is_none_or(|c| c.end == at) {
+                    comment = Some(start..at + page_len);
+                }
+            }
+        } else if let Some(prev) = prev_granule {
             if first_in_block(index.last(), at, 0) {
                 let us = u64::try_from(u128::from(prev) * 1_000_000 / u128::from(rate)).ok()?;
                 index.push(TimePoint { byte_offset: at, time_us: us });
             }
-        } else if granule > 0 {
+        } else if index.is_empty() {
+            if granule < 0 {
+                // The first audio page ends no packet: no position to
+                // start the index from that we can trust.
+                return None;
+            }
             // The first audio page: it starts at sample 0.
             index.push(TimePoint { byte_offset: at, time_us: 0 });
-        } else if granule < 0 {
-            // Audio before any sample position: not an index we can trust.
-            return None;
         }
-        if granule > 0 {
+        if ended >= 3 && granule > 0 {
             prev_granule = Some(granule as u64);
         }
+        ended += ended_here;
         at += page_len;
     }
-    (index.len() > 1).then_some(index)
+    (index.len() > 1).then_some((index, comment))
+}
+
+/// True if a header page whose lacing values are `segments` carries only
+/// bytes of the comment header (the second packet), `ended` packets having
+/// ended before it: a Vorbis comment holding cover art (a base64
+/// METADATA_BLOCK_PICTURE) runs over many such pages. A player need not
+/// read them: symphonia's reader finds the next page and drops the
+/// comment's tail from it (a continued packet it has no start of), and the
+/// codec is made from the identification and setup headers alone.
+fn ogg_comment_only(ended: usize, segments: &[u8]) -> bool {
+    let ended_here = segments.iter().filter(|&&l| l < 255).count();
+    // The identification header has ended and the comment has not; the
+    // page ends nothing but the comment, at its last segment if at all.
+    let ends_only_it = ended_here == 0 || (ended_here == 1 && segments.last() < Some(&255));
+    ended == 1 && ends_only_it && !segments.is_empty()
 }
 
 /// Keeps the index strictly rising in offset and bounded in size.
@@ -900,6 +937,21 @@ mod tests {
         assert_eq!(r, vec![0..10, 20..90, 210..300]);
         assert_eq!(without(vec![0..10], &[0..10]), Vec::<Range<u64>>::new());
         assert_eq!(without(vec![5..10], &[]), vec![5..10]);
+    }
+
+    #[test]
+    fn only_pages_that_carry_nothing_but_the_vorbis_comment_are_unneeded() {
+        // The identification header's page: not the comment's.
+        assert!(!ogg_comment_only(0, &[30]));
+        // Starting or going on with the comment, ending it at the last
+        // segment or not at all.
+        assert!(ogg_comment_only(1, &[255; 255]));
+        assert!(ogg_comment_only(1, &[255, 255, 7]));
+        // The setup header begins on it (after the comment's end), or the
+        // comment has ended before it, or the page is empty.
+        assert!(!ogg_comment_only(1, &[255, 7, 255, 30]));
+        assert!(!ogg_comment_only(2, &[255, 255]));
+        assert!(!ogg_comment_only(1, &[]));
     }
 
     /// A FLAC's metadata blocks: STREAMINFO, a PICTURE, PADDING (last).
