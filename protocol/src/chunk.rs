@@ -59,6 +59,10 @@ pub struct ChunkLayout {
     chunk_size: ChunkSize,
     /// The first chunk's length (before the end of the track cuts it).
     lead: u32,
+    /// The second chunk's length when it is a gap of its own (bytes a
+    /// player never needs, right before the audio: a FLAC's padding), 0
+    /// when the chunks after the first are all full ones.
+    gap: u32,
     count: u32,
 }
 
@@ -86,14 +90,29 @@ impl ChunkLayout {
     /// The layout whose first chunk holds `lead` bytes (1 to the chunk
     /// size), as a manifest states it.
     pub fn with_lead(byte_len: u64, chunk_size: ChunkSize, lead: u32) -> Result<Self> {
+        Self::with_gap(byte_len, chunk_size, lead, 0)
+    }
+
+    /// The layout whose first chunk holds `lead` bytes and whose second,
+    /// if `gap` is not 0, holds `gap` bytes (1 to the chunk size each;
+    /// the gap ends before the track does), every later one a full chunk
+    /// but the last: a cut on each side of bytes a player never needs
+    /// (a FLAC's padding between its metadata and its first frame), so
+    /// that no chunk a start needs carries them. As a manifest states it.
+    pub fn with_gap(byte_len: u64, chunk_size: ChunkSize, lead: u32, gap: u32) -> Result<Self> {
         if byte_len == 0 {
             return Err(ProtocolError::Invalid("track length (empty)"));
         }
         if lead == 0 || lead > chunk_size.get() {
             return Err(ProtocolError::Invalid("first chunk length (1 to the chunk size)"));
         }
-        let rest = byte_len.saturating_sub(u64::from(lead));
-        let count = 1 + rest.div_ceil(u64::from(chunk_size.get()));
+        if gap > chunk_size.get() || (gap > 0 && u64::from(lead) + u64::from(gap) >= byte_len) {
+            return Err(ProtocolError::Invalid(
+                "second chunk length (to the chunk size, not the end)",
+            ));
+        }
+        let rest = byte_len.saturating_sub(u64::from(lead) + u64::from(gap));
+        let count = 1 + u64::from(gap > 0) + rest.div_ceil(u64::from(chunk_size.get()));
         if count > u64::from(limits::MAX_CHUNKS) {
             return Err(ProtocolError::TooMany {
                 what: "chunks in a track",
@@ -102,7 +121,7 @@ impl ChunkLayout {
             });
         }
         // count <= MAX_CHUNKS, a u32.
-        Ok(Self { byte_len, chunk_size, lead, count: count as u32 })
+        Ok(Self { byte_len, chunk_size, lead, gap, count: count as u32 })
     }
 
     /// The track's length in bytes.
@@ -119,6 +138,22 @@ impl ChunkLayout {
     /// chunk size when the cuts are at its multiples).
     pub fn lead(&self) -> u32 {
         self.lead
+    }
+
+    /// The second chunk's length when it is a gap of its own
+    /// ([`ChunkLayout::with_gap`]), else 0.
+    pub fn gap(&self) -> u32 {
+        self.gap
+    }
+
+    /// Where the full chunks begin: after the first chunk and the gap.
+    fn grid(&self) -> u64 {
+        u64::from(self.lead) + u64::from(self.gap)
+    }
+
+    /// The index of the first full chunk (1, or 2 after a gap).
+    fn first_full(&self) -> u32 {
+        1 + u32::from(self.gap > 0)
     }
 
     /// The number of chunks.
@@ -140,7 +175,8 @@ impl ChunkLayout {
         let (size, lead) = (u64::from(self.chunk_size.get()), u64::from(self.lead));
         let (start, len) = match index.0 {
             0 => (0, lead),
-            i => (lead + u64::from(i - 1) * size, size),
+            1 if self.gap > 0 => (lead, u64::from(self.gap)),
+            i => (self.grid() + u64::from(i - self.first_full()) * size, size),
         };
         let start = start.min(self.byte_len);
         start..(start + len).min(self.byte_len)
@@ -162,12 +198,14 @@ impl ChunkLayout {
 
     /// The chunk holding `offset`, which is within the track.
     fn index_of(&self, offset: u64) -> u32 {
-        let lead = u64::from(self.lead);
-        if offset < lead {
+        if offset < u64::from(self.lead) {
             return 0;
         }
+        if offset < self.grid() {
+            return 1;
+        }
         // offset < byte_len, so the index is < count, a u32.
-        (1 + (offset - lead) / u64::from(self.chunk_size.get())) as u32
+        self.first_full() + ((offset - self.grid()) / u64::from(self.chunk_size.get())) as u32
     }
 
     /// The chunks that together cover `range` (empty for an empty range).
@@ -260,6 +298,32 @@ mod tests {
         assert_eq!((short.count(), short.byte_range(ChunkIndex(0))), (1, 0..100));
         assert!(ChunkLayout::with_lead(5000, size, 0).is_err());
         assert!(ChunkLayout::with_lead(5000, size, 1025).is_err());
+    }
+
+    #[test]
+    fn a_gap_is_a_chunk_of_its_own_between_the_first_and_the_full_ones() {
+        let size = ChunkSize::new(1024).unwrap_or_default();
+        let l = ChunkLayout::with_gap(5000, size, 167, 800).unwrap();
+        assert_eq!((l.lead(), l.gap(), l.count()), (167, 800, 6));
+        assert_eq!(l.byte_range(ChunkIndex(0)), 0..167);
+        assert_eq!(l.byte_range(ChunkIndex(1)), 167..967);
+        assert_eq!(l.byte_range(ChunkIndex(2)), 967..1991);
+        assert_eq!(l.byte_range(ChunkIndex(5)), 4039..5000);
+        assert_eq!(l.chunk_at(166), Some(ChunkIndex(0)));
+        assert_eq!(l.chunk_at(167), Some(ChunkIndex(1)));
+        assert_eq!(l.chunk_at(966), Some(ChunkIndex(1)));
+        assert_eq!(l.chunk_at(967), Some(ChunkIndex(2)));
+        assert_eq!(l.chunk_at(4999), Some(ChunkIndex(5)));
+        assert_eq!(l.chunks_covering(100..1000), 0..3);
+        // No gap: the lead's layout.
+        assert_eq!(
+            ChunkLayout::with_gap(5000, size, 276, 0),
+            ChunkLayout::with_lead(5000, size, 276)
+        );
+        // A gap longer than a chunk, or reaching the end: refused.
+        assert!(ChunkLayout::with_gap(5000, size, 167, 1025).is_err());
+        assert!(ChunkLayout::with_gap(967, size, 167, 800).is_err());
+        assert!(ChunkLayout::with_gap(968, size, 167, 800).is_ok());
     }
 
     #[test]

@@ -43,10 +43,14 @@ use crate::error::{ProtocolError, Result};
 use crate::ids::{ChunkHash, ChunkIndex, TrackId};
 use crate::limits;
 
-/// The manifest encoding version this implementation writes and reads
-/// (2: page hashes in place of the chunk hash list; 3: the first chunk's
-/// length, so a cut falls where the audio begins).
-pub const MANIFEST_VERSION: u8 = 3;
+/// The newest manifest encoding version this implementation writes and
+/// reads (2: page hashes in place of the chunk hash list; 3: the first
+/// chunk's length, so a cut falls where the audio begins; 4: and the
+/// second's, a gap of bytes no player needs before the audio). A manifest
+/// is written as 3 when its layout has no gap (its id unchanged).
+pub const MANIFEST_VERSION: u8 = 4;
+/// The oldest manifest encoding version this implementation reads.
+pub const MANIFEST_MIN_VERSION: u8 = 3;
 const MAGIC: &[u8; 4] = b"CHMF";
 
 /// Chunk hashes per page of the hash list: a page is 2 KiB.
@@ -720,7 +724,7 @@ fn encoded_len_hint(media: &MediaInfo, pages: usize) -> usize {
 /// index are delta-coded from the previous point.
 fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[[u8; 32]]) {
     buf.put_slice(MAGIC);
-    buf.put_u8(MANIFEST_VERSION);
+    buf.put_u8(if layout.gap() > 0 { MANIFEST_VERSION } else { MANIFEST_MIN_VERSION });
     buf.put_u8(media.codec.code());
     buf.put_u8(media.container.code());
     buf.put_varint(u64::from(media.sample_rate));
@@ -729,6 +733,9 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[
     buf.put_varint(layout.byte_len());
     buf.put_varint(u64::from(layout.chunk_size().get()));
     buf.put_varint(u64::from(layout.lead()));
+    if layout.gap() > 0 {
+        buf.put_varint(u64::from(layout.gap()));
+    }
     for p in pages {
         buf.put_slice(p);
     }
@@ -757,10 +764,10 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
         return Err(ProtocolError::Invalid("manifest magic"));
     }
     let version = r.u8()?;
-    if version != MANIFEST_VERSION {
+    if !(MANIFEST_MIN_VERSION..=MANIFEST_VERSION).contains(&version) {
         return Err(ProtocolError::UnsupportedVersion {
             version,
-            min: MANIFEST_VERSION,
+            min: MANIFEST_MIN_VERSION,
             max: MANIFEST_VERSION,
         });
     }
@@ -773,7 +780,10 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
     let byte_len = r.varint("byte length")?;
     let chunk_size = ChunkSize::new(r.varint_u32("chunk size")?)?;
     let lead = r.varint_u32("first chunk length")?;
-    let layout = ChunkLayout::with_lead(byte_len, chunk_size, lead)?;
+    // (A version-4 manifest with a gap of 0 re-encodes as version 3: not
+    // canonical, refused.)
+    let gap = if version >= 4 { r.varint_u32("second chunk length")? } else { 0 };
+    let layout = ChunkLayout::with_gap(byte_len, chunk_size, lead, gap)?;
     // Check the page hashes fit before allocating for them.
     let n = pages_for(layout.count()) as usize;
     if r.remaining() < 32 * n {

@@ -32,8 +32,9 @@ pub const INDEX_FILE: &str = "library.idx";
 /// within a kilobyte of their packets (no longer a 32 KiB read's); 9: a
 /// FLAC's cover art and padding, and an MP4's cover art, are not headers;
 /// 10: nor are an Ogg Vorbis comment's own pages (its cover art), and an
-/// Ogg whose comment spans pages gets a frame-exact index.
-const INDEX_VERSION: u32 = 10;
+/// Ogg whose comment spans pages gets a frame-exact index; 11: a FLAC's
+/// padding before its first frame is a chunk of its own.
+const INDEX_VERSION: u32 = 11;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]
@@ -481,10 +482,22 @@ pub fn index_file(path: &Path, chunk_size: ChunkSize) -> Result<LibraryTrack> {
     let before = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
     let size = before.len();
     let probed = probe::probe_file(path, size)?;
-    let layout =
-        ChunkLayout::aligned(size, chunk_size, stream_start(&probed.media)).map_err(|e| {
-            Error::NotAudio { path: path.to_owned(), reason: format!("cannot be chunked ({e})") }
-        })?;
+    // A cut on each side of bytes no player needs right before the audio
+    // (a FLAC's padding), when they fit in a chunk; else one where the
+    // stream starts.
+    let gapped = probed.gap.as_ref().and_then(|g| {
+        let lead = u32::try_from(g.start).ok()?;
+        let gap = u32::try_from(g.end - g.start).ok()?;
+        ChunkLayout::with_gap(size, chunk_size, lead, gap).ok()
+    });
+    let layout = match gapped {
+        Some(layout) => Ok(layout),
+        None => ChunkLayout::aligned(size, chunk_size, stream_start(&probed.media)),
+    }
+    .map_err(|e| Error::NotAudio {
+        path: path.to_owned(),
+        reason: format!("cannot be chunked ({e})"),
+    })?;
     let hashes = hash_file(path, &layout)?;
     let after = fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
     if after.len() != size || mtime_ns(&after) != mtime_ns(&before) {

@@ -41,6 +41,12 @@ const READ_GRAIN: usize = 1024;
 pub struct Probed {
     /// What the manifest needs.
     pub media: MediaInfo,
+    /// Bytes right before the first audio that a player never needs (a
+    /// FLAC's padding), when they and what comes before them each fit in
+    /// a [`POINT_BLOCK`]: a library cuts on each side of them
+    /// ([`chorus_protocol::ChunkLayout::with_gap`]), and the index's
+    /// blocks count from their end.
+    pub gap: Option<Range<u64>>,
 }
 
 #[derive(Default)]
@@ -379,12 +385,6 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
             ogg_comment = comment;
         }
     }
-    if container == Container::Flac {
-        // The same for FLAC: frame starts with their exact times.
-        if let Some(exact) = flac_index(path, len, &flac_frames) {
-            time_index = exact;
-        }
-    }
     let header_ranges = match container {
         // Cover art and padding in a FLAC's metadata are not needed to
         // decode: a player reads them as zeros ([`flac_unneeded`]).
@@ -395,8 +395,19 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         _ => header_ranges,
     };
     let header_ranges = cap_header_ranges(header_ranges);
+    let mut gap = None;
+    if container == Container::Flac {
+        let first = File::open(path).ok().and_then(|mut f| flac_first_frame(&mut f, len));
+        gap = first.and_then(|first| gap_before(&header_ranges, first, len));
+        // The same for FLAC: frame starts with their exact times.
+        if let Some(exact) = flac_index(path, len, &flac_frames, gap.as_ref().map_or(0, |g| g.end))
+        {
+            time_index = exact;
+        }
+    }
     let channels = u16::try_from(channels).map_err(|_| not_audio(path, "too many channels"))?;
     Ok(Probed {
+        gap,
         media: MediaInfo {
             codec,
             container,
@@ -662,6 +673,18 @@ fn without(ranges: Vec<Range<u64>>, cut: &[Range<u64>]) -> Vec<Range<u64>> {
     out
 }
 
+/// The bytes between the last header range before `first_audio` and
+/// `first_audio` (none of them a header: a player reads them as zeros),
+/// if there are any, and they and the bytes before them each fit in a
+/// [`POINT_BLOCK`] and audio follows: see [`Probed::gap`].
+fn gap_before(headers: &[Range<u64>], first_audio: u64, len: u64) -> Option<Range<u64>> {
+    let start = headers.iter().filter(|h| h.start < first_audio).map(|h| h.end).max()?;
+    let gap = start..first_audio;
+    let fits = |n: u64| (1..=POINT_BLOCK).contains(&n);
+    (start < first_audio && fits(start) && fits(gap.end - gap.start) && first_audio < len)
+        .then_some(gap)
+}
+
 /// True if a FLAC frame header's sync code starts at `at`.
 fn flac_sync_at(file: &mut File, at: u64) -> bool {
     let mut h = [0u8; 2];
@@ -676,12 +699,12 @@ fn flac_sync_at(file: &mut File, at: u64) -> bool {
 /// and the frames' lengths and times (`frames`, as the demuxer read them).
 /// `None` if the frames do not add up to the file (each point is checked
 /// for a frame sync code) or there are none.
-fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)]) -> Option<Vec<TimePoint>> {
+fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)], origin: u64) -> Option<Vec<TimePoint>> {
     let mut file = File::open(path).ok()?;
     let mut at = flac_first_frame(&mut file, len)?;
     let mut index: Vec<TimePoint> = Vec::new();
     for &(flen, t) in frames {
-        if first_in_block(index.last(), at, 0) {
+        if first_in_block(index.last(), at, origin) {
             if !flac_sync_at(&mut file, at) {
                 return None;
             }

@@ -212,15 +212,24 @@ pub fn manifest() -> impl Strategy<Value = (Manifest, Bytes)> {
         tags(),
         vec((1u64..5000, 0u64..1_000_000), 0..30),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(data, cs, codec, container, rate, channels, frames, tags, steps, header)| {
+            |(data, cs, codec, container, rate, channels, frames, tags, steps, header, gapped)| {
                 let data = Bytes::from(data);
                 let size = ChunkSize::new(1024 << cs).expect("valid size");
-                // Cut where the audio begins, as a library does.
-                let audio = time_index_first(&steps, data.len() as u64);
-                let layout =
-                    ChunkLayout::aligned(data.len() as u64, size, audio).expect("valid layout");
+                // Cut where the audio begins, as a library does; or, when
+                // the bytes before it fit in two chunks, on each side of
+                // a gap that ends there (a FLAC's padding).
+                let (len, audio) = (data.len() as u64, time_index_first(&steps, data.len() as u64));
+                let chunk = u64::from(size.get());
+                let lead = (audio / 2).clamp(1, chunk);
+                let layout = if gapped && audio > lead && audio - lead <= chunk && audio < len {
+                    ChunkLayout::with_gap(len, size, lead as u32, (audio - lead) as u32)
+                } else {
+                    ChunkLayout::aligned(len, size, audio)
+                }
+                .expect("valid layout");
                 let (hashes, _) = chunk::chunk_bytes(&data, &layout).expect("chunked");
                 let mut time_index = Vec::new();
                 let (mut off, mut t) = (0u64, 0u64);
