@@ -633,7 +633,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     }
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
     let shown = source.length_shown();
-    let early = early_codec(&t.store);
+    let early = early_codec(&t.store, EARLY_CODEC_WAIT);
     let mut decoder = match Decoder::open_with(Box::new(source), t.hint, early) {
         Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO, Duration::ZERO)),
         d => d?,
@@ -743,13 +743,19 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     Ok((rate, format.rate, started_at, end))
 }
 
-/// The Vorbis codec of an Ogg track, made from its header pages if they
-/// are here (the start brings them first): ready while the first audio
-/// page is still arriving ([`crate::decode::vorbis_from_headers`]). The
-/// pages are the header ranges before the first audio page, one after the
-/// other (a comment holding cover art is left out of them). `None` for
-/// other tracks, or if those pages are not all here yet.
-pub fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
+/// How long the decode thread waits for an Ogg's header pages to make its
+/// codec early ([`early_codec`]): they are the first bytes a start brings;
+/// past this the reader opens the usual way (and reports a stall).
+const EARLY_CODEC_WAIT: Duration = Duration::from_millis(500);
+
+/// The Vorbis codec of an Ogg track, made from its header pages as soon
+/// as they are here (the start brings them first, and its answer comes
+/// with their first bytes): ready while the first audio page is still
+/// arriving ([`crate::decode::vorbis_from_headers`]). The pages are the
+/// header ranges before the first audio page, one after the other (a
+/// comment holding cover art is left out of them), each byte waited for
+/// up to `wait`. `None` for other tracks, or if those bytes do not come.
+pub fn early_codec(store: &TrackStore, wait: Duration) -> Option<crate::decode::EarlyCodec> {
     use chorus_protocol::{Codec, Container};
     let manifest = store.manifest();
     let media = manifest.media();
@@ -765,15 +771,12 @@ pub fn early_codec(store: &TrackStore) -> Option<crate::decode::EarlyCodec> {
             continue;
         }
         let r = r.start..r.end.min(r.start + room as u64);
-        if !manifest.layout().chunks_covering(r.clone()).all(|i| store.has(i)) {
-            return None;
-        }
         let from = header.len();
         header.resize(from + usize::try_from(r.end - r.start).ok()?, 0);
         let mut at = from;
         while at < header.len() {
             let offset = r.start + (at - from) as u64;
-            match store.read_at(offset, &mut header[at..], Duration::ZERO) {
+            match store.read_at(offset, &mut header[at..], wait) {
                 Ok(n) if n > 0 => at += n,
                 _ => return None,
             }

@@ -33,8 +33,9 @@ pub const INDEX_FILE: &str = "library.idx";
 /// FLAC's cover art and padding, and an MP4's cover art, are not headers;
 /// 10: nor are an Ogg Vorbis comment's own pages (its cover art), and an
 /// Ogg whose comment spans pages gets a frame-exact index; 11: a FLAC's
-/// padding before its first frame is a chunk of its own.
-const INDEX_VERSION: u32 = 11;
+/// padding before its first frame is a chunk of its own; 12: an MP3's, a
+/// FLAC's or an Ogg Vorbis stream's header ranges end at its first frame.
+const INDEX_VERSION: u32 = 12;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]

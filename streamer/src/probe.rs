@@ -370,11 +370,14 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         .filter(|r| r.start < r.end)
         .collect();
     time_index.retain(|p| p.byte_offset < len);
+    // The time index's points are frame starts (not a read's neighbourhood).
+    let mut exact_points = false;
     if container == Container::Mpeg {
         // Points at frame starts, with their frames' exact times: a player
         // can start a reader there and seek without reading what is before.
         if let Some(exact) = mpeg_index(path, base, len, &packet_times) {
             time_index = exact;
+            exact_points = true;
         }
     }
     let mut ogg_comment = None;
@@ -383,6 +386,7 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         if let Some((pages, comment)) = ogg_index(path, len, sample_rate) {
             time_index = pages;
             ogg_comment = comment;
+            exact_points = true;
         }
     }
     let header_ranges = match container {
@@ -403,8 +407,24 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         if let Some(exact) = flac_index(path, len, &flac_frames, gap.as_ref().map_or(0, |g| g.end))
         {
             time_index = exact;
+            exact_points = true;
         }
     }
+    // What the demuxer read past the first frame of a stream indexed
+    // frame-exactly is read-ahead into its audio, not header: the range
+    // that straddles the first point ends there. (An Ogg's reached 27 KB
+    // into its audio: two chunks of "header", so a start's answer came
+    // back only once both had, and every seek waited for them.)
+    let header_ranges = match time_index.first() {
+        Some(first) if exact_points => header_ranges
+            .into_iter()
+            .map(|r| {
+                let straddles = r.start < first.byte_offset && first.byte_offset < r.end;
+                if straddles { r.start..first.byte_offset } else { r }
+            })
+            .collect(),
+        _ => header_ranges,
+    };
     let channels = u16::try_from(channels).map_err(|_| not_audio(path, "too many channels"))?;
     Ok(Probed {
         gap,
