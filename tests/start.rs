@@ -693,6 +693,22 @@ fn with_cover_art(flac: &[u8], art: usize) -> Vec<u8> {
     out
 }
 
+/// A store of `m`'s track holding `chunks`, cut from `file` (its bytes)
+/// and checked against the manifest.
+fn store_of(
+    m: &chorus_protocol::Manifest,
+    file: &[u8],
+    chunks: impl IntoIterator<Item = u32>,
+) -> Arc<chorus_streamer::store::TrackStore> {
+    let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
+    for i in chunks {
+        let r = m.layout().byte_range(chorus_protocol::ChunkIndex(i));
+        let data = bytes::Bytes::copy_from_slice(&file[r.start as usize..r.end as usize]);
+        store.insert(m.verify(chorus_protocol::ChunkIndex(i), data).unwrap()).unwrap();
+    }
+    store
+}
+
 /// The sample `name` and `extra` (a picture, metadata) made into `out` by
 /// ffmpeg with `args`; true if it did.
 fn remux(name: &str, extra: &std::path::Path, args: &[&str], out: &std::path::Path) -> bool {
@@ -872,25 +888,15 @@ async fn an_ogg_s_cover_art_is_not_fetched_before_the_first_note() {
     let (library, _, _) = scan(&lib, data.path());
     let m = library.tracks().next().unwrap().manifest.clone();
     let first_audio = m.media().time_index[0].byte_offset;
-    let store_with = |chunks: &mut dyn Iterator<Item = u32>| {
-        let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
-        for i in chunks {
-            let r = m.layout().byte_range(chorus_protocol::ChunkIndex(i));
-            let data = bytes::Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]);
-            store.insert(m.verify(chorus_protocol::ChunkIndex(i), data).unwrap()).unwrap();
-        }
-        store
-    };
     // The codec is made from the header chunks alone.
-    let header_chunks: Vec<u32> = headers
+    let header_chunks = headers
         .iter()
         .filter(|r| r.start < first_audio)
-        .flat_map(|r| m.layout().chunks_covering(r.clone()))
-        .collect();
-    let store = store_with(&mut header_chunks.iter().copied());
+        .flat_map(|r| m.layout().chunks_covering(r.clone()));
+    let store = store_of(&m, &bytes, header_chunks);
     let early = chorus_player::play::early_codec(&store, Duration::ZERO)
         .expect("a codec from the header chunks");
-    let all = store_with(&mut (0..m.layout().count()));
+    let all = store_of(&m, &bytes, 0..m.layout().count());
     let wait = Duration::from_secs(2);
     let source = chorus_player::source::ChunkSource::new(all.clone(), wait, Box::new(|_| {}));
     let hint = chorus_player::decode::extension_hint(m.media().container);
@@ -934,18 +940,7 @@ fn an_ogg_s_codec_is_made_before_its_first_audio_page_is_here() {
     let first_audio = m.media().time_index[0].byte_offset as usize;
     let chunk0 = m.layout().byte_range(chorus_protocol::ChunkIndex(0));
     assert!(first_audio as u64 <= chunk0.end, "the header pages are in the first chunk");
-    let chunk = |i: u32| {
-        let r = m.layout().byte_range(chorus_protocol::ChunkIndex(i));
-        let bytes = bytes::Bytes::copy_from_slice(&file[r.start as usize..r.end as usize]);
-        m.verify(chorus_protocol::ChunkIndex(i), bytes).unwrap()
-    };
-    let store_with = |n: u32| {
-        let store = Arc::new(chorus_streamer::store::TrackStore::new(m.clone()));
-        for i in 0..n {
-            store.insert(chunk(i)).unwrap();
-        }
-        store
-    };
+    let store_with = |n: u32| store_of(&m, &file, 0..n);
     let hint = chorus_player::decode::extension_hint(m.media().container);
     // The reader cannot open on the first chunk alone: it needs the whole
     // first audio page.

@@ -404,8 +404,8 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
         let first = File::open(path).ok().and_then(|mut f| flac_first_frame(&mut f, len));
         gap = first.and_then(|first| gap_before(&header_ranges, first, len));
         // The same for FLAC: frame starts with their exact times.
-        if let Some(exact) = flac_index(path, len, &flac_frames, gap.as_ref().map_or(0, |g| g.end))
-        {
+        let origin = gap.as_ref().map_or(0, |g| g.end);
+        if let Some(exact) = first.and_then(|f| flac_index(path, len, f, &flac_frames, origin)) {
             time_index = exact;
             exact_points = true;
         }
@@ -714,14 +714,20 @@ fn flac_sync_at(file: &mut File, at: u64) -> bool {
         && (h[1] & 0xFE) == 0xF8
 }
 
-/// Frame starts of a FLAC file, the first in every [`POINT_BLOCK`], with
-/// their exact times (µs from the start): from the first frame's offset
-/// and the frames' lengths and times (`frames`, as the demuxer read them).
-/// `None` if the frames do not add up to the file (each point is checked
-/// for a frame sync code) or there are none.
-fn flac_index(path: &Path, len: u64, frames: &[(u64, u64)], origin: u64) -> Option<Vec<TimePoint>> {
+/// Frame starts of a FLAC file, the first in every [`POINT_BLOCK`] from
+/// `origin`, with their exact times (µs from the start): from the first
+/// frame's offset (`first`) and the frames' lengths and times (`frames`,
+/// as the demuxer read them). `None` if the frames do not add up to the
+/// file (each point is checked for a frame sync code) or there are none.
+fn flac_index(
+    path: &Path,
+    len: u64,
+    first: u64,
+    frames: &[(u64, u64)],
+    origin: u64,
+) -> Option<Vec<TimePoint>> {
     let mut file = File::open(path).ok()?;
-    let mut at = flac_first_frame(&mut file, len)?;
+    let mut at = first;
     let mut index: Vec<TimePoint> = Vec::new();
     for &(flen, t) in frames {
         if first_in_block(index.last(), at, origin) {
