@@ -77,7 +77,9 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
 
     // Starts take at least the link's round trip (20 ms) – the emulator
     // adds it – and, on this link, well under the play's time limit.
-    for start in ["start_cold", "start_known", "start_warm", "start_replay", "start_query"] {
+    for start in
+        ["start_cold", "start_new", "start_known", "start_warm", "start_replay", "start_query"]
+    {
         let ms = format!("{start}_ms");
         all_within(&samples_of(&json, "single", &ms), 0.1, 20_000.0, &ms);
         // The same starts in round trips of the link: at least the
@@ -88,18 +90,32 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
     }
     // On this path the start response carries everything the first note needs.
     let before = samples_of(&json, "single", "requests_before_start");
-    assert_eq!(before.len(), 5);
-    assert!(before.iter().filter(|n| **n == 0.0).count() >= 3, "{before:?}");
+    assert_eq!(before.len(), 6);
+    assert!(before.iter().filter(|n| **n == 0.0).count() >= 4, "{before:?}");
     // The known start (a new process with the first one's tickets) was
     // answered with the seed's handshake.
     assert_eq!(samples_of(&json, "single", "known_sealed_pct"), vec![100.0]);
+    // The new-peer start (that data dir, a peer it never met) had no
+    // ticket to seal its request with, and judged its path by what the
+    // first process's peers reported of the link, as the warm start did by
+    // its live connection's reports (the cold one had neither).
+    let metrics: Vec<&str> =
+        json["results"].as_array().unwrap().iter().filter_map(|r| r["metric"].as_str()).collect();
+    assert!(metrics.contains(&"known_start_sealed_in_the_handshake_ms"), "{metrics:?}");
+    assert!(!metrics.iter().any(|m| m.starts_with("new_start_sealed")), "{metrics:?}");
+    assert!(metrics.contains(&"new_handshake_done_ms"), "{metrics:?}");
+    assert_eq!(
+        samples_of(&json, "single", "start_new_clean_path_pct"),
+        samples_of(&json, "single", "start_warm_clean_path_pct")
+    );
+    assert_eq!(samples_of(&json, "single", "start_cold_clean_path_pct"), vec![0.0]);
     all_within(&samples_of(&json, "single", "connect_cold_ms"), 20.0, 20_000.0, "connect");
     all_within(&samples_of(&json, "single", "manifest_warm_ms"), 20.0, 20_000.0, "manifest");
     all_within(&samples_of(&json, "single", "seek_ms"), 0.01, 20_000.0, "seek");
-    // Five plays (cold, warm, replay, known, by query), each listening
-    // 1.5 s at most.
+    // Six plays (cold, warm, replay, known, new peer, by query), each
+    // listening 1.5 s at most.
     let underruns = samples_of(&json, "single", "underruns");
-    assert_eq!(underruns.len(), 5);
+    assert_eq!(underruns.len(), 6);
     all_within(&underruns, 0.0, 1000.0, "underruns");
     all_within(&samples_of(&json, "single", "silent_ms"), 0.0, 20_000.0, "silent");
     all_within(&samples_of(&json, "single", "stutter_plays_pct"), 0.0, 100.0, "stutter");

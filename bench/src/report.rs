@@ -326,8 +326,9 @@ pub fn plot_svg(series: &[Series], metric_prefix: &str) -> String {
 }
 
 /// The start scenarios the RTT plot shows, in its legend's order.
-const START_SCENARIOS: [(&str, &str); 4] = [
-    ("start_cold_rtt", "cold: peers never seen"),
+const START_SCENARIOS: [(&str, &str); 5] = [
+    ("start_cold_rtt", "cold: first run, peers never seen"),
+    ("start_new_rtt", "new peer: link known from earlier runs"),
     ("start_known_rtt", "known: sealed in the handshake"),
     ("start_warm_rtt", "warm: connections up"),
     ("start_replay_rtt", "replay: start in the cache"),

@@ -123,10 +123,27 @@ async fn play_prepared(
 /// start is in the listener's cache), a start by id from a new process on
 /// the same host with the tickets the first kept (peers known: the request
 /// sealed in the handshake), a cold start by query (the title's words),
-/// and the baseline: the same track from the seed alone in plain file
-/// order.
+/// a start by id from a new process with that data dir to a peer it has
+/// never met (no ticket: two round trips; the link's record kept), and the
+/// baseline: the same track from the seed alone in plain file order.
 pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressBar) -> Result<()> {
+    // A peer holding every track that no listener's data dir has met:
+    // the cold starts dial the others.
+    let stranger = swarm.add_peer().await?;
+    let r = single_plays(swarm, &stranger, s, rec, bar).await;
+    stranger.shutdown().await;
+    r
+}
+
+async fn single_plays(
+    swarm: &Swarm,
+    stranger: &Node,
+    s: &Settings,
+    rec: &Recorder,
+    bar: &ProgressBar,
+) -> Result<()> {
     let profile = swarm.profile.name;
+    let stranger = super::swarm::addrs(&[stranger]);
     let listen = Duration::from_secs_f64(s.listen_s);
     let nodes = swarm.nodes();
     let addrs = super::swarm::addrs(&nodes);
@@ -209,6 +226,24 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
         listener.close().await;
         bar.inc(1);
 
+        // New peer, by id: a new process with the same data dir (what the
+        // peers reported of this link kept) to a peer it never met: no
+        // ticket, so the request goes once the handshake is done.
+        let started = Instant::now();
+        let listener = swarm.listener_on(host)?;
+        listener.resume().load(&tickets);
+        let pool = Pool::dial_asking(&listener, &stranger, Some((&want, Duration::ZERO)));
+        let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
+        let shift = pool.epoch().saturating_duration_since(started);
+        for (step, at) in &prepared.timeline.steps {
+            let metric = format!("new_{}_ms", step.replace(' ', "_"));
+            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
+        }
+        let r = play_prepared(prepared, None, started, &plan).await?;
+        record_start(rec, swarm, "start_new", &r);
+        listener.close().await;
+        bar.inc(1);
+
         // Cold, by query: the title's words instead of the id.
         let started = Instant::now();
         let listener = swarm.listener()?;
@@ -252,7 +287,7 @@ pub async fn single(swarm: &Swarm, s: &Settings, rec: &Recorder, bar: &ProgressB
 }
 
 /// Plays per `single` play (for the progress bar).
-pub const SINGLE_STEPS: u64 = 6;
+pub const SINGLE_STEPS: u64 = 7;
 
 /// `seek-storm`: one listener seeks to a random place every half second
 /// while playing, `plays` × 8 times.
