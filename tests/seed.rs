@@ -7,6 +7,7 @@ mod common;
 use chorus_protocol::message::ErrorCode;
 use chorus_protocol::{ChunkIndex, PeerId, TrackId, frame};
 use chorus_streamer::Error;
+use chorus_streamer::client::Peer;
 use common::*;
 
 const SMALL: [&str; 3] = ["apex-aleph.ogg", "through-space.m4a", "inevitable.mp3"];
@@ -146,6 +147,47 @@ async fn unknown_tracks_and_chunks_get_error_replies() {
     let mut stream = peer.chunks(&manifest, ChunkIndex(count - 1), 1, 0).await.unwrap();
     assert!(stream.next().await.unwrap().is_some());
     assert!(stream.next().await.unwrap().is_none());
+    client.close().await;
+    seed.stop().await;
+}
+
+/// Requests are begun (stream opened, message written) where they are
+/// decided, in that order: nothing awaited afterwards, in whatever order
+/// tasks run, decides which the peer sees first. The node answers all
+/// three before anything awaits them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_begun_at_once_reach_the_peer_before_anything_awaits_them() {
+    let lib_dir = library_dir(&["apex-aleph.ogg"]);
+    let data = tempfile::tempdir().unwrap();
+    let (library, _, _) = scan(lib_dir.path(), data.path());
+    let manifest = library.tracks().next().unwrap().manifest.clone();
+    let seed = Seed::start(library);
+    let client = client();
+    let peer = client.connect(seed.addr, None).await.unwrap();
+
+    let begun: Vec<_> = (0..3)
+        .map(|i| {
+            let msg = Peer::chunk_request(&manifest, ChunkIndex(i), 1, 0);
+            peer.begin_now(&msg).expect("a stream at once").expect("begun")
+        })
+        .collect();
+    assert!(begun.iter().all(|b| b.is_sent()), "each request whole in its stream");
+    let served = || seed.node.stats().chunks_served.load(std::sync::atomic::Ordering::Relaxed);
+    // Bounded: the node answers within a few loopback round trips.
+    for _ in 0..1000 {
+        if served() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(served(), 3, "the node served the requests nothing had awaited");
+    // And each reads as a request made in full.
+    for (i, b) in (0u32..).zip(begun) {
+        let mut stream = peer.chunks_on(Some(b), &manifest, ChunkIndex(i), 1, 0).await.unwrap();
+        let chunk = stream.next().await.unwrap().expect("the chunk");
+        assert_eq!(chunk.index(), ChunkIndex(i));
+        assert!(stream.next().await.unwrap().is_none());
+    }
     client.close().await;
     seed.stop().await;
 }

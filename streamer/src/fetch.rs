@@ -651,9 +651,10 @@ fn act(
             let Some(&i) = keys.get(&key) else { return };
             let deadline_ms =
                 u32::try_from(deadline.saturating_sub(now).as_millis()).unwrap_or(u32::MAX - 1);
-            // The stream is opened here, in the order the scheduler decided,
-            // so the peer sees (and serves) the requests in that order.
-            let opened = sources[i].peer.open_now().and_then(Result::ok);
+            // Begun here, in the order the scheduler decided, so the peer
+            // sees (and serves) the requests in that order.
+            let msg = Peer::chunk_request(store.manifest(), ChunkIndex(chunk), 1, deadline_ms);
+            let opened = sources[i].peer.begin_now(&msg).and_then(Result::ok);
             let task = tokio::spawn(request(
                 key,
                 opened,
@@ -691,7 +692,7 @@ fn act(
 #[allow(clippy::too_many_arguments)]
 async fn request(
     key: PeerKey,
-    opened: Option<(quinn::SendStream, quinn::RecvStream)>,
+    opened: Option<crate::client::Begun>,
     (peer, is_seed): (Peer, bool),
     store: Arc<TrackStore>,
     chunk: u32,

@@ -141,7 +141,12 @@ async fn timed<T>(
 /// Writes one message as a frame.
 pub async fn write_message(send: &mut SendStream, message: &Message) -> Result<()> {
     let bytes = frame::encode(message)?;
-    timed(send.write_all(&bytes)).await
+    write_bytes(send, &bytes).await
+}
+
+/// Writes `bytes` (bounded in time, as every write).
+pub async fn write_bytes(send: &mut SendStream, bytes: &[u8]) -> Result<()> {
+    timed(send.write_all(bytes)).await
 }
 
 /// Writes a chunk-data frame: the header, then the chunk's own `Bytes`
