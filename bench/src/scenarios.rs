@@ -104,6 +104,23 @@ fn record_start(rec: &Recorder, swarm: &Swarm, metric: &str, r: &PlayResult) {
     }
 }
 
+/// Records where a start's time went: the pool's steps, from when the
+/// play was asked, as `{prefix}_{step}_ms`.
+fn record_steps(
+    rec: &Recorder,
+    profile: &str,
+    prefix: &str,
+    pool: &Pool,
+    started: Instant,
+    prepared: &chorus_cli::play::Prepared,
+) {
+    let shift = pool.epoch().saturating_duration_since(started);
+    for (step, at) in &prepared.timeline.steps {
+        let metric = format!("{prefix}_{}_ms", step.replace(' ', "_"));
+        rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
+    }
+}
+
 /// Plays what [`chorus_cli::play::prepare`] found, as `chorus play` does.
 async fn play_prepared(
     prepared: chorus_cli::play::Prepared,
@@ -165,12 +182,7 @@ async fn single_plays(
         let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
         let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         rec.add("single", profile, "connect_cold_ms", Unit::Ms, ms(started.elapsed()));
-        // Where the time went: the pool's steps, from when the play was asked.
-        let shift = pool.epoch().saturating_duration_since(started);
-        for (step, at) in &prepared.timeline.steps {
-            let metric = format!("cold_{}_ms", step.replace(' ', "_"));
-            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
-        }
+        record_steps(rec, profile, "cold", &pool, started, &prepared);
         let seek_to = prepared.manifest.duration().mul_f64(0.6);
         let plan = PlayPlan {
             listen,
@@ -215,11 +227,7 @@ async fn single_plays(
         let pool = Pool::dial_asking(&listener, &addrs, Some((&want, Duration::ZERO)));
         let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
         let sealed = prepared.timeline.steps.iter().any(|(s, _)| s.contains("sealed in"));
-        let shift = pool.epoch().saturating_duration_since(started);
-        for (step, at) in &prepared.timeline.steps {
-            let metric = format!("known_{}_ms", step.replace(' ', "_"));
-            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
-        }
+        record_steps(rec, profile, "known", &pool, started, &prepared);
         rec.add("single", profile, "known_sealed_pct", Unit::Pct, if sealed { 100.0 } else { 0.0 });
         let r = play_prepared(prepared, None, started, &plan).await?;
         record_start(rec, swarm, "start_known", &r);
@@ -234,11 +242,7 @@ async fn single_plays(
         listener.resume().load(&tickets);
         let pool = Pool::dial_asking(&listener, &stranger, Some((&want, Duration::ZERO)));
         let prepared = chorus_cli::play::prepare(&pool, &no_cache, &id, Duration::ZERO).await?;
-        let shift = pool.epoch().saturating_duration_since(started);
-        for (step, at) in &prepared.timeline.steps {
-            let metric = format!("new_{}_ms", step.replace(' ', "_"));
-            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
-        }
+        record_steps(rec, profile, "new", &pool, started, &prepared);
         let r = play_prepared(prepared, None, started, &plan).await?;
         record_start(rec, swarm, "start_new", &r);
         listener.close().await;
@@ -250,11 +254,7 @@ async fn single_plays(
         let pool = Pool::dial(&listener, &addrs);
         let words = track.manifest.tags().title.clone().unwrap_or_else(|| track.name.clone());
         let prepared = chorus_cli::play::prepare(&pool, &no_cache, &words, Duration::ZERO).await?;
-        let shift = pool.epoch().saturating_duration_since(started);
-        for (step, at) in &prepared.timeline.steps {
-            let metric = format!("query_{}_ms", step.replace(' ', "_"));
-            rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
-        }
+        record_steps(rec, profile, "query", &pool, started, &prepared);
         let r = play_prepared(prepared, None, started, &plan).await?;
         record_start(rec, swarm, "start_query", &r);
         listener.close().await;
