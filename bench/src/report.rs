@@ -477,17 +477,21 @@ mod tests {
     #[test]
     fn the_rtt_plot_has_a_line_per_start_scenario_in_order() {
         let r = Recorder::default();
-        for (metric, v) in
-            [("start_warm_rtt", 1.4), ("start_cold_rtt", 2.6), ("start_known_rtt", 1.5)]
-        {
+        for (metric, v) in [
+            ("start_warm_rtt", 1.4),
+            ("start_cold_rtt", 2.6),
+            ("start_known_rtt", 1.5),
+            ("start_new_rtt", 2.2),
+        ] {
             r.add("single", "transatlantic", metric, Unit::Rtt, v);
         }
         r.add("single", "lan", "start_cold_rtt", Unit::Rtt, 18.0);
         let (series, _) = r.finish();
         let svg = plot_rtt_svg(&series);
-        assert_eq!(svg.matches("<path").count(), 3);
+        assert_eq!(svg.matches("<path").count(), 4);
         let at = |s: &str| svg.find(s).unwrap();
-        assert!(at("cold: peers never seen (n=1)") < at("known:") && at("known:") < at("warm:"));
+        assert!(at("cold: first run, peers never seen (n=1)") < at("new peer:"));
+        assert!(at("new peer:") < at("known:") && at("known:") < at("warm:"));
         assert!(!svg.contains("NaN") && svg.contains("1 RTT: the floor"));
     }
 }
