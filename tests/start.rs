@@ -318,8 +318,14 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     let first = new_process(&file, link.clone(), 10);
     assert_eq!(first.resume().path(), None);
     let (first, source, r) = play_from(first, data.path().join("1.wav")).await;
-    let (cautious, clean) = r.start_margin.expect("the start rule was not judged");
-    assert!(!clean && cautious >= Duration::from_millis(125), "no reports yet: {cautious:?}");
+    // Judged on the start response's first chunks, the rule has no
+    // reports of 200 packets yet and takes the cautious margin (a round
+    // trip and two chunks at 256 KB/s). On a loaded machine the driver may
+    // judge it only once the response's later chunks, 200 packets and
+    // more into it, brought such reports: then it is clean by them.
+    let (first_margin, first_clean) = r.start_margin.expect("the start rule was not judged");
+    let cautious = Duration::from_millis(125);
+    assert!(first_clean || first_margin >= cautious, "no reports yet: {first_margin:?}");
     // Every chunk reply's head carried the seed's packet counts on this
     // connection; the store has the latest.
     let seen = first.resume().path().expect("the seed reported nothing");
@@ -337,7 +343,7 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     assert_eq!(second.resume().path(), Some(seen));
     let (second, _, r) = play_from(second, data.path().join("2.wav")).await;
     let (margin, clean) = r.start_margin.expect("the start rule was not judged");
-    assert!(clean && margin < cautious, "{margin:?} on a clean path, {cautious:?} before");
+    assert!(clean && margin < cautious, "{margin:?} on a clean path, {first_margin:?} before");
     second.close().await;
     node.shutdown().await;
 }
