@@ -74,6 +74,15 @@ fn a_small_bench_writes_every_metric_with_plausible_values() {
         assert!(us > 0.0 && us < 10_000.0, "{key}: {us}");
     }
     assert!(stdout.contains("memory on this machine"), "{stdout}");
+    // How far the machine kept time: the emulated links' packets (every
+    // one counted, some may be late) and the host's steal, on Linux.
+    let timing = &json["config"]["machine"]["timing"];
+    let packets = timing["packets"].as_u64().unwrap_or_else(|| panic!("no packets: {timing}"));
+    let late = timing["late_packets"].as_u64().unwrap_or_else(|| panic!("no late: {timing}"));
+    assert!(packets > 100 && late <= packets, "{timing}");
+    let steal = timing["steal_pct"].as_f64().unwrap_or_else(|| panic!("no steal: {timing}"));
+    assert!((0.0..=100.0).contains(&steal), "{timing}");
+    assert!(stdout.contains("timing on this machine"), "{stdout}");
 
     // Starts take at least the link's round trip (20 ms) – the emulator
     // adds it – and, on this link, well under the play's time limit.

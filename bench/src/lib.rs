@@ -48,6 +48,8 @@ pub const SCENARIOS: [&str; 8] =
 /// `chorus bench`: runs the scenarios asked for and reports them.
 pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let began = Instant::now();
+    let host_before = CpuTimes::read();
+    let links_before = chorus_streamer::netem::deliveries();
     fresh_large_allocations();
     // Measured beside the run (it mostly sleeps): read with the machine.
     let memory = std::thread::Builder::new()
@@ -194,6 +196,13 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     if let Some(m) = &memory {
         println!("{}", m.describe());
     }
+    let (sent, late) = chorus_streamer::netem::deliveries();
+    let timing = Timing {
+        steal_pct: CpuTimes::read().zip(host_before).and_then(|(b, a)| b.steal_pct_since(&a)),
+        packets: sent - links_before.0,
+        late_packets: late - links_before.1,
+    };
+    println!("{}", timing.describe());
     let config = serde_json::json!({
         "samples": samples,
         "tracks": tracks.iter().map(|t| &t.name).collect::<Vec<_>>(),
@@ -201,7 +210,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
         "scenarios": scenarios,
         "settings": settings,
         "serve": { "connections": args.connections, "streams": args.streams, "seconds": args.serve_seconds },
-        "machine": machine(memory.as_ref()),
+        "machine": machine(memory.as_ref(), &timing),
     });
     if let Some(path) = &args.json {
         let run = report::RunJson {
@@ -329,7 +338,7 @@ fn versus_spotify(
     )
 }
 
-fn machine(memory: Option<&MemoryProbe>) -> serde_json::Value {
+fn machine(memory: Option<&MemoryProbe>, timing: &Timing) -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -344,7 +353,77 @@ fn machine(memory: Option<&MemoryProbe>) -> serde_json::Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "os": std::env::consts::OS,
         "memory": memory,
+        "timing": timing,
     })
+}
+
+/// How far the machine kept time during the run: what the figures carry
+/// beyond the code and the emulated link.
+#[derive(Debug, serde::Serialize)]
+struct Timing {
+    /// Share of the machine's CPU time its host (a hypervisor) took for
+    /// other guests while the bench ran ("steal" in /proc/stat): a guest
+    /// whose CPU is taken stops for milliseconds at a time, and every
+    /// timer, packet and decoder with it.
+    steal_pct: Option<f64>,
+    /// Packets the emulated links delivered.
+    packets: u64,
+    /// Of those, delivered [`chorus_streamer::netem::LATE_AFTER`] or more
+    /// after the time the link model gave them.
+    late_packets: u64,
+}
+
+impl Timing {
+    fn describe(&self) -> String {
+        let late_pct = self.late_packets as f64 * 100.0 / self.packets.max(1) as f64;
+        let mut line = format!(
+            "timing on this machine: emulated links delivered {:.2}% of {} packets 1 ms or more \
+             late",
+            late_pct, self.packets
+        );
+        if let Some(steal) = self.steal_pct {
+            line.push_str(&format!("; the host took {steal:.1}% of the CPU time (steal)"));
+            if steal >= 2.0 {
+                line.push_str(
+                    " (a guest whose host takes its CPU stops for milliseconds at a time: the \
+                     figures carry those pauses)",
+                );
+            }
+        }
+        line
+    }
+}
+
+/// The machine's CPU time from the first line of /proc/stat, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CpuTimes {
+    /// user, nice, system, idle, iowait, irq, softirq and steal together.
+    total: u64,
+    /// Time a hypervisor ran something else while this guest wanted to run.
+    steal: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The `cpu` line of /proc/stat; `None` without one or without a
+    /// steal column (kernels before 2.6.11).
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.split_whitespace().next() == Some("cpu"))?;
+        let fields: Vec<u64> =
+            line.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+        let counted = fields.get(..8)?;
+        Some(Self { total: counted.iter().sum(), steal: counted[7] })
+    }
+
+    /// Steal as a share of the time since `earlier`.
+    fn steal_pct_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+    }
 }
 
 /// What touching memory costs on this machine, per 4 KiB page: memory
@@ -439,4 +518,39 @@ async fn listener_resources(swarm: &swarm::Swarm, rec: &Recorder) -> Result<()> 
     rec.add("single", profile, "listener_cpu_ms", Unit::Ms, r.cpu.as_secs_f64() * 1e3);
     rec.add("single", profile, "listener_peak_mib", Unit::Mib, r.peak_rss_kib as f64 / 1024.0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line_of_proc_stat() {
+        let before = "cpu  105177 0 16145 628389 1636 0 863 12175 0 0\n\
+                      cpu0 50968 0 7087 317741 270 0 233 5893 0 0\n";
+        let after = "cpu  105337 0 17239 635133 1755 0 941 13429 0 0\n\
+                     cpu0 51043 0 7550 321255 283 0 254 6507 0 0\n";
+        let (a, b) = (CpuTimes::parse(before).unwrap(), CpuTimes::parse(after).unwrap());
+        assert_eq!(a.steal, 12175);
+        assert_eq!(a.total, 105177 + 16145 + 628389 + 1636 + 863 + 12175);
+        // 1254 of 9449 ticks.
+        let pct = b.steal_pct_since(&a).unwrap();
+        assert!((pct - 13.271).abs() < 0.01, "{pct}");
+        // No time passed, counters reset, or no steal column: no figure.
+        assert_eq!(a.steal_pct_since(&a), None);
+        assert_eq!(a.steal_pct_since(&b), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn a_run_on_a_machine_whose_host_takes_its_cpu_says_so() {
+        let t = |steal| Timing { steal_pct: steal, packets: 2000, late_packets: 30 };
+        let quiet = t(Some(0.5)).describe();
+        assert!(quiet.contains("1.50% of 2000 packets"), "{quiet}");
+        assert!(quiet.contains("0.5% of the CPU time") && !quiet.contains("pauses"), "{quiet}");
+        let busy = t(Some(13.4)).describe();
+        assert!(busy.contains("13.4%") && busy.contains("pauses"), "{busy}");
+        assert!(!t(None).describe().contains("steal"));
+    }
 }

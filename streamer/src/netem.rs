@@ -83,6 +83,33 @@ impl LinkProfile {
     }
 }
 
+/// A packet the delivery thread hands to the real socket this long or more
+/// after its time is late: the machine held the thread up (a busy core, or
+/// a virtual machine's host taking the CPU), not the emulated link. A
+/// thread's sleep overshoots by 0.1-0.2 ms when the machine is idle.
+pub const LATE_AFTER: Duration = Duration::from_millis(1);
+
+/// Packets every emulated socket of this process delivered, and how many
+/// of them late ([`LATE_AFTER`]): how far the machine let the emulator
+/// keep to its model (what a run's figures carry beyond the profile).
+pub fn deliveries() -> (u64, u64) {
+    (DELIVERED.load(Ordering::Relaxed), DELIVERED_LATE.load(Ordering::Relaxed))
+}
+
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static DELIVERED_LATE: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a packet due `at` and handed over `now`: true if late.
+fn count_delivery(stats: &LinkStats, at: Instant, now: Instant) -> bool {
+    let late = now.saturating_duration_since(at) >= LATE_AFTER;
+    DELIVERED.fetch_add(1, Ordering::Relaxed);
+    if late {
+        DELIVERED_LATE.fetch_add(1, Ordering::Relaxed);
+        stats.late.fetch_add(1, Ordering::Relaxed);
+    }
+    late
+}
+
 /// Counters of one emulated socket.
 #[derive(Debug, Default)]
 pub struct LinkStats {
@@ -92,6 +119,8 @@ pub struct LinkStats {
     pub lost: AtomicU64,
     /// Packets dropped at the full queue.
     pub dropped: AtomicU64,
+    /// Packets delivered [`LATE_AFTER`] or more after their time.
+    pub late: AtomicU64,
 }
 
 /// What happens to one packet on the link.
@@ -192,6 +221,8 @@ impl EmulatedSocket {
     pub fn wrap(inner: Arc<dyn AsyncUdpSocket>, profile: LinkProfile, seed: u64) -> Arc<Self> {
         let (queue, rx) = std::sync::mpsc::channel::<Packet>();
         let sender = inner.clone();
+        let stats = Arc::new(LinkStats::default());
+        let counted = stats.clone();
         // A thread of its own, sleeping to each packet's time: tokio's
         // timer wheel rounds a deadline up to the next millisecond, which
         // delivered packets a millisecond late on average (2 ms on every
@@ -203,6 +234,7 @@ impl EmulatedSocket {
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
                 }
+                count_delivery(&counted, p.at, Instant::now());
                 let t = Transmit {
                     destination: p.destination,
                     ecn: p.ecn,
@@ -230,7 +262,7 @@ impl EmulatedSocket {
             model: Mutex::new(LinkModel::new(profile.clone(), seed)),
             profile,
             queue,
-            stats: Arc::default(),
+            stats,
         })
     }
 
@@ -304,5 +336,28 @@ struct AlwaysWritable;
 impl UdpPoller for AlwaysWritable {
     fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_handed_over_a_millisecond_after_its_time_counts_late() {
+        let stats = LinkStats::default();
+        let at = Instant::now();
+        let (before, before_late) = deliveries();
+        assert!(!count_delivery(&stats, at, at));
+        assert!(!count_delivery(&stats, at, at + Duration::from_micros(999)));
+        // Early (a clock read before the time) is not late either.
+        assert!(!count_delivery(&stats, at + Duration::from_millis(5), at));
+        assert!(count_delivery(&stats, at, at + LATE_AFTER));
+        assert!(count_delivery(&stats, at, at + Duration::from_millis(12)));
+        assert_eq!(stats.late.load(Ordering::Relaxed), 2);
+        // The process-wide counts include these (other tests may add more).
+        let (after, after_late) = deliveries();
+        assert!(after >= before + 5);
+        assert!(after_late >= before_late + 2);
     }
 }
