@@ -133,6 +133,7 @@ fn carry_out(to: &File, rx: &Receiver<(Instant, Vec<u8>)>, stop: &AtomicBool) {
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
+        crate::netem::count_delivery(at, Instant::now());
         // A device that is gone (its namespace removed) ends the line; a
         // packet the kernel refuses is a packet lost.
         if let Err(e) = (&*to).write(&packet)

@@ -89,7 +89,7 @@ impl LinkProfile {
 /// thread's sleep overshoots by 0.1-0.2 ms when the machine is idle.
 pub const LATE_AFTER: Duration = Duration::from_millis(1);
 
-/// Packets every emulated socket of this process delivered, and how many
+/// Packets every emulated socket and delay line of this process delivered, and how many
 /// of them late ([`LATE_AFTER`]): how far the machine let the emulator
 /// keep to its model (what a run's figures carry beyond the profile).
 pub fn deliveries() -> (u64, u64) {
@@ -99,13 +99,13 @@ pub fn deliveries() -> (u64, u64) {
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 static DELIVERED_LATE: AtomicU64 = AtomicU64::new(0);
 
-/// Counts a packet due `at` and handed over `now`: true if late.
-fn count_delivery(stats: &LinkStats, at: Instant, now: Instant) -> bool {
+/// Counts a packet due `at` and handed over `now` (by an emulated socket
+/// or a [`crate::delayline`]): true if late.
+pub(crate) fn count_delivery(at: Instant, now: Instant) -> bool {
     let late = now.saturating_duration_since(at) >= LATE_AFTER;
     DELIVERED.fetch_add(1, Ordering::Relaxed);
     if late {
         DELIVERED_LATE.fetch_add(1, Ordering::Relaxed);
-        stats.late.fetch_add(1, Ordering::Relaxed);
     }
     late
 }
@@ -234,7 +234,9 @@ impl EmulatedSocket {
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
                 }
-                count_delivery(&counted, p.at, Instant::now());
+                if count_delivery(p.at, Instant::now()) {
+                    counted.late.fetch_add(1, Ordering::Relaxed);
+                }
                 let t = Transmit {
                     destination: p.destination,
                     ecn: p.ecn,
@@ -345,16 +347,14 @@ mod tests {
 
     #[test]
     fn a_packet_handed_over_a_millisecond_after_its_time_counts_late() {
-        let stats = LinkStats::default();
         let at = Instant::now();
         let (before, before_late) = deliveries();
-        assert!(!count_delivery(&stats, at, at));
-        assert!(!count_delivery(&stats, at, at + Duration::from_micros(999)));
+        assert!(!count_delivery(at, at));
+        assert!(!count_delivery(at, at + Duration::from_micros(999)));
         // Early (a clock read before the time) is not late either.
-        assert!(!count_delivery(&stats, at + Duration::from_millis(5), at));
-        assert!(count_delivery(&stats, at, at + LATE_AFTER));
-        assert!(count_delivery(&stats, at, at + Duration::from_millis(12)));
-        assert_eq!(stats.late.load(Ordering::Relaxed), 2);
+        assert!(!count_delivery(at + Duration::from_millis(5), at));
+        assert!(count_delivery(at, at + LATE_AFTER));
+        assert!(count_delivery(at, at + Duration::from_millis(12)));
         // The process-wide counts include these (other tests may add more).
         let (after, after_late) = deliveries();
         assert!(after >= before + 5);
