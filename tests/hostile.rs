@@ -607,3 +607,22 @@ async fn a_sealed_start_whose_handshake_never_completes_is_closed_at_the_deadlin
     honest_fetch(&t).await;
     t.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_limit_from_an_address_is_said_to_be_so() {
+    let limits = NodeLimits { max_connections_per_ip: 1, ..NodeLimits::default() };
+    let t = target(limits);
+    let a = attacker();
+    // One connection from the address holds its one place (a process
+    // killed without closing does the same until the idle timeout).
+    let held = raw_connections(&a, t.addr, 1).await;
+    assert_eq!(held.len(), 1);
+    let second = a.connect(t.addr, Some(t.node.transport().peer_id())).await;
+    let Err(err) = second else { panic!("a second connection from the address got in") };
+    let err = err.to_string();
+    assert!(err.contains("at its limit of connections"), "{err}");
+    assert_eq!(t.node.stats().refused.load(Relaxed), 1);
+    // Another address is not held back.
+    honest_fetch(&t).await;
+    t.node.shutdown().await;
+}

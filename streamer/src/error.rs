@@ -63,7 +63,7 @@ pub enum Error {
     #[error("cannot connect: {0}")]
     Connect(#[from] quinn::ConnectError),
     /// The connection failed or was closed.
-    #[error("connection lost: {0}")]
+    #[error("connection lost: {0}{hint}", hint = refused_hint(.0))]
     Connection(#[from] quinn::ConnectionError),
     /// Writing to a stream failed.
     #[error("stream write failed: {0}")]
@@ -132,6 +132,22 @@ impl Error {
             _ => return false,
         };
         (0x100..0x200).contains(&code)
+    }
+}
+
+/// What a refused connection means: the peer answers, but is at one of
+/// its connection limits (a node's: in all, or from one address, where a
+/// process killed without closing holds its place until the connection's
+/// idle timeout), so the address is right and a later try may get in.
+fn refused_hint(e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            " (the peer is at its limit of connections, in all or from this address; \
+             try again in a minute)"
+        }
+        _ => "",
     }
 }
 
