@@ -186,7 +186,13 @@ impl Sink for WavSink {
         if samples.is_empty() {
             return Ok(());
         }
-        self.stats.mark_first_audio();
+        // A file's audio is there once written; a stream's once its reader
+        // can have it (below).
+        let stream = matches!(self.out, Target::Stream(_));
+        if !stream {
+            self.stats.mark_first_audio();
+        }
+        let before = self.data_bytes;
         let ch = self.format.channels.max(1);
         for piece in samples.chunks(PIECE - PIECE % ch) {
             if self.stats.paused.load(Relaxed) {
@@ -213,6 +219,15 @@ impl Sink for WavSink {
             if self.held.len() > self.hold {
                 self.emit(self.held.len() - self.hold)?;
             }
+        }
+        // A stream's reader (a player behind a pipe) gets each packet's
+        // audio as it is decoded, not once 64 KiB (186 ms of stereo) have
+        // gathered: one write a packet, tens a second.
+        if stream && self.data_bytes > before {
+            if let Err(e) = self.out.flush() {
+                return Err(self.error(e));
+            }
+            self.stats.mark_first_audio();
         }
         Ok(())
     }
@@ -249,5 +264,49 @@ impl Sink for WavSink {
             self.out.flush()
         })();
         result.map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What a pipe's reader has been given.
+    #[derive(Clone, Default)]
+    struct Pipe(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stream_reader_gets_each_packet_as_it_is_written() {
+        let pipe = Pipe::default();
+        let stats = Arc::new(PlaybackStats::new(std::time::Instant::now()));
+        let out = Target::Stream(BufWriter::with_capacity(1 << 16, Box::new(pipe.clone())));
+        let mut sink =
+            WavSink::start(PathBuf::from("pipe"), out, 44_100, 2, stats.clone()).unwrap();
+        assert!(pipe.0.lock().unwrap().is_empty(), "nothing before the first audio");
+        assert!(stats.time_to_first_audio().is_none());
+        // One MP3 packet's worth (1152 frames, stereo): all but the held
+        // fade reaches the reader at once, and only then is it first audio.
+        sink.write(&[0.25; 2 * 1152]).unwrap();
+        let held = (44_100.0 * FADE_MS / 1000.0) as usize;
+        let given = pipe.0.lock().unwrap().len();
+        assert_eq!(given, HEADER_LEN as usize + (1152 - held) * 2 * 4);
+        assert!(stats.time_to_first_audio().is_some());
+        // The next packet follows it at once too.
+        sink.write(&[0.25; 2 * 1152]).unwrap();
+        assert_eq!(pipe.0.lock().unwrap().len(), given + 1152 * 2 * 4);
+        sink.finish().unwrap();
+        assert_eq!(pipe.0.lock().unwrap().len(), HEADER_LEN as usize + 2 * 1152 * 2 * 4);
     }
 }
