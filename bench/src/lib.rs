@@ -376,13 +376,23 @@ struct Timing {
 impl Timing {
     fn describe(&self) -> String {
         let late_pct = self.late_packets as f64 * 100.0 / self.packets.max(1) as f64;
-        let mut line = format!(
-            "timing on this machine: emulated links delivered {:.2}% of {} packets 1 ms or more \
-             late",
-            late_pct, self.packets
-        );
+        // The side-by-side scenario's link is a pair of proxies, not the
+        // emulator: a run of it alone has no emulated packets to count.
+        let mut parts = Vec::new();
+        if self.packets > 0 {
+            parts.push(format!(
+                "emulated links delivered {:.2}% of {} packets 1 ms or more late",
+                late_pct, self.packets
+            ));
+        }
         if let Some(steal) = self.steal_pct {
-            line.push_str(&format!("; the host took {steal:.1}% of the CPU time (steal)"));
+            parts.push(format!("the host took {steal:.1}% of the CPU time (steal)"));
+        }
+        if parts.is_empty() {
+            parts.push("nothing to measure it by here (no emulated link, no /proc/stat)".into());
+        }
+        let mut line = format!("timing on this machine: {}", parts.join("; "));
+        if let Some(steal) = self.steal_pct {
             if steal >= 2.0 {
                 line.push_str(
                     " (a guest whose host takes its CPU stops for milliseconds at a time: the \
@@ -552,5 +562,8 @@ mod tests {
         let busy = t(Some(13.4)).describe();
         assert!(busy.contains("13.4%") && busy.contains("pauses"), "{busy}");
         assert!(!t(None).describe().contains("steal"));
+        // No emulated link in the run (the side-by-side one alone).
+        let none = Timing { steal_pct: Some(0.3), packets: 0, late_packets: 0 }.describe();
+        assert!(!none.contains("packets") && none.contains("0.3% of the CPU"), "{none}");
     }
 }
