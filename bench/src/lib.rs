@@ -386,21 +386,18 @@ impl Timing {
             ));
         }
         if let Some(steal) = self.steal_pct {
-            parts.push(format!("the host took {steal:.1}% of the CPU time (steal)"));
+            let pauses = if steal >= 2.0 {
+                " (a guest whose host takes its CPU stops for milliseconds at a time: the \
+                 figures carry those pauses)"
+            } else {
+                ""
+            };
+            parts.push(format!("the host took {steal:.1}% of the CPU time (steal){pauses}"));
         }
         if parts.is_empty() {
             parts.push("nothing to measure it by here (no emulated link, no /proc/stat)".into());
         }
-        let mut line = format!("timing on this machine: {}", parts.join("; "));
-        if let Some(steal) = self.steal_pct {
-            if steal >= 2.0 {
-                line.push_str(
-                    " (a guest whose host takes its CPU stops for milliseconds at a time: the \
-                     figures carry those pauses)",
-                );
-            }
-        }
-        line
+        format!("timing on this machine: {}", parts.join("; "))
     }
 }
 
