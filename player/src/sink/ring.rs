@@ -161,6 +161,7 @@ impl RingReader {
         let s = &self.stats;
         let hold = s.paused.load(Relaxed) || s.stop.load(Relaxed) || s.skip.load(Relaxed);
         let volume = s.volume();
+        let mut out = out;
         if (hold || s.seek_pending.load(Relaxed)) && self.env.level() > 0.0 {
             // Fade out over what would have played next, then silence.
             let tail = (self.env.frames_to_silence() * self.channels).min(out.len());
@@ -170,7 +171,15 @@ impl RingReader {
             if n < tail {
                 self.env.close();
             }
-            return;
+            if hold || self.env.level() > 0.0 {
+                return;
+            }
+            // A seek's fade is done: the rest of this period goes on
+            // below, which drops the audio from before the seek now (if
+            // its segment has begun), not a period later. The decode
+            // thread, waiting on a full ring, then has room for the new
+            // place before the next period, which can play it.
+            out = &mut out[tail..];
         }
         if hold {
             out.fill(0.0);
@@ -374,6 +383,33 @@ mod tests {
         assert!(out.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
         assert!(stats.last_seek_latency().is_some());
         assert_eq!(stats.position(), Duration::from_millis(30_005));
+    }
+
+    #[test]
+    fn a_seek_drops_the_old_audio_in_the_period_its_fade_ends() {
+        // The ring is full (the decode thread is ahead, as while playing
+        // from the cache) when a seek is asked and its segment begins.
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::from_millis(20), stats.clone());
+        assert_eq!(w.push_all(&[0.1; 5000], &|| false), Push::Interrupted, "full");
+        let mut out = [9.0f32; 5];
+        r.fill(&mut out);
+        stats.request_seek(Duration::from_secs(30));
+        assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
+        w.begin_segment(Duration::from_secs(30), true);
+        // One period: the fade out (5 frames), then the old audio is gone.
+        let mut period = [9.0f32; 8];
+        r.fill(&mut period);
+        assert!(period[0] > 0.07 && period[4] == 0.0, "{period:?}");
+        assert_eq!(&period[5..], &[0.0; 3]);
+        assert_eq!(r.buffered(), 0, "what was buffered before the seek is dropped at once");
+        assert_eq!(stats.underruns.load(Relaxed), 0);
+        // So the new place fits before the next period, which plays it.
+        assert_eq!(w.push_all(&[0.7; 30], &|| false), Push::Done);
+        r.fill(&mut period);
+        assert!(period[0] > 0.0 && period[7] > 0.6, "{period:?}");
+        assert!(stats.last_seek_latency().is_some());
+        assert_eq!(stats.underruns.load(Relaxed), 0);
     }
 
     #[test]
