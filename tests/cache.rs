@@ -73,7 +73,13 @@ async fn a_played_track_replays_offline_and_is_served_on_from_the_cache() {
     assert_eq!(report.bytes_fetched, 0);
     let (_, _, a) = decode_file(&first, None).unwrap();
     let (_, _, b) = decode_file(&again, None).unwrap();
-    assert!(!a.is_empty() && a == b, "the replay is the same audio");
+    let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+    assert!(
+        !a.is_empty() && a == b,
+        "the replay is the same audio ({} and {} samples, first difference at {first_diff:?})",
+        a.len(),
+        b.len()
+    );
 
     // 3. The node that played it serves it on, as a non-origin peer that
     //    says what it holds.
