@@ -424,9 +424,10 @@ pub async fn fetch_track(
             sched.forget(lost);
         }
         if sched.is_complete() {
+            // Everything wanted came in before the rule was judged (a
+            // short play on a slow machine): it is met now, on all of it.
             if !started {
-                let sent = stats.requests.load(Ordering::Relaxed);
-                stats.requests_before_start.store(sent, Ordering::Relaxed);
+                record_start(&stats, &sched);
             }
             control.ready.store(true, Ordering::Relaxed);
             break Ok(());
@@ -463,12 +464,7 @@ pub async fn fetch_track(
             && control.raise_ready(seeks)
             && !started
         {
-            let sent = stats.requests.load(Ordering::Relaxed);
-            stats.requests_before_start.store(sent, Ordering::Relaxed);
-            let (margin, clean) = sched.start_margin_now();
-            let us = u64::try_from(margin.as_micros()).unwrap_or(u64::MAX).max(1);
-            stats.start_margin_us.store(us, Ordering::Relaxed);
-            stats.start_clean.store(clean, Ordering::Relaxed);
+            record_start(&stats, &sched);
             started = true;
         }
         // Nothing is asked for before its hash can be checked: the pages
@@ -627,6 +623,17 @@ pub async fn fetch_track(
             Err(reason)
         }
     }
+}
+
+/// Records the start rule as first met now: the requests sent before it
+/// and the margin it was judged with.
+fn record_start(stats: &FetchStats, sched: &Scheduler) {
+    let sent = stats.requests.load(Ordering::Relaxed);
+    stats.requests_before_start.store(sent, Ordering::Relaxed);
+    let (margin, clean) = sched.start_margin_now();
+    let us = u64::try_from(margin.as_micros()).unwrap_or(u64::MAX).max(1);
+    stats.start_margin_us.store(us, Ordering::Relaxed);
+    stats.start_clean.store(clean, Ordering::Relaxed);
 }
 
 #[allow(clippy::too_many_arguments)]
