@@ -157,11 +157,10 @@ impl RingReader {
     /// clock read happens once, on the first sample). The listener's volume
     /// and the fades around pause, seek and skip are applied here, so they
     /// are heard at once, not after the ring plays out.
-    pub fn fill(&mut self, out: &mut [f32]) {
+    pub fn fill(&mut self, mut out: &mut [f32]) {
         let s = &self.stats;
         let hold = s.paused.load(Relaxed) || s.stop.load(Relaxed) || s.skip.load(Relaxed);
         let volume = s.volume();
-        let mut out = out;
         if (hold || s.seek_pending.load(Relaxed)) && self.env.level() > 0.0 {
             // Fade out over what would have played next, then silence.
             let tail = (self.env.frames_to_silence() * self.channels).min(out.len());
