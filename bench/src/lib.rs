@@ -181,6 +181,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let own = chorus_cli::resources::read_self();
     println!("{}", report::table(&series, &bytes));
     println!("{}", versus_spotify(&series, &bytes));
+    if let Some(line) = path_rtts(&series, &profiles) {
+        println!("{line}");
+    }
     if let Some(r) = own {
         println!(
             "whole bench process: {:.1} s CPU, peak memory {:.0} MiB, {:.0} s wall",
@@ -336,6 +339,31 @@ fn versus_spotify(
         stutters as f64 * 100.0 / plays.max(1) as f64,
         total.seed_share()
     )
+}
+
+/// The round trips the start connections measured next to each profile's
+/// own: the starts' figures in RTTs count the profile's, and what lies
+/// between the two is this machine's, not the code's.
+fn path_rtts(series: &[report::Series], profiles: &[LinkProfile]) -> Option<String> {
+    let parts: Vec<String> = profiles
+        .iter()
+        .filter_map(|p| {
+            let s = series.iter().find(|s| s.profile == p.name && s.metric == "path_rtt_ms")?;
+            let median = report::summarise(&s.samples)?.p50;
+            let jitter = match p.jitter.as_millis() {
+                0 => String::new(),
+                j => format!(", jitter up to {j} ms each way"),
+            };
+            Some(format!("{} {median:.1} ms ({} ms{jitter})", p.name, p.rtt.as_millis()))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "round trip QUIC measured on the start connections (median; the profile's in \
+             brackets, the rest this machine's): {}",
+            parts.join(", ")
+        )
+    })
 }
 
 fn machine(memory: Option<&MemoryProbe>, timing: &Timing) -> serde_json::Value {
@@ -530,6 +558,26 @@ async fn listener_resources(swarm: &swarm::Swarm, rec: &Recorder) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_measured_round_trip_is_the_median_beside_the_profiles() {
+        let r = Recorder::default();
+        for v in [84.0, 83.0, 90.0] {
+            r.add("single", "transatlantic", "path_rtt_ms", Unit::Ms, v);
+        }
+        r.add("single", "lan", "path_rtt_ms", Unit::Ms, 1.9);
+        r.add("single", "4g", "start_new_ms", Unit::Ms, 200.0);
+        let (series, _) = r.finish();
+        let line = path_rtts(&series, &LinkProfile::all()).unwrap();
+        assert!(line.contains("lan 1.9 ms (1 ms)"), "{line}");
+        assert!(
+            line.contains("transatlantic 84.0 ms (80 ms, jitter up to 2 ms each way)"),
+            "{line}"
+        );
+        assert!(!line.contains("4g"), "no start measured there: {line}");
+        assert!(line.find("lan").unwrap() < line.find("transatlantic").unwrap(), "profile order");
+        assert!(path_rtts(&[], &LinkProfile::all()).is_none());
+    }
 
     #[test]
     fn steal_is_read_from_the_cpu_line_of_proc_stat() {

@@ -119,6 +119,12 @@ fn record_steps(
         let metric = format!("{prefix}_{}_ms", step.replace(' ', "_"));
         rec.add("single", profile, &metric, Unit::Ms, ms(shift + *at));
     }
+    // The round trip QUIC measured on the connection the start came on:
+    // the profile's, its jitter, and what this machine adds to each one
+    // (the emulator's threads, the sockets, the tasks on both ends).
+    if let Some(s) = prepared.sources.first() {
+        rec.add("single", profile, "path_rtt_ms", Unit::Ms, ms(s.peer.connection().rtt()));
+    }
 }
 
 /// Plays what [`chorus_cli::play::prepare`] found, as `chorus play` does.
