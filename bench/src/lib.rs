@@ -199,11 +199,12 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     if let Some(m) = &memory {
         println!("{}", m.describe());
     }
-    let (sent, late) = chorus_streamer::netem::deliveries();
+    let links = chorus_streamer::netem::deliveries().since(&links_before);
     let timing = Timing {
         steal_pct: CpuTimes::read().zip(host_before).and_then(|(b, a)| b.steal_pct_since(&a)),
-        packets: sent - links_before.0,
-        late_packets: late - links_before.1,
+        packets: links.packets,
+        late_packets: links.late,
+        mean_late_us: links.mean_late().map(|d| d.as_micros() as u64),
     };
     println!("{}", timing.describe());
     let config = serde_json::json!({
@@ -399,6 +400,8 @@ struct Timing {
     /// Of those, delivered [`chorus_streamer::netem::LATE_AFTER`] or more
     /// after the time the link model gave them.
     late_packets: u64,
+    /// How long after its time a packet was delivered, on average.
+    mean_late_us: Option<u64>,
 }
 
 impl Timing {
@@ -408,8 +411,10 @@ impl Timing {
         // emulator: a run of it alone has no emulated packets to count.
         let mut parts = Vec::new();
         if self.packets > 0 {
+            let mean =
+                self.mean_late_us.map_or(String::new(), |us| format!(", {us} us on average"));
             parts.push(format!(
-                "emulated links delivered {:.2}% of {} packets 1 ms or more late",
+                "emulated links delivered {:.2}% of {} packets 1 ms or more late{mean}",
                 late_pct, self.packets
             ));
         }
@@ -600,15 +605,22 @@ mod tests {
 
     #[test]
     fn a_run_on_a_machine_whose_host_takes_its_cpu_says_so() {
-        let t = |steal| Timing { steal_pct: steal, packets: 2000, late_packets: 30 };
+        let t = |steal| Timing {
+            steal_pct: steal,
+            packets: 2000,
+            late_packets: 30,
+            mean_late_us: Some(140),
+        };
         let quiet = t(Some(0.5)).describe();
         assert!(quiet.contains("1.50% of 2000 packets"), "{quiet}");
+        assert!(quiet.contains("late, 140 us on average"), "{quiet}");
         assert!(quiet.contains("0.5% of the CPU time") && !quiet.contains("pauses"), "{quiet}");
         let busy = t(Some(13.4)).describe();
         assert!(busy.contains("13.4%") && busy.contains("pauses"), "{busy}");
         assert!(!t(None).describe().contains("steal"));
         // No emulated link in the run (the side-by-side one alone).
-        let none = Timing { steal_pct: Some(0.3), packets: 0, late_packets: 0 }.describe();
+        let none = Timing { steal_pct: Some(0.3), packets: 0, late_packets: 0, mean_late_us: None }
+            .describe();
         assert!(!none.contains("packets") && none.contains("0.3% of the CPU"), "{none}");
     }
 }

@@ -89,20 +89,59 @@ impl LinkProfile {
 /// thread's sleep overshoots by 0.1-0.2 ms when the machine is idle.
 pub const LATE_AFTER: Duration = Duration::from_millis(1);
 
-/// Packets every emulated socket and delay line of this process delivered, and how many
-/// of them late ([`LATE_AFTER`]): how far the machine let the emulator
-/// keep to its model (what a run's figures carry beyond the profile).
-pub fn deliveries() -> (u64, u64) {
-    (DELIVERED.load(Ordering::Relaxed), DELIVERED_LATE.load(Ordering::Relaxed))
+/// What every emulated socket and delay line of this process delivered so
+/// far, and how far after the link model's times: how far the machine let
+/// the emulator keep to its model (what a run's figures carry beyond the
+/// profile). Counters only grow: a run's share is the difference of two
+/// readings ([`Deliveries::since`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deliveries {
+    /// Packets delivered.
+    pub packets: u64,
+    /// Of those, delivered [`LATE_AFTER`] or more after their time.
+    pub late: u64,
+    /// Their lateness added up, in microseconds.
+    pub late_us: u64,
+}
+
+impl Deliveries {
+    /// What was delivered between `earlier` and this reading.
+    pub fn since(&self, earlier: &Deliveries) -> Deliveries {
+        Deliveries {
+            packets: self.packets.saturating_sub(earlier.packets),
+            late: self.late.saturating_sub(earlier.late),
+            late_us: self.late_us.saturating_sub(earlier.late_us),
+        }
+    }
+
+    /// The mean lateness of a packet, if any was delivered.
+    pub fn mean_late(&self) -> Option<Duration> {
+        (self.packets > 0).then(|| Duration::from_micros(self.late_us / self.packets))
+    }
+}
+
+/// The counts so far ([`Deliveries`]).
+pub fn deliveries() -> Deliveries {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    Deliveries {
+        packets: load(&DELIVERED),
+        late: load(&DELIVERED_LATE),
+        late_us: load(&DELIVERED_LATE_US),
+    }
 }
 
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 static DELIVERED_LATE: AtomicU64 = AtomicU64::new(0);
+static DELIVERED_LATE_US: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a packet due `at` and handed over `now` (by an emulated socket
 /// or a [`crate::delayline`]): true if late.
 pub(crate) fn count_delivery(at: Instant, now: Instant) -> bool {
-    let late = now.saturating_duration_since(at) >= LATE_AFTER;
+    let behind = now.saturating_duration_since(at);
+    let late = behind >= LATE_AFTER;
+    // At most an hour a packet: the sum cannot wrap.
+    let us = u64::try_from(behind.as_micros()).unwrap_or(u64::MAX).min(3_600_000_000);
+    DELIVERED_LATE_US.fetch_add(us, Ordering::Relaxed);
     DELIVERED.fetch_add(1, Ordering::Relaxed);
     if late {
         DELIVERED_LATE.fetch_add(1, Ordering::Relaxed);
@@ -348,7 +387,7 @@ mod tests {
     #[test]
     fn a_packet_handed_over_a_millisecond_after_its_time_counts_late() {
         let at = Instant::now();
-        let (before, before_late) = deliveries();
+        let before = deliveries();
         assert!(!count_delivery(at, at));
         assert!(!count_delivery(at, at + Duration::from_micros(999)));
         // Early (a clock read before the time) is not late either.
@@ -356,8 +395,10 @@ mod tests {
         assert!(count_delivery(at, at + LATE_AFTER));
         assert!(count_delivery(at, at + Duration::from_millis(12)));
         // The process-wide counts include these (other tests may add more).
-        let (after, after_late) = deliveries();
-        assert!(after >= before + 5);
-        assert!(after_late >= before_late + 2);
+        let after = deliveries().since(&before);
+        assert!(after.packets >= 5);
+        assert!(after.late >= 2);
+        // 999 us, 1 ms and 12 ms behind; the others on time or early.
+        assert!(after.late_us >= 999 + 1000 + 12_000);
     }
 }
