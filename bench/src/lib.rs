@@ -344,7 +344,8 @@ fn versus_spotify(
 
 /// The round trips the start connections measured next to each profile's
 /// own: the starts' figures in RTTs count the profile's, and what lies
-/// between the two is this machine's, not the code's.
+/// between the two is the profile's jitter (a flight delivered in order
+/// arrives at its top) and this machine, not the code.
 fn path_rtts(series: &[report::Series], profiles: &[LinkProfile]) -> Option<String> {
     let parts: Vec<String> = profiles
         .iter()

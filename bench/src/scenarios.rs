@@ -121,7 +121,7 @@ fn record_steps(
     }
     // The round trip QUIC measured on the connection the start came on:
     // the profile's, its jitter, and what this machine adds to each one
-    // (the emulator's threads, the sockets, the tasks on both ends).
+    // (the emulator's threads, the sockets, the tasks at both ends).
     if let Some(s) = prepared.sources.first() {
         rec.add("single", profile, "path_rtt_ms", Unit::Ms, ms(s.peer.connection().rtt()));
     }

@@ -139,7 +139,7 @@ static DELIVERED_LATE_US: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn count_delivery(at: Instant, now: Instant) -> bool {
     let behind = now.saturating_duration_since(at);
     let late = behind >= LATE_AFTER;
-    // At most an hour a packet: the sum cannot wrap.
+    // At most an hour a packet: the sum wraps only after billions of them.
     let us = u64::try_from(behind.as_micros()).unwrap_or(u64::MAX).min(3_600_000_000);
     DELIVERED_LATE_US.fetch_add(us, Ordering::Relaxed);
     DELIVERED.fetch_add(1, Ordering::Relaxed);
