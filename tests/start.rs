@@ -229,6 +229,21 @@ async fn sealed_start(listener: &Transport, node: &Node, want: &Want) -> (bool, 
     (s.sealed, steps)
 }
 
+/// Waits (bounded: 1000 polls) for `seed`'s ticket, then saves the store.
+/// The ticket comes in the seed's hello, which may arrive after the start's
+/// answer: saved at once, the file could miss it.
+async fn keep_ticket(listener: &Transport, seed: &chorus_protocol::PeerId) {
+    let kept = || listener.resume().ticket(seed, std::time::SystemTime::now()).is_some();
+    for _ in 0..1000 {
+        if kept() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(kept(), "no ticket from the seed");
+    listener.resume().save().unwrap();
+}
+
 /// A listener endpoint of its own (a new process: nothing in memory), with
 /// the tickets kept in `file`.
 fn new_process(file: &std::path::Path, link: LinkProfile, seed: u64) -> Transport {
@@ -260,7 +275,8 @@ async fn a_second_process_sends_its_start_sealed_in_the_handshake_and_gets_the_a
     let (sealed, steps) = sealed_start(&first, &node, &want).await;
     assert!(!sealed && steps.contains(&"start request sent"), "{steps:?}");
     // NEW_TOKEN frames follow the handshake's confirmation: wait for them
-    // (bounded: 1000 polls).
+    // too (bounded: 1000 polls).
+    keep_ticket(&first, &seed).await;
     for _ in 0..1000 {
         if first.resume().tokens(&seed) > 0 {
             break;
@@ -367,7 +383,7 @@ async fn a_ticket_the_seed_cannot_open_costs_a_round_trip_not_an_error() {
     let want = Want::Track(id);
     let first = new_process(&file, LinkProfile::by_name("lan").unwrap(), 1);
     assert!(!sealed_start(&first, &node, &want).await.0);
-    first.resume().save().unwrap();
+    keep_ticket(&first, &seed).await;
     first.close().await;
     // Another key under the same ticket id (a ticket from an earlier
     // identity of the seed, or tampered with).
@@ -440,7 +456,7 @@ async fn a_start_waits_for_the_answer_sealed_in_a_handshake_not_for_a_peer_that_
     let file = data.path().join("tickets");
     let first = new_process(&file, link.clone(), 11);
     assert!(!sealed_start(&first, &known, &want).await.0);
-    first.resume().save().unwrap();
+    keep_ticket(&first, &known.transport().peer_id()).await;
     first.close().await;
 
     for (i, order) in [[&other, &known], [&known, &other]].iter().enumerate() {
