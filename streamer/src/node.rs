@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::message::{
@@ -144,7 +144,7 @@ struct Shared {
     /// bounded rate ([`FORWARD_DIALS`]).
     outbound: std::sync::Mutex<std::collections::HashMap<PeerId, crate::client::Peer>>,
     /// Tokens for forwarding dials.
-    dial_budget: std::sync::Mutex<(f64, std::time::Instant)>,
+    dial_budget: std::sync::Mutex<(f64, Instant)>,
     /// Library files being indexed again after they changed.
     reindexing: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
     /// Every open connection by the peer id its handshake proved, both the
@@ -200,7 +200,7 @@ impl Shared {
     fn take_dial(&self) -> bool {
         let Ok(mut b) = self.dial_budget.lock() else { return false };
         let (burst, per_sec) = FORWARD_DIALS;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * per_sec).min(burst);
         b.1 = now;
         if b.0 >= 1.0 {
@@ -331,7 +331,7 @@ impl Node {
             hello,
             per_ip: Default::default(),
             outbound: Default::default(),
-            dial_budget: std::sync::Mutex::new((FORWARD_DIALS.0, std::time::Instant::now())),
+            dial_budget: std::sync::Mutex::new((FORWARD_DIALS.0, Instant::now())),
             reindexing: Default::default(),
             connected: Default::default(),
             relays: crate::nat::Relays::new(relay),
@@ -550,7 +550,8 @@ async fn push_start(
             r.budget = r.budget.min(SEALED_START_BUDGET);
             shared.stats.sealed_starts.fetch_add(1, Ordering::Relaxed);
             let budget = Semaphore::new(shared.limits.max_outstanding_bytes_per_peer);
-            serve_start(shared, &budget, conn, &mut send, r).await
+            // The connection's first request: due now.
+            serve_start(shared, &budget, conn, Instant::now(), &mut send, r).await
         }
         Err(why) => {
             shared.stats.sealed_refused.fetch_add(1, Ordering::Relaxed);
@@ -606,6 +607,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 /// `first_request_timeout`.
 async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, dialled: bool) {
     let budget = Arc::new(Semaphore::new(shared.limits.max_outstanding_bytes_per_peer));
+    let epoch = Instant::now();
     let mut first = !dialled;
     loop {
         let accepted = if first {
@@ -632,7 +634,7 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, di
         let (shared, budget) = (shared.clone(), budget.clone());
         let (remote, conn) = (conn.remote_address(), conn.clone());
         tokio::spawn(async move {
-            let from = From { id: peer, remote, conn, dialled };
+            let from = From { id: peer, remote, conn, dialled, epoch };
             if let Err(e) = serve_stream(&shared, &budget, from, send, recv).await {
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
@@ -653,6 +655,9 @@ struct From {
     conn: Connection,
     /// True on a connection this node dialled.
     dialled: bool,
+    /// When serving the connection began: its requests' deadlines are
+    /// timed from it ([`priority`]).
+    epoch: Instant,
 }
 
 async fn serve_stream(
@@ -762,8 +767,12 @@ async fn serve_stream(
                 }
             }
         },
-        Message::ChunkRequest(r) => serve_chunks(shared, budget, &from.conn, &mut send, r).await?,
-        Message::StartRequest(r) => serve_start(shared, budget, &from.conn, &mut send, r).await?,
+        Message::ChunkRequest(r) => {
+            serve_chunks(shared, budget, &from.conn, from.epoch, &mut send, r).await?;
+        }
+        Message::StartRequest(r) => {
+            serve_start(shared, budget, &from.conn, from.epoch, &mut send, r).await?;
+        }
         Message::PeerExchange(px) => {
             let me = shared.transport.peer_id();
             let theirs: Vec<PeerInfo> = px
@@ -932,26 +941,32 @@ async fn unknown_track(send: &mut SendStream, track: &chorus_protocol::TrackId) 
     write_error(send, ErrorCode::UnknownTrack, format!("no track {track}")).await
 }
 
-/// Stream priority from a deadline: sooner is higher. quinn sends
-/// higher-priority streams first within a connection.
-fn priority(deadline_ms: u32) -> i32 {
+/// Stream priority from a request's deadline (`deadline_ms` after it came,
+/// `elapsed` into the connection's service): sooner is higher. quinn sends higher-priority streams first within a connection.
+/// Absolute on the connection's clock, so requests sent at different times
+/// go in the order they are due, not by how far off each was when sent: a
+/// listener reads a response done before an earlier-due one as a sign the
+/// earlier one lost packets.
+fn priority(deadline_ms: u32, elapsed: Duration) -> i32 {
     if deadline_ms == NO_DEADLINE {
-        i32::MIN
-    } else {
-        -i32::try_from(deadline_ms).unwrap_or(i32::MAX)
+        return i32::MIN;
     }
+    let due = elapsed.as_millis().saturating_add(u128::from(deadline_ms));
+    // Past 24 days on one connection, everything is equally due.
+    -i32::try_from(due).unwrap_or(i32::MAX)
 }
 
 async fn serve_chunks(
     shared: &Arc<Shared>,
     budget: &Semaphore,
     conn: &Connection,
+    epoch: Instant,
     send: &mut SendStream,
     r: ChunkRequest,
 ) -> Result<()> {
     shared.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
     let Some(track) = find(shared, &r.track) else {
-        return serve_cached_chunks(shared, conn, send, r).await;
+        return serve_cached_chunks(shared, conn, epoch, send, r).await;
     };
     let count = track.manifest.layout().count();
     let end = u64::from(r.first.0) + u64::from(r.count);
@@ -959,7 +974,7 @@ async fn serve_chunks(
         let msg = format!("chunks {}..{end} asked, track has {count}", r.first);
         return write_error(send, ErrorCode::UnknownChunk, msg).await;
     }
-    let _ = send.set_priority(priority(r.deadline_ms));
+    let _ = send.set_priority(priority(r.deadline_ms, epoch.elapsed()));
     let file = match shared.open_file(&track).await {
         Ok(f) => f,
         Err(e) => {
@@ -1048,10 +1063,11 @@ async fn serve_start(
     shared: &Arc<Shared>,
     budget: &Semaphore,
     conn: &Connection,
+    epoch: Instant,
     send: &mut SendStream,
     r: StartRequest,
 ) -> Result<()> {
-    let _ = send.set_priority(priority(0));
+    let _ = send.set_priority(priority(0, epoch.elapsed()));
     shared.stats.starts.fetch_add(1, Ordering::Relaxed);
     let id = match &r.want {
         Want::Track(id) => *id,
@@ -1184,6 +1200,7 @@ async fn write_hashes(
 async fn serve_cached_chunks(
     shared: &Shared,
     conn: &Connection,
+    epoch: Instant,
     send: &mut SendStream,
     r: ChunkRequest,
 ) -> Result<()> {
@@ -1197,7 +1214,7 @@ async fn serve_cached_chunks(
         let msg = format!("chunks from {} asked, track has {count}", r.first);
         return write_error(send, ErrorCode::UnknownChunk, msg).await;
     }
-    let _ = send.set_priority(priority(r.deadline_ms));
+    let _ = send.set_priority(priority(r.deadline_ms, epoch.elapsed()));
     for i in r.first.0..r.first.0 + r.count {
         let index = chorus_protocol::ChunkIndex(i);
         let c = cache.clone();
@@ -1318,3 +1335,26 @@ fn drop_track(shared: &Arc<Shared>, track: &LibraryTrack) {
 /// How long after a library file changed under the node it is indexed
 /// again: a program rewriting it has usually finished by then.
 const REINDEX_AFTER: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_go_in_the_order_their_requests_are_due_whenever_they_were_sent() {
+        let ms = Duration::from_millis;
+        // Asked first, due in 300 ms; asked 250 ms later, due 100 ms after
+        // that (350 ms into the connection): the first goes first. Ranked
+        // by deadline_ms alone, the second would overtake it.
+        assert!(priority(300, ms(0)) > priority(100, ms(250)));
+        assert!(priority(300, ms(0)) < priority(100, ms(150)));
+        // Equally due: equal.
+        assert_eq!(priority(0, ms(40)), priority(30, ms(10)));
+        // Without a deadline: after everything; a connection open for
+        // weeks: everything equally late, no overflow.
+        assert_eq!(priority(NO_DEADLINE, ms(0)), i32::MIN);
+        assert!(priority(u32::MAX - 1, ms(0)) > i32::MIN);
+        let weeks = Duration::from_secs(30 * 24 * 3600);
+        assert_eq!(priority(0, weeks), priority(5, weeks));
+    }
+}
