@@ -2,8 +2,10 @@
 //! in one thread, deterministic for a given RNG seed.
 //!
 //! Each simulated peer has a round-trip time, an upload rate (its link
-//! serves one chunk at a time), a chance of packet loss (each lost packet
-//! costs one extra RTT), and may join late, stall (stop answering) or send
+//! sends one chunk at a time, the most urgent waiting request first, as a
+//! node's stream priorities do), a chance of packet loss (each lost packet
+//! costs one extra RTT, plus [`SimPeer::loss_delay`] for a repair that
+//! waits behind a queue), and may join late, stall (stop answering) or send
 //! corrupt data. The listener verifies every chunk as the real one does: a
 //! corrupt chunk is reported as [`Failure::Corrupt`] and never stored.
 //!
@@ -24,8 +26,12 @@ pub struct SimPeer {
     pub rtt: Duration,
     /// Upload rate, bytes per second.
     pub rate: f64,
-    /// Chance each 1200-byte packet is lost (costs one RTT).
+    /// Chance each 1200-byte packet is lost (costs one RTT and
+    /// `loss_delay`).
     pub loss: f64,
+    /// What a lost packet costs beyond a round trip: its repair waits
+    /// behind the queue the sender keeps at the bottleneck.
+    pub loss_delay: Duration,
     /// The original seed.
     pub is_seed: bool,
     /// When it joins the listener's swarm.
@@ -43,6 +49,7 @@ impl SimPeer {
             rtt: Duration::from_millis(rtt_ms),
             rate,
             loss: 0.0,
+            loss_delay: Duration::ZERO,
             is_seed: false,
             join_at: Duration::ZERO,
             stall_at: None,
@@ -181,6 +188,15 @@ impl Rng {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Join(usize),
+    /// A request reaches its peer.
+    Arrive {
+        peer: usize,
+        chunk: u32,
+        req: u64,
+        deadline: Duration,
+    },
+    /// A peer's link has sent its chunk and takes the next.
+    Free(usize),
     Deliver {
         peer: usize,
         chunk: u32,
@@ -196,6 +212,45 @@ enum Event {
     /// [`Scheduler::poll_timeout`], or playback reaching a missing chunk or
     /// the end (the player's reader blocking wakes the real driver).
     Wake(u64),
+}
+
+/// The peers' links: each sends one chunk at a time, the waiting request
+/// with the soonest deadline first (as a node sets its streams'
+/// priorities from the requests' deadlines).
+struct Links {
+    busy_until: Vec<Duration>,
+    /// Requests at each peer not yet being sent: deadline, id, chunk.
+    waiting: Vec<Vec<(Duration, u64, u32)>>,
+}
+
+impl Links {
+    /// If peer `i`'s link is free, starts sending its most urgent waiting
+    /// request; `push` gets the link's `Free` and the chunk's delivery.
+    fn serve(
+        &mut self,
+        i: usize,
+        p: &SimPeer,
+        size: u32,
+        now: Duration,
+        rng: &mut Rng,
+        push: &mut dyn FnMut(Duration, Event),
+    ) {
+        if self.busy_until[i] > now {
+            return;
+        }
+        let Some(k) = (0..self.waiting[i].len()).min_by_key(|&k| self.waiting[i][k]) else {
+            return;
+        };
+        let (_, req, chunk) = self.waiting[i].swap_remove(k);
+        let done = now + Duration::from_secs_f64(f64::from(size) / p.rate);
+        self.busy_until[i] = done;
+        push(done, Event::Free(i));
+        let lost = (0..size.div_ceil(1200)).filter(|_| rng.next_f64() < p.loss).count() as u32;
+        let at = done + p.rtt / 2 + (p.rtt + p.loss_delay) * lost;
+        if p.stall_at.is_none_or(|s| at < s) {
+            push(at, Event::Deliver { peer: i, chunk, req });
+        }
+    }
 }
 
 struct Playback {
@@ -223,10 +278,11 @@ pub fn simulate(config: &SimConfig) -> SimReport {
     let mut report =
         SimReport { bytes_by_peer: vec![0; config.peers.len()], ..SimReport::default() };
     let mut keys: Vec<Option<PeerKey>> = vec![None; config.peers.len()];
-    let mut busy_until = vec![Duration::ZERO; config.peers.len()];
+    let mut links = Links {
+        busy_until: vec![Duration::ZERO; config.peers.len()],
+        waiting: vec![Vec::new(); config.peers.len()],
+    };
     let mut open: HashSet<(usize, u32, u64)> = HashSet::new();
-    // Service start and length of each open request, to free link time on cancel.
-    let mut service: std::collections::HashMap<u64, (Duration, Duration)> = Default::default();
     let mut in_flight: HashSet<u32> = HashSet::new();
     let mut events: BinaryHeap<Reverse<(Duration, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
@@ -313,6 +369,21 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                     }
                 }
             }
+            Event::Arrive { peer, chunk, req, deadline } => {
+                let p = &config.peers[peer];
+                if p.stall_at.is_none_or(|s| now < s) && open.contains(&(peer, chunk, req)) {
+                    links.waiting[peer].push((deadline, req, chunk));
+                    links.serve(peer, p, track.chunk_size, now, &mut rng, &mut |t, e| {
+                        push(&mut events, t, e)
+                    });
+                }
+            }
+            Event::Free(peer) => {
+                let p = &config.peers[peer];
+                links.serve(peer, p, track.chunk_size, now, &mut rng, &mut |t, e| {
+                    push(&mut events, t, e)
+                });
+            }
             Event::Wake(_) => {}
             Event::Tick => {
                 let ready = if config.start_at_once {
@@ -367,7 +438,7 @@ pub fn simulate(config: &SimConfig) -> SimReport {
 
         for a in actions {
             match a {
-                Action::Request { peer, chunk, .. } => {
+                Action::Request { peer, chunk, deadline } => {
                     let i = keys.iter().position(|k| *k == Some(peer)).unwrap_or(0);
                     let p = &config.peers[i];
                     if !in_flight.insert(chunk) {
@@ -381,25 +452,15 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                         Event::Timeout { peer: i, chunk, req: req_id },
                     );
                     let arrive = now + p.rtt / 2;
-                    if p.stall_at.is_some_and(|s| arrive >= s) {
-                        continue;
-                    }
-                    let start = arrive.max(busy_until[i]);
-                    let len = Duration::from_secs_f64(f64::from(track.chunk_size) / p.rate);
-                    let done = start + len;
-                    busy_until[i] = done;
-                    service.insert(req_id, (start, len));
-                    let packets = track.chunk_size.div_ceil(1200);
-                    let lost = (0..packets).filter(|_| rng.next_f64() < p.loss).count() as u32;
-                    let at = done + p.rtt / 2 + p.rtt * lost;
-                    if p.stall_at.is_some_and(|s| at >= s) {
-                        continue;
-                    }
-                    push(&mut events, at, Event::Deliver { peer: i, chunk, req: req_id });
+                    push(
+                        &mut events,
+                        arrive,
+                        Event::Arrive { peer: i, chunk, req: req_id, deadline },
+                    );
                 }
                 Action::Cancel { peer, chunk } => {
                     // A reset stream stops the sender: a request not yet being
-                    // served gives its link time back.
+                    // served never takes link time.
                     let i = keys.iter().position(|k| *k == Some(peer)).unwrap_or(0);
                     let cancelled: Vec<u64> = open
                         .iter()
@@ -408,17 +469,14 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                         .collect();
                     for r in cancelled {
                         open.remove(&(i, chunk, r));
-                        if let Some((start, len)) = service.remove(&r) {
-                            if start > now {
-                                busy_until[i] = busy_until[i].saturating_sub(len);
-                            }
-                        }
+                        links.waiting[i].retain(|w| w.1 != r);
                     }
                 }
                 Action::Drop { peer } => {
                     if let Some(i) = keys.iter().position(|k| *k == Some(peer)) {
                         report.dropped.push(i);
                         open.retain(|&(p, _, _)| p != i);
+                        links.waiting[i].clear();
                     }
                 }
             }
@@ -576,6 +634,43 @@ mod tests {
             assert!(w[1] <= w[0], "seed share rose: {shares:?}");
         }
         assert!(shares[3] < 0.05, "{shares:?}");
+    }
+
+    /// Four peers on a `4g`-like link (60-90 ms, 10 Mbit/s, 1% loss), each
+    /// loss's repair 200 ms behind the sender's queue at the bottleneck
+    /// (as traced on the emulated link), a 1 Mbit/s track from its start,
+    /// 100 runs: (underruns, time frozen, hedges).
+    fn lossy_starts(loss_delay: Duration) -> (u32, Duration, u32) {
+        let mut total = (0, Duration::ZERO, 0);
+        for rng_seed in 1..=100u64 {
+            let mut rng = Rng(rng_seed * 7919);
+            let peers: Vec<SimPeer> = (0..4)
+                .map(|_| SimPeer {
+                    loss: 0.01,
+                    loss_delay,
+                    ..SimPeer::new(60 + (rng.next_f64() * 30.0) as u64, 1.25e6)
+                })
+                .collect();
+            let config = SimConfig { rng_seed, ..SimConfig::new(SimTrack::new(20, 1000), peers) };
+            let r = simulate(&config);
+            assert!(r.finished, "seed {rng_seed}: {r:?}");
+            total = (total.0 + r.underruns, total.1 + r.stalled, total.2 + r.hedges);
+        }
+        total
+    }
+
+    #[test]
+    fn a_request_that_lost_packets_is_rescued_before_its_repair_would_stall_playback() {
+        // Without rescues (a lost request waited to be overdue: 250 ms
+        // past its expected completion and a round trip) 17 of these 100
+        // plays froze, for 0.33 s in all; with them, none (67 hedges).
+        let (underruns, frozen, hedges) = lossy_starts(Duration::from_millis(200));
+        assert!(underruns <= 2, "{underruns} underruns, {frozen:?} frozen");
+        // A rescue is one chunk more, for a request near its deadline:
+        // under one in a hundred of the 15,300 chunks here.
+        assert!(hedges < 150, "{hedges} hedges");
+        // Repairs a round trip long: nothing freezes.
+        assert_eq!(lossy_starts(Duration::ZERO).0, 0);
     }
 
     #[test]
