@@ -352,7 +352,9 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     let cautious = Duration::from_millis(125);
     assert!(first_clean || first_margin >= cautious, "no reports yet: {first_margin:?}");
     // Every chunk reply's head carried the seed's packet counts on this
-    // connection; the store has the latest.
+    // connection; the store has the latest. Closed first: replies still
+    // on their way after the play would add reports between the reads.
+    first.close().await;
     let seen = first.resume().path().expect("the seed reported nothing");
     assert!(seen.sent >= chorus_streamer::scheduler::CLEAN_AFTER_PACKETS, "{seen:?}");
     assert!(seen.lost * 1000 <= seen.sent, "loss on a link without any: {seen:?}");
@@ -363,7 +365,6 @@ async fn what_a_seed_reports_of_the_path_is_kept_with_its_ticket_for_the_next_pr
     first.resume().save().unwrap();
     let line = std::fs::read_to_string(&file).unwrap();
     assert!(line.contains(&format!(" {}/{}", seen.sent, seen.lost)), "{line}");
-    first.close().await;
     let second = new_process(&file, link, 20);
     assert_eq!(second.resume().path(), Some(seen));
     let (second, _, r) = play_from(second, data.path().join("2.wav")).await;
