@@ -942,11 +942,12 @@ async fn unknown_track(send: &mut SendStream, track: &chorus_protocol::TrackId) 
 }
 
 /// Stream priority from a request's deadline (`deadline_ms` after it came,
-/// `elapsed` into the connection's service): sooner is higher. quinn sends higher-priority streams first within a connection.
-/// Absolute on the connection's clock, so requests sent at different times
-/// go in the order they are due, not by how far off each was when sent: a
-/// listener reads a response done before an earlier-due one as a sign the
-/// earlier one lost packets.
+/// `elapsed` into the connection's service): sooner is higher. quinn sends
+/// higher-priority streams first within a connection. Absolute on the
+/// connection's clock, so requests sent at different times go in the order
+/// they are due, not by how far off each was when sent: a listener reads a
+/// response done before an earlier-due one as a sign the earlier one lost
+/// packets.
 fn priority(deadline_ms: u32, elapsed: Duration) -> i32 {
     if deadline_ms == NO_DEADLINE {
         return i32::MIN;
