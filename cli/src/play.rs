@@ -353,9 +353,21 @@ pub async fn prepare(
             let track = s.answer.manifest.id();
             let rx = sources_joining(pool, track, Some(s.source.peer.clone()));
             if pool.unreached() > 0 {
-                tracing::warn!(
-                    "some peers have not answered yet; starting without them (they join when they do)"
-                );
+                // Said only if they are still silent a moment later: a start
+                // takes one round trip, and the other peers' handshakes are
+                // often still on their way then, which is no news.
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(SILENT_PEERS_AFTER).await;
+                    let n = pool.unreached();
+                    if n > 0 {
+                        tracing::warn!(
+                            "{n} peer(s) have not answered yet, {} ms after the start; \
+                             playing without them (they join when they do)",
+                            SILENT_PEERS_AFTER.as_millis()
+                        );
+                    }
+                });
             }
             let mut prepared = Prepared::new(s.answer.entry, s.answer.manifest, vec![s.source]);
             prepared.head = s.answer.head;
@@ -817,6 +829,11 @@ pub fn devices() -> Result<()> {
 /// How long the other peers get once the first has answered: a peer that is
 /// down must not hold playback back for the whole connect timeout.
 pub const CONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long after a start peers still dialling are worth a warning: many
+/// round trips, so a handshake merely slower than the start's says
+/// nothing.
+const SILENT_PEERS_AFTER: Duration = Duration::from_millis(500);
 
 /// Holders heard of through who-has that are dialled for one track: each
 /// costs a handshake, and their addresses are only a stranger's word.
