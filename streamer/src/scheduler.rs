@@ -686,7 +686,12 @@ impl Scheduler {
         now: Duration,
         exclude: &[InFlight],
     ) -> Option<(PeerKey, Duration)> {
-        if self.unlisted[chunk as usize] {
+        let can = |(i, p): &(usize, &Peer)| {
+            !p.dead && p.has(chunk) && exclude.iter().all(|f| f.peer.0 != *i)
+        };
+        // Often nobody else has it (one seed): no walk over the track then,
+        // at every poll until the repair comes.
+        if self.unlisted[chunk as usize] || !self.peers.iter().enumerate().any(|x| can(&x)) {
             return None;
         }
         let mut ahead = vec![0u64; self.peers.len()];
@@ -701,7 +706,7 @@ impl Scheduler {
         self.peers
             .iter()
             .enumerate()
-            .filter(|(i, p)| !p.dead && p.has(chunk) && exclude.iter().all(|f| f.peer.0 != *i))
+            .filter(can)
             .map(|(i, p)| (PeerKey(i), now + p.rtt + p.secs(ahead[i] + size)))
             .min_by_key(|&(_, ect)| ect)
     }
