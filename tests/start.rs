@@ -44,8 +44,10 @@ fn pool_for(listener: &Transport, node: &Node) -> Arc<Pool> {
 /// The chunks a start answer began playback with, whole: its head, and
 /// the chunk whose first groups came with it, read on to its end from the
 /// rest of the same response (which the fetch then takes over); for an
-/// Ogg, on through the end of its first audio page, which is whole before
-/// any of its packets plays (the page may reach into the next chunk).
+/// Ogg, on through the end of its first audio page, which symphonia's
+/// reader (what [`decoder_on`] opens) takes whole before it gives a packet
+/// (the page may reach into the next chunk; the player reads it a packet
+/// at a time).
 async fn whole_head(s: &chorus_streamer::start::Started) -> Vec<chorus_protocol::VerifiedChunk> {
     use chorus_streamer::client::Arrival;
     let mut head = s.answer.head.clone();
@@ -929,6 +931,7 @@ async fn an_ogg_s_cover_art_is_not_fetched_before_the_first_note() {
     let early = chorus_player::play::early_codec(&store, Duration::ZERO)
         .expect("a codec from the header chunks");
     let all = store_of(&m, &bytes, 0..m.layout().count());
+    let all_again = all.clone();
     let wait = Duration::from_secs(2);
     let source = chorus_player::source::ChunkSource::new(all.clone(), wait, Box::new(|_| {}));
     let hint = chorus_player::decode::extension_hint(m.media().container);
@@ -950,6 +953,19 @@ async fn an_ogg_s_cover_art_is_not_fetched_before_the_first_note() {
     }
     let (_, _, local) = chorus_player::decode::decode_file(&file, Some(target)).unwrap();
     assert_eq!(got.len(), local.len(), "samples from 20 s");
+    assert!(got.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample for sample");
+
+    // As the player opens it: the first audio page a packet at a time,
+    // then the reader over the same zeros, the page passed over.
+    let early = chorus_player::play::early_codec(&store, Duration::ZERO).unwrap();
+    let source = chorus_player::source::ChunkSource::new(all_again, wait, Box::new(|_| {}));
+    let mut d = Decoder::open_by_packets(Box::new(source), early, first_audio).unwrap();
+    let mut got = Vec::new();
+    while let Some(block) = d.next_block().unwrap() {
+        got.extend_from_slice(block);
+    }
+    let (_, _, local) = chorus_player::decode::decode_file(&file, None).unwrap();
+    assert_eq!(got.len(), local.len(), "samples of the whole track");
     assert!(got.iter().zip(&local).all(|(a, b)| a.to_bits() == b.to_bits()), "sample for sample");
 }
 
@@ -1005,4 +1021,95 @@ fn an_ogg_s_codec_is_made_before_its_first_audio_page_is_here() {
     let early = vorbis_from_headers(&other);
     let d = Decoder::open_with(Box::new(source), hint, early).unwrap();
     assert!(!d.codec_made_early(), "a codec from other header bytes is not the stream's");
+}
+
+/// An Ogg Vorbis track's first audio page is read a packet at a time, each
+/// decoded as soon as its bytes are here: symphonia's reader takes a page
+/// whole before it gives a packet, and this one (15 KB, a second of audio)
+/// reaches into the second chunk, so the first note waited for its end
+/// (bench, `transatlantic`: the Ogg's decoder was ready 7-8 ms after its
+/// head). On the first chunk alone the decoder gives the page's packets
+/// that are in it, a local decode's samples exactly; on the whole track
+/// it goes on from the page into the reader without a seam, and seeks
+/// made while it reads the page (by the index, and near the start, where
+/// the reader seeks itself) land where a local decode's do.
+#[test]
+fn an_ogg_s_first_audio_page_plays_packet_by_packet() {
+    use chorus_player::decode::{Decoder, IndexedFormat, SeekIndex, decode_file};
+    use chorus_player::source::ChunkSource;
+    use chorus_streamer::probe::{OGG_PAGE_HEADER_LEN, ogg_page_header};
+    let data = tempfile::tempdir().unwrap();
+    let lib = library_dir(&["apex-aleph.ogg"]);
+    let (library, _, _) = scan(lib.path(), data.path());
+    let m = library.tracks().next().unwrap().manifest.clone();
+    let path = lib.path().join("apex-aleph.ogg");
+    let file = std::fs::read(&path).unwrap();
+    let first_audio = m.media().time_index[0].byte_offset;
+    let at = first_audio as usize;
+    let page = ogg_page_header(&file[at..]).unwrap();
+    let lacing = &file[at + OGG_PAGE_HEADER_LEN..][..page.segments];
+    let page_end = at + OGG_PAGE_HEADER_LEN + page.segments;
+    let page_end = page_end + lacing.iter().map(|&l| usize::from(l)).sum::<usize>();
+    let chunk0 = m.layout().byte_range(chorus_protocol::ChunkIndex(0));
+    assert!(page_end as u64 > chunk0.end, "the first audio page reaches into the next chunk");
+    let early = || chorus_player::decode::vorbis_from_headers(&file[..at]).unwrap();
+    let wait = Duration::from_millis(300);
+    let (rate, channels, local) = decode_file(&path, None).unwrap();
+    let same =
+        |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+
+    // The first chunk alone: the page's packets in it play.
+    let source = ChunkSource::new(store_of(&m, &file, 0..1), wait, Box::new(|_| {}));
+    let mut d = Decoder::open_by_packets(Box::new(source), early(), first_audio).unwrap();
+    assert!(d.codec_made_early());
+    assert_eq!((d.sample_rate(), d.channels()), (rate, channels));
+    let mut got = Vec::new();
+    let stopped = loop {
+        match d.next_block() {
+            Ok(Some(block)) => got.extend_from_slice(block),
+            Ok(None) => panic!("the track ended in its first chunk"),
+            Err(e) => break e,
+        }
+    };
+    let secs = got.len() as f64 / (f64::from(rate) * channels as f64);
+    // 12 KB of the page's 15 KB (1.09 s of audio) are in the first chunk.
+    assert!(secs > 0.5, "{secs:.3} s played from the first chunk, then: {stopped}");
+    assert!(same(&got, &local), "the first chunk's packets, sample for sample");
+
+    // The whole track: from the page on into the reader, without a seam.
+    let all = store_of(&m, &file, 0..m.layout().count());
+    let source = ChunkSource::new(all.clone(), wait, Box::new(|_| {}));
+    let mut d = Decoder::open_by_packets(Box::new(source), early(), first_audio).unwrap();
+    let mut got = Vec::new();
+    while let Some(block) = d.next_block().unwrap() {
+        got.extend_from_slice(block);
+    }
+    assert_eq!(got.len(), local.len());
+    assert!(same(&got, &local), "the whole track, sample for sample");
+
+    // Seeks while the page is being read: near the start (no index point
+    // serves; the reader seeks) and by the index.
+    for target in [Duration::from_millis(300), Duration::from_secs(20)] {
+        let source = ChunkSource::new(all.clone(), wait, Box::new(|_| {}));
+        // As the player does: the length shown once the decoder is open.
+        let shown = source.length_shown();
+        let mut d = Decoder::open_by_packets(Box::new(source), early(), first_audio).unwrap();
+        shown.store(true, Relaxed);
+        let points = m.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let store = all.clone();
+        let open_at: chorus_player::decode::OpenAt = Box::new(move |base| {
+            Box::new(ChunkSource::at(store.clone(), base, wait, Box::new(|_| {})))
+        });
+        let preroll = chorus_player::decode::preroll(&m);
+        d = d.with_index(SeekIndex { points, open_at, format: IndexedFormat::Ogg, preroll });
+        assert!(d.next_block().unwrap().is_some(), "a packet of the first page");
+        d.seek(target).unwrap_or_else(|e| panic!("seek to {target:?}: {e}"));
+        let mut got = Vec::new();
+        while let Some(block) = d.next_block().unwrap() {
+            got.extend_from_slice(block);
+        }
+        let (_, _, want) = decode_file(&path, Some(target)).unwrap();
+        assert_eq!(got.len(), want.len(), "samples from {target:?}");
+        assert!(same(&got, &want), "from {target:?}, sample for sample");
+    }
 }

@@ -7,13 +7,15 @@
 use std::time::Duration;
 
 use chorus_protocol::Container;
+use symphonia::core::checksum::Crc32;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_VORBIS;
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
-use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions, Monitor};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
 use symphonia::core::units::{Time, TimeBase, Timestamp};
 
 use crate::error::{Error, Result};
@@ -55,6 +57,12 @@ pub struct Decoder {
     /// The codec was made from the header packets before the stream was
     /// open ([`Decoder::open_with`]).
     codec_made_early: bool,
+    /// An Ogg Vorbis stream's first audio page, read a packet at a time
+    /// while the reader is not open yet ([`Decoder::open_by_packets`]).
+    first_page: Option<FirstPage>,
+    /// Packets of the track the reader gives that were decoded already
+    /// (the first page's, read before the reader was open).
+    skip_packets: u64,
     /// The track's first timestamp and length in frames (without the
     /// encoder's delay and padding), from the demuxer.
     start_ts: i64,
@@ -190,6 +198,11 @@ pub struct EarlyCodec {
     /// to a codec (the identification and setup packets).
     extra_data: Box<[u8]>,
     decoder: Box<dyn AudioDecoder>,
+    /// The logical stream's serial number (symphonia's track id for it).
+    serial: u32,
+    /// The identification header's sample rate and channels.
+    rate: u32,
+    channels: usize,
 }
 
 impl std::fmt::Debug for EarlyCodec {
@@ -225,11 +238,13 @@ pub fn vorbis_from_headers(header: &[u8]) -> Option<EarlyCodec> {
         return None;
     }
     let rate = u32::from_le_bytes(ident.get(12..16)?.try_into().ok()?);
+    let channels = usize::from(ident[11]);
+    let serial = chorus_streamer::probe::ogg_page_header(header)?.serial;
     let extra_data: Box<[u8]> = [ident.as_slice(), setup.as_slice()].concat().into();
     let mut params = AudioCodecParameters::new();
     params.for_codec(CODEC_ID_VORBIS).with_sample_rate(rate).with_extra_data(extra_data.clone());
     let decoder = make_decoder(&params).ok()?;
-    Some(EarlyCodec { extra_data, decoder })
+    Some(EarlyCodec { extra_data, decoder, serial, rate, channels })
 }
 
 /// The first `n` packets of the logical stream whose page comes first in
@@ -328,10 +343,106 @@ impl Decoder {
             skip_frames: 0,
             buf: Vec::new(),
             index: None,
+            first_page: None,
+            skip_packets: 0,
             start_ts,
             num_frames,
             frames_left: None,
         })
+    }
+
+    /// Opens an Ogg Vorbis stream whose codec `early` was made from its
+    /// header pages, reading its first audio page (at `first_audio`, the
+    /// manifest's first index point) a packet at a time: each decodes as
+    /// soon as its bytes are here. symphonia's reader takes a page whole
+    /// before it gives a packet, and the first (15 KB in the sample, a
+    /// second of audio, reaching into the second chunk) then held the
+    /// first note until all of it came (6 ms at 20 Mbit/s). The reader is
+    /// opened once that page is read, from the stream's start, and the
+    /// packets already decoded are passed over; the codec goes on from
+    /// the last of them. A page that does not fit (another stream's, the
+    /// first or last of its stream, one whose last packet goes on to the
+    /// next page) opens the usual way ([`Decoder::open_with`]).
+    pub fn open_by_packets(
+        source: Box<dyn MediaSource>,
+        early: EarlyCodec,
+        first_audio: u64,
+    ) -> Result<Self> {
+        let mut page = match FirstPage::open(source, &early, first_audio) {
+            Ok(page) => page,
+            Err(mut source) => {
+                std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(0))
+                    .map_err(|e| map_err(SymError::IoError(e)))?;
+                return Self::open_with(source, Some("ogg"), Some(early));
+            }
+        };
+        page.extra_data = early.extra_data;
+        let time_base =
+            TimeBase::try_from_recip(early.rate).ok_or(Error::NotPlayable("no time base"))?;
+        if early.channels == 0 {
+            return Err(Error::NotPlayable("unknown channel count"));
+        }
+        Ok(Self {
+            codec_made_early: true,
+            format: None,
+            hint: Some("ogg".to_owned()),
+            reopened: false,
+            track_id: early.serial,
+            time_base,
+            sample_rate: early.rate,
+            channels: early.channels,
+            skip_frames: 0,
+            buf: Vec::new(),
+            index: None,
+            first_page: Some(page),
+            skip_packets: 0,
+            // The reader's, once it is open (the first page is read from
+            // the start; only an MPEG index seek uses it).
+            start_ts: 0,
+            num_frames: None,
+            frames_left: None,
+            decoder: early.decoder,
+        })
+    }
+
+    /// Opens the reader after the first page was read by packets
+    /// ([`Self::open_by_packets`]), from the stream's start, its length
+    /// hidden while it opens (as the player's source hides it: the reader
+    /// would otherwise read the stream's end first). The packets decoded
+    /// already are passed over, unless the page's checksum failed: the
+    /// reader drops such a page, and gives what follows it.
+    fn open_after_first_page(&mut self) -> Result<()> {
+        let Some(page) = self.first_page.take() else { return Ok(()) };
+        let intact = page.crc.crc() == page.page_crc;
+        if !intact {
+            tracing::debug!("the first audio page fails its checksum; the reader drops it");
+        }
+        let mut source = page.source;
+        std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(0))
+            .map_err(|e| map_err(SymError::IoError(e)))?;
+        let shown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hidden = LengthAfterOpen { inner: source, shown: shown.clone() };
+        let mss = MediaSourceStream::new(Box::new(hidden), MediaSourceStreamOptions::default());
+        let mut hint = Hint::new();
+        hint.with_extension("ogg");
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(map_err)?;
+        shown.store(true, std::sync::atomic::Ordering::Relaxed);
+        let track =
+            format.default_track(TrackType::Audio).ok_or(Error::NotPlayable("no audio track"))?;
+        let same = track.id == self.track_id
+            && track.codec_params.as_ref().and_then(|p| p.audio()).is_some_and(|p| {
+                p.codec == CODEC_ID_VORBIS && p.extra_data.as_deref() == Some(&page.extra_data)
+            });
+        if !same {
+            return Err(Error::NotPlayable("the stream's headers differ from its first page's"));
+        }
+        self.time_base = track.time_base.unwrap_or(self.time_base);
+        (self.start_ts, self.num_frames) = (track.start_ts.get(), track.num_frames);
+        self.format = Some(format);
+        self.skip_packets = if intact { page.audio_packets } else { 0 };
+        Ok(())
     }
 
     /// Seeks by `index` from now on (an MPEG or FLAC stream): a seek opens
@@ -379,6 +490,8 @@ impl Decoder {
                 Err(e) => tracing::debug!("indexed seek failed ({e}); seeking the long way"),
             }
         }
+        self.open_after_first_page()?;
+        self.skip_packets = 0;
         self.frames_left = None;
         let time =
             Time::try_from_secs_f64(t.as_secs_f64()).ok_or(Error::NotPlayable("seek time"))?;
@@ -490,6 +603,7 @@ impl Decoder {
             }
         };
         self.format = Some(format);
+        (self.first_page, self.skip_packets) = (None, 0);
         self.track_id = track_id;
         self.decoder.reset();
         self.frames_left = self.num_frames.map(|n| n.saturating_sub(required));
@@ -530,6 +644,29 @@ impl Decoder {
     /// stops delivering is an error.
     pub fn next_block(&mut self) -> Result<Option<&[f32]>> {
         loop {
+            if self.frames_left == Some(0) {
+                return Ok(None);
+            }
+            if let Some(page) = self.first_page.as_mut() {
+                match page.next_packet().map_err(|e| map_err(SymError::IoError(e)))? {
+                    Some(data) => {
+                        // No trimming: the codec silences the first packet
+                        // itself, and the reader trims only a stream's
+                        // first page that is also its last.
+                        let packet = Packet::new(
+                            self.track_id,
+                            Timestamp::ZERO,
+                            symphonia::core::units::Duration::ZERO,
+                            data,
+                        );
+                        if let Some(r) = self.decode(&packet)? {
+                            return Ok(Some(&self.buf[r]));
+                        }
+                        continue;
+                    }
+                    None => self.open_after_first_page()?,
+                }
+            }
             let packet = match self.reader()?.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
@@ -547,36 +684,44 @@ impl Decoder {
             if packet.track_id != self.track_id {
                 continue;
             }
-            let decoded = match self.decoder.decode(&packet) {
-                Ok(d) => d,
-                Err(SymError::DecodeError(e)) => {
-                    tracing::debug!("skipping a packet that does not decode: {e}");
-                    continue;
-                }
-                Err(e) => return Err(map_err(e)),
-            };
-            decoded.copy_to_vec_interleaved(&mut self.buf);
-            let mut start = 0;
-            if self.skip_frames > 0 {
-                let frames = (self.buf.len() / self.channels) as u64;
-                let skip = self.skip_frames.min(frames);
-                self.skip_frames -= skip;
-                start = skip as usize * self.channels;
+            if self.skip_packets > 0 {
+                self.skip_packets -= 1;
+                continue;
             }
-            let mut end = self.buf.len();
-            if let Some(left) = self.frames_left.as_mut() {
-                if *left == 0 {
-                    return Ok(None);
-                }
-                let frames = ((end - start) / self.channels) as u64;
-                let keep = frames.min(*left);
-                *left -= keep;
-                end = start + keep as usize * self.channels;
-            }
-            if start < end {
-                return Ok(Some(&self.buf[start..end]));
+            if let Some(r) = self.decode(&packet)? {
+                return Ok(Some(&self.buf[r]));
             }
         }
+    }
+
+    /// Decodes `packet` into the sample buffer: the part of it to play
+    /// (after a seek's and the end's trims), or `None` if it gives none or
+    /// does not decode (skipped, as a player should).
+    fn decode(&mut self, packet: &Packet) -> Result<Option<std::ops::Range<usize>>> {
+        let decoded = match self.decoder.decode(packet) {
+            Ok(d) => d,
+            Err(SymError::DecodeError(e)) => {
+                tracing::debug!("skipping a packet that does not decode: {e}");
+                return Ok(None);
+            }
+            Err(e) => return Err(map_err(e)),
+        };
+        decoded.copy_to_vec_interleaved(&mut self.buf);
+        let mut start = 0;
+        if self.skip_frames > 0 {
+            let frames = (self.buf.len() / self.channels) as u64;
+            let skip = self.skip_frames.min(frames);
+            self.skip_frames -= skip;
+            start = skip as usize * self.channels;
+        }
+        let mut end = self.buf.len();
+        if let Some(left) = self.frames_left.as_mut() {
+            let frames = ((end - start) / self.channels) as u64;
+            let keep = frames.min(*left);
+            *left -= keep;
+            end = start + keep as usize * self.channels;
+        }
+        Ok((start < end).then_some(start..end))
     }
 }
 
@@ -693,6 +838,114 @@ impl MediaSource for Spliced {
 
     fn byte_len(&self) -> Option<u64> {
         None
+    }
+}
+
+/// An Ogg Vorbis stream's first audio page, read a packet at a time
+/// ([`Decoder::open_by_packets`]).
+struct FirstPage {
+    /// The track's bytes, at the next packet.
+    source: Box<dyn MediaSource>,
+    /// The lengths of the packets still to read, the next last.
+    lengths: Vec<usize>,
+    /// Audio packets read: the reader's first packets, once it is open.
+    audio_packets: u64,
+    /// The page's checksum over what was read, and the one it carries.
+    crc: Crc32,
+    page_crc: u32,
+    /// The header packets the codec was made from (the reader's must be
+    /// the same).
+    extra_data: Box<[u8]>,
+}
+
+impl FirstPage {
+    /// Reads the header of the page at `at`: one of `early`'s stream that
+    /// is neither its first nor its last (symphonia trims those by their
+    /// granule positions) nor goes on with a packet from the page before,
+    /// whose last packet ends on it. Anything else gives the source back.
+    fn open(
+        mut source: Box<dyn MediaSource>,
+        early: &EarlyCodec,
+        at: u64,
+    ) -> std::result::Result<FirstPage, Box<dyn MediaSource>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut h = [0u8; chorus_streamer::probe::OGG_PAGE_HEADER_LEN];
+        if source.seek(SeekFrom::Start(at)).is_err() || source.read_exact(&mut h).is_err() {
+            return Err(source);
+        }
+        let fits = chorus_streamer::probe::ogg_page_header(&h).filter(|p| {
+            // Flags: a continued packet (1), the stream's first page (2),
+            // its last (4).
+            h[5] == 0 && p.serial == early.serial && p.granule >= 0 && p.segments > 0
+        });
+        let Some(header) = fits else { return Err(source) };
+        let mut lacing = vec![0u8; header.segments];
+        if source.read_exact(&mut lacing).is_err() || lacing.last() == Some(&255) {
+            return Err(source);
+        }
+        let page_crc = u32::from_le_bytes([h[22], h[23], h[24], h[25]]);
+        // The checksum is over the page with its own field zeroed.
+        h[22..26].fill(0);
+        let mut crc = Crc32::new(0);
+        crc.process_buf_bytes(&h);
+        crc.process_buf_bytes(&lacing);
+        let mut lengths = Vec::new();
+        let mut len = 0;
+        for &l in &lacing {
+            len += usize::from(l);
+            if l < 255 {
+                lengths.push(std::mem::take(&mut len));
+            }
+        }
+        lengths.reverse();
+        let extra_data = Box::default();
+        Ok(FirstPage { source, lengths, audio_packets: 0, crc, page_crc, extra_data })
+    }
+
+    /// The next audio packet of the page, read as soon as its bytes are
+    /// here; `None` at the page's end. Only what symphonia's Vorbis mapping
+    /// gives as audio counts (a packet of even type; not an empty one).
+    fn next_packet(&mut self) -> std::io::Result<Option<Box<[u8]>>> {
+        use std::io::Read;
+        while let Some(len) = self.lengths.pop() {
+            let mut data = vec![0u8; len];
+            self.source.read_exact(&mut data)?;
+            self.crc.process_buf_bytes(&data);
+            if data.first().is_some_and(|b| b & 1 == 0) {
+                self.audio_packets += 1;
+                return Ok(Some(data.into_boxed_slice()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A source whose length is hidden until `shown` (while a reader opens).
+struct LengthAfterOpen {
+    inner: Box<dyn MediaSource>,
+    shown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for LengthAfterOpen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl std::io::Seek for LengthAfterOpen {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+impl MediaSource for LengthAfterOpen {
+    fn is_seekable(&self) -> bool {
+        self.inner.is_seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        let shown = self.shown.load(std::sync::atomic::Ordering::Relaxed);
+        if shown { self.inner.byte_len() } else { None }
     }
 }
 

@@ -634,7 +634,14 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let source = ChunkSource::new(t.store.clone(), t.options.max_wait, on_stall);
     let shown = source.length_shown();
     let early = early_codec(&t.store, EARLY_CODEC_WAIT);
-    let mut decoder = match Decoder::open_with(Box::new(source), t.hint, early) {
+    // With the codec made, an Ogg's first audio page is read a packet at a
+    // time from the manifest's first index point.
+    let first_audio = t.store.manifest().media().time_index.first().map(|p| p.byte_offset);
+    let opened = match (early, first_audio) {
+        (Some(early), Some(at)) => Decoder::open_by_packets(Box::new(source), early, at),
+        (early, _) => Decoder::open_with(Box::new(source), t.hint, early),
+    };
+    let mut decoder = match opened {
         Err(Error::Source(_)) if stopped() => return Ok((0, 0, Duration::ZERO, Duration::ZERO)),
         d => d?,
     };
