@@ -225,7 +225,14 @@ impl RingReader {
                 }
             } else if self.stats.seek_pending.load(Relaxed) {
                 // A seek was asked for: what is buffered from before it is
-                // not played (it is dropped when its segment begins).
+                // not played. It is dropped now, not when the seek's
+                // segment begins (its decoder may wait a round trip for
+                // the new place's bytes): the decode thread then has room
+                // for the new place's audio as soon as it decodes it,
+                // instead of waiting on a full ring for this callback's
+                // next period to drop the old audio and the one after it
+                // to play the new.
+                self.drop_before_segment();
                 break;
             }
             // The first start also goes ahead on less than the prebuffer
@@ -279,6 +286,21 @@ impl RingReader {
             want
         } else {
             want.min((at - self.read) as usize)
+        }
+    }
+
+    /// Drops every sample in the ring if no segment has begun since the
+    /// last one reached (all of them come before the segment a pending
+    /// seek will begin). The samples are counted before the generation is
+    /// read, with an acquire fence between: had the writer pushed any
+    /// sample of a new segment by the count, its begin (released before
+    /// that push) would show in the generation, and nothing is dropped
+    /// here ([`Self::segment_edge`] drops up to the segment's edge).
+    fn drop_before_segment(&mut self) {
+        let n = self.cons.occupied_len();
+        std::sync::atomic::fence(Acquire);
+        if n > 0 && self.stats.segment_gen.load(Relaxed) == self.seen_gen {
+            self.read += self.cons.skip(n) as u64;
         }
     }
 
@@ -409,6 +431,53 @@ mod tests {
         assert!(period[0] > 0.0 && period[7] > 0.6, "{period:?}");
         assert!(stats.last_seek_latency().is_some());
         assert_eq!(stats.underruns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_seek_drops_the_old_audio_before_its_segment_begins() {
+        // The ring is full when a seek is asked; the decode thread takes
+        // it and waits for the new place's bytes (a round trip away), so
+        // no segment begins for a while.
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::from_millis(20), stats.clone());
+        assert_eq!(w.push_all(&[0.1; 5000], &|| false), Push::Interrupted, "full");
+        let mut period = [9.0f32; 8];
+        r.fill(&mut period);
+        stats.request_seek(Duration::from_secs(30));
+        assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
+        r.fill(&mut period);
+        assert!(period[0] > 0.07 && period[4] == 0.0, "faded out: {period:?}");
+        assert_eq!(r.buffered(), 0, "the old audio is dropped before the segment begins");
+        // Old samples the writer pushes after the drop (it had not seen
+        // the seek yet) go the same way; silence meanwhile, no underrun.
+        assert_eq!(w.push_all(&[0.1; 7], &|| false), Push::Done);
+        r.fill(&mut period);
+        assert_eq!(period, [0.0; 8]);
+        assert_eq!(r.buffered(), 0);
+        // The new place's audio fits at once and plays in the next period.
+        w.begin_segment(Duration::from_secs(30), true);
+        assert_eq!(w.push_all(&[0.7; 30], &|| false), Push::Done);
+        r.fill(&mut period);
+        assert!(period[0] > 0.0 && period[7] > 0.6, "{period:?}");
+        assert!(stats.last_seek_latency().is_some());
+        assert_eq!(stats.underruns.load(Relaxed), 0);
+        assert_eq!(stats.position(), Duration::from_millis(30_008));
+    }
+
+    #[test]
+    fn a_segment_begun_after_the_count_is_not_dropped() {
+        let stats = Arc::new(PlaybackStats::new(Instant::now()));
+        let (mut w, mut r) = ring(1000, 1, Duration::ZERO, stats.clone());
+        w.push_all(&[0.1; 4], &|| true);
+        let mut out = [9.0f32; 1];
+        r.fill(&mut out);
+        stats.request_seek(Duration::from_secs(30));
+        assert_eq!(stats.take_seek(), Some(Duration::from_secs(30)));
+        w.begin_segment(Duration::from_secs(30), true);
+        w.push_all(&[0.7; 4], &|| true);
+        // Its generation shows: only the 3 old samples go.
+        r.drop_before_segment();
+        assert_eq!(r.buffered(), 7);
     }
 
     #[test]
