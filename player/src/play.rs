@@ -156,13 +156,15 @@ impl Playback {
         let m = self.store.manifest();
         let t = t.min(m.duration());
         self.store.hint(m.chunk_at_time(crate::decode::reads_from(m, t)));
-        self.stats.request_seek(t);
         // Play from the new place once the start rule holds there again
         // (the fetcher re-raises it), not with one chunk in hand. Only
         // while fetching, and only for the sink's own gate (a gapless join
-        // keeps the first track's).
+        // keeps the first track's). The fetch hears of the seek first: the
+        // decoder that takes it then reads this seek in the fetch's count,
+        // for the audio it reports decoded there.
         let hold = !self.store.is_complete() && Arc::ptr_eq(&self.stats.gate, &self.ready);
         self.control.seeked(t, hold);
+        self.stats.request_seek(t);
     }
 
     /// Adds a peer to fetch from while playing (one that answered late).
@@ -217,6 +219,8 @@ struct Job {
     keep_open: bool,
     options: PlayOptions,
     hint: Option<&'static str>,
+    /// The fetch's controls: the decoder reports the audio it has ready.
+    control: Arc<FetchControl>,
     done: tokio::sync::oneshot::Sender<JobResult>,
 }
 
@@ -367,6 +371,7 @@ impl Player {
             keep_open: self.gapless,
             hint: extension_hint(manifest.media().container),
             options,
+            control: control.clone(),
             done,
         };
         let sent = self.commands.send(Command::Play(Box::new(job)));
@@ -536,8 +541,18 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
     while let Ok(command) = commands.recv() {
         match command {
             Command::Play(job) => {
-                let Job { store, stats, cancel, new_sink, discard, keep_open, options, hint, done } =
-                    *job;
+                let Job {
+                    store,
+                    stats,
+                    cancel,
+                    new_sink,
+                    discard,
+                    keep_open,
+                    options,
+                    hint,
+                    control,
+                    done,
+                } = *job;
                 if new_sink && let Some(mut old) = open.take() {
                     old.stats.clear_seek();
                     old.stats.end_of_stream.store(true, Relaxed);
@@ -548,7 +563,7 @@ fn decode_thread(output: &OutputSpec, commands: &std::sync::mpsc::Receiver<Comma
                 stats.skip.store(false, Relaxed);
                 // A seek asked of the previous track is not this one's.
                 stats.clear_seek();
-                let track = Track { store, stats, cancel, options, hint, discard };
+                let track = Track { store, stats, cancel, options, hint, discard, control };
                 let spec = numbered(output, opened);
                 let was_open = open.is_some();
                 // A panic inside the decoder ends this track with an error;
@@ -608,6 +623,7 @@ struct Track {
     options: PlayOptions,
     hint: Option<&'static str>,
     discard: bool,
+    control: Arc<FetchControl>,
 }
 
 /// Decodes one track into the open sink (opening one if there is none).
@@ -694,6 +710,14 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     let limit =
         t.options.duration.map(|d| (d.as_secs_f64() * f64::from(format.rate)).round() as u64);
     let mut written = 0u64;
+    // The audio decoded for the place playback starts from (`from`, as
+    // asked, with the fetch's seeks seen then): reported to the start
+    // rule while it holds playback back.
+    let mut from = (t.control.seeks(), t.options.start);
+    let report = |from: (u64, Duration), base: Duration, frames: u64| {
+        let until = base + Duration::from_secs_f64(frames as f64 / f64::from(format.rate.max(1)));
+        t.control.set_decoded(from.0, from.1, until);
+    };
     // How many of `n` frames fit under the limit (counting them).
     let mut room = move |n: usize| -> usize {
         let left = limit.map_or(u64::MAX, |l| l.saturating_sub(written));
@@ -708,6 +732,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
                 return Ok(());
             }
             if let Some(to) = t.stats.take_seek() {
+                from = (t.control.seeks(), to);
                 let at = decoder.seek(to)?;
                 converter.reset();
                 sink.begin_segment(at, true);
@@ -727,6 +752,7 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
                 frames += n as u64;
                 sink.write(gain.apply(&s[..n * ch]))
             })?;
+            report(from, base, frames);
         }
         converter.finish(&mut |s| {
             let n = room(s.len() / ch);

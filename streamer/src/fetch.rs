@@ -157,6 +157,11 @@ pub struct FetchControl {
     /// Orders a seek's lowering of `ready` against the driver's raising it
     /// for the place it judged (never taken in the audio callback).
     gate: std::sync::Mutex<()>,
+    /// Audio the player has decoded for the place playback starts from:
+    /// the seeks seen when it began decoding there, that place (as asked:
+    /// a start offset, a seek's target) and the media time decoded to,
+    /// contiguously.
+    decoded: std::sync::Mutex<Option<(u64, Duration, Duration)>>,
 }
 
 impl FetchControl {
@@ -198,6 +203,41 @@ impl FetchControl {
             j.push(source);
         }
         self.changed.notify_one();
+    }
+
+    /// Seeks so far ([`Self::seeked`]): a player reads it when it starts
+    /// decoding at a seek's target, for [`Self::set_decoded`].
+    pub fn seeks(&self) -> u64 {
+        self.seeks.load(Ordering::Acquire)
+    }
+
+    /// The player reports audio decoded (into its sink, where it waits to
+    /// play) from where playback starts, `from` (as asked), to `until`,
+    /// for the place it began decoding with `seeks` seen ([`Self::seeks`]):
+    /// the start rule counts it as it is. Reported only while the rule
+    /// holds playback back (it wakes the driver); cheap otherwise.
+    pub fn set_decoded(&self, seeks: u64, from: Duration, until: Duration) {
+        if self.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut d) = self.decoded.lock() {
+            *d = Some((seeks, from, until));
+        }
+        self.changed.notify_one();
+    }
+
+    /// Audio decoded past `at`, if the player's report is for playback
+    /// starting there with `seeks` seen (the place compared to the
+    /// millisecond: a seek's target reaches the decoder in whole
+    /// milliseconds); zero otherwise. A report from before a seek, or
+    /// for another place, counts nothing.
+    fn decoded_past(&self, seeks: u64, at: Duration) -> Duration {
+        match self.decoded.lock().ok().and_then(|d| *d) {
+            Some((n, from, until)) if n == seeks && from.as_millis() == at.as_millis() => {
+                until.saturating_sub(at)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// The player reports where the audible playhead is.
@@ -460,7 +500,7 @@ pub async fn fetch_track(
         // Judged where playback will start (a seek's target), not where a
         // reader is: audio before the target is not heard.
         if !control.ready.load(Ordering::Relaxed)
-            && sched.ready_to_start(audible)
+            && sched.ready_to_start_decoded(audible, control.decoded_past(seeks, audible))
             && control.raise_ready(seeks)
             && !started
         {
@@ -986,6 +1026,25 @@ pub async fn prefetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_audio_counts_only_for_the_place_and_seek_it_was_decoded_for() {
+        let c = FetchControl::default();
+        let s = Duration::from_secs;
+        c.set_decoded(0, s(0), Duration::from_millis(140));
+        assert_eq!(c.decoded_past(0, s(0)), Duration::from_millis(140));
+        assert_eq!(c.decoded_past(0, Duration::from_millis(20)), Duration::ZERO, "another place");
+        // A seek back to the same place: what was decoded before it is
+        // gone from the sink.
+        c.seeked(s(0), true);
+        assert_eq!(c.decoded_past(c.seeks(), s(0)), Duration::ZERO);
+        c.set_decoded(c.seeks(), s(0), Duration::from_millis(60));
+        assert_eq!(c.decoded_past(c.seeks(), s(0)), Duration::from_millis(60));
+        // Once playing, the player's reports are not taken.
+        c.ready.store(true, Ordering::Relaxed);
+        c.set_decoded(c.seeks(), s(0), s(9));
+        assert_eq!(c.decoded_past(c.seeks(), s(0)), Duration::from_millis(60));
+    }
 
     #[test]
     fn a_start_rule_judged_before_a_seek_does_not_open_playback_after_it() {

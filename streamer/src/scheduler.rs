@@ -1245,6 +1245,16 @@ impl Scheduler {
     /// rest at the measured aggregate rate, less the time the rest takes to
     /// play, plus the margin (`start_margin`).
     pub fn ready_to_start(&self, from: Duration) -> bool {
+        self.ready_to_start_decoded(from, Duration::ZERO)
+    }
+
+    /// [`Self::ready_to_start`], with `decoded` of audio past `from`
+    /// already decoded (by the player, from the chunks here). That audio
+    /// counts as it is: the estimate from the chunks takes off a whole
+    /// longest frame for the one that straddles into a missing byte
+    /// (the codec's longest: 104 ms for FLAC), where the decoder knows
+    /// where its frames end.
+    pub fn ready_to_start_decoded(&self, from: Duration, decoded: Duration) -> bool {
         let start = self.chunk_at(from);
         // Headers and the first chunk of audio are always needed.
         let headers_here =
@@ -1277,7 +1287,7 @@ impl Scheduler {
         let fetch = Duration::from_secs_f64(remaining as f64 * 1.15 / rate);
         let play = self.duration.saturating_sub(from);
         let (margin, clean) = self.start_margin_now();
-        self.playable(from, clean) >= fetch.saturating_sub(play) + margin
+        self.playable(from, clean).max(decoded) >= fetch.saturating_sub(play) + margin
     }
 
     /// Media time playable from `from` with the chunks here: what is
@@ -1955,6 +1965,27 @@ mod tests {
             s.on_received(p, c, ms(80));
         }
         assert_eq!(s.playable_ahead(ms(1_400)), ms(210));
+    }
+
+    #[test]
+    fn audio_the_player_has_decoded_counts_as_it_is() {
+        // The FLAC-like track's first chunk is here (161 ms of audio, of
+        // which the estimate counts 68: a whole 93 ms frame may straddle
+        // into the missing chunk); the margin is 135 ms.
+        let mut s = flac_like();
+        let p = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        s.poll(ms(0));
+        s.on_received(p, 0, ms(60));
+        assert!(!s.ready_to_start_decoded(ms(0), ms(134)));
+        // The decoder's frames ended 140 ms in: that much plays.
+        assert!(s.ready_to_start_decoded(ms(0), ms(140)));
+        // Still only what is here: a missing head holds it back.
+        let mut t = flac_like();
+        t.header[0] = true;
+        let q = t.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
+        t.poll(ms(0));
+        t.on_received(q, 1, ms(60));
+        assert!(!t.ready_to_start_decoded(ms(161), ms(1_000)), "the header chunk is missing");
     }
 
     #[test]
