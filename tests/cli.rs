@@ -127,7 +127,10 @@ fn a_queue_plays_in_order_and_the_next_track_is_prefetched() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("[1/2] playing \"Apex Aleph\""), "{stdout}");
-    assert!(stdout.contains("[2/2] playing \"deprecation.wav\""), "{stdout}");
+    assert!(
+        stdout.contains("[2/2] playing \"Deprecation (excerpt)\" by Max McCracken"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("prefetched chunks"),
         "the second track started from the cache: {stdout}"

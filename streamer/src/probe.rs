@@ -279,6 +279,13 @@ pub fn probe_file(path: &Path, len: u64) -> Result<Probed> {
     let container = container_of(format.format_info().format);
     let mut tags = Tags::default();
     collect_all_tags(format.as_mut(), &mut tags);
+    if container == Container::Wav {
+        // symphonia 0.6 reads a WAVE file's INFO list and then drops it
+        // (its reader keeps only external metadata): read it here.
+        if let Ok(mut f) = File::open(path) {
+            riff_info_tags(&mut f, len, &mut tags);
+        }
+    }
     // MPEG, FLAC and Ogg Vorbis get a frame-exact index below; the others
     // take their points from the reads, at a kilobyte's grain (more reads).
     let exact = matches!(container, Container::Mpeg | Container::Flac)
@@ -906,6 +913,84 @@ fn container_of(id: symphonia::core::formats::FormatId) -> Container {
     }
 }
 
+/// Most bytes of a RIFF INFO list read for tags.
+const MAX_RIFF_INFO: u32 = 64 * 1024;
+
+/// Most chunks walked before the data chunk, and entries of an INFO list.
+const MAX_RIFF_CHUNKS: usize = 64;
+
+/// Fills `tags`' empty fields from a WAVE file's `LIST`/`INFO` chunk
+/// before its data chunk: INAM title, IART artist, IPRD album, ICRD year,
+/// ITRK (or IPRT) track number. Bounded in chunks and bytes; a file that
+/// does not parse gives no tags.
+fn riff_info_tags(file: &mut File, len: u64, tags: &mut Tags) {
+    let mut at = 12u64;
+    for _ in 0..MAX_RIFF_CHUNKS {
+        let mut head = [0u8; 12];
+        if at + 8 > len || file.seek(SeekFrom::Start(at)).is_err() {
+            return;
+        }
+        if file.read_exact(&mut head[..8]).is_err() {
+            return;
+        }
+        let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let id = [head[0], head[1], head[2], head[3]];
+        match &id {
+            b"data" => return,
+            b"LIST"
+                if size >= 4
+                    && file.read_exact(&mut head[8..]).is_ok()
+                    && &head[8..12] == b"INFO" =>
+            {
+                let n = (size - 4).min(MAX_RIFF_INFO) as usize;
+                let mut buf = vec![0u8; n];
+                if file.read_exact(&mut buf).is_ok() {
+                    apply_riff_info(&buf, tags);
+                }
+            }
+            _ => {}
+        }
+        at += 8 + u64::from(size) + u64::from(size & 1);
+    }
+}
+
+/// [`riff_info_tags`] on an INFO list's entries.
+fn apply_riff_info(mut buf: &[u8], tags: &mut Tags) {
+    for _ in 0..MAX_RIFF_CHUNKS {
+        if buf.len() < 8 {
+            return;
+        }
+        let id: [u8; 4] = [buf[0], buf[1], buf[2], buf[3]];
+        let size = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        let Some(raw) = 8usize.checked_add(size).and_then(|end| buf.get(8..end)) else { return };
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        let set = |slot: &mut Option<String>| {
+            if slot.is_none() && !text.is_empty() {
+                let max = chorus_protocol::limits::MAX_TAG_LEN;
+                let mut end = text.len().min(max);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                *slot = Some(text[..end].to_owned());
+            }
+        };
+        match &id {
+            b"INAM" => set(&mut tags.title),
+            b"IART" => set(&mut tags.artist),
+            b"IPRD" => set(&mut tags.album),
+            b"ICRD" => tags.year = tags.year.or_else(|| text.get(..4).and_then(|y| y.parse().ok())),
+            b"ITRK" | b"IPRT" => {
+                let digits = text.split('/').next().unwrap_or("");
+                tags.track_number = tags.track_number.or_else(|| digits.trim().parse().ok());
+            }
+            _ => {}
+        }
+        let next = 8 + size + (size & 1);
+        buf = buf.get(next..).unwrap_or(&[]);
+    }
+}
+
 fn collect_all_tags(format: &mut dyn FormatReader, tags: &mut Tags) {
     let mut meta = format.metadata();
     while let Some(rev) = meta.pop() {
@@ -968,6 +1053,84 @@ fn gain(v: &str) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 16-bit stereo WAVE file of `frames` frames of silence with the
+    /// INFO list `info` (id, value; an odd length gets its pad byte).
+    fn wave_with_info(info: &[(&[u8; 4], &[u8])], frames: u32) -> Vec<u8> {
+        let mut list = b"INFO".to_vec();
+        for (id, v) in info {
+            list.extend_from_slice(*id);
+            list.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            list.extend_from_slice(v);
+            if v.len() % 2 == 1 {
+                list.push(0);
+            }
+        }
+        let mut body = b"WAVE".to_vec();
+        body.extend_from_slice(b"fmt ");
+        body.extend_from_slice(&16u32.to_le_bytes());
+        for v in [1u16, 2] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(&44_100u32.to_le_bytes());
+        body.extend_from_slice(&(44_100u32 * 4).to_le_bytes());
+        for v in [4u16, 16] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(b"LIST");
+        body.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        body.extend_from_slice(&list);
+        body.extend_from_slice(b"data");
+        body.extend_from_slice(&(frames * 4).to_le_bytes());
+        body.resize(body.len() + frames as usize * 4, 0);
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn a_wave_files_info_list_gives_its_tags() {
+        // symphonia 0.6 reads the list and drops it; the probe reads it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wav");
+        let info: [(&[u8; 4], &[u8]); 6] = [
+            (b"IART", b"Max McCracken\0"),
+            (b"ICMT", b"odd length!"),
+            (b"INAM", b"Deprecation (excerpt)\0"),
+            (b"IPRD", b"Endgame\0"),
+            (b"ICRD", b"2008-05-01\0"),
+            (b"ITRK", b"7/12\0"),
+        ];
+        std::fs::write(&path, wave_with_info(&info, 44_100)).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let tags = probe_file(&path, len).unwrap().media.tags;
+        assert_eq!(tags.title.as_deref(), Some("Deprecation (excerpt)"));
+        assert_eq!(tags.artist.as_deref(), Some("Max McCracken"));
+        assert_eq!(tags.album.as_deref(), Some("Endgame"));
+        assert_eq!((tags.year, tags.track_number), (Some(2008), Some(7)));
+    }
+
+    #[test]
+    fn a_wave_files_info_list_that_lies_about_sizes_gives_what_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wav");
+        let mut bytes = wave_with_info(&[(b"INAM", b"Kept"), (b"IART", b"Cut")], 4_410);
+        // The second entry claims 4 GiB: it is left out, the first kept.
+        let at = bytes.windows(4).position(|w| w == b"IART").unwrap();
+        bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut tags = Tags::default();
+        riff_info_tags(&mut File::open(&path).unwrap(), bytes.len() as u64, &mut tags);
+        assert_eq!((tags.title.as_deref(), tags.artist), (Some("Kept"), None));
+        // A LIST claiming more than the file: nothing past it is read.
+        let at = bytes.windows(4).position(|w| w == b"LIST").unwrap();
+        bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut tags = Tags::default();
+        riff_info_tags(&mut File::open(&path).unwrap(), bytes.len() as u64, &mut tags);
+        assert_eq!(tags.title, None);
+    }
 
     #[test]
     fn merging_and_capping_ranges() {
