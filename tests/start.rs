@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chorus_player::play::{PlayOptions, play};
 use chorus_player::sink::OutputSpec;
+use chorus_protocol::ChunkIndex;
 use chorus_protocol::message::Want;
 use chorus_streamer::netem::LinkProfile;
 use chorus_streamer::node::Node;
@@ -440,6 +441,65 @@ async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
     assert!(!s.answer.origin && (!s.answer.head.is_empty() || s.answer.begun.is_some()));
     assert_eq!(peer.stats().starts.load(Relaxed), 1);
     peer.shutdown().await;
+    seed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_caching_a_tracks_start_answers_a_query_for_it_and_one_without_refuses() {
+    // Peers that played a track part of the way hold its start, not all
+    // of it: asked by query (as by id) they answer with the head they
+    // hold; the asker fetches the rest from whoever holds it. Before, they
+    // refused, and each refusal cost the asker a round trip on the next
+    // peer. A peer without the start still refuses.
+    let (seed, listener, lib) = setup(None).await;
+    let track = seed.with_library(|l| l.best_match("inevitable")).flatten().unwrap();
+    let manifest = seed.with_library(|l| l.get(&track.track).unwrap().manifest.clone()).unwrap();
+    let data = std::fs::read(lib.path().join("inevitable.mp3")).unwrap();
+    let head = manifest.start_chunks(Duration::ZERO, 0);
+    let count = manifest.layout().count();
+    assert!(count > 10);
+    let cache_peer = |chunks: Vec<ChunkIndex>| {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(
+            chorus_streamer::cache::ChunkCache::open(&dir.path().join("cache"), 1 << 30).unwrap(),
+        );
+        cache.put_manifest(&manifest).unwrap();
+        for i in chunks {
+            let r = manifest.layout().byte_range(i);
+            let bytes = bytes::Bytes::copy_from_slice(&data[r.start as usize..r.end as usize]);
+            cache.put_chunk(&manifest.verify(i, bytes).unwrap()).unwrap();
+        }
+        let peer = Node::bind_with_cache(
+            Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap()),
+            ([127, 0, 0, 1], 0).into(),
+            chorus_streamer::library::Library::default(),
+            Some(cache),
+            Default::default(),
+        )
+        .unwrap();
+        let p = peer.clone();
+        tokio::spawn(async move { p.serve().await });
+        (peer, dir)
+    };
+    let with_head: Vec<ChunkIndex> = head.iter().copied().chain([ChunkIndex(count / 2)]).collect();
+    let (partial, _d1) = cache_peer(with_head);
+    let s = pool_for(&listener, &partial)
+        .start(&Want::Query("Inevitable".into()), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(s.answer.manifest.id(), track.track);
+    assert!(!s.answer.origin);
+    assert!(!s.answer.head.is_empty() || s.answer.begun.is_some(), "with the head it holds");
+    assert_eq!(partial.stats().starts.load(Relaxed), 1);
+    let tail = (count - 4..count).map(ChunkIndex).collect();
+    let (headless, _d2) = cache_peer(tail);
+    let refused = pool_for(&listener, &headless)
+        .start(&Want::Query("Inevitable".into()), Duration::ZERO)
+        .await;
+    assert!(refused.is_err(), "no start held: refused");
+    for p in [partial, headless] {
+        p.shutdown().await;
+    }
     seed.shutdown().await;
 }
 

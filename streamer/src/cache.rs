@@ -186,10 +186,19 @@ impl ChunkCache {
         complete(&self.shared.lock_scanned())
     }
 
-    /// [`Self::complete_tracks`] among the entries read so far, without
-    /// waiting for the scan: for answering a peer's query at once.
-    pub fn complete_tracks_now(&self) -> Vec<Manifest> {
-        complete(&self.shared.lock())
+    /// Manifests of the tracks whose start at `at` this cache holds (their
+    /// hash list whole, their header chunks and the chunk playback starts
+    /// in here; whole tracks among them), among the entries read so far:
+    /// a node serving its cache answers a start by query from these, so
+    /// the asker starts on its answer alone and fetches the rest from
+    /// whoever holds it, as a start by id does.
+    pub fn startable_tracks_now(&self, at: Duration) -> Vec<Manifest> {
+        let ix = self.shared.lock();
+        ix.tracks
+            .values()
+            .filter(|t| t.manifest.hashes_known() && holds_start(t, at))
+            .map(|t| t.manifest.clone())
+            .collect()
     }
 
     /// Remembers a (verified) manifest, so its chunks can be stored.
@@ -584,6 +593,20 @@ fn complete(ix: &Index) -> Vec<Manifest> {
         .filter(|t| t.have.iter().all(|h| *h) && t.manifest.hashes_known())
         .map(|t| t.manifest.clone())
         .collect()
+}
+
+/// Whether `t` holds what a start at `at` needs: the chunks its header
+/// ranges cover and the chunk at `at`.
+fn holds_start(t: &CachedTrack, at: Duration) -> bool {
+    let (m, layout) = (&t.manifest, t.manifest.layout());
+    let has = |i: ChunkIndex| t.have.get(i.0 as usize).copied().unwrap_or(false);
+    let headers = m.media().header_ranges.iter().filter(|r| r.start < r.end).all(|r| {
+        match (layout.chunk_at(r.start), layout.chunk_at(r.end - 1)) {
+            (Some(a), Some(b)) => (a.0..=b.0).all(|i| has(ChunkIndex(i))),
+            _ => false,
+        }
+    });
+    headers && has(m.chunk_at_time(at))
 }
 
 /// Reads one track's entry: its manifest, hash list and which chunk files

@@ -1070,14 +1070,18 @@ async fn serve_start(
 ) -> Result<()> {
     let _ = send.set_priority(priority(0, epoch.elapsed()));
     shared.stats.starts.fetch_add(1, Ordering::Relaxed);
+    let at = Duration::from_millis(u64::from(r.at_ms));
     let id = match &r.want {
         Want::Track(id) => *id,
         Want::Query(q) => {
-            // A node serving a cache answers from the tracks it holds
-            // whole: a listener asks whichever peer answers first.
+            // A node serving a cache answers from the tracks whose start
+            // it holds: a listener asks whichever peer answers first, and
+            // each refusal would cost it a round trip (a peer that had
+            // played a track, not to its end, refused it by query though
+            // it answered it by id).
             let best = shared.library.read().ok().and_then(|l| l.best_match(q)).or_else(|| {
                 let cache = shared.cache.as_ref()?;
-                crate::library::best_match_among(&cache.complete_tracks_now(), q)
+                crate::library::best_match_among(&cache.startable_tracks_now(at), q)
             });
             let Some(entry) = best else {
                 let msg = format!("no track matches '{q}'");
@@ -1089,7 +1093,6 @@ async fn serve_start(
             id
         }
     };
-    let at = Duration::from_millis(u64::from(r.at_ms));
     let want = u64::from(r.budget.min(limits::MAX_START_BUDGET));
     if let Some(track) = find(shared, &id) {
         let reply = ManifestResponse {
