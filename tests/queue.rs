@@ -55,26 +55,27 @@ fn an_album_plays_in_track_order_and_same_format_tracks_join_without_a_gap() {
         .arg(&wav)
         .output()
         .unwrap());
-    // Track order from the tags (4, 6, 9, 13, then Apex Aleph, which has
-    // no number; the WAV file's RIFF tags are not read, so it is on no
-    // album and not queued).
-    let order: Vec<usize> = ["Awakening", "Coherence", "Inevitable", "Through Space", "Apex Aleph"]
+    // Track order from the tags (4, 6, 7 (the WAV's RIFF INFO tags), 9,
+    // 13, then Apex Aleph, which has no number).
+    let titles = ["Awakening", "Coherence", "Deprecation", "Inevitable", "Through Space", "Apex"];
+    let order: Vec<usize> = titles
         .iter()
         .map(|t| stdout.find(&format!("playing \"{t}")).unwrap_or_else(|| panic!("{t}: {stdout}")))
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{stdout}");
-    assert!(stdout.contains("[5/5]") && !stdout.contains("Deprecation"), "{stdout}");
-    assert_eq!(stdout.matches("joined the previous track without a gap").count(), 2, "{stdout}");
+    assert!(stdout.contains("[6/6]"), "{stdout}");
+    assert_eq!(stdout.matches("joined the previous track without a gap").count(), 3, "{stdout}");
 
-    // 48 kHz, then 44.1 kHz (a new file), then three 48 kHz tracks joined
-    // in the next file.
+    // 48 kHz, then two 44.1 kHz tracks joined in a new file, then three
+    // 48 kHz tracks joined in the next.
     let file = |n: &str| decode_file(&client.path().join(n), None).unwrap();
     let (rate, _, first) = file("album.wav");
     assert_eq!(rate, 48_000);
     assert_same("awakening", &first, &local("awakening.flac"));
     let (rate, _, second) = file("album-2.wav");
     assert_eq!(rate, 44_100);
-    assert_same("coherence", &second, &local("coherence.m4a"));
+    let want = [local("coherence.m4a"), local("deprecation.wav")].concat();
+    assert_same("coherence + deprecation, joined", &second, &want);
     let (_, _, joined) = file("album-3.wav");
     let want: Vec<f32> =
         [local("inevitable.mp3"), local("through-space.m4a"), local("apex-aleph.ogg")].concat();
