@@ -406,21 +406,19 @@ async fn a_ticket_the_seed_cannot_open_costs_a_round_trip_not_an_error() {
     node.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
-    // A peer that holds a track whole in its cache (no library): a start by
-    // query sent to it is answered, not refused, so a listener asking
-    // whichever peer answers first pays no round trip for asking a cache.
-    let (seed, listener, lib) = setup(None).await;
-    let track = seed.with_library(|l| l.best_match("inevitable")).flatten().unwrap();
-    let manifest = seed.with_library(|l| l.get(&track.track).unwrap().manifest.clone()).unwrap();
-    let data = std::fs::read(lib.path().join("inevitable.mp3")).unwrap();
+/// A node serving only its cache (no library), holding `chunks` of the
+/// track `data` is, and serving; with the cache's directory.
+fn cache_peer(
+    manifest: &chorus_protocol::Manifest,
+    data: &[u8],
+    chunks: Vec<ChunkIndex>,
+) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(
         chorus_streamer::cache::ChunkCache::open(&dir.path().join("cache"), 1 << 30).unwrap(),
     );
-    cache.put_manifest(&manifest).unwrap();
-    for i in manifest.layout().indices() {
+    cache.put_manifest(manifest).unwrap();
+    for i in chunks {
         let r = manifest.layout().byte_range(i);
         let bytes = bytes::Bytes::copy_from_slice(&data[r.start as usize..r.end as usize]);
         cache.put_chunk(&manifest.verify(i, bytes).unwrap()).unwrap();
@@ -435,6 +433,19 @@ async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
     .unwrap();
     let p = peer.clone();
     tokio::spawn(async move { p.serve().await });
+    (peer, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_only_its_cache_answers_a_start_by_query() {
+    // A peer that holds a track whole in its cache (no library): a start by
+    // query sent to it is answered, not refused, so a listener asking
+    // whichever peer answers first pays no round trip for asking a cache.
+    let (seed, listener, lib) = setup(None).await;
+    let track = seed.with_library(|l| l.best_match("inevitable")).flatten().unwrap();
+    let manifest = seed.with_library(|l| l.get(&track.track).unwrap().manifest.clone()).unwrap();
+    let data = std::fs::read(lib.path().join("inevitable.mp3")).unwrap();
+    let (peer, _dir) = cache_peer(&manifest, &data, manifest.layout().indices().collect());
     let pool = pool_for(&listener, &peer);
     let s = pool.start(&Want::Query("Inevitable".into()), Duration::ZERO).await.unwrap();
     assert_eq!(s.answer.manifest.id(), track.track);
@@ -458,31 +469,8 @@ async fn a_peer_caching_a_tracks_start_answers_a_query_for_it_and_one_without_re
     let head = manifest.start_chunks(Duration::ZERO, 0);
     let count = manifest.layout().count();
     assert!(count > 10);
-    let cache_peer = |chunks: Vec<ChunkIndex>| {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Arc::new(
-            chorus_streamer::cache::ChunkCache::open(&dir.path().join("cache"), 1 << 30).unwrap(),
-        );
-        cache.put_manifest(&manifest).unwrap();
-        for i in chunks {
-            let r = manifest.layout().byte_range(i);
-            let bytes = bytes::Bytes::copy_from_slice(&data[r.start as usize..r.end as usize]);
-            cache.put_chunk(&manifest.verify(i, bytes).unwrap()).unwrap();
-        }
-        let peer = Node::bind_with_cache(
-            Arc::new(chorus_streamer::identity::Identity::ephemeral().unwrap()),
-            ([127, 0, 0, 1], 0).into(),
-            chorus_streamer::library::Library::default(),
-            Some(cache),
-            Default::default(),
-        )
-        .unwrap();
-        let p = peer.clone();
-        tokio::spawn(async move { p.serve().await });
-        (peer, dir)
-    };
     let with_head: Vec<ChunkIndex> = head.iter().copied().chain([ChunkIndex(count / 2)]).collect();
-    let (partial, _d1) = cache_peer(with_head);
+    let (partial, _d1) = cache_peer(&manifest, &data, with_head);
     let s = pool_for(&listener, &partial)
         .start(&Want::Query("Inevitable".into()), Duration::ZERO)
         .await
@@ -492,7 +480,7 @@ async fn a_peer_caching_a_tracks_start_answers_a_query_for_it_and_one_without_re
     assert!(!s.answer.head.is_empty() || s.answer.begun.is_some(), "with the head it holds");
     assert_eq!(partial.stats().starts.load(Relaxed), 1);
     let tail = (count - 4..count).map(ChunkIndex).collect();
-    let (headless, _d2) = cache_peer(tail);
+    let (headless, _d2) = cache_peer(&manifest, &data, tail);
     let refused = pool_for(&listener, &headless)
         .start(&Want::Query("Inevitable".into()), Duration::ZERO)
         .await;

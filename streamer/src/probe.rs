@@ -965,16 +965,7 @@ fn apply_riff_info(mut buf: &[u8], tags: &mut Tags) {
         let Some(raw) = 8usize.checked_add(size).and_then(|end| buf.get(8..end)) else { return };
         let text = String::from_utf8_lossy(raw);
         let text = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-        let set = |slot: &mut Option<String>| {
-            if slot.is_none() && !text.is_empty() {
-                let max = chorus_protocol::limits::MAX_TAG_LEN;
-                let mut end = text.len().min(max);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                *slot = Some(text[..end].to_owned());
-            }
-        };
+        let set = |slot: &mut Option<String>| set_tag(slot, text);
         match &id {
             b"INAM" => set(&mut tags.title),
             b"IART" => set(&mut tags.artist),
@@ -988,6 +979,19 @@ fn apply_riff_info(mut buf: &[u8], tags: &mut Tags) {
         }
         let next = 8 + size + (size & 1);
         buf = buf.get(next..).unwrap_or(&[]);
+    }
+}
+
+/// Sets an empty tag field to `v` (cut to [`chorus_protocol::limits::MAX_TAG_LEN`]
+/// bytes on a character boundary); an empty `v` or a field already set is
+/// left alone (the first source of a tag wins).
+fn set_tag(slot: &mut Option<String>, v: &str) {
+    if slot.is_none() && !v.is_empty() {
+        let mut end = v.len().min(chorus_protocol::limits::MAX_TAG_LEN);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        *slot = Some(v[..end].to_owned());
     }
 }
 
@@ -1006,17 +1010,7 @@ fn apply_revision(rev: &MetadataRevision, tags: &mut Tags) {
         rev.media.tags.iter().chain(rev.per_track.iter().flat_map(|t| t.metadata.tags.iter()));
     for tag in all {
         let Some(std) = &tag.std else { continue };
-        let set_str = |slot: &mut Option<String>, v: &str| {
-            let v = v.trim();
-            if slot.is_none() && !v.is_empty() {
-                let max = chorus_protocol::limits::MAX_TAG_LEN;
-                let mut end = v.len().min(max);
-                while !v.is_char_boundary(end) {
-                    end -= 1;
-                }
-                *slot = Some(v[..end].to_owned());
-            }
-        };
+        let set_str = |slot: &mut Option<String>, v: &str| set_tag(slot, v.trim());
         match std {
             StandardTag::TrackTitle(v) => set_str(&mut tags.title, v),
             StandardTag::Artist(v) => set_str(&mut tags.artist, v),
