@@ -643,3 +643,80 @@ async fn a_peer_at_its_limit_from_an_address_is_said_to_be_so() {
     honest_fetch(&t).await;
     t.node.shutdown().await;
 }
+
+/// A stranger that completes handshakes at once, answers hellos, and sits
+/// on every start request it gets (counted in `starts`), its stream open.
+async fn silent_server(starts: Arc<std::sync::atomic::AtomicUsize>) -> (SocketAddr, PeerId) {
+    let identity = Identity::ephemeral().unwrap();
+    let id = identity.peer_id();
+    let config = chorus_streamer::tls::server_config(&identity, &Default::default()).unwrap();
+    let endpoint = quinn::Endpoint::server(config, SocketAddr::from((ATTACKER, 0))).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(conn) = incoming.await else { continue };
+            let starts = starts.clone();
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else {
+                        continue;
+                    };
+                    match f.message {
+                        Message::Hello(mut h) => {
+                            h.peer_id = id;
+                            let _ =
+                                chorus_streamer::wire::write_message(&mut send, &Message::Hello(h))
+                                    .await;
+                            let _ = send.finish();
+                        }
+                        Message::StartRequest(_) => {
+                            starts.fetch_add(1, Relaxed);
+                            // Held open, unanswered, until the asker stops it.
+                            tokio::spawn(async move {
+                                let _ = send.stopped().await;
+                                drop(recv);
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sitting_on_a_start_holds_the_first_note_back_only_until_the_hedge() {
+    // The stranger is on loopback and answers its hello at once: it is
+    // asked first. The honest seed sends with 300 ms of delay (a slow
+    // link), so its handshake completes well after. Without the hedge the
+    // start waited for the stranger's request to time out (10 s), then
+    // asked the next peer; each such stranger in the pool added as much.
+    let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (silent, silent_id) = silent_server(starts.clone()).await;
+    let slow = chorus_streamer::netem::LinkProfile {
+        name: "slow",
+        rtt: Duration::from_millis(600),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+        burst: 1.0,
+        rate: None,
+    };
+    let (honest, _, _lib) = seed_and_listener(&["inevitable.mp3"], Some((slow, 1)));
+    let track = honest.with_library(|l| l.tracks().next().map(|t| t.manifest.id())).flatten();
+    let want = Want::Track(track.unwrap());
+    let listener = client();
+    let honest_addr = honest.transport().local_addr().unwrap();
+    let pool = Pool::dial(
+        &listener,
+        &[(silent, Some(silent_id)), (honest_addr, Some(honest.transport().peer_id()))],
+    );
+    let started = pool.start(&want, Duration::ZERO).await.unwrap();
+    let steps: Vec<&str> = started.timeline.steps.iter().map(|(s, _)| *s).collect();
+    assert_eq!(starts.load(Relaxed), 1, "the stranger was not asked first: {steps:?}");
+    assert_eq!(started.source.peer.id(), honest.transport().peer_id());
+    assert!(steps.contains(&"start hedged: another peer asked"), "{steps:?}");
+    assert!(!steps.contains(&"start refused"), "{steps:?}");
+    honest.shutdown().await;
+}

@@ -2,9 +2,11 @@
 //! a [`Pool`] of connections keyed by peer id, dialled in parallel, and
 //! [`Pool::start`], which asks the first peer whose QUIC handshake
 //! completes for everything needed to start ([`Peer::start`]) on the same
-//! flight as the hello. Nothing waits for a slow or dead peer: the first
-//! answer starts playback, and the others join the running fetch as
-//! sources ([`Pool::join_sources`]).
+//! flight as the hello. Nothing waits for a slow or dead peer: a peer
+//! that has not answered in two of its round trips (and a little) is
+//! hedged against by asking the next ([`hedge_after`]), the first answer
+//! starts playback, and the others join the running fetch as sources
+//! ([`Pool::join_sources`]).
 //!
 //! Round trips to the first note, to a peer never seen: the QUIC handshake,
 //! then one request whose response carries the manifest and the head of the
@@ -32,6 +34,29 @@ use crate::client::{Peer, START_BUDGET, StartAnswer};
 use crate::error::{Error, Result};
 use crate::fetch::Source;
 use crate::transport::Transport;
+
+/// How long a start waits for a peer's answer before it asks the next
+/// peer too: two of its round trips and [`HEDGE_SLACK`]. An honest answer's
+/// head comes one round trip after the request and its bytes' time after
+/// that; a peer that handshakes at once and then sits on the request (a
+/// stranger's way to stall a listener for [`crate::client::REQUEST_TIMEOUT`]
+/// per peer, in turn) costs this instead. A slow honest peer hedged
+/// against only costs the other peer's answer, stopped when the first
+/// answer is in.
+pub fn hedge_after(rtt: Duration) -> Duration {
+    rtt * 2 + HEDGE_SLACK
+}
+
+/// See [`hedge_after`]: a head of 40 KB takes 65 ms at 5 Mbit/s.
+pub const HEDGE_SLACK: Duration = Duration::from_millis(100);
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// When the steps of a start happened, from the pool's creation: for `-v`
 /// and the benchmark.
@@ -546,7 +571,9 @@ impl Pool {
 
     /// Asks for everything needed to start `want` at `at`, from the first
     /// peer whose handshake completes; if it cannot serve it, from the
-    /// next. One request, on the same flight as that peer's hello.
+    /// next, and if it has not answered in [`hedge_after`] its round trip,
+    /// from the next as well (the first answer wins). One request, on the
+    /// same flight as that peer's hello.
     pub async fn start(&self, want: &Want, at: Duration) -> Result<Started> {
         let mut timeline = Timeline::default();
         let request = crate::client::start_request(want, at, START_BUDGET);
@@ -561,20 +588,62 @@ impl Pool {
                 timeline.mark("sealed start refused", self.epoch);
             }
         }
+        // Ask the first peer; while it has not answered, ask the next one
+        // too once its hedge time is up ([`hedge_after`]), and the next at
+        // once when one refuses. The first answer wins; dropping the other
+        // asks (on return) stops their streams.
+        let mut asking: tokio::task::JoinSet<(Peer, Result<StartAnswer>)> =
+            tokio::task::JoinSet::new();
         let mut tried = Vec::new();
         let mut last = None;
-        while let Some(peer) = self.next_untried(&tried).await {
-            tried.push(peer.id());
-            if timeline.steps.is_empty() {
-                timeline.mark("handshake done", self.epoch);
+        let mut hedge_at: Option<tokio::time::Instant> = None;
+        let mut no_more = false;
+        loop {
+            let due = !no_more
+                && (asking.is_empty()
+                    || hedge_at.is_some_and(|t| t <= tokio::time::Instant::now()));
+            if asking.is_empty() && no_more {
+                break;
             }
-            timeline.mark("start request sent", self.epoch);
-            match peer.start(want, at, START_BUDGET).await {
-                Ok(answer) => return Ok(self.started(peer, answer, timeline, false)),
-                Err(e) => {
-                    tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
-                    last = Some(e);
-                }
+            let hedge = hedge_at.filter(|_| !due && !no_more);
+            tokio::select! {
+                biased;
+                Some(done) = asking.join_next(), if !asking.is_empty() => match done {
+                    Ok((peer, Ok(answer))) => {
+                        return Ok(self.started(peer, answer, timeline, false));
+                    }
+                    Ok((peer, Err(e))) => {
+                        tracing::debug!("{} cannot start {want:?}: {e}", peer.addr());
+                        timeline.mark("start refused", self.epoch);
+                        last = Some(e);
+                        // The next peer is asked now, not at the hedge.
+                        hedge_at = Some(tokio::time::Instant::now());
+                    }
+                    Err(e) => last = Some(Error::NoPeer(format!("a start task failed: {e}"))),
+                },
+                peer = self.next_untried(&tried), if due => match peer {
+                    None => no_more = true,
+                    Some(peer) => {
+                        tried.push(peer.id());
+                        if timeline.steps.is_empty() {
+                            timeline.mark("handshake done", self.epoch);
+                        }
+                        let step = if asking.is_empty() {
+                            "start request sent"
+                        } else {
+                            "start hedged: another peer asked"
+                        };
+                        timeline.mark(step, self.epoch);
+                        let wait = hedge_after(peer.connection().rtt());
+                        hedge_at = Some(tokio::time::Instant::now() + wait);
+                        let want = want.clone();
+                        asking.spawn(async move {
+                            let answer = peer.start(&want, at, START_BUDGET).await;
+                            (peer, answer)
+                        });
+                    }
+                },
+                () = sleep_until(hedge) => {}
             }
         }
         Err(last.unwrap_or_else(|| {
