@@ -48,7 +48,10 @@
 //! - **Rates** are measured over runs of deliveries (from when a request
 //!   to an idle peer could first deliver, its RTT after it was sent), not
 //!   chunk by chunk: chunks read in one go do not look infinitely fast. A
-//!   start response's head, sent back to back, gives a first measurement.
+//!   start response's head, sent back to back, gives a first measurement
+//!   for the start rule; work is planned at no more than the cautious
+//!   initial rate until a run of 10 ms or more measures the peer (a head
+//!   of 4 KiB read in one burst claimed 4 MB/s of a path giving 150 KB/s).
 //! - **Scores.** Timeouts halve a peer's rate estimate; a second timeout in a
 //!   row or a second corrupt chunk drops the peer for good.
 //! - **Start rule.** Playback may start once the audio that can play (what
@@ -193,6 +196,12 @@ pub const ALONE_START_AHEAD: Duration = Duration::from_secs(3);
 /// The shortest time a rate is measured over.
 const MIN_RUN: Duration = Duration::from_millis(1);
 
+/// The shortest run a peer's first rate is measured over: a chunk read in
+/// one go with the head of a start response (the rest of a burst a
+/// retransmission released) took 0.3 ms and claimed 50 MB/s of a path
+/// giving 150 KB/s.
+const FIRST_RUN: Duration = Duration::from_millis(10);
+
 /// The longest a rate is measured over before its run begins anew.
 const RUN_SPAN: Duration = Duration::from_secs(1);
 
@@ -245,6 +254,11 @@ struct Peer {
     /// What it reported of the path from it (see [`Scheduler::set_path`]):
     /// packets sent and lost, this connection and earlier ones.
     path: PathReport,
+    /// The most its rate counts for when work is planned (queues, expected
+    /// completions): the cautious initial rate while the only measurement
+    /// is the start response's head ([`Scheduler::measured_rate`]), no
+    /// limit once a run of deliveries has measured it.
+    plan_cap: f64,
 }
 
 /// Completions a peer's record keeps to tell an overtaken request.
@@ -276,7 +290,7 @@ impl Peer {
     }
 
     fn secs(&self, bytes: u64) -> Duration {
-        Duration::from_secs_f64(bytes as f64 / self.rate.max(1.0))
+        Duration::from_secs_f64(bytes as f64 / self.rate.min(self.plan_cap).max(1.0))
     }
 }
 
@@ -495,6 +509,7 @@ impl Scheduler {
             dead: false,
             bytes: 0,
             path: PathReport::default(),
+            plan_cap: f64::INFINITY,
         });
         PeerKey(self.peers.len() - 1)
     }
@@ -746,8 +761,16 @@ impl Scheduler {
 
     /// A rate measured on the peer's connection before the scheduler
     /// asked it anything (the start response's head, sent back to back):
-    /// it replaces the guess, as a first measurement would.
+    /// it replaces the guess for the start rule, as a first measurement
+    /// would, but plans work at no more than the cautious initial rate
+    /// until a run of deliveries measures the peer. The head is a few KB
+    /// (the first 4 KiB of audio, the manifest before it): read in one
+    /// burst, as a stream a retransmission releases is, it claimed 4 MB/s
+    /// of a `4g` path giving 150 KB/s, and the peer was given 59 chunks
+    /// (5.5 s of a WAV) that came too late while the peers that joined
+    /// fetched seconds ahead.
     pub fn measured_rate(&mut self, peer: PeerKey, bytes_per_sec: f64) {
+        let cautious = self.config.initial_rate;
         if let Some(p) = self.peers.get_mut(peer.0)
             && p.samples == 0
             && bytes_per_sec.is_finite()
@@ -755,6 +778,7 @@ impl Scheduler {
         {
             p.rate = bytes_per_sec;
             p.samples = 1;
+            p.plan_cap = cautious;
         }
     }
 
@@ -1090,14 +1114,25 @@ impl Scheduler {
                 // The rate over the run so far (at least a millisecond:
                 // bytes read in one go say nothing of time).
                 p.run_bytes += size;
-                let secs = now.saturating_sub(p.run_since).max(MIN_RUN).as_secs_f64();
+                let span = now.saturating_sub(p.run_since);
+                let secs = span.max(MIN_RUN).as_secs_f64();
                 let sample = p.run_bytes as f64 / secs;
-                // A long run begins anew, so the rate follows the path.
-                if secs > RUN_SPAN.as_secs_f64() {
-                    (p.run_since, p.run_bytes) = (now, 0);
+                // Measured only by a start response's head so far: a run
+                // too short to measure the path leaves that as it is; the
+                // first that can replaces it.
+                let provisional = p.plan_cap.is_finite();
+                if provisional && span < FIRST_RUN {
+                    // The run goes on.
+                } else {
+                    // A long run begins anew, so the rate follows the path.
+                    if secs > RUN_SPAN.as_secs_f64() {
+                        (p.run_since, p.run_bytes) = (now, 0);
+                    }
+                    let first = p.samples == 0 || provisional;
+                    p.rate = if first { sample } else { 0.7 * p.rate + 0.3 * sample };
+                    p.samples += 1;
+                    p.plan_cap = f64::INFINITY;
                 }
-                p.rate = if p.samples == 0 { sample } else { 0.7 * p.rate + 0.3 * sample };
-                p.samples += 1;
                 p.completed(&f);
             }
             p.last_done = now;
@@ -1804,6 +1839,40 @@ mod tests {
         s.on_received(p, 2, ms(158));
         let sample = (s.peers[p.0].rate - 0.7 * before) / 0.3;
         assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
+    }
+
+    #[test]
+    fn a_head_read_in_one_burst_gives_its_peer_no_more_than_a_cautious_queue() {
+        // A start response's rest (chunks 0-2) is in flight from `p`, 80
+        // ms away; its head, 4 KiB read in one burst, claimed 4 MB/s.
+        let requested = |head_rate: Option<f64>| {
+            let mut s = playing_track();
+            let p = s.add_peer(PeerInfo { rtt: ms(80), is_seed: false, has_all: true });
+            if let Some(r) = head_rate {
+                s.measured_rate(p, r);
+            }
+            for i in 0..3 {
+                s.expect(p, i, ms(0));
+            }
+            let mut r = requests(&s.poll(ms(0)));
+            r.extend(requests(&s.poll(ms(10))));
+            (s, p, r.len())
+        };
+        // Planned at the cautious rate: at most a round trip and 150 ms of
+        // work at 256 KB/s, with the 48 KiB in flight: nothing more yet
+        // (planned at 4 MB/s: 18 more chunks).
+        let (mut s, p, n) = requested(Some(4.0e6));
+        assert_eq!(n, 0);
+        assert_eq!(s.peers[p.0].rate, 4.0e6, "the start rule still counts it");
+        // A chunk of the burst settling 0.3 ms in is no measurement...
+        s.on_received(p, 0, Duration::from_micros(300));
+        assert!(s.peers[p.0].plan_cap.is_finite());
+        // ...the next one 134 ms in is: 32 KiB over the run, 245 KB/s,
+        // which replaces the head's rate.
+        s.on_received(p, 1, ms(134));
+        let rate = s.peers[p.0].rate;
+        assert!((rate - 32_768.0 / 0.134).abs() < 1.0, "{rate}");
+        assert!(s.peers[p.0].plan_cap.is_infinite());
     }
 
     #[test]
