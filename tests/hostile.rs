@@ -279,14 +279,15 @@ async fn oversized_and_silent_requests_get_an_error_or_a_deadline() {
     t.node.shutdown().await;
 }
 
-/// A hostile server: answers hellos, answers every start request with
-/// `entry` (a name it makes up) and the manifest of another track, and
-/// every who-has with `fakes`.
-async fn lying_server(
-    entry: CatalogEntry,
-    manifest: chorus_protocol::Manifest,
-    fakes: Vec<PeerInfo>,
-) -> (SocketAddr, PeerId) {
+/// A stranger's QUIC server on 127.0.0.2, with an identity of its own:
+/// `serve` gets its id, the first message of each stream a peer opens,
+/// and the stream, and answers as it likes.
+async fn stranger<F, Fut>(serve: F) -> (SocketAddr, PeerId)
+where
+    F: Fn(PeerId, Message, quinn::SendStream, quinn::RecvStream) -> Fut,
+    F: Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let identity = Identity::ephemeral().unwrap();
     let id = identity.peer_id();
     let config = chorus_streamer::tls::server_config(&identity, &Default::default()).unwrap();
@@ -295,46 +296,61 @@ async fn lying_server(
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let Ok(conn) = incoming.await else { continue };
-            let (entry, manifest, fakes) = (entry.clone(), manifest.clone(), fakes.clone());
+            let serve = serve.clone();
             tokio::spawn(async move {
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                while let Ok((send, mut recv)) = conn.accept_bi().await {
                     let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else {
                         continue;
                     };
-                    let replies = match f.message {
-                        Message::Hello(mut h) => {
-                            h.peer_id = id;
-                            vec![Message::Hello(h)]
-                        }
-                        Message::StartRequest(_) => vec![
-                            Message::SearchResponse(SearchResponse {
-                                results: vec![entry.clone()],
-                            }),
-                            Message::ManifestResponse(ManifestResponse {
-                                track: manifest.id(),
-                                manifest: manifest.encoded().clone(),
-                                origin: true,
-                            }),
-                        ],
-                        Message::PeerExchange(_) => {
-                            vec![Message::PeerExchange(PeerExchange { peers: fakes.clone() })]
-                        }
-                        Message::WhoHas(q) => vec![Message::WhoHasReply(WhoHasReply {
-                            query_id: q.query_id,
-                            track: q.track,
-                            peers: fakes.clone(),
-                        })],
-                        _ => vec![],
-                    };
-                    for m in replies {
-                        let _ = chorus_streamer::wire::write_message(&mut send, &m).await;
-                    }
-                    let _ = send.finish();
+                    serve(id, f.message, send, recv).await;
                 }
             });
         }
     });
     (addr, id)
+}
+
+/// A hostile server: answers hellos, answers every start request with
+/// `entry` (a name it makes up) and the manifest of another track, and
+/// every who-has with `fakes`.
+async fn lying_server(
+    entry: CatalogEntry,
+    manifest: chorus_protocol::Manifest,
+    fakes: Vec<PeerInfo>,
+) -> (SocketAddr, PeerId) {
+    stranger(move |id, message, mut send, _recv| {
+        let (entry, manifest, fakes) = (entry.clone(), manifest.clone(), fakes.clone());
+        async move {
+            let replies = match message {
+                Message::Hello(mut h) => {
+                    h.peer_id = id;
+                    vec![Message::Hello(h)]
+                }
+                Message::StartRequest(_) => vec![
+                    Message::SearchResponse(SearchResponse { results: vec![entry] }),
+                    Message::ManifestResponse(ManifestResponse {
+                        track: manifest.id(),
+                        manifest: manifest.encoded().clone(),
+                        origin: true,
+                    }),
+                ],
+                Message::PeerExchange(_) => {
+                    vec![Message::PeerExchange(PeerExchange { peers: fakes })]
+                }
+                Message::WhoHas(q) => vec![Message::WhoHasReply(WhoHasReply {
+                    query_id: q.query_id,
+                    track: q.track,
+                    peers: fakes,
+                })],
+                _ => vec![],
+            };
+            for m in replies {
+                let _ = chorus_streamer::wire::write_message(&mut send, &m).await;
+            }
+            let _ = send.finish();
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,43 +663,29 @@ async fn a_peer_at_its_limit_from_an_address_is_said_to_be_so() {
 /// A stranger that completes handshakes at once, answers hellos, and sits
 /// on every start request it gets (counted in `starts`), its stream open.
 async fn silent_server(starts: Arc<std::sync::atomic::AtomicUsize>) -> (SocketAddr, PeerId) {
-    let identity = Identity::ephemeral().unwrap();
-    let id = identity.peer_id();
-    let config = chorus_streamer::tls::server_config(&identity, &Default::default()).unwrap();
-    let endpoint = quinn::Endpoint::server(config, SocketAddr::from((ATTACKER, 0))).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let Ok(conn) = incoming.await else { continue };
-            let starts = starts.clone();
-            tokio::spawn(async move {
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let Ok(Some(f)) = chorus_streamer::wire::read_frame(&mut recv).await else {
-                        continue;
-                    };
-                    match f.message {
-                        Message::Hello(mut h) => {
-                            h.peer_id = id;
-                            let _ =
-                                chorus_streamer::wire::write_message(&mut send, &Message::Hello(h))
-                                    .await;
-                            let _ = send.finish();
-                        }
-                        Message::StartRequest(_) => {
-                            starts.fetch_add(1, Relaxed);
-                            // Held open, unanswered, until the asker stops it.
-                            tokio::spawn(async move {
-                                let _ = send.stopped().await;
-                                drop(recv);
-                            });
-                        }
-                        _ => {}
-                    }
+    stranger(move |id, message, mut send, recv| {
+        let starts = starts.clone();
+        async move {
+            match message {
+                Message::Hello(mut h) => {
+                    h.peer_id = id;
+                    let _ =
+                        chorus_streamer::wire::write_message(&mut send, &Message::Hello(h)).await;
+                    let _ = send.finish();
                 }
-            });
+                Message::StartRequest(_) => {
+                    starts.fetch_add(1, Relaxed);
+                    // Held open, unanswered, until the asker stops it.
+                    tokio::spawn(async move {
+                        let _ = send.stopped().await;
+                        drop(recv);
+                    });
+                }
+                _ => {}
+            }
         }
-    });
-    (addr, id)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
