@@ -33,7 +33,11 @@
 //!   delivered nothing since, or has completed a request sent with it or
 //!   after it and due later) or expected to miss its deadline where
 //!   another peer would make it, is asked of a second peer; whichever copy
-//!   lands first wins and the other is cancelled.
+//!   lands first wins and the other is cancelled. Expected: when asked, or
+//!   later at the peer's pace now (what is queued ahead of it there at its
+//!   measured rate; past a repair's time with nothing completed, a chunk
+//!   per that silence): a path that slows keeps delivering in order, so
+//!   nothing is stuck, yet the queue planned at its old rate is late.
 //! - **Rescue.** A request that presumably lost packets (overtaken: its
 //!   peer, which sends by deadline, finished one due later; or past its
 //!   expected completion with nothing from its peer since) waits for their
@@ -631,6 +635,42 @@ impl Scheduler {
         now + p.rtt + p.secs(p.queued + u64::from(self.sizes[chunk as usize]))
     }
 
+    /// When `ahead` bytes of `p`'s requests (the last of them `f`) will be
+    /// in at its pace: from now (or when `f` reaches it), at its measured
+    /// rate, and once it has sent nothing for longer than a lost packet's
+    /// repair takes (two round trips and a chunk), at no more than a chunk
+    /// per that time (its rate is measured only as chunks complete, and a
+    /// path that slowed shows first in the silence).
+    fn pace(&self, p: &Peer, f: &InFlight, ahead: u64, now: Duration) -> Duration {
+        let from = now.max(f.sent + p.rtt);
+        let at_rate = from + p.secs(ahead);
+        let since = p.last_done.max(p.run_since);
+        let silent = now.saturating_sub(since);
+        if silent > self.repair_time(p) {
+            at_rate.max(from + silent.mul_f64(ahead as f64 / f64::from(self.largest.max(1))))
+        } else {
+            at_rate
+        }
+    }
+
+    /// A lost packet's repair, at most: two round trips and a chunk's
+    /// transfer ([`Self::pace`]).
+    fn repair_time(&self, p: &Peer) -> Duration {
+        p.rtt * 2 + p.secs(u64::from(self.largest))
+    }
+
+    /// When [`Self::pace`] will pass `deadline` with time alone (the
+    /// silence growing): for the driver's timer.
+    fn pace_turns_late(&self, p: &Peer, ahead: u64, deadline: Duration) -> Duration {
+        let since = p.last_done.max(p.run_since);
+        let k = ahead as f64 / f64::from(self.largest.max(1));
+        // t + (t - since) k = deadline (from is t once the request has
+        // reached the peer; a timer before that only polls early).
+        let t = (deadline.as_secs_f64() + since.as_secs_f64() * k) / (1.0 + k);
+        let t = Duration::from_secs_f64(t.max(0.0)).max(since + self.repair_time(p));
+        t + Duration::from_millis(1)
+    }
+
     /// Most work queued at `p`, in time at its rate: its least round trip
     /// and [`SchedulerConfig::queue_over_rtt`], at most
     /// [`SchedulerConfig::queue_cap`]. Not the current round trip: the
@@ -890,7 +930,19 @@ impl Scheduler {
                 now < at + FIRST_ALONE
             }
         };
+        // Bytes each peer has yet to send of the requests met so far (they
+        // come in deadline order, as a peer sends them): what is ahead of
+        // the next one asked of it.
+        let mut ahead = vec![0u64; self.peers.len()];
         for i in urgent {
+            if let ChunkState::Requested(list) = &self.state[i as usize] {
+                let left = self.sizes[i as usize].saturating_sub(self.partial[i as usize]);
+                for f in list {
+                    if let Some(a) = ahead.get_mut(f.peer.0) {
+                        *a += u64::from(left);
+                    }
+                }
+            }
             if holding
                 && let Some(range) = &first
                 && !range.contains(&i)
@@ -947,7 +999,14 @@ impl Scheduler {
                     // presumably lost packets, whose repair comes a round
                     // trip from now at the soonest.
                     let lost = overtaken || (stalled && now > f.expected);
-                    let expected = if lost { f.expected.max(now + p.rtt) } else { f.expected };
+                    // Expected when asked, or later if what is ahead of it
+                    // at the peer's pace now says so: a path that slowed
+                    // keeps delivering in order (not stuck, but late).
+                    let expected = f.expected.max(self.pace(p, &f, ahead[f.peer.0], now));
+                    if fixed && expected <= deadline {
+                        note(self.pace_turns_late(p, ahead[f.peer.0], deadline));
+                    }
+                    let expected = if lost { expected.max(now + p.rtt) } else { expected };
                     let late = expected > deadline;
                     if stuck && !overdue {
                         // It turns overdue once past its expected completion
@@ -1548,14 +1607,14 @@ mod tests {
         s.set_playhead(Playhead { position: ms(0), at: ms(0), playing: true });
         assert_eq!(requests(&s.poll(ms(0))).len(), n);
         assert_eq!(s.poll_timeout(), Some(ms(72) + Duration::from_micros(500) + ms(1)));
-        // Due later, as far off as the overdue timer: that one.
+        // Due later (chunk 0 at 350 ms: 500 less the 150 ms margin), as
+        // far off as the overdue timer (333.5 ms): sooner than that, the
+        // silence paces it (a chunk per the time since its first byte
+        // could come, 10 ms: t + (t - 10 ms) > 350 ms past 180 ms).
         let mut later = s.clone();
         later.set_playhead(Playhead { position: ms(0), at: ms(500), playing: true });
         later.poll(ms(1));
-        assert_eq!(
-            later.poll_timeout(),
-            Some(ms(72) + Duration::from_micros(500) + ms(10 + 250 + 1))
-        );
+        assert_eq!(later.poll_timeout(), Some(ms(180 + 1)));
     }
 
     #[test]
@@ -1645,8 +1704,12 @@ mod tests {
 
         // A stuck request due later (chunk 3, due at 1.05 s, fourth in a
         // queue of a second's work at 256 KB/s: expected at 260 ms): it
-        // turns overdue past its expected completion + RTT + 250 ms of
-        // slack, before a repair would be late, and a timer says when.
+        // would turn overdue past its expected completion + RTT + 250 ms
+        // of slack (520 ms), but past a repair's time (two round trips
+        // and a chunk, 82.5 ms) its peer's silence paces it, a chunk per
+        // the time since its first byte could come (10 ms), four chunks
+        // to it: late past 218 ms (t + 4 (t - 10 ms) > 1.05 s), and a
+        // timer says when.
         let mut s = track();
         s.config.queue_over_rtt = Duration::from_secs(1);
         let a = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: true });
@@ -1656,7 +1719,7 @@ mod tests {
         let b = s.add_peer(PeerInfo { rtt: ms(10), is_seed: false, has_all: false });
         s.peer_has(b, [3]);
         let t = hedged_at_a_timer(&mut s, (b, 3));
-        assert!(t > ms(520) && t < ms(523), "{t:?}");
+        assert!(t > ms(218) && t < ms(221), "{t:?}");
     }
 
     /// Polls `s` at its timers (and 2 ms before each: nothing then) until

@@ -38,6 +38,9 @@ pub struct SimPeer {
     pub join_at: Duration,
     /// From when it stops answering, if ever.
     pub stall_at: Option<Duration>,
+    /// From when its upload runs at another rate, and that rate (a path
+    /// that degrades: the link's queue fills, another upload starts).
+    pub slow_at: Option<(Duration, f64)>,
     /// It sends corrupt chunks.
     pub corrupt: bool,
 }
@@ -53,6 +56,7 @@ impl SimPeer {
             is_seed: false,
             join_at: Duration::ZERO,
             stall_at: None,
+            slow_at: None,
             corrupt: false,
         }
     }
@@ -242,7 +246,11 @@ impl Links {
             return;
         };
         let (_, req, chunk) = self.waiting[i].swap_remove(k);
-        let done = now + Duration::from_secs_f64(f64::from(size) / p.rate);
+        let rate = match p.slow_at {
+            Some((from, rate)) if now >= from => rate,
+            _ => p.rate,
+        };
+        let done = now + Duration::from_secs_f64(f64::from(size) / rate);
         self.busy_until[i] = done;
         push(done, Event::Free(i));
         let lost = (0..size.div_ceil(1200)).filter(|_| rng.next_f64() < p.loss).count() as u32;
@@ -569,6 +577,28 @@ mod tests {
         assert_eq!(r.underruns, 0, "{r:?}");
         assert!(r.hedges > 0, "the stalled requests were re-asked elsewhere: {r:?}");
         assert!(r.dropped.contains(&1), "the silent peer is dropped after its timeouts: {r:?}");
+    }
+
+    #[test]
+    fn work_queued_at_a_peer_that_slows_down_is_asked_elsewhere_in_time() {
+        // A WAV's rate (176 KB/s); the fastest peer (2.5 MB/s, 80 ms)
+        // takes most requests, then its upload falls to 30 KB/s 300 ms
+        // in, its queue planned at the fast rate: it keeps delivering, in
+        // order, so no request is stuck. Paced by what it now sends, its
+        // queue goes elsewhere in time (4 underruns, 1 s silent, when only
+        // the expectation at asking counted).
+        let mut fast = SimPeer::new(80, 2500.0 * KB);
+        fast.slow_at = Some((Duration::from_millis(300), 30.0 * KB));
+        let peers = vec![
+            seed(60, 1024.0 * KB),
+            fast,
+            SimPeer::new(40, 100.0 * KB),
+            SimPeer::new(80, 100.0 * KB),
+        ];
+        let config = SimConfig::new(SimTrack::new(120, 1411), peers);
+        let r = simulate(&config);
+        assert!(r.finished, "{r:?}");
+        assert_eq!(r.underruns, 0, "{r:?}");
     }
 
     #[test]
