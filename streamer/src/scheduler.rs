@@ -296,6 +296,12 @@ impl Peer {
     fn secs(&self, bytes: u64) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.rate.min(self.plan_cap).max(1.0))
     }
+
+    /// Since when it has sent nothing while it had work: its last
+    /// completion, or the start of its current run.
+    fn busy_since(&self) -> Duration {
+        self.last_done.max(self.run_since)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -644,8 +650,7 @@ impl Scheduler {
     fn pace(&self, p: &Peer, f: &InFlight, ahead: u64, now: Duration) -> Duration {
         let from = now.max(f.sent + p.rtt);
         let at_rate = from + p.secs(ahead);
-        let since = p.last_done.max(p.run_since);
-        let silent = now.saturating_sub(since);
+        let silent = now.saturating_sub(p.busy_since());
         if silent > self.repair_time(p) {
             at_rate.max(from + silent.mul_f64(ahead as f64 / f64::from(self.largest.max(1))))
         } else {
@@ -662,7 +667,7 @@ impl Scheduler {
     /// When [`Self::pace`] will pass `deadline` with time alone (the
     /// silence growing): for the driver's timer.
     fn pace_turns_late(&self, p: &Peer, ahead: u64, deadline: Duration) -> Duration {
-        let since = p.last_done.max(p.run_since);
+        let since = p.busy_since();
         let k = ahead as f64 / f64::from(self.largest.max(1));
         // t + (t - since) k = deadline (from is t once the request has
         // reached the peer; a timer before that only polls early).
@@ -1177,12 +1182,10 @@ impl Scheduler {
                 let secs = span.max(MIN_RUN).as_secs_f64();
                 let sample = p.run_bytes as f64 / secs;
                 // Measured only by a start response's head so far: a run
-                // too short to measure the path leaves that as it is; the
-                // first that can replaces it.
+                // too short to measure the path leaves that as it is (the
+                // run goes on); the first that can replaces it.
                 let provisional = p.plan_cap.is_finite();
-                if provisional && span < FIRST_RUN {
-                    // The run goes on.
-                } else {
+                if !provisional || span >= FIRST_RUN {
                     // A long run begins anew, so the rate follows the path.
                     if secs > RUN_SPAN.as_secs_f64() {
                         (p.run_since, p.run_bytes) = (now, 0);
