@@ -59,9 +59,17 @@ fn chunk_heads(wire: &Bytes, msg: &Message) {
 }
 
 /// Arbitrary bytes as a manifest: whatever decodes is canonical (its
-/// encoding is the input); nothing panics.
+/// encoding is the input); nothing panics. The same bytes as pages of its
+/// hash list (their index points are read before the page's hash is
+/// checked): refused or learned, never a panic, and what is known of the
+/// index still rises.
 pub fn manifests(data: &[u8]) {
     if let Ok(m) = Manifest::decode(Bytes::copy_from_slice(data)) {
         assert_eq!(&m.encoded()[..], data);
+        for first in 0..m.page_count().min(2) {
+            let _ = m.learn_hashes(first, data);
+        }
+        let points = m.time_points();
+        assert!(points.windows(2).all(|w| w[0].byte_offset < w[1].byte_offset));
     }
 }

@@ -65,7 +65,7 @@ fn indexed_decoder(
     format: IndexedFormat,
 ) -> (Decoder, Arc<Mutex<u64>>) {
     let points: Vec<(u64, u64)> =
-        manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        manifest.time_points().iter().map(|p| (p.byte_offset, p.time_us)).collect();
     let path = sample(name);
     let len = std::fs::metadata(&path).unwrap().len();
     let lowest = Arc::new(Mutex::new(u64::MAX));
@@ -79,7 +79,7 @@ fn indexed_decoder(
         Box::new(Counting { file, base, len, floor, lowest: l.clone() })
     });
     let preroll = chorus_player::decode::preroll(manifest);
-    let index = SeekIndex { points, open_at, format, preroll };
+    let index = SeekIndex { points: Box::new(move || points.clone()), open_at, format, preroll };
     (Decoder::open_file(&path).unwrap().with_index(index), lowest)
 }
 
@@ -96,7 +96,7 @@ fn an_indexed_seek_reads_only_from_before_the_target_and_is_sample_exact() {
         let (library, _, _) = scan(lib.path(), tempfile::tempdir().unwrap().path());
         let manifest = library.tracks().next().unwrap().manifest.clone();
         let points: Vec<(u64, u64)> =
-            manifest.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+            manifest.time_points().iter().map(|p| (p.byte_offset, p.time_us)).collect();
         assert!(points.len() > 10, "{name}: an index");
         let path = sample(name);
         let (mut d, lowest) = indexed_decoder(name, &manifest, format);

@@ -146,11 +146,13 @@ async fn start_and_play(listener: &Transport, node: &Node, want: Want) -> (Strin
     let first = m.chunk_at_time(Duration::ZERO);
     assert!(head.iter().any(|c| c.index() == first), "{name}: first audio chunk missing");
     // The manifest holds a hash per page of the chunk hash list, not the
-    // list (a third of its size at most here; the time index is the rest),
-    // and the head was checked with the pages the start's chunks need: the
-    // rest of the list comes behind the start's chunks, unread yet.
+    // list, and the first index point of each page, not the index (a
+    // tenth of the list's size at most here: the sample FLAC's is 641
+    // bytes, 5.3 KB with its whole index), and the head was checked with
+    // the pages the start's chunks need: the rest of the list comes
+    // behind the start's chunks, unread yet.
     let (len, list) = (m.encoded().len(), 32 * m.layout().count() as usize);
-    assert!(len * 3 < list, "{name}: manifest of {len} bytes for a {list}-byte hash list");
+    assert!(len * 10 < list, "{name}: manifest of {len} bytes for a {list}-byte hash list");
     let budget = u64::from(chorus_streamer::client::START_BUDGET);
     let mut needed: Vec<u32> = m
         .start_chunks(Duration::ZERO, budget)
@@ -202,6 +204,39 @@ async fn one_request_carries_everything_the_first_note_needs_in_every_format() {
     // a response without what the first note needs fails them all.
     assert!(judged_short <= 1, "{judged_short} of 7 starts needed more than their response");
     assert_eq!(node.stats().starts.load(Relaxed), FORMATS.len());
+    node.shutdown().await;
+}
+
+/// A start late in a track begins in the chunk the seed's whole index
+/// names: the manifest holds only the first index point of each page of the
+/// hash list (so a start's first flight does not grow with the track), and
+/// the page the start plays in brings its points ahead of its chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_late_in_a_track_begins_where_the_seeds_whole_index_says() {
+    let (node, listener, _lib) = setup(None).await;
+    let whole = node
+        .with_library(|l| {
+            let id = l.best_match("awakening")?.track;
+            l.get(&id).map(|t| t.manifest.clone())
+        })
+        .flatten()
+        .unwrap();
+    // Halfway through a page: the page's first point alone names an
+    // earlier chunk.
+    let page = whole.page_count() / 2;
+    let chunks = whole.page_chunks(page);
+    let at = whole.chunk_media_time(ChunkIndex((chunks.start + chunks.end) / 2));
+    let want = whole.chunk_at_time(at);
+    let alone = chorus_protocol::Manifest::decode(whole.encoded().clone()).unwrap();
+    assert!(alone.media().time_index.len() <= alone.page_count() as usize + 1);
+    assert!(alone.chunk_at_time(at) < want, "the manifest's own points name an earlier chunk");
+
+    let s = pool_for(&listener, &node).start(&Want::Track(whole.id()), at).await.unwrap();
+    let m = &s.answer.manifest;
+    assert!(m.page_known(page), "the page the start plays in came before its chunks");
+    assert_eq!(m.chunk_at_time(at), want);
+    let first = s.answer.head.iter().map(|c| c.index()).chain(s.answer.begun).collect::<Vec<_>>();
+    assert!(first.contains(&want), "the start began in {want}: {first:?}");
     node.shutdown().await;
 }
 
@@ -987,7 +1022,9 @@ async fn an_ogg_s_cover_art_is_not_fetched_before_the_first_note() {
     assert!(d.codec_made_early(), "the stream's own headers are the ones it was made from");
 
     // A seek by the index, through the same view of the bytes.
-    let points = m.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+    let points: Vec<(u64, u64)> =
+        m.time_points().iter().map(|p| (p.byte_offset, p.time_us)).collect();
+    let points = Box::new(move || points.clone());
     let open_at: chorus_player::decode::OpenAt = Box::new(move |base| {
         Box::new(chorus_player::source::ChunkSource::at(all.clone(), base, wait, Box::new(|_| {})))
     });
@@ -1143,7 +1180,9 @@ fn an_ogg_s_first_audio_page_plays_packet_by_packet() {
         let shown = source.length_shown();
         let mut d = Decoder::open_by_packets(Box::new(source), early(), first_audio).unwrap();
         shown.store(true, Relaxed);
-        let points = m.media().time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let points: Vec<(u64, u64)> =
+            m.time_points().iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let points = Box::new(move || points.clone());
         let store = all.clone();
         let open_at: chorus_player::decode::OpenAt = Box::new(move |base| {
             Box::new(ChunkSource::at(store.clone(), base, wait, Box::new(|_| {})))

@@ -75,13 +75,17 @@ pub struct Decoder {
 /// Opens the track's bytes from an offset (a new source each time).
 pub type OpenAt = Box<dyn Fn(u64) -> Box<dyn MediaSource> + Send>;
 
+/// The index points a [`SeekIndex`] knows now.
+pub type Points = Box<dyn Fn() -> Vec<(u64, u64)> + Send>;
+
 /// An index of frame starts for seeking without reading what lies before
 /// the target: `(byte offset, time in µs from the track's first timestamp)`
 /// each, at frame starts (an MPEG stream's, from the manifest), and a way to
 /// open the bytes from such an offset.
 pub struct SeekIndex {
-    /// The points, rising.
-    pub points: Vec<(u64, u64)>,
+    /// The points known when a seek asks, rising (a manifest learns its
+    /// index with the pages of its hash list).
+    pub points: Points,
     /// Opens the track from a byte offset.
     pub open_at: OpenAt,
     /// The stream the points are frame starts of.
@@ -160,15 +164,11 @@ pub fn reads_from(manifest: &chorus_protocol::Manifest, t: Duration) -> Duration
         _ => false,
     };
     let before = t.saturating_sub(preroll(manifest));
-    let point = media
-        .time_index
-        .iter()
-        .skip(1)
-        .map(|p| Duration::from_micros(p.time_us))
-        .take_while(|&at| at <= before)
-        .last();
+    // Not the first point ([`Decoder::seek`] does not start there).
+    let first = media.time_index.first().map(|p| p.byte_offset);
+    let point = manifest.point_before(before).filter(|p| Some(p.byte_offset) != first);
     match point {
-        Some(at) if indexed => at,
+        Some(p) if indexed => Duration::from_micros(p.time_us),
         _ => t,
     }
 }
@@ -531,8 +531,9 @@ impl Decoder {
         let ts = |us: u64| (u128::from(us) * u128::from(rate)).div_ceil(1_000_000) as u64;
         // Not the first point: its time is clamped at the start (the
         // encoder's delay); a seek that near the start reads little anyway.
+        let points = (index.points)();
         let Some(&(offset, us)) =
-            index.points.iter().skip(1).take_while(|(_, us)| ts(*us) <= before).last()
+            points.iter().skip(1).take_while(|(_, us)| ts(*us) <= before).last()
         else {
             return Ok(None);
         };
@@ -551,7 +552,7 @@ impl Decoder {
             }
             IndexedFormat::Flac | IndexedFormat::Ogg => {
                 let flac = index.format == IndexedFormat::Flac;
-                let head = index.points.first().map_or(0, |p| p.0);
+                let head = points.first().map_or(0, |p| p.0);
                 // A FLAC frame's sync code, or an Ogg page's capture pattern.
                 let at_point = starts_with(&mut source, |h| {
                     if flac { h[0] == 0xFF && (h[1] & 0xFE) == 0xF8 } else { &h == b"OggS" }

@@ -677,7 +677,9 @@ fn decode_track(t: &Track, output: &OutputSpec, open: &mut Option<OpenSink>) -> 
     if let Some(format) = indexed.filter(|_| !media.time_index.is_empty()) {
         // Seeks start from the manifest's frame-exact index points: only
         // the chunks from the target (a little before, for MPEG) are read.
-        let points = media.time_index.iter().map(|p| (p.byte_offset, p.time_us)).collect();
+        let m = t.store.manifest().clone();
+        let points: crate::decode::Points =
+            Box::new(move || m.time_points().iter().map(|p| (p.byte_offset, p.time_us)).collect());
         let (store, stats, max_wait) = (t.store.clone(), t.stats.clone(), t.options.max_wait);
         let open_at: crate::decode::OpenAt = Box::new(move |base| {
             let st = stats.clone();

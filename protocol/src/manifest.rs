@@ -11,20 +11,29 @@
 //!
 //! Each chunk has a blake3 hash; the list of them is cut into pages of
 //! [`HASHES_PER_PAGE`] (2 KiB), and the manifest holds a hash of each page.
-//! So a manifest stays small (a FLAC of 885 chunks: 14 page hashes, not 885
-//! chunk hashes; 4.8 KB with its time index instead of 33 KB), and a start
-//! response can send
-//! the page its first chunk needs before that chunk and the rest of the list
-//! after it: the first chunk is checked as soon as it is in, not after the
-//! whole list. Pages are learned with [`Manifest::learn_hashes`], checked
-//! against their hash, into a table every clone of the manifest shares.
+//! So a manifest stays small (a FLAC of 886 chunks: 14 page hashes, not 886
+//! chunk hashes), and a start response can send the page its first chunk
+//! needs before that chunk and the rest of the list after it: the first
+//! chunk is checked as soon as it is in, not after the whole list. Pages are
+//! learned with [`Manifest::learn_hashes`], checked against their hash, into
+//! a table every clone of the manifest shares.
 //!
 //! ## The time index
 //!
 //! A sorted list of [`TimePoint`]s maps byte offsets to media time (the time
 //! at which the decoder reaches that byte). Between points, time is
 //! interpolated linearly; after the last point, toward (byte length,
-//! duration). Byte ranges the demuxer needs before any audio plays (headers,
+//! duration). Since version 5 the index is split: the manifest holds the
+//! first point in each page's bytes (and the last point), and each page of
+//! the hash list carries its other points after its hashes. The index has
+//! a point per chunk, so in the manifest it grew with the track (5.3 KB of
+//! the sample FLAC's manifest, about 90 KB for an hour-long mix) and all of
+//! it came before a start's first chunk; now a start's first flight holds
+//! the points of the page it plays from, and a page's points are learned,
+//! checked, with its hashes. Until a page is learned, times in its bytes
+//! are interpolated between the manifest's points
+//! ([`Manifest::time_at_offset`] and [`Manifest::chunk_at_time`] use what
+//! is known). Byte ranges the demuxer needs before any audio plays (headers,
 //! an MP4 `moov` atom at the end of the file) are listed as `header_ranges`
 //! and are due at time zero; a FLAC's or an MP4's cover art and a FLAC's
 //! padding are left out (a player reads them as zeros). From these two, every chunk gets a deadline
@@ -46,15 +55,22 @@ use crate::limits;
 /// The newest manifest encoding version this implementation writes and
 /// reads (2: page hashes in place of the chunk hash list; 3: the first
 /// chunk's length, so a cut falls where the audio begins; 4: and the
-/// second's, a gap of bytes no player needs before the audio). A manifest
-/// is written as 3 when its layout has no gap (its id unchanged).
-pub const MANIFEST_VERSION: u8 = 4;
+/// second's, a gap of bytes no player needs before the audio; 5: the time
+/// index split between the manifest and the pages of the hash list).
+/// Versions 3 and 4 are read (a library indexed before keeps its ids) and
+/// no longer written.
+pub const MANIFEST_VERSION: u8 = 5;
 /// The oldest manifest encoding version this implementation reads.
 pub const MANIFEST_MIN_VERSION: u8 = 3;
 const MAGIC: &[u8; 4] = b"CHMF";
 
-/// Chunk hashes per page of the hash list: a page is 2 KiB.
+/// Chunk hashes per page of the hash list: a page is 2 KiB of hashes (and,
+/// since version 5, its time index points).
 pub const HASHES_PER_PAGE: u32 = 64;
+
+/// Most time index points a page carries (a library makes one per chunk at
+/// most; four leave room for other cuts).
+pub const MAX_PAGE_POINTS: usize = 4 * HASHES_PER_PAGE as usize;
 
 /// The blake3 key-derivation context of page hashes: a page hash can never
 /// be mistaken for a chunk's or a manifest's.
@@ -72,12 +88,23 @@ fn pages_for(chunks: u32) -> u32 {
     chunks.div_ceil(HASHES_PER_PAGE)
 }
 
-/// The chunk hashes learned so far, by page; shared by a manifest's clones.
+/// One page of the hash list, learned.
+struct Page {
+    hashes: Box<[ChunkHash]>,
+    /// The time index points in the page's bytes after its first (which
+    /// the manifest holds); none in a version 3 or 4 manifest's pages.
+    points: Box<[TimePoint]>,
+    /// Its encoding, as sent: the hashes, then (version 5) the points.
+    encoded: Bytes,
+}
+
+/// The pages learned so far; shared by a manifest's clones.
 struct HashList {
-    pages: Vec<OnceLock<Box<[ChunkHash]>>>,
-    /// The whole list's bytes, for a manifest built with it: what a seed
-    /// sends, as slices, with no copy.
-    whole: OnceLock<Bytes>,
+    pages: Vec<OnceLock<Page>>,
+    /// The whole list's encoding and where each page begins in it (one
+    /// more offset: the end), once every page is known: what a seed sends,
+    /// as slices, with no copy.
+    whole: OnceLock<(Bytes, Box<[usize]>)>,
 }
 
 impl std::fmt::Debug for HashList {
@@ -261,9 +288,13 @@ pub struct MediaInfo {
 pub struct Manifest {
     id: TrackId,
     encoded: Bytes,
+    /// Its `time_index`: the points the manifest holds (version 5: the
+    /// first in each page's bytes and the last; before: all of them).
     media: MediaInfo,
     layout: ChunkLayout,
     pages: Vec<[u8; 32]>,
+    /// Version 5 on: the pages carry the points the manifest leaves out.
+    split_index: bool,
     list: Arc<HashList>,
 }
 
@@ -276,34 +307,51 @@ impl PartialEq for Manifest {
 }
 
 impl Manifest {
-    /// Builds a manifest with its whole hash list, validating every field,
-    /// and computes its id.
-    pub fn new(media: MediaInfo, layout: ChunkLayout, hashes: Vec<ChunkHash>) -> Result<Self> {
+    /// Builds a manifest with its whole hash list and time index (in
+    /// `media`), validating every field, and computes its id.
+    pub fn new(mut media: MediaInfo, layout: ChunkLayout, hashes: Vec<ChunkHash>) -> Result<Self> {
         if hashes.len() != layout.count() as usize {
             return Err(ProtocolError::Invalid("chunk hash count does not match the layout"));
         }
-        let mut pages = Vec::with_capacity(pages_for(layout.count()) as usize);
-        let mut bytes = Vec::with_capacity(32 * HASHES_PER_PAGE as usize);
-        for page in hashes.chunks(HASHES_PER_PAGE as usize) {
-            bytes.clear();
-            page.iter().for_each(|h| bytes.extend_from_slice(h.as_bytes()));
-            pages.push(page_hash(&bytes));
+        check_index(&media.time_index, &layout)?;
+        let (core, in_pages) = split_index(&media.time_index, &layout);
+        media.time_index = core;
+        let per_page = hashes.chunks(HASHES_PER_PAGE as usize);
+        let mut whole = BytesMut::with_capacity(32 * hashes.len() + 8 * in_pages.len());
+        let mut offsets = vec![0];
+        let mut page_hashes = Vec::with_capacity(in_pages.len());
+        for (p, (page, points)) in per_page.clone().zip(&in_pages).enumerate() {
+            check_count("time index points in a page", points.len(), MAX_PAGE_POINTS)?;
+            let start = whole.len();
+            page.iter().for_each(|h| whole.put_slice(h.as_bytes()));
+            let base = first_point_in(&media.time_index, &layout, p as u32);
+            put_page_points(&mut whole, base, points);
+            page_hashes.push(page_hash(&whole[start..]));
+            offsets.push(whole.len());
         }
-        let m = Self::build(media, layout, pages)?;
-        for (slot, page) in m.list.pages.iter().zip(hashes.chunks(HASHES_PER_PAGE as usize)) {
-            let _ = slot.set(page.into());
+        let m = Self::build(media, layout, page_hashes, MANIFEST_VERSION)?;
+        let whole = whole.freeze();
+        for (p, ((slot, page), points)) in
+            m.list.pages.iter().zip(per_page).zip(in_pages).enumerate()
+        {
+            let encoded = whole.slice(offsets[p]..offsets[p + 1]);
+            let _ = slot.set(Page { hashes: page.into(), points: points.into(), encoded });
         }
-        let mut whole = BytesMut::with_capacity(32 * hashes.len());
-        hashes.iter().for_each(|h| whole.put_slice(h.as_bytes()));
-        let _ = m.list.whole.set(whole.freeze());
+        let _ = m.list.whole.set((whole, offsets.into()));
         Ok(m)
     }
 
     /// A manifest with page hashes and no hash list learned yet.
-    fn build(media: MediaInfo, layout: ChunkLayout, pages: Vec<[u8; 32]>) -> Result<Self> {
-        validate(&media, &layout, pages.len())?;
+    fn build(
+        media: MediaInfo,
+        layout: ChunkLayout,
+        pages: Vec<[u8; 32]>,
+        version: u8,
+    ) -> Result<Self> {
+        let split_index = version >= 5;
+        validate(&media, &layout, pages.len(), split_index)?;
         let mut buf = BytesMut::with_capacity(encoded_len_hint(&media, pages.len()));
-        encode(&mut buf, &media, &layout, &pages);
+        encode(&mut buf, &media, &layout, &pages, version);
         let encoded = buf.freeze();
         if encoded.len() > limits::MAX_MANIFEST_LEN {
             return Err(ProtocolError::TooMany {
@@ -317,7 +365,7 @@ impl Manifest {
             pages: pages.iter().map(|_| OnceLock::new()).collect(),
             whole: OnceLock::new(),
         });
-        Ok(Self { id, encoded, media, layout, pages, list })
+        Ok(Self { id, encoded, media, layout, pages, split_index, list })
     }
 
     /// Decodes manifest bytes received for `expected`, checking the hash
@@ -340,8 +388,8 @@ impl Manifest {
                 max: limits::MAX_MANIFEST_LEN as u64,
             });
         }
-        let (media, layout, pages) = decode(&bytes)?;
-        let m = Self::build(media, layout, pages)?;
+        let (media, layout, pages, version) = decode(&bytes)?;
+        let m = Self::build(media, layout, pages, version)?;
         // Canonical: the only encoding of this value is the one we got.
         if m.encoded != bytes {
             return Err(ProtocolError::NonCanonical("manifest"));
@@ -359,7 +407,9 @@ impl Manifest {
         &self.encoded
     }
 
-    /// Media parameters, time index and tags.
+    /// Media parameters, the time index points the manifest itself holds
+    /// (since version 5 not all of them: see [`Self::time_points`]) and
+    /// tags.
     pub fn media(&self) -> &MediaInfo {
         &self.media
     }
@@ -395,28 +445,35 @@ impl Manifest {
     }
 
     /// Learns pages of the hash list from `first` on: `data` is their
-    /// chunk hashes, concatenated (every page whole; the last page of the
-    /// list holds the rest). Each page is checked against its hash before
-    /// it is kept; pages already known are checked and left as they are.
+    /// encodings, concatenated (every page whole; the last page of the
+    /// list holds the rest): a page is its chunk hashes, then (version 5)
+    /// its time index points. Each page is checked against its hash, and
+    /// its points against the manifest's, before it is kept; pages already
+    /// known are checked and left as they are.
     pub fn learn_hashes(&self, first: u32, data: &[u8]) -> Result<()> {
-        let mut rest = data;
+        let data = Bytes::copy_from_slice(data);
+        let mut at = 0;
         let mut page = first;
-        while !rest.is_empty() {
+        while at < data.len() {
             if page >= self.page_count() {
                 return Err(ProtocolError::Invalid("hash list page beyond the track"));
             }
             let chunks = self.page_chunks(page);
-            let len = 32 * (chunks.end - chunks.start) as usize;
-            if rest.len() < len {
+            let hash_len = 32 * (chunks.end - chunks.start) as usize;
+            if data.len() - at < hash_len {
                 return Err(ProtocolError::Truncated);
             }
-            let (bytes, tail) = rest.split_at(len);
-            if page_hash(bytes) != self.pages[page as usize] {
+            let after = data.slice(at + hash_len..);
+            let mut r = Reader::new(&after);
+            let points =
+                if self.split_index { self.read_page_points(page, &mut r)? } else { [].into() };
+            let encoded = data.slice(at..at + hash_len + r.position());
+            if page_hash(&encoded) != self.pages[page as usize] {
                 return Err(ProtocolError::HashPageMismatch { track: self.id, page });
             }
             let slot = &self.list.pages[page as usize];
             if slot.get().is_none() {
-                let hashes: Box<[ChunkHash]> = bytes
+                let hashes: Box<[ChunkHash]> = encoded[..hash_len]
                     .chunks_exact(32)
                     .map(|h| {
                         let mut a = [0u8; 32];
@@ -424,50 +481,75 @@ impl Manifest {
                         ChunkHash::from_bytes(a)
                     })
                     .collect();
-                let _ = slot.set(hashes);
+                let _ = slot.set(Page { hashes, points, encoded: encoded.clone() });
             }
-            rest = tail;
+            at += encoded.len();
             page += 1;
         }
         // Whole now: kept as one buffer too, served as slices.
-        if self.list.whole.get().is_none()
-            && self.hashes_known()
-            && let Some(whole) = self.hash_pages(0..self.page_count())
-        {
-            let _ = self.list.whole.set(whole);
+        if self.list.whole.get().is_none() && self.hashes_known() {
+            let mut whole = BytesMut::new();
+            let mut offsets = vec![0];
+            for p in self.list.pages.iter().filter_map(|p| p.get()) {
+                whole.put_slice(&p.encoded);
+                offsets.push(whole.len());
+            }
+            let _ = self.list.whole.set((whole.freeze(), offsets.into()));
         }
         Ok(())
+    }
+
+    /// Reads the points page `page` carries (version 5): a count, then
+    /// each point as the difference from the one before, from the first
+    /// point in the page's bytes (the manifest's). They must rise inside
+    /// the page's bytes and before the manifest's next point, in offset
+    /// and (not falling) in time: a page that passes its hash was made
+    /// with the manifest, but that maker may lie.
+    fn read_page_points(&self, page: u32, r: &mut Reader<'_>) -> Result<Box<[TimePoint]>> {
+        let n = r.len("time index points in a page", MAX_PAGE_POINTS)?;
+        if n == 0 {
+            return Ok([].into());
+        }
+        let core = &self.media.time_index;
+        let bad = ProtocolError::Invalid("a page's time index points");
+        let Some((k, base)) = first_point_in(core, &self.layout, page) else { return Err(bad) };
+        let Some(next) = core.get(k + 1) else { return Err(bad) };
+        let end = page_bytes(&self.layout, page).end.min(next.byte_offset);
+        let mut out = Vec::with_capacity(n);
+        let mut prev = base;
+        for _ in 0..n {
+            let step = r.varint("time index")?;
+            let byte_offset = prev.byte_offset.saturating_add(step);
+            let time_us = prev.time_us.saturating_add(r.varint("time index")?);
+            if step == 0 || byte_offset >= end || time_us > next.time_us {
+                return Err(bad);
+            }
+            prev = TimePoint { byte_offset, time_us };
+            out.push(prev);
+        }
+        Ok(out.into())
     }
 
     /// The hash list's pages `pages`, concatenated, if all of them are
     /// known: what [`Manifest::learn_hashes`] takes.
     pub fn hash_pages(&self, pages: Range<u32>) -> Option<Bytes> {
-        if let Some(whole) = self.list.whole.get()
+        if let Some((whole, offsets)) = self.list.whole.get()
             && pages.start <= pages.end
             && pages.end <= self.page_count()
         {
-            let from = 32 * self.page_chunks(pages.start).start as usize;
-            let to = if pages.is_empty() {
-                from
-            } else {
-                32 * self.page_chunks(pages.end - 1).end as usize
-            };
+            let (from, to) = (offsets[pages.start as usize], offsets[pages.end as usize]);
             return Some(whole.slice(from..to));
         }
         let mut out = BytesMut::new();
         for page in pages {
-            for h in self.list.pages.get(page as usize)?.get()?.iter() {
-                out.put_slice(h.as_bytes());
-            }
+            out.put_slice(&self.list.pages.get(page as usize)?.get()?.encoded);
         }
         Some(out.freeze())
     }
 
     /// The chunks whose hashes a page holds.
     pub fn page_chunks(&self, page: u32) -> Range<u32> {
-        let count = self.layout.count();
-        let start = page.saturating_mul(HASHES_PER_PAGE).min(count);
-        start..start.saturating_add(HASHES_PER_PAGE).min(count)
+        page_chunks(&self.layout, page)
     }
 
     /// The hash of one chunk: an error if it is beyond the track or its
@@ -477,7 +559,7 @@ impl Manifest {
             return Err(ProtocolError::ChunkOutOfRange { index, count: self.layout.count() });
         }
         let page = self.list.pages.get(Self::page_of(index) as usize).and_then(|p| p.get());
-        page.and_then(|p| p.get((index.0 % HASHES_PER_PAGE) as usize))
+        page.and_then(|p| p.hashes.get((index.0 % HASHES_PER_PAGE) as usize))
             .copied()
             .ok_or(ProtocolError::HashUnknown { index })
     }
@@ -598,29 +680,67 @@ impl Manifest {
         out
     }
 
-    /// The media time in microseconds at which the decoder reaches `offset`.
+    /// The media time in microseconds at which the decoder reaches `offset`,
+    /// from the index points known (the manifest's and those of the pages
+    /// learned).
     pub fn time_at_offset(&self, offset: u64) -> u64 {
-        let points = &self.media.time_index;
-        let end = TimePoint {
+        let core = &self.media.time_index;
+        let i = core.partition_point(|p| p.byte_offset <= offset);
+        let Some(mut a) = i.checked_sub(1).map(|k| core[k]) else { return 0 };
+        let mut b = core.get(i).copied().unwrap_or(TimePoint {
             byte_offset: self.layout.byte_len(),
             time_us: u64::try_from(self.duration().as_micros()).unwrap_or(u64::MAX),
-        };
-        let i = points.partition_point(|p| p.byte_offset <= offset);
-        if i == 0 {
-            return 0;
+        });
+        if let Some(fine) = self.points_after(a) {
+            let j = fine.partition_point(|p| p.byte_offset <= offset);
+            if let Some(k) = j.checked_sub(1) {
+                a = fine[k];
+            }
+            if let Some(p) = fine.get(j) {
+                b = *p;
+            }
         }
-        let a = points[i - 1];
-        let b = points.get(i).copied().unwrap_or(end);
         interpolate(a, b, offset)
     }
 
-    /// The chunk to fetch first to start playing at media time `t`: the one
-    /// holding the last index point at or before `t`.
-    pub fn chunk_at_time(&self, t: Duration) -> ChunkIndex {
+    /// The last index point known at or before media time `t`.
+    pub fn point_before(&self, t: Duration) -> Option<TimePoint> {
         let t_us = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
-        let points = &self.media.time_index;
-        let i = points.partition_point(|p| p.time_us <= t_us);
-        let offset = if i == 0 { 0 } else { points[i - 1].byte_offset };
+        let core = &self.media.time_index;
+        let i = core.partition_point(|p| p.time_us <= t_us);
+        let base = core[i.checked_sub(1)?];
+        let Some(fine) = self.points_after(base) else { return Some(base) };
+        let j = fine.partition_point(|p| p.time_us <= t_us);
+        Some(j.checked_sub(1).map_or(base, |k| fine[k]))
+    }
+
+    /// The points of a page learned, if `first` is the manifest's point
+    /// that page's begin with (they lie between it and the manifest's next
+    /// point).
+    fn points_after(&self, first: TimePoint) -> Option<&[TimePoint]> {
+        if !self.split_index {
+            return None;
+        }
+        let page = self.layout.chunk_at(first.byte_offset)?.0 / HASHES_PER_PAGE;
+        let fine = &self.list.pages.get(page as usize)?.get()?.points;
+        fine.first().is_some_and(|p| p.byte_offset > first.byte_offset).then_some(&fine[..])
+    }
+
+    /// Every index point known, rising: the manifest's and those of the
+    /// pages learned (all of them once [`Self::hashes_known`]).
+    pub fn time_points(&self) -> Vec<TimePoint> {
+        let mut out = Vec::with_capacity(self.media.time_index.len());
+        for p in &self.media.time_index {
+            out.push(*p);
+            out.extend_from_slice(self.points_after(*p).unwrap_or_default());
+        }
+        out
+    }
+
+    /// The chunk to fetch first to start playing at media time `t`: the one
+    /// holding the last index point known at or before `t`.
+    pub fn chunk_at_time(&self, t: Duration) -> ChunkIndex {
+        let offset = self.point_before(t).map_or(0, |p| p.byte_offset);
         self.layout.chunk_at(offset).unwrap_or(ChunkIndex(self.layout.count() - 1))
     }
 }
@@ -670,7 +790,7 @@ fn interpolate(a: TimePoint, b: TimePoint, offset: u64) -> u64 {
     a.time_us + u64::try_from(num / den).unwrap_or(u64::MAX).min(b.time_us - a.time_us)
 }
 
-fn validate(media: &MediaInfo, layout: &ChunkLayout, pages: usize) -> Result<()> {
+fn validate(media: &MediaInfo, layout: &ChunkLayout, pages: usize, split: bool) -> Result<()> {
     if pages != pages_for(layout.count()) as usize {
         return Err(ProtocolError::Invalid("hash list page count does not match the layout"));
     }
@@ -688,14 +808,18 @@ fn validate(media: &MediaInfo, layout: &ChunkLayout, pages: usize) -> Result<()>
         }
         prev_end = r.end;
     }
-    check_count("time index points", media.time_index.len(), limits::MAX_TIME_POINTS)?;
-    for w in media.time_index.windows(2) {
-        if w[1].byte_offset <= w[0].byte_offset || w[1].time_us < w[0].time_us {
-            return Err(ProtocolError::Invalid("time index (offsets rising, times not falling)"));
+    check_index(&media.time_index, layout)?;
+    // Split (version 5): the first point in each page's bytes, and the
+    // last point, which may share the page of the one before it.
+    let points = &media.time_index;
+    if split && points.len() > 1 {
+        let page = |p: &TimePoint| layout.chunk_at(p.byte_offset).map(|c| c.0 / HASHES_PER_PAGE);
+        let last = points.len() - 2;
+        for (k, w) in points.windows(2).enumerate() {
+            if page(&w[1]) <= page(&w[0]) && (k < last || page(&w[1]) < page(&w[0])) {
+                return Err(ProtocolError::Invalid("time index (a page's first points, the last)"));
+            }
         }
-    }
-    if media.time_index.last().is_some_and(|p| p.byte_offset >= layout.byte_len()) {
-        return Err(ProtocolError::Invalid("time index offset beyond the track"));
     }
     let t = &media.tags;
     for s in [&t.title, &t.artist, &t.album, &t.album_artist].into_iter().flatten() {
@@ -707,6 +831,83 @@ fn validate(media: &MediaInfo, layout: &ChunkLayout, pages: usize) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// A time index's own rules: at most [`limits::MAX_TIME_POINTS`], offsets
+/// rising inside the track, times not falling.
+fn check_index(points: &[TimePoint], layout: &ChunkLayout) -> Result<()> {
+    check_count("time index points", points.len(), limits::MAX_TIME_POINTS)?;
+    for w in points.windows(2) {
+        if w[1].byte_offset <= w[0].byte_offset || w[1].time_us < w[0].time_us {
+            return Err(ProtocolError::Invalid("time index (offsets rising, times not falling)"));
+        }
+    }
+    if points.last().is_some_and(|p| p.byte_offset >= layout.byte_len()) {
+        return Err(ProtocolError::Invalid("time index offset beyond the track"));
+    }
+    Ok(())
+}
+
+/// The chunks page `page` of a hash list covers.
+fn page_chunks(layout: &ChunkLayout, page: u32) -> Range<u32> {
+    let count = layout.count();
+    let start = page.saturating_mul(HASHES_PER_PAGE).min(count);
+    start..start.saturating_add(HASHES_PER_PAGE).min(count)
+}
+
+/// The bytes page `page`'s chunks cover.
+fn page_bytes(layout: &ChunkLayout, page: u32) -> Range<u64> {
+    let chunks = page_chunks(layout, page);
+    if chunks.is_empty() {
+        return layout.byte_len()..layout.byte_len();
+    }
+    layout.byte_range(ChunkIndex(chunks.start)).start
+        ..layout.byte_range(ChunkIndex(chunks.end - 1)).end
+}
+
+/// The first of `points` (rising) in page `page`'s bytes, and where it is.
+fn first_point_in(
+    points: &[TimePoint],
+    layout: &ChunkLayout,
+    page: u32,
+) -> Option<(usize, TimePoint)> {
+    let bytes = page_bytes(layout, page);
+    let i = points.partition_point(|p| p.byte_offset < bytes.start);
+    points.get(i).filter(|p| p.byte_offset < bytes.end).map(|p| (i, *p))
+}
+
+/// Splits a whole time index (checked) into the points the manifest holds
+/// (the first in each page's bytes, and the last) and, by page, the rest.
+fn split_index(
+    points: &[TimePoint],
+    layout: &ChunkLayout,
+) -> (Vec<TimePoint>, Vec<Vec<TimePoint>>) {
+    let mut pages = vec![Vec::new(); pages_for(layout.count()) as usize];
+    let mut core = Vec::new();
+    let mut page_before = None;
+    for (i, p) in points.iter().enumerate() {
+        let page = layout.chunk_at(p.byte_offset).map_or(0, |c| (c.0 / HASHES_PER_PAGE) as usize);
+        if page_before != Some(page) || i + 1 == points.len() {
+            core.push(*p);
+        } else if let Some(fine) = pages.get_mut(page) {
+            fine.push(*p);
+        }
+        page_before = Some(page);
+    }
+    (core, pages)
+}
+
+/// A page's points after its hashes (version 5): their count, then each as
+/// the difference from the point before, from the page's first (`base`,
+/// the manifest's; present whenever `points` are).
+fn put_page_points(buf: &mut BytesMut, base: Option<(usize, TimePoint)>, points: &[TimePoint]) {
+    buf.put_varint(points.len() as u64);
+    let mut prev = base.map_or(TimePoint { byte_offset: 0, time_us: 0 }, |b| b.1);
+    for p in points {
+        buf.put_varint(p.byte_offset - prev.byte_offset);
+        buf.put_varint(p.time_us - prev.time_us);
+        prev = *p;
+    }
 }
 
 fn check_count(what: &'static str, count: usize, max: usize) -> Result<()> {
@@ -722,9 +923,22 @@ fn encoded_len_hint(media: &MediaInfo, pages: usize) -> usize {
 
 /// Field order is the format; see PROTOCOL.md. Offsets and times in the
 /// index are delta-coded from the previous point.
-fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[[u8; 32]]) {
+fn encode(
+    buf: &mut BytesMut,
+    media: &MediaInfo,
+    layout: &ChunkLayout,
+    pages: &[[u8; 32]],
+    version: u8,
+) {
     buf.put_slice(MAGIC);
-    buf.put_u8(if layout.gap() > 0 { MANIFEST_VERSION } else { MANIFEST_MIN_VERSION });
+    // A version-3 or -4 manifest read is written back as it came: 4 with
+    // a gap, 3 without.
+    let version = match version {
+        5.. => MANIFEST_VERSION,
+        _ if layout.gap() > 0 => 4,
+        _ => MANIFEST_MIN_VERSION,
+    };
+    buf.put_u8(version);
     buf.put_u8(media.codec.code());
     buf.put_u8(media.container.code());
     buf.put_varint(u64::from(media.sample_rate));
@@ -733,7 +947,7 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[
     buf.put_varint(layout.byte_len());
     buf.put_varint(u64::from(layout.chunk_size().get()));
     buf.put_varint(u64::from(layout.lead()));
-    if layout.gap() > 0 {
+    if version >= 5 || layout.gap() > 0 {
         buf.put_varint(u64::from(layout.gap()));
     }
     for p in pages {
@@ -754,7 +968,7 @@ fn encode(buf: &mut BytesMut, media: &MediaInfo, layout: &ChunkLayout, pages: &[
     put_tags(buf, &media.tags);
 }
 
-fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
+fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>, u8)> {
     let mut r = Reader::new(bytes);
     let mut magic = [0u8; 4];
     for m in &mut magic {
@@ -828,5 +1042,5 @@ fn decode(bytes: &Bytes) -> Result<(MediaInfo, ChunkLayout, Vec<[u8; 32]>)> {
         time_index,
         tags,
     };
-    Ok((media, layout, pages))
+    Ok((media, layout, pages, version))
 }

@@ -351,8 +351,9 @@ pub struct Hashes {
     pub track: TrackId,
     /// The first page.
     pub first_page: u32,
-    /// Chunk hashes of the pages from `first_page` on, concatenated (32
-    /// bytes each; every page whole).
+    /// The pages from `first_page` on, concatenated, every page whole: its
+    /// chunk hashes (32 bytes each), then (manifest version 5) its time
+    /// index points ([`crate::Manifest::learn_hashes`]).
     pub data: Bytes,
 }
 
@@ -974,8 +975,8 @@ impl Message {
             MessageKind::Hashes => {
                 let track = track(r)?;
                 let first_page = r.varint_u32("hash list page")?;
-                let data = r.bytes("hash list", 32 * limits::MAX_CHUNKS as usize)?;
-                if data.is_empty() || data.len() % 32 != 0 {
+                let data = r.bytes("hash list", limits::MAX_FRAME_LEN as usize)?;
+                if data.is_empty() {
                     return Err(ProtocolError::Invalid("hash list length"));
                 }
                 Self::Hashes(Hashes { track, first_page, data })

@@ -120,19 +120,45 @@ fn manifest_encoding() {
         time_index: vec![TimePoint { byte_offset: 10, time_us: 0 }],
         tags: Tags { title: Some("T".into()), track_number: Some(3), ..Tags::default() },
     };
-    let m = Manifest::new(media, layout, hashes.clone()).unwrap();
-    // One page of the hash list: its hash, keyed for pages.
+    let m = Manifest::new(media.clone(), layout, hashes.clone()).unwrap();
+    // One page of the hash list: its hashes, then its time index points
+    // (none: the track's one point is the manifest's); its hash keyed for
+    // pages.
     let list = [*hashes[0].as_bytes(), *hashes[1].as_bytes(), *hashes[2].as_bytes()].concat();
-    let page =
-        blake3::Hasher::new_derive_key("chorus 2026-11-26 hash list page").update(&list).finalize();
+    let page_bytes = [&list[..], &[0]].concat();
+    let page = blake3::Hasher::new_derive_key("chorus 2026-11-26 hash list page")
+        .update(&page_bytes)
+        .finalize();
     let expected = format!(
-        "4348 4d46 03 01 01 c4d802 02 8009 dc0b 8008 0a {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
+        "4348 4d46 05 01 01 c4d802 02 8009 dc0b 8008 0a 00 {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
         hex(page.as_bytes()),
     );
     let expected: String = expected.split_whitespace().collect();
     assert_eq!(hex(m.encoded()), expected);
     assert_eq!(m.id(), TrackId::of_manifest_bytes(m.encoded()));
-    assert_eq!(m.hash_pages(0..1).unwrap().as_ref(), &list[..]);
+    assert_eq!(m.hash_pages(0..1).unwrap().as_ref(), &page_bytes[..]);
+
+    // The same track as a version-3 manifest (written before the index was
+    // split, its page the hashes alone) is still read, with its id.
+    let page =
+        blake3::Hasher::new_derive_key("chorus 2026-11-26 hash list page").update(&list).finalize();
+    let v3 = format!(
+        "4348 4d46 03 01 01 c4d802 02 8009 dc0b 8008 0a {} 01 000a 01 0a00 0101 54 00 00 00 0103 00 00 00 00 00 00",
+        hex(page.as_bytes()),
+    );
+    let v3: Vec<u8> = (0..v3.split_whitespace().collect::<String>().len() / 2)
+        .map(|i| {
+            let s: String = v3.split_whitespace().collect();
+            u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    let old = Manifest::decode_verified(Bytes::from(v3.clone()), TrackId::of_manifest_bytes(&v3))
+        .unwrap();
+    assert_eq!(old.encoded().as_ref(), &v3[..]);
+    assert_eq!(old.media(), &media);
+    old.learn_hashes(0, &list).unwrap();
+    assert_eq!(old.hash_pages(0..1).unwrap().as_ref(), &list[..]);
+    assert!(old.verify_chunk(ChunkIndex(1), &data[10..1034]).is_ok());
 }
 
 #[test]

@@ -517,6 +517,10 @@ pub struct HeadRest {
     recv: RecvStream,
     manifest: Manifest,
     expected: Vec<ChunkIndex>,
+    /// Where the start plays from and its budget, until its chunks are
+    /// known: when the first of them comes, after the pages they need
+    /// (whose index points say which chunk a later start begins in).
+    plan: Option<(Duration, u64)>,
     /// Bytes per second the head came at (see [`HeadRest::delivery_rate`]).
     rate: Option<f64>,
     /// The chunk arriving now.
@@ -533,7 +537,8 @@ impl HeadRest {
         self.path
     }
 
-    /// The chunks still expected: the one arriving now, and those to come.
+    /// The chunks still expected: the one arriving now, and those to come
+    /// (none known before the first comes).
     pub fn expected(&self) -> Vec<ChunkIndex> {
         self.current.iter().map(ChunkReceiver::index).chain(self.expected.iter().copied()).collect()
     }
@@ -560,7 +565,7 @@ impl HeadRest {
             if self.current.is_some() {
                 return continue_chunk(&mut self.recv, &mut self.current).await.map(Some);
             }
-            if self.expected.is_empty() && self.manifest.hashes_known() {
+            if self.plan.is_none() && self.expected.is_empty() && self.manifest.hashes_known() {
                 return Ok(None);
             }
             let reply = tokio::time::timeout(REQUEST_TIMEOUT, read_reply(&mut self.recv))
@@ -576,6 +581,9 @@ impl HeadRest {
                 }
                 Some(Reply::Chunk { head, first }) if head.track == self.manifest.id() => {
                     self.path = Some(head.path);
+                    if let Some((at, budget)) = self.plan.take() {
+                        self.expected = self.manifest.start_chunks(at, budget);
+                    }
                     let Some(pos) = self.expected.iter().position(|i| *i == head.index) else {
                         return Err(Error::UnexpectedReply("a chunk the start did not ask for"));
                     };
@@ -730,26 +738,32 @@ async fn read_start(
     };
     // Return as soon as the decoder can start (the header chunks and
     // the first audio chunk); the rest streams on. A cache may lack
-    // some of them: then the response ends early.
-    let expected = manifest.start_chunks(at, u64::from(budget));
-    let first = manifest.chunk_at_time(at);
-    let mut needed: Vec<ChunkIndex> =
-        expected.iter().copied().filter(|i| *i == first || manifest.is_header_chunk(*i)).collect();
+    // some of them: then the response ends early. Which they are is known
+    // once the first comes: the pages they need come before them, with
+    // the index points a start later in the track is found by.
     let mut rest = HeadRest {
         recv,
         manifest: manifest.clone(),
-        expected: expected.clone(),
+        expected: Vec::new(),
+        plan: Some((at, u64::from(budget))),
         rate: None,
         current: None,
         parts: VecDeque::new(),
         path: None,
     };
-    let mut head = Vec::with_capacity(needed.len());
+    let mut needed: Option<Vec<ChunkIndex>> = None;
+    let mut head = Vec::new();
     let mut head_bytes = 0;
     let mut parts = VecDeque::new();
-    while !needed.is_empty() {
+    while needed.as_ref().is_none_or(|n| !n.is_empty()) {
         let Some(arrival) = rest.next().await? else { break };
         arrivals.1.get_or_insert_with(std::time::Instant::now);
+        let needed = needed.get_or_insert_with(|| {
+            let first = manifest.chunk_at_time(at);
+            let mut head = rest.expected();
+            head.retain(|i| *i == first || manifest.is_header_chunk(*i));
+            head
+        });
         match arrival {
             Arrival::Chunk(chunk) => {
                 let i = chunk.index();
@@ -769,7 +783,7 @@ async fn read_start(
                 let i = part.index();
                 head_bytes += part.data().len();
                 parts.push_back(part);
-                if needed == [i] {
+                if needed.as_slice() == [i] {
                     needed.clear();
                 }
             }

@@ -531,7 +531,16 @@ pub async fn fetch_track(
             }
             for (page, listed) in listed_pages.iter_mut().enumerate() {
                 if !*listed && manifest.page_known(page as u32) {
-                    sched.set_listed(manifest.page_chunks(page as u32));
+                    let chunks = manifest.page_chunks(page as u32);
+                    sched.set_listed(chunks.clone());
+                    // Its index points came with it: the times of its
+                    // chunks, and of the next page's before that page's
+                    // first point, are known better now.
+                    let next = manifest.page_chunks(page as u32 + 1);
+                    let first = chunks.start;
+                    let times = (first..next.end.max(chunks.end))
+                        .map(|i| manifest.chunk_media_time(ChunkIndex(i)));
+                    sched.set_media_times(first, times);
                     *listed = true;
                 }
             }

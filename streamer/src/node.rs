@@ -1177,8 +1177,13 @@ struct StartOrder {
     other_pages: Vec<u32>,
 }
 
+/// Most pages of a hash list in one message: a page is 2 KiB of hashes
+/// and its index points (at most [`chorus_protocol::manifest::MAX_PAGE_POINTS`],
+/// 20 bytes each), so 256 keep a message under 2 MiB, within a frame.
+const PAGES_PER_MESSAGE: u32 = 256;
+
 /// Writes pages of a manifest's hash list, a message per run of
-/// consecutive pages (sorted). Pages this node does not know are left out
+/// consecutive pages (sorted; a long run in several). Pages this node does not know are left out
 /// (a cache holds only tracks whose list is whole).
 async fn write_hashes(
     send: &mut SendStream,
@@ -1188,7 +1193,7 @@ async fn write_hashes(
     let mut pages = pages.into_iter().peekable();
     while let Some(first) = pages.next() {
         let mut end = first + 1;
-        while pages.next_if_eq(&end).is_some() {
+        while end - first < PAGES_PER_MESSAGE && pages.next_if_eq(&end).is_some() {
             end += 1;
         }
         if let Some(data) = manifest.hash_pages(first..end) {

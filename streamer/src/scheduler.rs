@@ -438,6 +438,15 @@ impl Scheduler {
         }
     }
 
+    /// The media times of the chunks from `first` on, known better now (a
+    /// page of the time index learned: [`chorus_protocol::Manifest`]).
+    pub fn set_media_times(&mut self, first: u32, times: impl IntoIterator<Item = Duration>) {
+        let from = (first as usize).min(self.media.len());
+        for (m, t) in self.media[from..].iter_mut().zip(times) {
+            *m = t;
+        }
+    }
+
     /// Number of chunks.
     pub fn chunk_count(&self) -> u32 {
         self.sizes.len() as u32
