@@ -34,8 +34,10 @@ pub const INDEX_FILE: &str = "library.idx";
 /// 10: nor are an Ogg Vorbis comment's own pages (its cover art), and an
 /// Ogg whose comment spans pages gets a frame-exact index; 11: a FLAC's
 /// padding before its first frame is a chunk of its own; 12: an MP3's, a
-/// FLAC's or an Ogg Vorbis stream's header ranges end at its first frame.
-const INDEX_VERSION: u32 = 12;
+/// FLAC's or an Ogg Vorbis stream's header ranges end at its first frame;
+/// 13: manifests of version 5 (the time index in the hash list's pages:
+/// a start's first flight no longer grows with the track).
+const INDEX_VERSION: u32 = 13;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]
