@@ -449,6 +449,18 @@ proptest! {
             back.learn_hashes(page, &m.hash_pages(page..page + 1).unwrap()).unwrap();
             let known = back.time_points();
             prop_assert!(known.windows(2).all(|w| w[0].byte_offset < w[1].byte_offset));
+            // Meanwhile a seek reads from a point at or before the one the
+            // whole index names (never after its target), and deadlines
+            // rise through the track.
+            for p in points.iter().step_by(7) {
+                let t = std::time::Duration::from_micros(p.time_us);
+                let whole = points.iter().rev().find(|q| q.time_us <= p.time_us).unwrap();
+                let got = back.point_before(t).map(|q| q.byte_offset);
+                prop_assert!(got.is_some_and(|o| o <= whole.byte_offset), "{:?} for {:?}", got, p);
+            }
+            let times: Vec<u64> =
+                m.layout().indices().map(|i| back.time_at_offset(m.layout().byte_range(i).start)).collect();
+            prop_assert!(times.windows(2).all(|w| w[0] <= w[1]));
         }
         prop_assert_eq!(&back.time_points(), &points);
         for i in m.layout().indices() {
