@@ -57,8 +57,8 @@ use crate::limits;
 /// chunk's length, so a cut falls where the audio begins; 4: and the
 /// second's, a gap of bytes no player needs before the audio; 5: the time
 /// index split between the manifest and the pages of the hash list).
-/// Versions 3 and 4 are read (a library indexed before keeps its ids) and
-/// no longer written.
+/// Versions 3 and 4 are read (a cache's manifests, and a peer's not yet
+/// indexed again, keep theirs) and no longer written.
 pub const MANIFEST_VERSION: u8 = 5;
 /// The oldest manifest encoding version this implementation reads.
 pub const MANIFEST_MIN_VERSION: u8 = 3;
@@ -715,7 +715,7 @@ impl Manifest {
     }
 
     /// The points of a page learned, if `first` is the manifest's point
-    /// that page's begin with (they lie between it and the manifest's next
+    /// that page begins with (they lie between it and the manifest's next
     /// point).
     fn points_after(&self, first: TimePoint) -> Option<&[TimePoint]> {
         if !self.split_index {

@@ -1183,8 +1183,8 @@ struct StartOrder {
 const PAGES_PER_MESSAGE: u32 = 256;
 
 /// Writes pages of a manifest's hash list, a message per run of
-/// consecutive pages (sorted; a long run in several). Pages this node does not know are left out
-/// (a cache holds only tracks whose list is whole).
+/// consecutive pages (sorted; a long run in several). Pages this node does
+/// not know are left out (a cache holds only tracks whose list is whole).
 async fn write_hashes(
     send: &mut SendStream,
     manifest: &Manifest,
