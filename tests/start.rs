@@ -44,19 +44,29 @@ fn pool_for(listener: &Transport, node: &Node) -> Arc<Pool> {
 
 /// The chunks a start answer began playback with, whole: its head, and
 /// the chunk whose first groups came with it, read on to its end from the
-/// rest of the same response (which the fetch then takes over); for an
-/// Ogg, on through the end of its first audio page, which symphonia's
-/// reader (what [`decoder_on`] opens) takes whole before it gives a packet
-/// (the page may reach into the next chunk; the player reads it a packet
-/// at a time).
+/// rest of the same response (which the fetch then takes over); where the
+/// first audio chunk is short (an MP4 cut where its index at the end
+/// begins: its first chunk is what comes before the cut), the chunk after
+/// it too, which the response sends behind the head; for an Ogg, on
+/// through the end of its first audio page, which symphonia's reader (what
+/// [`decoder_on`] opens) takes whole before it gives a packet (the page
+/// may reach into the next chunk; the player reads it a packet at a time).
 async fn whole_head(s: &chorus_streamer::start::Started) -> Vec<chorus_protocol::VerifiedChunk> {
     use chorus_streamer::client::Arrival;
     let mut head = s.answer.head.clone();
-    let Some(begun) = s.answer.begun else { return head };
+    let m = &s.answer.manifest;
+    let first = m.chunk_at_time(Duration::ZERO);
+    let short = m.layout().chunk_len(first) < u64::from(m.layout().chunk_size().get())
+        && first.0 + 1 < m.layout().count();
+    let mut want: Vec<_> = s.answer.begun.into_iter().collect();
+    if short && !head.iter().any(|c| c.index().0 == first.0 + 1) {
+        want.push(ChunkIndex(first.0 + 1));
+    }
+    if want.is_empty() {
+        return head;
+    }
     let slot = s.source.head_rest.as_ref().expect("the rest of the response");
     let mut rest = slot.lock().unwrap().take().expect("the rest of the response");
-    let m = &s.answer.manifest;
-    let mut want = vec![begun];
     while !want.is_empty() {
         match rest.next().await.unwrap() {
             Some(Arrival::Chunk(c)) => {
@@ -582,7 +592,11 @@ fn a_seed_cuts_each_track_where_its_audio_stream_begins() {
         // the first chunk is what comes before it and the audio's is
         // full.)
         let first = if layout.gap() > 0 { chorus_protocol::ChunkIndex(2) } else { at };
-        if first.0 + 1 < layout.count() {
+        // (An MP4 with its index at the end is cut where the index begins
+        // instead: the chunks every start needs there are the index alone,
+        // and its first chunk is what comes before the cut.)
+        let at_index = chorus_streamer::library::cut_at(m.media()) != start;
+        if first.0 + 1 < layout.count() && !at_index {
             assert_eq!(layout.chunk_len(first), full, "{name}: a short first chunk of the stream");
         }
         mid_chunk += usize::from(start % full != 0);
@@ -615,7 +629,10 @@ fn atom_offset(file: &std::path::Path, kind: &[u8; 4]) -> u64 {
 /// audio by seeking 64 KiB short of the index and reading on (to keep the
 /// skipped bytes rewindable). Those 64 KiB are not headers: a start does not
 /// wait for them (26 ms at 20 Mbit/s) and the player reads them as zeros
-/// (tests/play.rs: still sample-identical to a local decode).
+/// (tests/play.rs: still sample-identical to a local decode). And the
+/// track is cut where the index begins: the chunks a start needs there are
+/// the index alone (they held 12 KB of the AAC's audio and 9 KB of the
+/// ALAC's before it).
 #[test]
 fn an_mp4_index_at_the_end_is_the_only_header_there() {
     let names = ["through-space.m4a", "coherence.m4a"];
@@ -633,6 +650,14 @@ fn an_mp4_index_at_the_end_is_the_only_header_there() {
             "{}: the index to the end",
             t.file_name
         );
+        let m = &t.manifest;
+        let tail: u64 = m
+            .layout()
+            .indices()
+            .filter(|&i| m.is_header_chunk(i) && m.layout().byte_range(i).end > moov)
+            .map(|i| m.layout().chunk_len(i))
+            .sum();
+        assert_eq!(tail, last.end - last.start, "{}: chunks of the index alone", t.file_name);
     }
 }
 

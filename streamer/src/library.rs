@@ -36,8 +36,9 @@ pub const INDEX_FILE: &str = "library.idx";
 /// padding before its first frame is a chunk of its own; 12: an MP3's, a
 /// FLAC's or an Ogg Vorbis stream's header ranges end at its first frame;
 /// 13: manifests of version 5 (the time index in the hash list's pages:
-/// a start's first flight no longer grows with the track).
-const INDEX_VERSION: u32 = 13;
+/// a start's first flight no longer grows with the track); 14: an MP4
+/// whose index follows its audio is cut where the index begins.
+const INDEX_VERSION: u32 = 14;
 
 /// One servable track: a file and its manifest.
 #[derive(Debug)]
@@ -478,6 +479,19 @@ pub fn stream_start(media: &chorus_protocol::MediaInfo) -> u64 {
     media.header_ranges.first().map_or(0, |h| h.start)
 }
 
+/// Where a track without a gap is cut ([`ChunkLayout::aligned`]): where an
+/// index at the file's end begins (an MP4's `moov` after its audio), so
+/// the chunks there that every start waits for hold the index alone, not
+/// up to a chunk of audio before it (12 KB of the sample AAC's, 5 ms at
+/// 20 Mbit/s); else where the stream starts ([`stream_start`]).
+pub fn cut_at(media: &chorus_protocol::MediaInfo) -> u64 {
+    let first_audio = media.time_index.first().map(|p| p.byte_offset);
+    match (media.header_ranges.as_slice(), first_audio) {
+        ([_, .., tail], Some(audio)) if tail.start > audio => tail.start,
+        _ => stream_start(media),
+    }
+}
+
 /// Indexes one file: probe, then read and hash every chunk. The file is
 /// stat'ed before and after; if it changed meanwhile the result is thrown
 /// away.
@@ -495,7 +509,7 @@ pub fn index_file(path: &Path, chunk_size: ChunkSize) -> Result<LibraryTrack> {
     });
     let layout = match gapped {
         Some(layout) => Ok(layout),
-        None => ChunkLayout::aligned(size, chunk_size, stream_start(&probed.media)),
+        None => ChunkLayout::aligned(size, chunk_size, cut_at(&probed.media)),
     }
     .map_err(|e| Error::NotAudio {
         path: path.to_owned(),
