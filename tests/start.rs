@@ -902,7 +902,7 @@ async fn start_from_its_head(file: &std::path::Path) -> Head {
     assert!(exact, "{name}: the first {} samples differ from a local decode", got.len());
     node.shutdown().await;
     let chunks = head.iter().map(|c| c.index()).collect();
-    Head { bytes, chunks, headers }
+    Head { bytes, chunks, headers, layout: *m.layout() }
 }
 
 /// What [`start_from_its_head`] found.
@@ -910,6 +910,7 @@ struct Head {
     bytes: usize,
     chunks: Vec<chorus_protocol::ChunkIndex>,
     headers: Vec<std::ops::Range<u64>>,
+    layout: chorus_protocol::chunk::ChunkLayout,
 }
 
 /// Cover art embedded in a FLAC (a megabyte here; rips commonly carry one)
@@ -989,8 +990,13 @@ async fn an_m4a_s_cover_art_is_not_fetched_before_the_first_note_wherever_its_in
         let args = ["-map", "0:a", "-map", "1", "-c", "copy", "-disposition:v:0", "attached_pic"];
         let made = remux("coherence.m4a", &art, &[&args[..], flags].concat(), &file);
         assert!(made, "{name}: ffmpeg could not add the art");
-        let Head { bytes, headers, .. } = start_from_its_head(&file).await;
+        let Head { bytes, headers, layout, .. } = start_from_its_head(&file).await;
         assert!(bytes < art_len / 4, "index at the {name}: a head of {bytes} bytes: {headers:?}");
+        // At the end, the track is cut where the index begins (not where
+        // its part after the art does): no audio in the index's chunks.
+        let moov = atom_offset(&file, b"moov");
+        let at = layout.chunk_at(moov).unwrap();
+        assert!(name == "front" || layout.byte_range(at).start == moov, "{headers:?}");
     }
 }
 

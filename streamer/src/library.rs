@@ -480,16 +480,16 @@ pub fn stream_start(media: &chorus_protocol::MediaInfo) -> u64 {
 }
 
 /// Where a track without a gap is cut ([`ChunkLayout::aligned`]): where an
-/// index at the file's end begins (an MP4's `moov` after its audio), so
-/// the chunks there that every start waits for hold the index alone, not
-/// up to a chunk of audio before it (12 KB of the sample AAC's, 5 ms at
-/// 20 Mbit/s); else where the stream starts ([`stream_start`]).
+/// index at the file's end begins (an MP4's `moov` after its audio: the
+/// first header range past the first audio; the index may be several,
+/// around cover art), so the chunks there that every start waits for
+/// hold the index, not up to a chunk of audio before it (12 KB of the
+/// sample AAC's, 5 ms at 20 Mbit/s); else where the stream starts
+/// ([`stream_start`]).
 pub fn cut_at(media: &chorus_protocol::MediaInfo) -> u64 {
-    let first_audio = media.time_index.first().map(|p| p.byte_offset);
-    match (media.header_ranges.as_slice(), first_audio) {
-        ([_, .., tail], Some(audio)) if tail.start > audio => tail.start,
-        _ => stream_start(media),
-    }
+    let audio = media.time_index.first().map(|p| p.byte_offset);
+    let tail = audio.and_then(|a| media.header_ranges.iter().skip(1).find(|h| h.start > a));
+    tail.map_or_else(|| stream_start(media), |h| h.start)
 }
 
 /// Indexes one file: probe, then read and hash every chunk. The file is
