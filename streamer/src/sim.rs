@@ -560,17 +560,23 @@ mod tests {
         assert!(r.underruns > 0, "{r:?}");
     }
 
+    /// `fast` among a 1 MB/s seed 60 ms away and two peers of `rate`,
+    /// 40 and 80 ms away: the fastest takes most requests.
+    fn around(fast: SimPeer, rate: f64) -> Vec<SimPeer> {
+        vec![seed(60, 1024.0 * KB), fast, SimPeer::new(40, rate), SimPeer::new(80, rate)]
+    }
+
+    /// A 256 KB/s peer 10 ms away that goes silent 3 s in.
+    fn stalling_peer() -> SimPeer {
+        let mut fast = SimPeer::new(10, 256.0 * KB);
+        fast.stall_at = Some(Duration::from_secs(3));
+        fast
+    }
+
     #[test]
     fn hedging_recovers_from_a_peer_that_stalls() {
         // The fastest peer takes most requests, then goes silent 3 s in.
-        let mut fast = SimPeer::new(10, 256.0 * KB);
-        fast.stall_at = Some(Duration::from_secs(3));
-        let peers = vec![
-            seed(60, 1024.0 * KB),
-            fast,
-            SimPeer::new(40, 60.0 * KB),
-            SimPeer::new(80, 60.0 * KB),
-        ];
+        let peers = around(stalling_peer(), 60.0 * KB);
         let config = SimConfig::new(SimTrack::new(120, 320), peers);
         let r = simulate(&config);
         assert!(r.finished, "{r:?}");
@@ -589,12 +595,7 @@ mod tests {
         // the expectation at asking counted).
         let mut fast = SimPeer::new(80, 2500.0 * KB);
         fast.slow_at = Some((Duration::from_millis(300), 30.0 * KB));
-        let peers = vec![
-            seed(60, 1024.0 * KB),
-            fast,
-            SimPeer::new(40, 100.0 * KB),
-            SimPeer::new(80, 100.0 * KB),
-        ];
+        let peers = around(fast, 100.0 * KB);
         let config = SimConfig::new(SimTrack::new(120, 1411), peers);
         let r = simulate(&config);
         assert!(r.finished, "{r:?}");
@@ -607,14 +608,7 @@ mod tests {
         // and at the scheduler's poll_timeout) and on the old 20 ms tick.
         let mut mixed = vec![seed(40, 2048.0 * KB)];
         mixed.extend(mixed_peers(40, 7));
-        let mut fast = SimPeer::new(10, 256.0 * KB);
-        fast.stall_at = Some(Duration::from_secs(3));
-        let stalling = vec![
-            seed(60, 1024.0 * KB),
-            fast,
-            SimPeer::new(40, 60.0 * KB),
-            SimPeer::new(80, 60.0 * KB),
-        ];
+        let stalling = around(stalling_peer(), 60.0 * KB);
         for (name, peers) in [("mixed", mixed), ("stalling", stalling)] {
             let driven = SimConfig::new(SimTrack::new(180, 320), peers);
             let ticked = SimConfig { tick: Some(Duration::from_millis(20)), ..driven.clone() };
