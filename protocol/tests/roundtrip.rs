@@ -480,14 +480,24 @@ proptest! {
 }
 
 /// A page whose hash the manifest holds, but whose points lie (beyond the
-/// manifest's next point), is refused as it is learned, and nothing of it
-/// is kept.
+/// manifest's next point), or that claims more points than a page may
+/// carry, is refused as it is learned, and nothing of it is kept.
 #[test]
 fn a_page_whose_points_lie_is_refused() {
     let steps = vec![(1024, 20_000); 300];
     let (m, _) = paged_manifest(200, &steps);
     assert_eq!(m.media().time_index.len(), 5, "a point per page, and the last");
     let page = m.hash_pages(1..2).unwrap();
+    // The manifest with page 1's hash replaced by that of `bad`.
+    let key = "chorus 2026-11-26 hash list page";
+    let good_hash = blake3::Hasher::new_derive_key(key).update(&page).finalize();
+    let liar = |bad: &[u8]| {
+        let bad_hash = blake3::Hasher::new_derive_key(key).update(bad).finalize();
+        let mut bytes = m.encoded().to_vec();
+        let at = bytes.windows(32).position(|w| w == good_hash.as_bytes()).unwrap();
+        bytes[at..at + 32].copy_from_slice(bad_hash.as_bytes());
+        Manifest::decode(Bytes::from(bytes)).unwrap()
+    };
     // Page 1's points follow its 64 hashes: a count, then (Δoffset,
     // Δtime) pairs of five bytes each (1024 and 20,000). Its last point is
     // moved past the manifest's next one (page 2's first).
@@ -496,16 +506,17 @@ fn a_page_whose_points_lie_is_refused() {
     let at = bad.len() - 5;
     assert_eq!(&bad[at..at + 2], &[0x80, 0x08]);
     bad[at..at + 2].copy_from_slice(&[0x80, 0x10]);
-    let key = "chorus 2026-11-26 hash list page";
-    let good_hash = blake3::Hasher::new_derive_key(key).update(&page).finalize();
-    let bad_hash = blake3::Hasher::new_derive_key(key).update(&bad).finalize();
-    let mut bytes = m.encoded().to_vec();
-    let at = bytes.windows(32).position(|w| w == good_hash.as_bytes()).unwrap();
-    bytes[at..at + 32].copy_from_slice(bad_hash.as_bytes());
-    let liar = Manifest::decode(Bytes::from(bytes)).unwrap();
-    assert!(matches!(liar.learn_hashes(1, &bad), Err(ProtocolError::Invalid(_))));
-    assert!(!liar.page_known(1));
-    assert_eq!(liar.time_points(), liar.media().time_index);
+    let l = liar(&bad);
+    assert!(matches!(l.learn_hashes(1, &bad), Err(ProtocolError::Invalid(_))));
+    assert!(!l.page_known(1));
+    assert_eq!(l.time_points(), l.media().time_index);
+    // 300 points claimed (at most 256): refused before any is read.
+    let mut many = page[..2048].to_vec();
+    many.extend_from_slice(&[0xac, 0x02]);
+    (0..300).for_each(|_| many.extend_from_slice(&[0x01, 0x00]));
+    let l = liar(&many);
+    assert!(matches!(l.learn_hashes(1, &many), Err(ProtocolError::TooMany { .. })));
+    assert!(!l.page_known(1));
 }
 
 #[test]
