@@ -308,9 +308,6 @@ impl Peer {
 struct InFlight {
     peer: PeerKey,
     sent: Duration,
-    /// When its first byte could come: a round trip after it was sent, or
-    /// at once for a reply already flowing ([`Scheduler::expect`]).
-    first_byte: Duration,
     expected: Duration,
     /// The chunk's deadline when it was asked.
     deadline: Duration,
@@ -802,13 +799,8 @@ impl Scheduler {
         let deadline = self.deadline(chunk, now);
         self.start_run(peer, now);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
-        self.state[chunk as usize] = ChunkState::Requested(vec![InFlight {
-            peer,
-            sent: now,
-            first_byte: now,
-            expected,
-            deadline,
-        }]);
+        self.state[chunk as usize] =
+            ChunkState::Requested(vec![InFlight { peer, sent: now, expected, deadline }]);
     }
 
     /// A peer with nothing queued gets work: a new run of deliveries
@@ -867,7 +859,7 @@ impl Scheduler {
         let first_byte = now + self.peers[peer.0].rtt;
         self.start_run(peer, first_byte);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
-        let f = InFlight { peer, sent: now, first_byte, expected: ect, deadline };
+        let f = InFlight { peer, sent: now, expected: ect, deadline };
         match &mut self.state[chunk as usize] {
             ChunkState::Requested(list) => list.push(f),
             s => *s = ChunkState::Requested(vec![f]),
@@ -1192,17 +1184,6 @@ impl Scheduler {
             p.bytes += size;
             p.timeouts_in_row = 0;
             if let Some(f) = settled {
-                // A reply that could not begin before the peer's last one
-                // was all in: the link was idle between them (the peer was
-                // asked at the deadlines' pace, not the link's), and that
-                // time is not transfer: a new run, from when this reply
-                // could first come. Otherwise a paced peer's rate is the
-                // pace (traced on `transatlantic`: 200 KB/s on 2.5 MB/s
-                // paths, and a seek's chunks went two to one peer while
-                // the others, measured slower, idled).
-                if p.run_bytes > 0 && f.first_byte > p.last_done {
-                    (p.run_since, p.run_bytes) = (f.first_byte.min(now), 0);
-                }
                 // The rate over the run so far (at least a millisecond:
                 // bytes read in one go say nothing of time).
                 p.run_bytes += size;
@@ -1933,31 +1914,6 @@ mod tests {
         s.on_received(p, 2, ms(158));
         let sample = (s.peers[p.0].rate - 0.7 * before) / 0.3;
         assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
-    }
-
-    #[test]
-    fn a_peer_asked_at_the_deadlines_pace_is_measured_at_its_links_rate() {
-        // 80 ms away, 2 MB/s (8 ms a chunk): chunk 0 asked at 0 is in at
-        // 88 ms; chunk 1, asked at 50 ms while 0 was still on its way,
-        // flows from 130 and is in at 138. The peer idled from 88 to 130:
-        // over the run from 80 it would measure 565 KB/s, the pace.
-        let mut s = playing_track();
-        let p = s.add_peer(PeerInfo { rtt: ms(80), is_seed: false, has_all: true });
-        s.request(0, p, ms(88), ms(0), &mut Vec::new());
-        s.request(1, p, ms(138), ms(50), &mut Vec::new());
-        s.on_received(p, 0, ms(88));
-        let first = s.peers[p.0].rate;
-        assert!((first - 2.048e6).abs() < 1e3, "{first}");
-        s.on_received(p, 1, ms(138));
-        let sample = (s.peers[p.0].rate - 0.7 * first) / 0.3;
-        assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
-        // Replies back to back (asked before the last was in) stay one
-        // run: 2 and 3 asked at 140, in at 228 and 236.
-        s.request(2, p, ms(228), ms(140), &mut Vec::new());
-        s.request(3, p, ms(236), ms(140), &mut Vec::new());
-        s.on_received(p, 2, ms(228));
-        s.on_received(p, 3, ms(236));
-        assert_eq!(s.peers[p.0].run_bytes, 32_768);
     }
 
     #[test]
