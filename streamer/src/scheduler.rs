@@ -141,14 +141,16 @@ pub struct SchedulerConfig {
     /// peers hold less: see [`SchedulerConfig::queue_over_rtt`].
     pub queue_cap: Duration,
     /// Most work queued at one peer beyond its round trip, in time at its
-    /// rate: 150 ms. A peer's congestion control fills whatever it is
+    /// rate: 100 ms. A peer's congestion control fills whatever it is
     /// given into the queue at its bottleneck until that overflows; with
     /// a second of work queued, a peer 80 ms away overfilled a 250 ms
     /// drop-tail queue (bench: 1-2.5% of its packets lost on
     /// `transatlantic`, a path no longer clean for the next start, and a
     /// seek's chunks stuck behind the standing queue). A round trip's
     /// work keeps the link busy; the rest is slack for a rate estimate
-    /// that runs low.
+    /// that runs high or low. 150 ms held while rates ran below the
+    /// link's (idle time counted as transfer); at the link's rate it let
+    /// a seek's work overfill that queue (`tests/netem.rs`).
     pub queue_over_rtt: Duration,
     /// Rate assumed for a peer before anything arrived from it: 256 KB/s
     /// (2 Mbit/s), a cautious broadband uplink.
@@ -173,7 +175,7 @@ impl Default for SchedulerConfig {
             margin: Duration::from_millis(150),
             horizon: Duration::from_secs(8),
             queue_cap: Duration::from_secs(1),
-            queue_over_rtt: Duration::from_millis(150),
+            queue_over_rtt: Duration::from_millis(100),
             initial_rate: 256.0 * 1024.0,
             lookahead: 256,
             overdue_slack: Duration::from_millis(250),
@@ -308,6 +310,10 @@ impl Peer {
 struct InFlight {
     peer: PeerKey,
     sent: Duration,
+    /// When its first byte could come at the soonest: the peer's least
+    /// round trip after it was sent, or at once for a reply already
+    /// flowing ([`Scheduler::expect`]).
+    first_byte: Duration,
     expected: Duration,
     /// The chunk's deadline when it was asked.
     deadline: Duration,
@@ -799,8 +805,13 @@ impl Scheduler {
         let deadline = self.deadline(chunk, now);
         self.start_run(peer, now);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
-        self.state[chunk as usize] =
-            ChunkState::Requested(vec![InFlight { peer, sent: now, expected, deadline }]);
+        self.state[chunk as usize] = ChunkState::Requested(vec![InFlight {
+            peer,
+            sent: now,
+            first_byte: now,
+            expected,
+            deadline,
+        }]);
     }
 
     /// A peer with nothing queued gets work: a new run of deliveries
@@ -859,7 +870,8 @@ impl Scheduler {
         let first_byte = now + self.peers[peer.0].rtt;
         self.start_run(peer, first_byte);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
-        let f = InFlight { peer, sent: now, expected: ect, deadline };
+        let soonest = now + self.peers[peer.0].min_rtt;
+        let f = InFlight { peer, sent: now, first_byte: soonest, expected: ect, deadline };
         match &mut self.state[chunk as usize] {
             ChunkState::Requested(list) => list.push(f),
             s => *s = ChunkState::Requested(vec![f]),
@@ -1184,6 +1196,19 @@ impl Scheduler {
             p.bytes += size;
             p.timeouts_in_row = 0;
             if let Some(f) = settled {
+                // A reply that could not begin before the peer's last one
+                // was all in: the link was idle between them (the peer was
+                // asked at the deadlines' pace, not the link's), and that
+                // time is not transfer: the run leaves it out. Otherwise a
+                // paced peer's rate is the pace (traced on `transatlantic`:
+                // 200 KB/s on 2.5 MB/s paths, and a seek's chunks went two
+                // to one peer while the others, measured slower, idled).
+                // The run goes on over the replies around the gap, so one
+                // reply's jitter does not make the rate.
+                let could_begin = f.first_byte.min(now);
+                if p.run_bytes > 0 && could_begin > p.last_done {
+                    p.run_since = (p.run_since + (could_begin - p.last_done)).min(now);
+                }
                 // The rate over the run so far (at least a millisecond:
                 // bytes read in one go say nothing of time).
                 p.run_bytes += size;
@@ -1639,6 +1664,9 @@ mod tests {
         // would be late, and b gets it then, not before.
         let setup = || {
             let mut s = playing_track();
+            // Room for the three chunks at the cautious rate a's head
+            // leaves it planned at (60 ms and 150 ms of work at 256 KB/s).
+            s.config.queue_over_rtt = ms(150);
             let a = s.add_peer(PeerInfo { rtt: ms(60), is_seed: false, has_all: true });
             s.measured_rate(a, 1.25e6);
             let r = requests(&s.poll(ms(0)));
@@ -1914,6 +1942,31 @@ mod tests {
         s.on_received(p, 2, ms(158));
         let sample = (s.peers[p.0].rate - 0.7 * before) / 0.3;
         assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
+    }
+
+    #[test]
+    fn a_peer_asked_at_the_deadlines_pace_is_measured_at_its_links_rate() {
+        // 80 ms away, 2 MB/s (8 ms a chunk): chunk 0 asked at 0 is in at
+        // 88 ms; chunk 1, asked at 50 ms while 0 was still on its way,
+        // flows from 130 and is in at 138. The peer idled from 88 to 130:
+        // over the run from 80 it would measure 565 KB/s, the pace.
+        let mut s = playing_track();
+        let p = s.add_peer(PeerInfo { rtt: ms(80), is_seed: false, has_all: true });
+        s.request(0, p, ms(88), ms(0), &mut Vec::new());
+        s.request(1, p, ms(138), ms(50), &mut Vec::new());
+        s.on_received(p, 0, ms(88));
+        let first = s.peers[p.0].rate;
+        assert!((first - 2.048e6).abs() < 1e3, "{first}");
+        s.on_received(p, 1, ms(138));
+        let sample = (s.peers[p.0].rate - 0.7 * first) / 0.3;
+        assert!((sample - 2.048e6).abs() < 1e3, "{sample}");
+        // Replies back to back (asked before the last was in) stay one
+        // run: 2 and 3 asked at 140, in at 228 and 236.
+        s.request(2, p, ms(228), ms(140), &mut Vec::new());
+        s.request(3, p, ms(236), ms(140), &mut Vec::new());
+        s.on_received(p, 2, ms(228));
+        s.on_received(p, 3, ms(236));
+        assert_eq!(s.peers[p.0].run_bytes, 32_768);
     }
 
     #[test]
