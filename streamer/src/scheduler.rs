@@ -310,10 +310,10 @@ impl Peer {
 struct InFlight {
     peer: PeerKey,
     sent: Duration,
-    /// When its first byte could come at the soonest: the peer's least
-    /// round trip after it was sent, or at once for a reply already
-    /// flowing ([`Scheduler::expect`]).
-    first_byte: Duration,
+    /// The soonest its first byte could come: the peer's least round
+    /// trip after it was sent, or at once for a reply already flowing
+    /// ([`Scheduler::expect`]).
+    soonest: Duration,
     expected: Duration,
     /// The chunk's deadline when it was asked.
     deadline: Duration,
@@ -808,7 +808,7 @@ impl Scheduler {
         self.state[chunk as usize] = ChunkState::Requested(vec![InFlight {
             peer,
             sent: now,
-            first_byte: now,
+            soonest: now,
             expected,
             deadline,
         }]);
@@ -871,7 +871,7 @@ impl Scheduler {
         self.start_run(peer, first_byte);
         self.peers[peer.0].queued += u64::from(self.sizes[chunk as usize]);
         let soonest = now + self.peers[peer.0].min_rtt;
-        let f = InFlight { peer, sent: now, first_byte: soonest, expected: ect, deadline };
+        let f = InFlight { peer, sent: now, soonest, expected: ect, deadline };
         match &mut self.state[chunk as usize] {
             ChunkState::Requested(list) => list.push(f),
             s => *s = ChunkState::Requested(vec![f]),
@@ -1205,7 +1205,7 @@ impl Scheduler {
                 // to one peer while the others, measured slower, idled).
                 // The run goes on over the replies around the gap, so one
                 // reply's jitter does not make the rate.
-                let could_begin = f.first_byte.min(now);
+                let could_begin = f.soonest.min(now);
                 if p.run_bytes > 0 && could_begin > p.last_done {
                     p.run_since = (p.run_since + (could_begin - p.last_done)).min(now);
                 }
