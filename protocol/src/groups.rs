@@ -122,7 +122,11 @@ pub struct ChunkReceiver {
     buf: BytesMut,
     /// The whole chunk, when it came in one piece (kept without a copy).
     whole: Option<Bytes>,
-    /// Bytes checked so far (whole groups).
+    /// Where in the chunk its bytes begin: 0, or for the tail of a
+    /// chunk ([`crate::Manifest::receive_tail`]) a multiple of
+    /// [`GROUP_LEN`].
+    from: usize,
+    /// The chunk's offset up to which its bytes are checked (whole groups).
     verified: usize,
     /// False: no parts are handed out (nobody waits on this chunk), the
     /// groups are checked when it is whole.
@@ -157,7 +161,28 @@ impl ChunkReceiver {
             cvs
         };
         let buf = BytesMut::new();
-        Ok(Self { track, index, len, expected, cvs, buf, whole: None, verified: 0, parts: true })
+        let whole = None;
+        Ok(Self { track, index, len, expected, cvs, buf, whole, from: 0, verified: 0, parts: true })
+    }
+
+    /// Takes the chunk's bytes from `from` on (a multiple of
+    /// [`GROUP_LEN`], inside the chunk) rather than all of it: its tail,
+    /// which another peer sends while the first sends the chunk from its
+    /// start. Only a chunk checked in groups can be taken so; the tail's
+    /// groups come out checked like any part, and it is done once
+    /// [`Self::remaining`] is 0 (it never makes a whole chunk).
+    pub(crate) fn tail_from(mut self, from: usize) -> Result<Self> {
+        if self.cvs.is_empty() || from % GROUP_LEN != 0 || from >= self.len {
+            return Err(ProtocolError::Invalid("a chunk's tail must start at one of its groups"));
+        }
+        self.from = from;
+        self.verified = from;
+        Ok(self)
+    }
+
+    /// Where the bytes taken begin in the chunk: 0, or a tail's start.
+    pub fn from(&self) -> usize {
+        self.from
     }
 
     /// Hands out no parts (the chunk is for later: copying its groups out
@@ -184,7 +209,7 @@ impl ChunkReceiver {
     }
 
     fn received(&self) -> usize {
-        self.whole.as_ref().map_or(self.buf.len(), Bytes::len)
+        self.from + self.whole.as_ref().map_or(self.buf.len(), Bytes::len)
     }
 
     /// Takes the next bytes of the chunk. Returns the groups they complete,
@@ -200,11 +225,12 @@ impl ChunkReceiver {
             });
         }
         if self.received() == 0 && data.len() == self.len && (self.cvs.is_empty() || !self.parts) {
+            // (`received` is 0 only for a chunk taken from its start.)
             self.whole = Some(data);
             return Ok(None);
         }
         if self.buf.capacity() == 0 {
-            self.buf.reserve(self.len);
+            self.buf.reserve(self.len - self.from);
         }
         self.buf.extend_from_slice(&data);
         if self.cvs.is_empty() || !self.parts {
@@ -215,24 +241,27 @@ impl ChunkReceiver {
         if self.verified == start {
             return Ok(None);
         }
+        let bytes = &self.buf[start - self.from..self.verified - self.from];
         Ok(Some(VerifiedPart {
             track: self.track,
             index: self.index,
             offset: start,
-            data: Bytes::copy_from_slice(&self.buf[start..self.verified]),
+            data: Bytes::copy_from_slice(bytes),
         }))
     }
 
     /// Checks the groups whose bytes are all in, from the first unchecked.
     fn check_groups(&mut self) -> Result<()> {
+        // The bytes here, from `from` on.
         let data: &[u8] = self.whole.as_deref().unwrap_or(&self.buf);
         while self.verified < self.len {
             let end = (self.verified + GROUP_LEN).min(self.len);
-            if data.len() < end {
+            if self.from + data.len() < end {
                 break;
             }
             let group = self.verified / GROUP_LEN;
-            if self.cvs.get(group) != Some(&group_cv(group, &data[self.verified..end])) {
+            let bytes = &data[self.verified - self.from..end - self.from];
+            if self.cvs.get(group) != Some(&group_cv(group, bytes)) {
                 return Err(ProtocolError::ChunkHashMismatch {
                     track: self.track,
                     index: self.index,
@@ -246,6 +275,9 @@ impl ChunkReceiver {
     /// The chunk, once every byte is in: its groups were checked (their
     /// values against the hash when it began), or it is checked whole.
     pub fn finish(mut self) -> Result<VerifiedChunk> {
+        if self.from > 0 {
+            return Err(ProtocolError::Invalid("a chunk's tail is not the chunk"));
+        }
         if self.remaining() > 0 {
             return Err(ProtocolError::ChunkLength {
                 index: self.index,
@@ -308,6 +340,43 @@ mod tests {
         let joined: Vec<u8> = parts.iter().flat_map(|p| p.data().to_vec()).collect();
         assert_eq!(joined, data);
         assert_eq!(r.finish().expect("whole").data().as_ref(), &data[..]);
+    }
+
+    #[test]
+    fn a_tail_comes_out_checked_from_its_group_on_and_is_never_a_whole_chunk() {
+        let data = bytes(16 * 1024 - 100);
+        let groups = group_hashes(&data);
+        let tail = || receiver(&data, &groups).expect("values match the hash");
+        let mut r = tail().tail_from(8192).expect("a group's start");
+        assert_eq!((r.from(), r.remaining()), (8192, data.len() - 8192));
+        let mut parts = Vec::new();
+        for piece in data[8192..].chunks(1000) {
+            if let Some(p) = r.push(Bytes::copy_from_slice(piece)).expect("honest bytes") {
+                parts.push(p);
+            }
+        }
+        let offsets: Vec<usize> = parts.iter().map(VerifiedPart::offset).collect();
+        assert_eq!(offsets, [8192, 12288]);
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data().to_vec()).collect();
+        assert_eq!(joined, &data[8192..]);
+        assert_eq!(r.remaining(), 0);
+        assert!(r.finish().is_err(), "a tail is not the chunk");
+        // A changed byte fails its group; too many bytes fail too.
+        let mut bad = data[8192..].to_vec();
+        bad[5000] ^= 1;
+        let mut r = tail().tail_from(8192).expect("a group's start");
+        assert!(r.push(Bytes::copy_from_slice(&bad[..4096])).expect("first group").is_some());
+        let err = r.push(Bytes::copy_from_slice(&bad[4096..]));
+        assert!(matches!(err, Err(ProtocolError::ChunkHashMismatch { .. })));
+        let mut r = tail().tail_from(12288).expect("a group's start");
+        assert!(r.push(Bytes::copy_from_slice(&data[8192..])).is_err());
+        // Only at a group's start inside the chunk, and only in groups.
+        for from in [0, 100, 4095, 16384] {
+            assert_eq!(tail().tail_from(from).is_ok(), from == 0, "{from}");
+        }
+        let small = bytes(4000);
+        let whole = receiver(&small, &[]).expect("checked whole");
+        assert!(whole.tail_from(0).is_err());
     }
 
     #[test]

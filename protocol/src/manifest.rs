@@ -597,6 +597,23 @@ impl Manifest {
         crate::groups::ChunkReceiver::new(self.id, index, len, expected, groups)
     }
 
+    /// Begins taking the tail of chunk `index` from byte `from` (a
+    /// [`crate::message::TailRequest`]'s reply): `len` bytes of data with
+    /// the group values of the whole chunk, which must merge to its hash.
+    pub fn receive_tail(
+        &self,
+        index: ChunkIndex,
+        from: usize,
+        len: usize,
+        groups: &[u8],
+    ) -> Result<crate::groups::ChunkReceiver> {
+        let whole = self.layout.chunk_len(index);
+        if (from as u64).saturating_add(len as u64) != whole {
+            return Err(ProtocolError::ChunkLength { index, len: from + len, expected: whole });
+        }
+        self.receive_chunk(index, whole as usize, groups)?.tail_from(from)
+    }
+
     /// Checks a chunk about to be sent, as [`Self::verify`] does, and
     /// returns its group values ([`crate::groups::group_hashes`]) for the
     /// receiver with it: one pass over the bytes does both.

@@ -147,6 +147,25 @@ pub struct ChunkRequest {
     pub deadline_ms: u32,
 }
 
+/// Asks for the tail of one chunk: its bytes from `from` on, while
+/// another peer sends it from its start (a seek's first chunk comes from
+/// two peers at once, in half the time). Answered with a [`ChunkData`]
+/// holding the group values of the whole chunk and the bytes from `from`
+/// to its end. An optional kind: a node that does not know it answers
+/// `UnknownMessageType`, and the chunk comes whole from the other peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailRequest {
+    /// The track.
+    pub track: TrackId,
+    /// The chunk.
+    pub index: ChunkIndex,
+    /// Where its tail begins: a multiple of [`crate::groups::GROUP_LEN`]
+    /// inside the chunk, which must be checked in groups.
+    pub from: u32,
+    /// As [`ChunkRequest::deadline_ms`].
+    pub deadline_ms: u32,
+}
+
 /// What the sender of a reply has seen of the path to its receiver: the
 /// QUIC packets it sent on this connection so far and how many of them it
 /// found lost. A receiver cannot see the losses on the way to it (QUIC
@@ -490,6 +509,7 @@ pub enum Message {
     Connect(Connect),
     Rendezvous(Rendezvous),
     Hashes(Hashes),
+    TailRequest(TailRequest),
     Error(ErrorReply),
 }
 
@@ -514,6 +534,7 @@ pub enum MessageKind {
     Connect = 0x0e,
     Rendezvous = 0x0f,
     Hashes = 0x10,
+    TailRequest = 0x11,
     Error = 0x7f,
 }
 
@@ -538,6 +559,7 @@ impl TryFrom<u8> for MessageKind {
             0x0e => K::Connect,
             0x0f => K::Rendezvous,
             0x10 => K::Hashes,
+            0x11 => K::TailRequest,
             0x7f => K::Error,
             c => return Err(ProtocolError::UnknownMessageType(c)),
         })
@@ -608,6 +630,7 @@ impl Message {
             Self::Connect(_) => K::Connect,
             Self::Rendezvous(_) => K::Rendezvous,
             Self::Hashes(_) => K::Hashes,
+            Self::TailRequest(_) => K::TailRequest,
             Self::Error(_) => K::Error,
         }
     }
@@ -646,6 +669,11 @@ impl Message {
             Self::ChunkRequest(m) => {
                 32 + varint_len(u64::from(m.first.0))
                     + varint_len(u64::from(m.count))
+                    + varint_len(u64::from(m.deadline_ms))
+            }
+            Self::TailRequest(m) => {
+                32 + varint_len(u64::from(m.index.0))
+                    + varint_len(u64::from(m.from))
                     + varint_len(u64::from(m.deadline_ms))
             }
             Self::ChunkData(m) => {
@@ -738,6 +766,12 @@ impl Message {
                 buf.put_slice(m.track.as_bytes());
                 buf.put_varint(u64::from(m.first.0));
                 buf.put_varint(u64::from(m.count));
+                buf.put_varint(u64::from(m.deadline_ms));
+            }
+            Self::TailRequest(m) => {
+                buf.put_slice(m.track.as_bytes());
+                buf.put_varint(u64::from(m.index.0));
+                buf.put_varint(u64::from(m.from));
                 buf.put_varint(u64::from(m.deadline_ms));
             }
             Self::ChunkData(m) => {
@@ -890,6 +924,12 @@ impl Message {
                 track: track(r)?,
                 first: ChunkIndex(r.varint_u32("chunk index")?),
                 count: chunk_count(r)?,
+                deadline_ms: r.varint_u32("deadline")?,
+            }),
+            MessageKind::TailRequest => Self::TailRequest(TailRequest {
+                track: track(r)?,
+                index: ChunkIndex(r.varint_u32("chunk index")?),
+                from: r.varint_u32("tail start")?,
                 deadline_ms: r.varint_u32("deadline")?,
             }),
             MessageKind::ChunkData => {

@@ -162,6 +162,21 @@ fn manifest_encoding() {
 }
 
 #[test]
+fn tail_request() {
+    snapshot(
+        &Message::TailRequest(TailRequest {
+            track: TrackId::from_bytes([0x22; 32]),
+            index: ChunkIndex(300),
+            from: 8192,
+            deadline_ms: 0,
+        }),
+        "00000027 04 11
+         2222222222222222222222222222222222222222222222222222222222222222
+         ac02 8040 00",
+    );
+}
+
+#[test]
 fn hashes() {
     snapshot(
         &Message::Hashes(Hashes {

@@ -193,6 +193,14 @@ pub fn message() -> impl Strategy<Value = Message> {
             let data = Bytes::from((0..32 * n).map(|i| i as u8).collect::<Vec<u8>>());
             Message::Hashes(Hashes { track, first_page, data })
         }),
+        (track_id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(track, i, from, deadline_ms)| Message::TailRequest(TailRequest {
+                track,
+                index: ChunkIndex(i),
+                from,
+                deadline_ms,
+            })
+        ),
         (error_code(), text(60))
             .prop_map(|(code, message)| Message::Error(ErrorReply { code, message })),
     ]
