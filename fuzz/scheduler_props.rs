@@ -21,7 +21,7 @@ pub fn scheduler(data: &[u8]) {
     header[0] = true;
     let mut s = Scheduler::new(
         SchedulerConfig::default(),
-        (0..n).map(|i| 1024 + (i as u32 % 7) * 512).collect(),
+        (0..n).map(|i| 1024 + (i as u32 % 7) * 2560).collect(),
         (0..n as u64).map(|i| Duration::from_millis(i * 300)).collect(),
         header,
         Duration::from_millis(n as u64 * 300),
@@ -33,7 +33,7 @@ pub fn scheduler(data: &[u8]) {
         now += Duration::from_millis(u64::from(b) * 3);
         let chunk = u32::from(a) % n as u32;
         let peer = if peers.is_empty() { None } else { Some(peers[usize::from(b) % peers.len()]) };
-        let actions = match (kind % 13, peer) {
+        let actions = match (kind % 14, peer) {
             (0, _) => {
                 let info = PeerInfo {
                     rtt: Duration::from_millis(u64::from(a) * 4),
@@ -80,13 +80,17 @@ pub fn scheduler(data: &[u8]) {
                 s.set_rtt(p, Duration::from_millis(u64::from(a)));
                 Vec::new()
             }
+            (12, Some(p)) => {
+                s.on_tail_done(p, chunk, b & 1 == 1, now);
+                Vec::new()
+            }
             _ => s.poll(now),
         };
         for action in actions {
             let (peer, chunk) = match action {
-                Action::Request { peer, chunk, .. } | Action::Cancel { peer, chunk } => {
-                    (peer, Some(chunk))
-                }
+                Action::Request { peer, chunk, .. }
+                | Action::RequestTail { peer, chunk, .. }
+                | Action::Cancel { peer, chunk } => (peer, Some(chunk)),
                 Action::Drop { peer } => (peer, None),
             };
             assert!(peers.contains(&peer), "an action for a peer never added: {peer:?}");

@@ -140,3 +140,107 @@ async fn after_a_seek_playback_waits_for_the_start_rule_at_the_new_place() {
     assert!(report.time_to_first_audio.is_some());
     node.shutdown().await;
 }
+
+/// A node answers a tail request with the group values of the whole chunk
+/// and its bytes from the tail's start: the listener checks them group by
+/// group and they join the chunk's first half in its store. A tail that
+/// does not start at a group is refused with an error, and the node goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_a_chunks_tail_checked_and_refuses_a_bad_one() {
+    use chorus_protocol::message::ErrorCode;
+    use chorus_streamer::client::Arrival;
+    use chorus_streamer::store::TrackStore;
+    let (node, listener, _lib) = seed_and_listener(&["awakening.flac"], None);
+    let m = node.with_library(|l| l.tracks().next().map(|t| t.manifest.clone())).flatten().unwrap();
+    let peer = listener.connect(node.transport().local_addr().unwrap(), None).await.unwrap();
+    let ask = peer.manifest(m.id()).await.unwrap();
+    let index = ChunkIndex(m.layout().count() / 2);
+    let len = m.layout().chunk_len(index) as usize;
+    let store = TrackStore::new(ask.clone());
+    let mut tail = peer.tail_on(None, &ask, index, 8192, 0).await.unwrap();
+    let mut offsets = Vec::new();
+    while let Some(arrival) = tail.next_arrival().await.unwrap() {
+        let Arrival::Part(part) = arrival else { panic!("a tail is not a whole chunk") };
+        offsets.push(part.offset());
+        assert_eq!(store.insert_part(&part).unwrap(), 0, "held until the bytes before it come");
+    }
+    assert_eq!(offsets.first(), Some(&8192));
+    assert_eq!(*offsets.last().unwrap(), len.div_ceil(4096) * 4096 - 4096);
+    // The chunk's first half, from the start of a whole reply: the tail
+    // joins it, and every byte reads as the file's.
+    let mut whole = peer.chunks(&ask, index, 1, 0).await.unwrap();
+    while store
+        .insert_part(&match whole.next_arrival().await.unwrap().unwrap() {
+            Arrival::Part(p) => p,
+            Arrival::Chunk(_) => panic!("the parts come before the chunk"),
+        })
+        .unwrap()
+        < 8192
+    {}
+    let range = m.layout().byte_range(index);
+    let file = std::fs::read(sample("awakening.flac")).unwrap();
+    let mut got = vec![0u8; len];
+    let mut at = 0;
+    while at < len {
+        at += store.read_at(range.start + at as u64, &mut got[at..], Duration::ZERO).unwrap();
+    }
+    assert_eq!(got, file[range.start as usize..range.end as usize]);
+    for from in [100, 0, len as u32 + 4096] {
+        let mut bad = peer.tail_on(None, &ask, index, from, 0).await.unwrap();
+        match bad.next_arrival().await {
+            Err(chorus_streamer::Error::Remote { code, .. }) => {
+                assert_eq!(code, ErrorCode::BadRequest, "from {from}")
+            }
+            other => panic!("a tail from byte {from}: {other:?}"),
+        }
+    }
+    assert!(peer.manifest(m.id()).await.is_ok(), "the node still serves");
+    node.shutdown().await;
+}
+
+/// A seek's first chunks come over two links at once: each is asked of
+/// one peer whole and of the other from its middle on, and the seek plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeks_first_chunks_are_asked_of_two_peers_at_once() {
+    use chorus_player::play::{PlayOptions, play};
+    use chorus_player::sink::OutputSpec;
+    use chorus_streamer::fetch::Source;
+    let profile = LinkProfile::by_name("transatlantic").unwrap();
+    let (a, listener, _la) = seed_and_listener(&["awakening.flac"], Some((profile.clone(), 7)));
+    let (b, _, _lb) = seed_and_listener(&["awakening.flac"], Some((profile, 9)));
+    let m = a.with_library(|l| l.tracks().next().map(|t| t.manifest.clone())).flatten().unwrap();
+    let mut sources = Vec::new();
+    for node in [&a, &b] {
+        let peer = listener.connect(node.transport().local_addr().unwrap(), None).await.unwrap();
+        // Peers, not seeds: a tail is asked only of a peer.
+        sources.push(Source { peer, is_seed: false, have: None, head_rest: None });
+    }
+    let target = m.duration().mul_f64(0.6);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let options = PlayOptions::default();
+    let playing =
+        tokio::spawn(play(m, sources, OutputSpec::Null, options, Instant::now(), move |p| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(p.clone());
+            }
+        }));
+    let p = rx.await.unwrap();
+    while p.stats.played() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (done, tails) = (p.stats.seeks_done.load(Relaxed), p.fetch.tails.load(Relaxed));
+    p.seek(target);
+    while p.stats.seeks_done.load(Relaxed) == done && !playing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.stop();
+    playing.await.unwrap().unwrap();
+    assert_eq!(p.stats.seeks_done.load(Relaxed), done + 1, "the seek never played");
+    let asked = p.fetch.tails.load(Relaxed) - tails;
+    assert!(asked >= 1, "no tail asked for the seek");
+    assert_eq!(p.fetch.failures.load(Relaxed), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chorus_protocol::groups::{ChunkReceiver, VerifiedPart};
 use chorus_protocol::message::{
     CatalogEntry, ChunkRequest, ChunkRun, Connect, Hello, ManifestRequest, PathReport,
-    PeerExchange, PeerInfo, Rendezvous, SearchRequest, StartRequest, Want, WhoHas,
+    PeerExchange, PeerInfo, Rendezvous, SearchRequest, StartRequest, TailRequest, Want, WhoHas,
 };
 use chorus_protocol::{
     ChunkIndex, Manifest, Message, PeerId, TrackId, VerifiedChunk, frame, limits,
@@ -411,7 +411,38 @@ impl Peer {
         let recv = self.request_on(begun, &msg).await?;
         let parts = deadline_ms < PARTS_WITHIN_MS;
         let (manifest, next, end) = (manifest.clone(), first.0, first.0 + count);
-        Ok(ChunkStream { recv, manifest, next, end, current: None, parts, path: None })
+        Ok(ChunkStream { recv, manifest, next, end, current: None, parts, path: None, tail: 0 })
+    }
+
+    /// The message of [`Self::tail_on`], to begin it at once
+    /// ([`Self::begin_now`]).
+    pub fn tail_request(
+        manifest: &Manifest,
+        index: ChunkIndex,
+        from: u32,
+        deadline_ms: u32,
+    ) -> Message {
+        Message::TailRequest(TailRequest { track: manifest.id(), index, from, deadline_ms })
+    }
+
+    /// Requests the tail of chunk `index` from byte `from` (a multiple of
+    /// [`chorus_protocol::groups::GROUP_LEN`]), begun already if `begun`
+    /// ([`Self::begin_now`] with [`Self::tail_request`]); the returned
+    /// stream yields its checked parts ([`ChunkStream::next_arrival`]),
+    /// then `None`.
+    pub async fn tail_on(
+        &self,
+        begun: Option<Begun>,
+        manifest: &Manifest,
+        index: ChunkIndex,
+        from: u32,
+        deadline_ms: u32,
+    ) -> Result<ChunkStream> {
+        let msg = Self::tail_request(manifest, index, from, deadline_ms);
+        let recv = self.request_on(begun, &msg).await?;
+        let (manifest, next, end) = (manifest.clone(), index.0, index.0 + 1);
+        let tail = usize::try_from(from).unwrap_or(usize::MAX);
+        Ok(ChunkStream { recv, manifest, next, end, current: None, parts: true, path: None, tail })
     }
 
     /// Downloads a whole track into `path`, verifying every chunk. Writes to
@@ -833,6 +864,9 @@ pub struct ChunkStream {
     parts: bool,
     /// The peer's latest report of the path ([`ChunkStream::path`]).
     path: Option<PathReport>,
+    /// Where the chunk's bytes begin: 0, or a tail's start
+    /// ([`Peer::tail`]).
+    tail: usize,
 }
 
 impl ChunkStream {
@@ -884,14 +918,23 @@ impl ChunkStream {
                     return Err(Error::UnexpectedReply("expected chunk data"));
                 }
             };
-            let mut receiver =
-                self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?;
+            let mut receiver = if self.tail > 0 {
+                self.manifest.receive_tail(head.index, self.tail, head.data_len, &head.groups)?
+            } else {
+                self.manifest.receive_chunk(head.index, head.data_len, &head.groups)?
+            };
             if !self.parts {
                 receiver = receiver.whole_only();
             }
             if let Some(part) = begin_chunk(&mut self.current, receiver, first)? {
                 return Ok(Some(Arrival::Part(part)));
             }
+        }
+        if self.current.as_ref().is_some_and(|c| c.from() > 0 && c.remaining() == 0) {
+            // A tail's last group is in: it is done (it is not a chunk).
+            self.current = None;
+            self.next += 1;
+            return Ok(None);
         }
         let arrival = continue_chunk(&mut self.recv, &mut self.current).await?;
         if matches!(arrival, Arrival::Chunk(_)) {

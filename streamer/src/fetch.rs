@@ -93,6 +93,12 @@ pub struct FetchStats {
     pub failures: AtomicU64,
     /// Requests sent to a second peer for a chunk already in flight.
     pub hedges: AtomicU64,
+    /// Tails asked: a (re)start's chunk asked of a second peer from its
+    /// middle on ([`Action::RequestTail`]).
+    pub tails: AtomicU64,
+    /// Tails that came in whole (others were withdrawn when their chunk
+    /// was whole first, or failed).
+    pub tails_done: AtomicU64,
     /// Verified bytes received from each peer: id, address, bytes, is seed.
     pub by_peer: std::sync::Mutex<Vec<(PeerId, std::net::SocketAddr, u64, bool)>>,
     /// Peers dropped for sending bad data: not to be dialled again.
@@ -268,7 +274,18 @@ enum Event {
         gone: bool,
         error: Error,
     },
+    /// A chunk's tail ([`Action::RequestTail`]) is over: all in, or why
+    /// not.
+    TailDone {
+        key: PeerKey,
+        chunk: u32,
+        result: Result<(), Error>,
+    },
 }
+
+/// Marks a tail's task in the task map: its key is the chunk's index with
+/// this bit set (indices stay below [`chorus_protocol::limits::MAX_CHUNKS`]).
+const TAIL_TASK: u32 = 1 << 31;
 
 /// A task aborted when the fetch ends.
 struct AbortOnExit<T>(Option<JoinHandle<T>>);
@@ -595,6 +612,29 @@ pub async fn fetch_track(
                         sched.part_arrived(chunk, bytes);
                         Vec::new()
                     }
+                    Event::TailDone { key, chunk, result } => {
+                        tasks.remove(&(key, chunk | TAIL_TASK));
+                        sched.on_tail_done(key, chunk, result.is_ok(), t);
+                        match result {
+                            Err(error) => {
+                                let (failure, gone) = classify(&error);
+                                let addr = sources[keys[&key]].peer.addr();
+                                tracing::debug!("the tail of chunk {chunk} from {addr} failed: {error}");
+                                if gone {
+                                    sched.remove_peer(key);
+                                    Vec::new()
+                                } else if failure == Failure::Corrupt {
+                                    sched.on_failed(key, chunk, failure, t)
+                                } else {
+                                    Vec::new()
+                                }
+                            }
+                            Ok(()) => {
+                                stats.tails_done.fetch_add(1, Ordering::Relaxed);
+                                Vec::new()
+                            }
+                        }
+                    }
                     Event::Failed { key, chunk, failure, gone, error } => {
                         tasks.remove(&(key, chunk));
                         stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -726,9 +766,32 @@ fn act(
                 old.abort();
             }
         }
+        Action::RequestTail { peer: key, chunk, from, deadline } => {
+            let Some(&i) = keys.get(&key) else { return };
+            stats.tails.fetch_add(1, Ordering::Relaxed);
+            let deadline_ms =
+                u32::try_from(deadline.saturating_sub(now).as_millis()).unwrap_or(u32::MAX - 1);
+            // Begun here, before the requests asked after it (see above).
+            let msg = Peer::tail_request(store.manifest(), ChunkIndex(chunk), from, deadline_ms);
+            let opened = sources[i].peer.begin_now(&msg).and_then(Result::ok);
+            let task = tokio::spawn(request_tail(
+                key,
+                opened,
+                sources[i].peer.clone(),
+                store.clone(),
+                (chunk, from, deadline_ms),
+                config.stall_timeout,
+                tx.clone(),
+            ));
+            if let Some(old) = tasks.insert((key, chunk | TAIL_TASK), task) {
+                old.abort();
+            }
+        }
         Action::Cancel { peer, chunk } => {
-            if let Some(task) = tasks.remove(&(peer, chunk)) {
-                task.abort();
+            for k in [chunk, chunk | TAIL_TASK] {
+                if let Some(task) = tasks.remove(&(peer, k)) {
+                    task.abort();
+                }
             }
         }
         Action::Drop { peer } => {
@@ -758,16 +821,10 @@ async fn request(
     tx: mpsc::Sender<Event>,
 ) {
     let result = async {
-        let mut stream = tokio::time::timeout(
-            stall,
-            peer.chunks_on(opened, store.manifest(), ChunkIndex(chunk), 1, deadline_ms),
-        )
-        .await
-        .map_err(|_| Error::Timeout(stall, "the peer to accept a request"))??;
+        let asked = peer.chunks_on(opened, store.manifest(), ChunkIndex(chunk), 1, deadline_ms);
+        let mut stream = within(stall, "the peer to accept a request", asked).await?;
         loop {
-            let next = tokio::time::timeout(stall, stream.next_arrival())
-                .await
-                .map_err(|_| Error::Timeout(stall, "chunk data"))??;
+            let next = within(stall, "chunk data", stream.next_arrival()).await?;
             // Verified by the stream (once); the store and the cache take
             // only verified chunks, and checked parts of one.
             match next.ok_or(Error::StreamEnded)? {
@@ -792,8 +849,45 @@ async fn request(
     let _ = tx.send(ev).await;
 }
 
-/// How a failed request counts against its peer, and whether the peer's
-/// connection is gone.
+/// `fut`'s result, or a timeout naming `what` once `stall` has passed.
+async fn within<T>(
+    stall: Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(stall, fut).await.map_err(|_| Error::Timeout(stall, what))?
+}
+
+/// Fetches the tail of `chunk` from byte `from` ([`Action::RequestTail`]):
+/// its checked parts into the store as they come (where they wait for the
+/// bytes before them, from the peer asked for the whole chunk).
+async fn request_tail(
+    key: PeerKey,
+    opened: Option<crate::client::Begun>,
+    peer: Peer,
+    store: Arc<TrackStore>,
+    (chunk, from, deadline_ms): (u32, u32, u32),
+    stall: Duration,
+    tx: mpsc::Sender<Event>,
+) {
+    let result = async {
+        let asked = peer.tail_on(opened, store.manifest(), ChunkIndex(chunk), from, deadline_ms);
+        let mut stream = within(stall, "the peer to accept a request", asked).await?;
+        loop {
+            let next = within(stall, "chunk data", stream.next_arrival()).await?;
+            match next {
+                None => break Ok(()),
+                Some(Arrival::Part(p)) => land_part(&store, &p, &tx).await?,
+                Some(Arrival::Chunk(_)) => {
+                    break Err(Error::UnexpectedReply("a chunk, not its tail"));
+                }
+            }
+        }
+    }
+    .await;
+    let _ = tx.send(Event::TailDone { key, chunk, result }).await;
+}
+
 /// A verified chunk arrived from `from` (a peer, and whether it is a
 /// seed): into the store, the cache, the counters (at once, so what came
 /// is credited to its peer even if the fetch ends before the driver hears

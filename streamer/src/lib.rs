@@ -29,6 +29,7 @@ pub mod nat;
 #[cfg(feature = "testkit")]
 pub mod netem;
 pub mod node;
+mod order;
 pub mod portmap;
 pub mod probe;
 pub mod resume;

@@ -33,6 +33,7 @@ use crate::discovery::{self, MAX_KNOWN, PeerTable};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::library::{Library, LibraryTrack};
+use crate::order::{ReplyOrder, Turn};
 use crate::tls::{self, TransportLimits};
 use crate::transport::{Transport, peer_id_from_connection};
 use crate::wire::{path_report, read_frame_max, write_chunk, write_error, write_message};
@@ -607,6 +608,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 /// `first_request_timeout`.
 async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, dialled: bool) {
     let budget = Arc::new(Semaphore::new(shared.limits.max_outstanding_bytes_per_peer));
+    let order = Arc::new(ReplyOrder::default());
     let epoch = Instant::now();
     let mut first = !dialled;
     loop {
@@ -631,11 +633,11 @@ async fn serve_streams(shared: &Arc<Shared>, conn: &Connection, peer: PeerId, di
                 return;
             }
         };
-        let (shared, budget) = (shared.clone(), budget.clone());
+        let (shared, budget, turn) = (shared.clone(), budget.clone(), order.take());
         let (remote, conn) = (conn.remote_address(), conn.clone());
         tokio::spawn(async move {
             let from = From { id: peer, remote, conn, dialled, epoch };
-            if let Err(e) = serve_stream(&shared, &budget, from, send, recv).await {
+            if let Err(e) = serve_stream(&shared, &budget, from, turn, send, recv).await {
                 tracing::debug!("request from {} failed: {e}", peer.fmt_short());
             }
         });
@@ -660,10 +662,13 @@ struct From {
     epoch: Instant,
 }
 
+/// Serves one request; a chunk reply's first bytes go out in `turn`
+/// ([`ReplyOrder`]).
 async fn serve_stream(
     shared: &Arc<Shared>,
     budget: &Semaphore,
     from: From,
+    mut turn: Turn,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
@@ -690,6 +695,10 @@ async fn serve_stream(
         }
         Ok(Err(e)) => return Err(e),
     };
+    if !matches!(request, Message::ChunkRequest(_) | Message::TailRequest(_)) {
+        // Not a chunk: nothing to keep in order behind.
+        turn.begin();
+    }
     match request {
         Message::Hello(h) => {
             // A peer that serves is worth remembering (and telling others),
@@ -768,7 +777,21 @@ async fn serve_stream(
             }
         },
         Message::ChunkRequest(r) => {
-            serve_chunks(shared, budget, &from.conn, from.epoch, &mut send, r).await?;
+            let to = (&from.conn, &mut send, &mut turn);
+            serve_chunks(shared, budget, to, from.epoch, r, 0).await?;
+        }
+        Message::TailRequest(t) => {
+            // One chunk, from a group's start: checked where its length is
+            // known (a bad start is refused there).
+            let from_byte = usize::try_from(t.from).unwrap_or(usize::MAX).max(1);
+            let r = ChunkRequest {
+                track: t.track,
+                first: t.index,
+                count: 1,
+                deadline_ms: t.deadline_ms,
+            };
+            let to = (&from.conn, &mut send, &mut turn);
+            serve_chunks(shared, budget, to, from.epoch, r, from_byte).await?;
         }
         Message::StartRequest(r) => {
             serve_start(shared, budget, &from.conn, from.epoch, &mut send, r).await?;
@@ -957,17 +980,20 @@ fn priority(deadline_ms: u32, elapsed: Duration) -> i32 {
     -i32::try_from(due).unwrap_or(i32::MAX)
 }
 
+/// Serves a chunk request; `tail`: only the tail of its one chunk, from
+/// that byte (a [`chorus_protocol::message::TailRequest`]; 0 for a whole
+/// request).
 async fn serve_chunks(
     shared: &Arc<Shared>,
     budget: &Semaphore,
-    conn: &Connection,
+    (conn, send, turn): (&Connection, &mut SendStream, &mut Turn),
     epoch: Instant,
-    send: &mut SendStream,
     r: ChunkRequest,
+    tail: usize,
 ) -> Result<()> {
     shared.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
     let Some(track) = find(shared, &r.track) else {
-        return serve_cached_chunks(shared, conn, epoch, send, r).await;
+        return serve_cached_chunks(shared, (conn, send, turn), epoch, r, tail).await;
     };
     let count = track.manifest.layout().count();
     let end = u64::from(r.first.0) + u64::from(r.count);
@@ -988,28 +1014,62 @@ async fn serve_chunks(
         let index = chorus_protocol::ChunkIndex(i);
         // The first chunk of a reply is the one its asker may be waiting
         // on: it goes in groups, usable as they arrive.
-        let in_groups = i == r.first.0;
-        if !send_library_chunk(shared, budget, conn, send, &track, &file, index, in_groups).await? {
+        let how = match tail {
+            0 if i == r.first.0 => SendAs::Groups,
+            0 => SendAs::Whole,
+            from => SendAs::Tail(from),
+        };
+        let to = (conn, &mut *send, Some(&mut *turn));
+        if !send_library_chunk(shared, budget, to, &track, &file, index, how).await? {
             break;
         }
     }
     Ok(())
 }
 
+/// How a chunk is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SendAs {
+    /// Whole, checked whole by its receiver.
+    Whole,
+    /// With its group values, checked a group at a time as it arrives.
+    Groups,
+    /// Its group values and its bytes from this offset on (a tail).
+    Tail(usize),
+}
+
+impl SendAs {
+    /// The chunk's bytes and group values (`groups`: empty for a chunk
+    /// checked whole) as this says to send them, or why it cannot be sent
+    /// so (a tail must start at one of its groups).
+    fn cut(self, groups: Bytes, data: Bytes) -> std::result::Result<(Bytes, Bytes), String> {
+        match self {
+            SendAs::Whole => Ok((Bytes::new(), data)),
+            SendAs::Groups => Ok((groups, data)),
+            SendAs::Tail(from) => {
+                let group = chorus_protocol::groups::GROUP_LEN;
+                if groups.is_empty() || from % group != 0 || from >= data.len() {
+                    return Err(format!("no tail from byte {from} of a {}-byte chunk", data.len()));
+                }
+                Ok((groups, data.slice(from..)))
+            }
+        }
+    }
+}
+
 /// Reads one chunk of a library track, checks it against the manifest and
-/// sends it (`in_groups`: with its group values, see
-/// [`crate::wire::write_chunk`]). Returns false (after an error frame) if
-/// the file changed since it was indexed: the track is then withdrawn.
+/// sends it as `how` says (see [`crate::wire::write_chunk`]). Returns false
+/// (after an error frame) if the file changed since it was indexed (the
+/// track is then withdrawn), or a tail was asked that it has not.
 #[allow(clippy::too_many_arguments)]
 async fn send_library_chunk(
     shared: &Arc<Shared>,
     budget: &Semaphore,
-    conn: &Connection,
-    send: &mut SendStream,
+    (conn, send, turn): (&Connection, &mut SendStream, Option<&mut Turn>),
     track: &Arc<LibraryTrack>,
     file: &Arc<File>,
     index: chorus_protocol::ChunkIndex,
-    in_groups: bool,
+    how: SendAs,
 ) -> Result<bool> {
     let range = track.manifest.layout().byte_range(index);
     let len = (range.end - range.start) as usize;
@@ -1025,20 +1085,36 @@ async fn send_library_chunk(
         // have changed since it was indexed. (The group values come from
         // the same pass over the bytes.)
         let buf = buf.freeze();
-        if in_groups {
+        if how == SendAs::Whole {
+            m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
+            Ok((Bytes::new(), buf))
+        } else {
             let (groups, c) =
                 m.manifest.verify_with_groups(index, buf).map_err(|e| e.to_string())?;
             Ok((groups, c.into_data()))
-        } else {
-            m.manifest.verify_chunk(index, &buf).map_err(|e| e.to_string())?;
-            Ok((Bytes::new(), buf))
         }
     })
     .await
     .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+    let read = match read.map(|(groups, data)| how.cut(groups, data)) {
+        Ok(Err(bad)) => {
+            write_error(send, ErrorCode::BadRequest, bad).await?;
+            return Ok(false);
+        }
+        Ok(Ok(cut)) => Ok(cut),
+        Err(e) => Err(e),
+    };
     match read {
         Ok((groups, data)) => {
-            write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data).await?;
+            if let Some(turn) = turn {
+                turn.wait().await;
+                write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data)
+                    .await?;
+                turn.begin();
+            } else {
+                write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data)
+                    .await?;
+            }
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
             drop(permit);
@@ -1114,7 +1190,9 @@ async fn serve_start(
         // Every chunk of the first flight goes in groups: the start rule
         // may wait on any of them.
         for index in order.chunks {
-            if !send_library_chunk(shared, budget, conn, send, &track, &file, index, true).await? {
+            let to = (conn, &mut *send, None);
+            if !send_library_chunk(shared, budget, to, &track, &file, index, SendAs::Groups).await?
+            {
                 return Ok(());
             }
         }
@@ -1208,10 +1286,10 @@ async fn write_hashes(
 /// is verified again as it is read back.
 async fn serve_cached_chunks(
     shared: &Shared,
-    conn: &Connection,
+    (conn, send, turn): (&Connection, &mut SendStream, &mut Turn),
     epoch: Instant,
-    send: &mut SendStream,
     r: ChunkRequest,
+    tail: usize,
 ) -> Result<()> {
     let Some((cache, manifest)) =
         shared.cache.as_ref().and_then(|c| c.manifest(&r.track).map(|m| (c.clone(), m)))
@@ -1228,16 +1306,25 @@ async fn serve_cached_chunks(
         let index = chorus_protocol::ChunkIndex(i);
         let c = cache.clone();
         // The first chunk of a reply goes in groups (see serve_chunks).
-        let in_groups = i == r.first.0;
+        let how = match tail {
+            0 if i == r.first.0 => SendAs::Groups,
+            0 => SendAs::Whole,
+            from => SendAs::Tail(from),
+        };
         let data = tokio::task::spawn_blocking(move || {
-            if in_groups {
-                c.get_chunk_with_groups(&r.track, index).map(|(g, c)| (g, c.into_data()))
-            } else {
+            if how == SendAs::Whole {
                 c.get_chunk(&r.track, index).map(|c| (Bytes::new(), c.into_data()))
+            } else {
+                c.get_chunk_with_groups(&r.track, index).map(|(g, c)| (g, c.into_data()))
             }
         })
         .await
         .map_err(|_| Error::UnexpectedReply("reader task failed"))?;
+        let data = match data.map(|(groups, data)| how.cut(groups, data)) {
+            Some(Err(bad)) => return write_error(send, ErrorCode::BadRequest, bad).await,
+            Some(Ok(cut)) => Some(cut),
+            None => None,
+        };
         let Some((groups, data)) = data else {
             return write_error(
                 send,
@@ -1247,7 +1334,9 @@ async fn serve_cached_chunks(
             .await;
         };
         let len = data.len();
+        turn.wait().await;
         write_chunk(send, r.track, index, path_report(conn), groups, data).await?;
+        turn.begin();
         shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
         shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
     }

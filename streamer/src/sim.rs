@@ -480,6 +480,11 @@ pub fn simulate(config: &SimConfig) -> SimReport {
                         links.waiting[i].retain(|w| w.1 != r);
                     }
                 }
+                Action::RequestTail { peer, chunk, .. } => {
+                    // Whole chunks only here (no parts are modelled): the
+                    // peer refuses, as a node that does not know tails.
+                    sched.on_tail_done(peer, chunk, false, now);
+                }
                 Action::Drop { peer } => {
                     if let Some(i) = keys.iter().position(|k| *k == Some(peer)) {
                         report.dropped.push(i);

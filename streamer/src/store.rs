@@ -56,6 +56,10 @@ struct Inner {
     /// Checked groups of chunks still arriving, in order from the chunk's
     /// start ([`TrackStore::insert_part`]); dropped when the chunk is in.
     parts: Vec<(u32, Vec<Bytes>)>,
+    /// Checked parts past the end of those (a chunk's tail from another
+    /// peer): chunk, offset, bytes. They join `parts` once the bytes
+    /// before them are in; a part inside one held is not kept twice.
+    ahead: Vec<(u32, usize, Bytes)>,
     /// Present, but only in the cache (dropped from memory).
     spilled: Vec<bool>,
     /// Bytes of `chunks` held in memory.
@@ -126,6 +130,7 @@ impl TrackStore {
             inner: Mutex::new(Inner {
                 chunks: vec![None; n],
                 parts: Vec::new(),
+                ahead: Vec::new(),
                 spilled: vec![false; n],
                 held: 0,
                 lost: Vec::new(),
@@ -174,6 +179,7 @@ impl TrackStore {
         inner.present += 1;
         inner.urgent.retain(|&u| u != index.0);
         inner.parts.retain(|(c, _)| *c != index.0);
+        inner.ahead.retain(|(c, _, _)| *c != index.0);
         self.trim(&mut inner);
         drop(inner);
         self.arrived.notify_all();
@@ -181,10 +187,11 @@ impl TrackStore {
     }
 
     /// Stores checked bytes of a chunk still arriving, so a reader waiting
-    /// on it goes on before the chunk is whole. What is kept runs from the
-    /// chunk's start: a part past its end waits for the bytes before it
-    /// (is left out), one that overlaps it adds what is new. Returns the
-    /// bytes of the chunk held in parts (0 once the chunk is whole here).
+    /// on it goes on before the chunk is whole. What is readable runs from
+    /// the chunk's start: a part that overlaps its end adds what is new,
+    /// and a part past its end (the chunk's tail, from another peer) is
+    /// held until the bytes before it come. Returns the bytes of the chunk
+    /// readable from its start (0 once the chunk is whole here).
     pub fn insert_part(&self, part: &VerifiedPart) -> Result<u64, ProtocolError> {
         if part.track() != self.manifest.id() {
             return Err(ProtocolError::TrackIdMismatch {
@@ -205,20 +212,39 @@ impl TrackStore {
                 inner.parts.len() - 1
             }
         };
-        let groups = &mut inner.parts[pos].1;
-        let have: usize = groups.iter().map(Bytes::len).sum();
+        let Inner { parts, ahead, .. } = &mut *inner;
+        let groups = &mut parts[pos].1;
+        let mut have: usize = groups.iter().map(Bytes::len).sum();
+        let (start, data) = (part.offset(), part.data());
+        if start > have {
+            let end = start + data.len();
+            let held =
+                ahead.iter().any(|(c, s, b)| *c == index && *s <= start && s + b.len() >= end);
+            if !held {
+                ahead.push((index, start, data.clone()));
+            }
+            return Ok(have as u64);
+        }
         // A part that starts where the bytes here end, or overlaps their
         // end (another peer's copy of the chunk, after the first one's
         // reply broke off: checked against the same hash, so the same
-        // bytes), adds what is new.
-        let (start, data) = (part.offset(), part.data());
-        if start > have || start + data.len() <= have {
-            return Ok(have as u64);
+        // bytes), adds what is new; so do the held parts it reaches.
+        let before = have;
+        let mut next = Some((start, data.clone()));
+        while let Some((start, data)) = next.take() {
+            if start + data.len() > have {
+                groups.push(data.slice(have - start..));
+                have = start + data.len();
+            }
+            if let Some(pos) = ahead.iter().position(|(c, s, _)| *c == index && *s <= have) {
+                let (_, s, b) = ahead.swap_remove(pos);
+                next = Some((s, b));
+            }
         }
-        groups.push(data.slice(have - start..));
-        let have = start + data.len();
         drop(inner);
-        self.arrived.notify_all();
+        if have > before {
+            self.arrived.notify_all();
+        }
         Ok(have as u64)
     }
 
@@ -529,9 +555,21 @@ mod tests {
             got += s.read_at(at + got as u64, &mut all[got..], Duration::ZERO).unwrap();
         }
         assert_eq!(&all[..], &chunks[1][..]);
-        // A part past the end of what is here waits for the bytes before it.
-        let c = parts_of(&s, 2, &chunks[2], &[4096, 4096]);
-        assert_eq!(s.insert_part(&c[1]).unwrap(), 0);
+        // A part past the end of what is here (a tail another peer sends)
+        // waits for the bytes before it, then counts with them.
+        let c = parts_of(&s, 2, &chunks[2], &[4096, 4096, 4096, 4096]);
+        assert_eq!(s.insert_part(&c[3]).unwrap(), 0);
+        assert_eq!(s.insert_part(&c[3]).unwrap(), 0, "held once");
+        assert!(s.read_at(2 * at + 12288, &mut buf, Duration::ZERO).is_err(), "not readable yet");
+        assert_eq!(s.insert_part(&c[0]).unwrap(), 4096);
+        assert_eq!(s.insert_part(&c[1]).unwrap(), 8192);
+        assert_eq!(s.insert_part(&c[2]).unwrap(), 16384, "the held tail joins");
+        let mut all = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        while got < all.len() {
+            got += s.read_at(2 * at + got as u64, &mut all[got..], Duration::ZERO).unwrap();
+        }
+        assert_eq!(&all[..], &chunks[2][..]);
         // The whole chunk replaces its parts.
         let m = s.manifest().clone();
         assert!(s.insert(m.verify(ChunkIndex(1), chunks[1].clone()).unwrap()).unwrap());
