@@ -1014,11 +1014,7 @@ async fn serve_chunks(
         let index = chorus_protocol::ChunkIndex(i);
         // The first chunk of a reply is the one its asker may be waiting
         // on: it goes in groups, usable as they arrive.
-        let how = match tail {
-            0 if i == r.first.0 => SendAs::Groups,
-            0 => SendAs::Whole,
-            from => SendAs::Tail(from),
-        };
+        let how = SendAs::reply(tail, i == r.first.0);
         let to = (conn, &mut *send, Some(&mut *turn));
         if !send_library_chunk(shared, budget, to, &track, &file, index, how).await? {
             break;
@@ -1039,6 +1035,17 @@ enum SendAs {
 }
 
 impl SendAs {
+    /// How a chunk of a reply goes: the tail from byte `tail` (if not 0),
+    /// else in groups if it is the reply's `first` (the one its asker
+    /// may be waiting on, usable as it arrives), else whole.
+    fn reply(tail: usize, first: bool) -> Self {
+        match tail {
+            0 if first => SendAs::Groups,
+            0 => SendAs::Whole,
+            from => SendAs::Tail(from),
+        }
+    }
+
     /// The chunk's bytes and group values (`groups`: empty for a chunk
     /// checked whole) as this says to send them, or why it cannot be sent
     /// so (a tail must start at one of its groups).
@@ -1106,14 +1113,12 @@ async fn send_library_chunk(
     };
     match read {
         Ok((groups, data)) => {
-            if let Some(turn) = turn {
+            if let Some(turn) = turn.as_deref() {
                 turn.wait().await;
-                write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data)
-                    .await?;
+            }
+            write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data).await?;
+            if let Some(turn) = turn {
                 turn.begin();
-            } else {
-                write_chunk(send, track.manifest.id(), index, path_report(conn), groups, data)
-                    .await?;
             }
             shared.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
             shared.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
@@ -1306,11 +1311,7 @@ async fn serve_cached_chunks(
         let index = chorus_protocol::ChunkIndex(i);
         let c = cache.clone();
         // The first chunk of a reply goes in groups (see serve_chunks).
-        let how = match tail {
-            0 if i == r.first.0 => SendAs::Groups,
-            0 => SendAs::Whole,
-            from => SendAs::Tail(from),
-        };
+        let how = SendAs::reply(tail, i == r.first.0);
         let data = tokio::task::spawn_blocking(move || {
             if how == SendAs::Whole {
                 c.get_chunk(&r.track, index).map(|c| (Bytes::new(), c.into_data()))

@@ -101,7 +101,7 @@ pub enum Action {
         deadline: Duration,
     },
     /// Ask `peer` for the tail of `chunk` from byte `from`, due at
-    /// `deadline`: the chunk playback (re)starts in is asked of one peer
+    /// `deadline`: a chunk playback (re)starts with is asked of one peer
     /// whole and of a second from its middle on, so its bytes come over
     /// two links at once ([`Scheduler::on_tail_done`] when it is over).
     RequestTail {
@@ -1226,18 +1226,19 @@ impl Scheduler {
         }
     }
 
-    /// The chunk playback (re)starts in, just asked of `whole` (expected
-    /// in full at `whole_done`), is not begun: its tail from the middle is
-    /// asked of the live peer that would send it soonest, if that is
-    /// before `whole` would have it all. Its bytes then come over two
-    /// links at once: the chunk is readable a half-chunk's transfer
-    /// sooner (at 20 Mbit/s, 3 ms of a 16 KiB chunk's 6.5), which is what
-    /// a seek waits for past its round trip. Not a seed (it serves what
-    /// peers cannot), not a peer that refused a tail, and not a peer not
-    /// yet measured: at a track's start, a tail in an unmeasured peer's
-    /// slow start takes the place of a chunk after the first ones (two
-    /// plays of 390 stuttered just after their start on `lossy` and `4g`
-    /// with tails asked of such peers, none of 540 before).
+    /// A chunk of the range playback (re)starts with, just asked of
+    /// `whole` (expected in full at `whole_done`), not begun: its tail
+    /// from the middle is asked of the live peer that would send it
+    /// soonest, if that is before `whole` would have it all. Its bytes
+    /// then come over two links at once: the chunk is readable a
+    /// half-chunk's transfer sooner (at 20 Mbit/s, 3 ms of a 16 KiB
+    /// chunk's 6.5), which is what a seek waits for past its round trip.
+    /// Not a seed (it serves what peers cannot), not a peer that refused
+    /// a tail, and not a peer not yet measured: at a track's start, a
+    /// tail in an unmeasured peer's slow start takes the place of a chunk
+    /// after the first ones (two plays of 390 stuttered just after their
+    /// start on `lossy` and `4g` with tails asked of such peers, none of
+    /// 540 before).
     fn split(
         &mut self,
         chunk: u32,
