@@ -27,6 +27,12 @@ use tokio::sync::watch;
 /// against any round trip.
 pub const ORDER_WAIT: Duration = Duration::from_millis(2);
 
+/// Most turns kept as begun past one not begun: past this many, the
+/// turns not begun before them are passed over (a peer whose chunk
+/// request is held up, say behind its own unread replies, and which
+/// goes on sending other requests cannot grow the record without bound).
+pub const MAX_EARLY: usize = 256;
+
 /// One connection's replies, in the order their requests were accepted.
 #[derive(Debug)]
 pub struct ReplyOrder {
@@ -58,6 +64,9 @@ impl ReplyOrder {
             return;
         }
         early.insert(ticket);
+        if early.len() > MAX_EARLY {
+            low = early.first().copied().unwrap_or(low);
+        }
         while early.remove(&low) {
             low += 1;
         }
@@ -171,5 +180,15 @@ mod tests {
         assert!(!ready(&g));
         drop(f);
         assert!(ready(&g));
+        // One never begun while many after it begin: the record of those
+        // stays bounded, and they pass over it.
+        let stuck = order.take();
+        drop(g);
+        for _ in 0..MAX_EARLY + 10 {
+            order.take().begin();
+            assert!(order.early.lock().unwrap().len() <= MAX_EARLY);
+        }
+        assert!(ready(&order.take()), "the one held up was passed over");
+        drop(stuck);
     }
 }
