@@ -408,10 +408,24 @@ impl Peer {
         deadline_ms: u32,
     ) -> Result<ChunkStream> {
         let msg = Self::chunk_request(manifest, first, count, deadline_ms);
-        let recv = self.request_on(begun, &msg).await?;
         let parts = deadline_ms < PARTS_WITHIN_MS;
+        self.stream_on(begun, &msg, manifest, (first, count), (parts, 0)).await
+    }
+
+    /// Sends `msg` (or takes it begun) and reads its reply as the `count`
+    /// chunks from `first`, handing out parts if `parts`, each chunk's
+    /// bytes from `tail` on (0: whole chunks).
+    async fn stream_on(
+        &self,
+        begun: Option<Begun>,
+        msg: &Message,
+        manifest: &Manifest,
+        (first, count): (ChunkIndex, u32),
+        (parts, tail): (bool, usize),
+    ) -> Result<ChunkStream> {
+        let recv = self.request_on(begun, msg).await?;
         let (manifest, next, end) = (manifest.clone(), first.0, first.0 + count);
-        Ok(ChunkStream { recv, manifest, next, end, current: None, parts, path: None, tail: 0 })
+        Ok(ChunkStream { recv, manifest, next, end, current: None, parts, path: None, tail })
     }
 
     /// The message of [`Self::tail_on`], to begin it at once
@@ -439,10 +453,8 @@ impl Peer {
         deadline_ms: u32,
     ) -> Result<ChunkStream> {
         let msg = Self::tail_request(manifest, index, from, deadline_ms);
-        let recv = self.request_on(begun, &msg).await?;
-        let (manifest, next, end) = (manifest.clone(), index.0, index.0 + 1);
         let tail = usize::try_from(from).unwrap_or(usize::MAX);
-        Ok(ChunkStream { recv, manifest, next, end, current: None, parts: true, path: None, tail })
+        self.stream_on(begun, &msg, manifest, (index, 1), (true, tail)).await
     }
 
     /// Downloads a whole track into `path`, verifying every chunk. Writes to

@@ -1215,14 +1215,21 @@ impl Scheduler {
             }
             self.state[i] = ChunkState::Missing;
         }
-        let (tails, keep): (Vec<Tail>, Vec<Tail>) = self
-            .tails
-            .iter()
-            .partition(|t| !wanted.get(t.chunk as usize).copied().unwrap_or(false));
-        self.tails = keep;
-        for t in tails {
-            self.tail_over(t);
-            actions.push(Action::Cancel { peer: t.peer, chunk: t.chunk });
+        self.withdraw_tails(|c| !wanted.get(c as usize).copied().unwrap_or(false), actions);
+    }
+
+    /// Withdraws the tails of the chunks `gone` picks: cancelled, their
+    /// bytes no longer queued at their peers.
+    fn withdraw_tails(&mut self, gone: impl Fn(u32) -> bool, actions: &mut Vec<Action>) {
+        let mut i = 0;
+        while i < self.tails.len() {
+            if gone(self.tails[i].chunk) {
+                let t = self.tails.swap_remove(i);
+                self.tail_over(t);
+                actions.push(Action::Cancel { peer: t.peer, chunk: t.chunk });
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -1393,13 +1400,7 @@ impl Scheduler {
             actions.push(Action::Drop { peer: slow });
         }
         // Its tail from another peer is not needed now.
-        let (tails, keep): (Vec<Tail>, Vec<Tail>) =
-            self.tails.iter().partition(|t| t.chunk == chunk);
-        self.tails = keep;
-        for t in tails {
-            self.tail_over(t);
-            actions.push(Action::Cancel { peer: t.peer, chunk });
-        }
+        self.withdraw_tails(|c| c == chunk, &mut actions);
         if !matches!(self.state[chunk as usize], ChunkState::Here) {
             self.state[chunk as usize] = ChunkState::Here;
             self.here += 1;
